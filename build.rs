@@ -1,0 +1,29 @@
+//! Generates the gRPC code and the reflection descriptor set from proto/ with the vendored
+//! protoc, so building needs no system protobuf install.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let include = protoc_bin_vendored::include_path()?;
+    // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = [
+        "proto/flyteidl/core/execution.proto",
+        "proto/flyteidl/core/identifier.proto",
+        "proto/flyteidl/admin/common.proto",
+        "proto/flyteidl/admin/notification.proto",
+        "proto/flytenotify/v1/notification_service.proto",
+    ];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("flytenotify_descriptor.bin"))
+        .compile_protos(
+            &protos,
+            &[
+                "proto",
+                include.to_str().ok_or("non-UTF-8 protoc include path")?,
+            ],
+        )?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

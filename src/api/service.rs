@@ -1,0 +1,57 @@
+//! The gRPC adapter: unwrap the request, call the core, map the error. Nothing else lives here.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::status::to_status;
+use crate::notify::Notifier;
+use crate::proto::flytenotify::v1::{
+    EnqueueRequest, EnqueueResponse, ListPendingRequest, ListPendingResponse, PreviewRequest,
+    PreviewResponse, notification_service_server::NotificationService,
+};
+
+pub struct GrpcNotificationService {
+    notifier: Arc<Notifier>,
+}
+
+impl GrpcNotificationService {
+    pub fn new(notifier: Arc<Notifier>) -> Self {
+        Self { notifier }
+    }
+}
+
+#[tonic::async_trait]
+impl NotificationService for GrpcNotificationService {
+    async fn enqueue(
+        &self,
+        request: Request<EnqueueRequest>,
+    ) -> Result<Response<EnqueueResponse>, Status> {
+        self.notifier
+            .enqueue(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_pending(
+        &self,
+        request: Request<ListPendingRequest>,
+    ) -> Result<Response<ListPendingResponse>, Status> {
+        self.notifier
+            .list_pending(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn preview(
+        &self,
+        request: Request<PreviewRequest>,
+    ) -> Result<Response<PreviewResponse>, Status> {
+        self.notifier
+            .preview(request.into_inner())
+            .map(Response::new)
+            .map_err(to_status)
+    }
+}

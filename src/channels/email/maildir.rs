@@ -1,0 +1,83 @@
+//! Delivers email into a local Maildir (new/cur/tmp): the embedded default needs no mail server,
+//! and any mail client (mutt -f, Thunderbird, Python's mailbox) can read what was sent.
+//!
+//! Maildir's own protocol makes a delivery atomic: write the file in tmp/, fsync it, then rename it
+//! into new/. A reader never sees half a message, and a crash leaves at most a stray file in tmp/.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::build_email;
+use crate::channels::{SendError, Sender};
+use crate::ledger::Message;
+
+pub struct MaildirSender {
+    root: PathBuf,
+    hostname: String,
+    counter: AtomicU64,
+}
+
+impl MaildirSender {
+    /// Creates the Maildir's three folders if they are missing.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        // '/' and ':' would break Maildir file names.
+        let hostname = gethostname::gethostname()
+            .to_string_lossy()
+            .replace(['/', ':'], "_");
+        Ok(Self {
+            root: root.to_owned(),
+            hostname,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn unique_name(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{}.M{}P{}Q{}.{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed),
+            self.hostname
+        )
+    }
+}
+
+#[async_trait]
+impl Sender for MaildirSender {
+    fn name(&self) -> &'static str {
+        "maildir"
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), SendError> {
+        let bytes = build_email(message)?.formatted();
+        let name = self.unique_name();
+        let tmp = self.root.join("tmp").join(&name);
+        let new = self.root.join("new").join(&name);
+        let dir = self.root.join("new");
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &new)?;
+            // The rename is only durable once the directory itself is synced.
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| SendError::retryable(format!("maildir write task failed: {e}")))?
+        .map_err(|e| SendError::retryable(format!("maildir {}: {e}", self.root.display())))
+    }
+}

@@ -1,0 +1,129 @@
+//! SMTP as FlyteAdmin does it: STARTTLS when the server offers it, PLAIN authentication when the
+//! server offers it and a username is configured, then one message to all recipients.
+//!
+//! We drive lettre's connection directly rather than its pooled transport because the transport
+//! insists on authenticating whenever credentials are set, and FlyteAdmin's behaviour is "when
+//! offered". A 5xx reply about the message is permanent; everything else (connection refused, 4xx,
+//! timeouts, TLS and authentication trouble an operator can fix) is retried.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+
+use super::build_email;
+use crate::channels::{SendError, Sender};
+use crate::ledger::Message;
+
+pub struct SmtpSender {
+    host: String,
+    port: u16,
+    skip_tls_verify: bool,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+}
+
+/// FlyteAdmin's secret convention: env `FLYTE_SECRET_<name>`, else the file `<dir>/<name>`,
+/// trailing whitespace trimmed.
+pub fn read_secret(name: &str, dir: &Path) -> Result<String, String> {
+    if let Ok(value) = std::env::var(format!("FLYTE_SECRET_{name}")) {
+        return Ok(value.trim_end().to_string());
+    }
+    let path = dir.join(name);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim_end().to_string())
+        .map_err(|e| {
+            format!(
+                "secret {name:?}: FLYTE_SECRET_{name} is not set and {} cannot be read: {e}",
+                path.display()
+            )
+        })
+}
+
+impl SmtpSender {
+    pub fn new(
+        host: String,
+        port: u16,
+        skip_tls_verify: bool,
+        credentials: Option<(String, String)>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            host,
+            port,
+            skip_tls_verify,
+            credentials: credentials.map(|(user, pass)| Credentials::new(user, pass)),
+            timeout,
+        }
+    }
+
+    async fn deliver(
+        &self,
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<(), SendError> {
+        let hello = ClientId::default();
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &hello,
+            None,
+            None,
+        )
+        .await
+        .map_err(|e| classify(&self.host, self.port, "connect", e))?;
+        if conn.can_starttls() {
+            let tls = TlsParameters::builder(self.host.clone())
+                .dangerous_accept_invalid_certs(self.skip_tls_verify)
+                .dangerous_accept_invalid_hostnames(self.skip_tls_verify)
+                .build()
+                .map_err(|e| SendError::retryable(format!("smtp TLS setup: {e}")))?;
+            conn.starttls(tls, &hello)
+                .await
+                .map_err(|e| classify(&self.host, self.port, "STARTTLS", e))?;
+        }
+        if let Some(credentials) = &self.credentials
+            && conn.server_info().supports_auth_mechanism(Mechanism::Plain)
+        {
+            conn.auth(&[Mechanism::Plain], credentials)
+                .await
+                .map_err(|e| classify(&self.host, self.port, "AUTH", e))?;
+        }
+        conn.send(envelope, bytes)
+            .await
+            .map_err(|e| classify(&self.host, self.port, "send", e))?;
+        // The message is accepted once DATA is answered with 250; QUIT failing changes nothing.
+        let _ = conn.quit().await;
+        Ok(())
+    }
+}
+
+fn classify(host: &str, port: u16, step: &str, e: lettre::transport::smtp::Error) -> SendError {
+    let message = format!("smtp {host}:{port} {step}: {e}");
+    let auth_trouble = matches!(
+        e.status().map(|c| c.to_string()).as_deref(),
+        Some("530" | "534" | "535" | "538")
+    );
+    if e.is_permanent() && !auth_trouble {
+        SendError::permanent(message)
+    } else {
+        SendError::retryable(message)
+    }
+}
+
+#[async_trait]
+impl Sender for SmtpSender {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), SendError> {
+        let email = build_email(message)?;
+        let envelope = email.envelope().clone();
+        let bytes = email.formatted();
+        self.deliver(&envelope, &bytes).await
+    }
+}

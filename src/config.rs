@@ -1,0 +1,578 @@
+//! Configuration: FlyteAdmin's `notifications:` section read exactly as FlyteAdmin defines it, plus
+//! our own `flyteNotify:` section. Everything is validated when loaded so that a typo fails at
+//! start-up with the key's path rather than as a missing email hours later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::notify::template::{self, Variable};
+
+/// The whole file. Any other top-level section (a full FlyteAdmin config has many) is ignored.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Config {
+    #[serde(default)]
+    pub notifications: FlyteAdminNotifications,
+    #[serde(default, rename = "flyteNotify")]
+    pub flyte_notify: ServiceConfig,
+}
+
+/// FlyteAdmin's `notifications:` block, key for key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlyteAdminNotifications {
+    /// aws | gcp | sandbox | local. Every value but aws and gcp selects the embedded queue.
+    #[serde(rename = "type", default)]
+    pub queue_type: String,
+    /// Deprecated in FlyteAdmin in favour of aws.region; read as its fallback.
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub aws: AwsConfig,
+    #[serde(default)]
+    pub gcp: GcpConfig,
+    #[serde(default)]
+    pub publisher: PublisherConfig,
+    #[serde(default)]
+    pub processor: ProcessorConfig,
+    #[serde(default)]
+    pub emailer: EmailerConfig,
+    #[serde(default)]
+    pub reconnect_attempts: i64,
+    #[serde(default)]
+    pub reconnect_delay_seconds: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsConfig {
+    #[serde(default)]
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcpConfig {
+    #[serde(default)]
+    pub project_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublisherConfig {
+    #[serde(default)]
+    pub topic_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcessorConfig {
+    #[serde(default)]
+    pub queue_name: String,
+    #[serde(default)]
+    pub account_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmailerConfig {
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub email_server_config: EmailServerConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmailServerConfig {
+    /// "" (our embedded Maildir), "maildir", "smtp"; "sendgrid" and "ses" come with their issue.
+    #[serde(default)]
+    pub service_name: String,
+    #[serde(default)]
+    pub api_key_env_var: String,
+    #[serde(default)]
+    pub api_key_file_path: String,
+    #[serde(default)]
+    pub smtp_server: String,
+    /// A string in FlyteAdmin; we accept a number too.
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub smtp_port: String,
+    #[serde(default, rename = "smtpSkipTLSVerify", alias = "smtpSkipTlsVerify")]
+    pub smtp_skip_tls_verify: bool,
+    #[serde(default)]
+    pub smtp_username: String,
+    #[serde(default)]
+    pub smtp_password_secret_name: String,
+}
+
+/// Our own section.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// gRPC listen address.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Where the ledger (SQLite) and the Maildir live.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// Flyte console base URL, e.g. https://flyte.example.com/console. Adds a link to default emails.
+    #[serde(default)]
+    pub console_url: String,
+    /// How long in-flight sends may run after SIGTERM before the process exits anyway.
+    #[serde(default = "defaults::shutdown_deadline", with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+    /// Where FlyteAdmin's secret convention looks when FLYTE_SECRET_<name> is unset.
+    #[serde(default = "defaults::secrets_dir")]
+    pub secrets_dir: PathBuf,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            data_dir: defaults::data_dir(),
+            console_url: String::new(),
+            shutdown_deadline: defaults::shutdown_deadline(),
+            secrets_dir: defaults::secrets_dir(),
+            retry: RetryPolicy::default(),
+            worker: WorkerConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: attempt n waits a random time in
+/// [base * 2^(n-1) / 2, base * 2^(n-1)], capped at `max_delay`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    #[serde(default = "defaults::base_delay", with = "humantime_serde")]
+    pub base_delay: Duration,
+    #[serde(default = "defaults::max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Attempts in all, the first one included. Then the delivery is dead.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_delay: defaults::base_delay(),
+            max_delay: defaults::max_delay(),
+            max_attempts: defaults::max_attempts(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Sends in flight at once.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: usize,
+    /// How long one send may take before it counts as a retryable failure.
+    #[serde(default = "defaults::send_timeout", with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// How often the worker looks for due work when nothing wakes it.
+    #[serde(default = "defaults::poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: defaults::concurrency(),
+            send_timeout: defaults::send_timeout(),
+            poll_interval: defaults::poll_interval(),
+        }
+    }
+}
+
+/// Bounds on one request, so that one caller cannot make the service send a million emails.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "defaults::max_recipients")]
+    pub max_recipients: usize,
+    #[serde(default = "defaults::max_notifications")]
+    pub max_notifications: usize,
+    #[serde(default = "defaults::max_template_bytes")]
+    pub max_template_bytes: usize,
+    #[serde(default = "defaults::max_request_bytes")]
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_recipients: defaults::max_recipients(),
+            max_notifications: defaults::max_notifications(),
+            max_template_bytes: defaults::max_template_bytes(),
+            max_request_bytes: defaults::max_request_bytes(),
+        }
+    }
+}
+
+mod defaults {
+    use super::*;
+    pub fn listen() -> SocketAddr {
+        "127.0.0.1:8091".parse().expect("valid default address")
+    }
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("flyte-notify-data")
+    }
+    pub fn secrets_dir() -> PathBuf {
+        PathBuf::from("/etc/secrets")
+    }
+    pub fn shutdown_deadline() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn base_delay() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn max_delay() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn max_attempts() -> u32 {
+        12
+    }
+    pub fn concurrency() -> usize {
+        16
+    }
+    pub fn send_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn poll_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn max_recipients() -> usize {
+        100
+    }
+    pub fn max_notifications() -> usize {
+        100
+    }
+    pub fn max_template_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_request_bytes() -> usize {
+        1024 * 1024
+    }
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        S(String),
+        N(u64),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::S(s) => s,
+        Either::N(n) => n.to_string(),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Which email transport the config selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailTransport {
+    Maildir,
+    Smtp,
+}
+
+impl Config {
+    /// Reads and validates a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses YAML text; errors name the offending key by its path in the file.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        // An empty file is a valid, all-defaults config.
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                path: if path == "." { "config".into() } else { path },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        match self.notifications.queue_type.as_str() {
+            "" | "local" | "sandbox" => {}
+            "aws" | "gcp" => {
+                return Err(invalid(
+                    "notifications.type",
+                    format!(
+                        "queue type {:?} is not available in this build yet; use local (the embedded queue)",
+                        self.notifications.queue_type
+                    ),
+                ));
+            }
+            other => {
+                return Err(invalid(
+                    "notifications.type",
+                    format!(
+                        "unknown queue type {other:?}; expected one of aws, gcp, sandbox, local"
+                    ),
+                ));
+            }
+        }
+        self.email_transport()?;
+        let server = &self.notifications.emailer.email_server_config;
+        if self.email_transport()? == EmailTransport::Smtp {
+            if server.smtp_server.is_empty() {
+                return Err(invalid(
+                    "notifications.emailer.emailServerConfig.smtpServer",
+                    "required when serviceName is smtp".into(),
+                ));
+            }
+            self.smtp_port()?;
+        }
+        if !self.notifications.emailer.sender.is_empty()
+            && self
+                .notifications
+                .emailer
+                .sender
+                .parse::<lettre::message::Mailbox>()
+                .is_err()
+        {
+            return Err(invalid(
+                "notifications.emailer.sender",
+                format!(
+                    "{:?} is not an email address",
+                    self.notifications.emailer.sender
+                ),
+            ));
+        }
+        let svc = &self.flyte_notify;
+        let url = &svc.console_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "flyteNotify.consoleUrl",
+                "must start with http:// or https://".into(),
+            ));
+        }
+        if svc.retry.max_attempts == 0 {
+            return Err(invalid(
+                "flyteNotify.retry.maxAttempts",
+                "must be at least 1".into(),
+            ));
+        }
+        if svc.retry.base_delay.is_zero() || svc.retry.base_delay > svc.retry.max_delay {
+            return Err(invalid(
+                "flyteNotify.retry.baseDelay",
+                "must be greater than zero and at most maxDelay".into(),
+            ));
+        }
+        if svc.worker.concurrency == 0 {
+            return Err(invalid(
+                "flyteNotify.worker.concurrency",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn email_transport(&self) -> Result<EmailTransport, ConfigError> {
+        match self
+            .notifications
+            .emailer
+            .email_server_config
+            .service_name
+            .as_str()
+        {
+            "" | "maildir" => Ok(EmailTransport::Maildir),
+            "smtp" => Ok(EmailTransport::Smtp),
+            other => Err(ConfigError::Invalid {
+                key: "notifications.emailer.emailServerConfig.serviceName".into(),
+                message: format!(
+                    "{other:?} is not available in this build yet; use smtp, or leave it empty for the local Maildir"
+                ),
+            }),
+        }
+    }
+
+    pub fn smtp_port(&self) -> Result<u16, ConfigError> {
+        let port = &self.notifications.emailer.email_server_config.smtp_port;
+        if port.is_empty() {
+            return Ok(25);
+        }
+        port.parse().map_err(|_| ConfigError::Invalid {
+            key: "notifications.emailer.emailServerConfig.smtpPort".into(),
+            message: format!("{port:?} is not a port number"),
+        })
+    }
+
+    /// Template variables in the configured subject and body that FlyteAdmin would leave verbatim:
+    /// unknown names and known names with other spacing. Logged at start-up and by check-config.
+    pub fn template_warnings(&self) -> Vec<String> {
+        let emailer = &self.notifications.emailer;
+        let mut warnings = Vec::new();
+        for (key, text) in [
+            ("notifications.emailer.subject", &emailer.subject),
+            ("notifications.emailer.body", &emailer.body),
+        ] {
+            for problem in template::problems(text) {
+                warnings.push(format!("{key}: {problem}; it will be sent verbatim"));
+            }
+        }
+        warnings
+    }
+
+    /// The effective config as YAML, with every secret replaced.
+    pub fn redacted_yaml(&self) -> String {
+        let mut shown = self.clone();
+        let server = &mut shown.notifications.emailer.email_server_config;
+        // Names of env vars and secret files are not secret; their contents never enter Config.
+        // The username is harmless but often an API key for SMTP relays (SendGrid uses "apikey").
+        if !server.smtp_username.is_empty() {
+            server.smtp_username = "<redacted>".into();
+        }
+        serde_yaml_ng::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Used by template validation to list the variables in the README and error messages.
+pub fn known_variables() -> Vec<&'static str> {
+    Variable::ALL.iter().map(|v| v.name()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.flyte_notify.listen, defaults::listen());
+        assert_eq!(c.email_transport().unwrap(), EmailTransport::Maildir);
+    }
+
+    #[test]
+    fn reads_a_whole_flyteadmin_config_and_ignores_other_sections() {
+        let c = Config::from_yaml(
+            r#"
+server:
+  httpPort: 8088
+database:
+  postgres: { host: db }
+notifications:
+  type: sandbox
+  emailer:
+    subject: "Notice: Execution \"{{ name }}\" has {{ phase }} in \"{{ domain }}\"."
+    sender: "flyte-notifications@example.com"
+    body: "Execution {{ name }} has {{ phase }}.{{ error }}"
+    emailServerConfig:
+      serviceName: smtp
+      smtpServer: mail.example.com
+      smtpPort: "587"
+      smtpSkipTLSVerify: true
+      smtpUsername: user
+      smtpPasswordSecretName: smtp_password
+flyteNotify:
+  retry: { baseDelay: 100ms, maxDelay: 1s, maxAttempts: 3 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.smtp_port().unwrap(), 587);
+        assert!(
+            c.notifications
+                .emailer
+                .email_server_config
+                .smtp_skip_tls_verify
+        );
+        assert_eq!(c.flyte_notify.retry.max_attempts, 3);
+        assert_eq!(c.flyte_notify.retry.base_delay, Duration::from_millis(100));
+        assert!(c.template_warnings().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let err = Config::from_yaml("notifications:\n  emailer:\n    subjekt: x\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("notifications.emailer"), "{text}");
+        assert!(text.contains("subjekt"), "{text}");
+        let err = Config::from_yaml("flyteNotify:\n  retry:\n    attempts: 3\n").unwrap_err();
+        assert!(err.to_string().contains("flyteNotify.retry"), "{err}");
+        assert!(err.to_string().contains("attempts"), "{err}");
+    }
+
+    #[test]
+    fn smtp_needs_a_server_and_a_numeric_port() {
+        let err = Config::from_yaml(
+            "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: smtp\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("smtpServer"), "{err}");
+        let err = Config::from_yaml(
+            "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: smtp\n      smtpServer: h\n      smtpPort: abc\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("smtpPort"), "{err}");
+    }
+
+    #[test]
+    fn warns_about_template_names_flyteadmin_would_leave_verbatim() {
+        let c = Config::from_yaml(
+            "notifications:\n  emailer:\n    subject: \"{{ project }} {{  name }} {{ nope }}\"\n",
+        )
+        .unwrap();
+        let w = c.template_warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("{{  name }}"), "{w:?}");
+        assert!(w[1].contains("nope"), "{w:?}");
+    }
+
+    #[test]
+    fn redaction_hides_the_smtp_username() {
+        let c = Config::from_yaml(
+            "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: smtp\n      smtpServer: h\n      smtpUsername: secret-user\n",
+        )
+        .unwrap();
+        let y = c.redacted_yaml();
+        assert!(!y.contains("secret-user"), "{y}");
+        assert!(y.contains("<redacted>"), "{y}");
+    }
+}

@@ -1,0 +1,185 @@
+//! flyte-notify: delivers Flyte workflow notifications reliably. See README.md.
+
+pub mod api;
+pub mod bench;
+pub mod channels;
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod notify;
+pub mod proto;
+pub mod queue;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::channels::Sender;
+use crate::channels::email::maildir::MaildirSender;
+use crate::channels::email::smtp::{SmtpSender, read_secret};
+use crate::config::{Config, EmailTransport};
+use crate::ledger::Ledger;
+use crate::ledger::sqlite::SqliteLedger;
+use crate::notify::Notifier;
+use crate::notify::render::Renderer;
+use crate::queue::Queue;
+use crate::queue::embedded::EmbeddedQueue;
+
+/// The email sender the config selects, ready to use. Secrets are read here, once.
+pub fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
+    let svc = &config.flyte_notify;
+    Ok(match config.email_transport()? {
+        EmailTransport::Maildir => {
+            let root = svc.data_dir.join("maildir");
+            let sender = MaildirSender::open(&root)
+                .with_context(|| format!("cannot create the Maildir at {}", root.display()))?;
+            tracing::info!(maildir = %root.display(), "email goes to the local Maildir");
+            Arc::new(sender)
+        }
+        EmailTransport::Smtp => {
+            let server = &config.notifications.emailer.email_server_config;
+            let credentials = if server.smtp_username.is_empty() {
+                None
+            } else {
+                let password = if server.smtp_password_secret_name.is_empty() {
+                    String::new()
+                } else {
+                    read_secret(&server.smtp_password_secret_name, &svc.secrets_dir)
+                        .map_err(anyhow::Error::msg)?
+                };
+                Some((server.smtp_username.clone(), password))
+            };
+            let port = config.smtp_port()?;
+            tracing::info!(server = %server.smtp_server, port, "email goes out over SMTP");
+            Arc::new(SmtpSender::new(
+                server.smtp_server.clone(),
+                port,
+                server.smtp_skip_tls_verify,
+                credentials,
+                svc.worker.send_timeout,
+            ))
+        }
+    })
+}
+
+/// Fails when a secret the config names cannot be read; check-config calls this so that a
+/// missing secret shows before deployment rather than at the first send.
+pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
+    let server = &config.notifications.emailer.email_server_config;
+    if config.email_transport()? == EmailTransport::Smtp
+        && !server.smtp_password_secret_name.is_empty()
+    {
+        read_secret(
+            &server.smtp_password_secret_name,
+            &config.flyte_notify.secrets_dir,
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// Runs the service on `listener` until `shutdown` completes: serves gRPC, delivers in the
+/// background, then drains within the configured deadline.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let svc = &config.flyte_notify;
+    for warning in config.template_warnings() {
+        tracing::warn!("{warning}");
+    }
+    std::fs::create_dir_all(&svc.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", svc.data_dir.display()))?;
+    let ledger_path = svc.data_dir.join("ledger.sqlite");
+    let ledger: Arc<dyn Ledger> = Arc::new(
+        SqliteLedger::open(&ledger_path)
+            .await
+            .with_context(|| format!("cannot open the ledger {}", ledger_path.display()))?,
+    );
+    // One process owns the embedded ledger: any lease in it is left over from one that died.
+    let released = ledger.release_all_leases().await?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            "resuming deliveries a previous run left unfinished"
+        );
+    }
+    let pending = ledger
+        .list_pending(ledger::PendingQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    if !pending.deliveries.is_empty() {
+        tracing::info!("the ledger holds undelivered notifications; delivering them now");
+    }
+
+    let sender = email_sender(&config)?;
+    let lease_for = svc.worker.send_timeout + Duration::from_secs(30);
+    let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::new(ledger.clone(), lease_for));
+    let renderer = Renderer {
+        subject: config.notifications.emailer.subject.clone(),
+        body: config.notifications.emailer.body.clone(),
+        sender: config.notifications.emailer.sender.clone(),
+        console_url: svc.console_url.clone(),
+    };
+    let notifier = Arc::new(Notifier::new(
+        ledger.clone(),
+        queue.clone(),
+        renderer,
+        svc.limits.clone(),
+    ));
+
+    let (stop_worker, worker_stopped) = watch::channel(false);
+    let worker = worker::Worker {
+        queue,
+        ledger: ledger.clone(),
+        sender,
+        retry: svc.retry.clone(),
+        concurrency: svc.worker.concurrency,
+        send_timeout: svc.worker.send_timeout,
+        poll_interval: svc.worker.poll_interval,
+    };
+    let deadline = svc.shutdown_deadline;
+    let worker_task = tokio::spawn(worker.run(worker_stopped, deadline));
+
+    let local = listener.local_addr()?;
+    tracing::info!(data_dir = %svc.data_dir.display(), "flyte-notify listening on {local}");
+    let served = api::serve(notifier, listener, shutdown).await;
+    tracing::info!("stopped accepting calls");
+    let _ = stop_worker.send(true);
+    if let Err(e) = worker_task.await {
+        tracing::error!(error = %e, "worker task failed");
+    }
+    ledger.close().await;
+    tracing::info!("shut down cleanly");
+    served.context("gRPC server failed")
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

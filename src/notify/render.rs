@@ -1,0 +1,213 @@
+//! Turns an execution and one matching notification into the message that will be sent.
+//!
+//! Subject: config `emailer.subject`, else our default. Body: the notification's own `template`,
+//! else config `emailer.body`, else our default HTML and text bodies. Configured and per-notification
+//! templates use FlyteAdmin's `{{ var }}` substitution; values are HTML-escaped in the HTML body and
+//! left as they are in the text body and subject.
+
+use askama::Template;
+
+use super::template::{self, Values, Variable};
+use crate::ledger::{Channel, Message};
+use crate::proto::flyteidl::core::{ExecutionError, workflow_execution::Phase};
+use crate::proto::flytenotify::v1::ExecutionContext;
+
+/// Used when `emailer.sender` is empty.
+pub const DEFAULT_SENDER: &str = "flyte-notify@localhost";
+
+#[derive(Debug, Clone, Default)]
+pub struct Renderer {
+    pub subject: String,
+    pub body: String,
+    pub sender: String,
+    pub console_url: String,
+}
+
+/// What one matching notification asks for.
+#[derive(Debug, Clone)]
+pub struct Expanded<'a> {
+    pub index: u32,
+    pub channel: Channel,
+    pub recipients: &'a [String],
+    pub template: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "subject.txt")]
+struct DefaultSubject<'a> {
+    project: &'a str,
+    domain: &'a str,
+    name: &'a str,
+    phase: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email.txt")]
+struct DefaultText<'a> {
+    d: &'a DefaultBody<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email.html")]
+struct DefaultHtml<'a> {
+    d: &'a DefaultBody<'a>,
+}
+
+/// The fields both default bodies show. The templates reach them through `d`; askama's
+/// derive cannot share one struct between two templates otherwise.
+struct DefaultBody<'a> {
+    project: &'a str,
+    domain: &'a str,
+    name: &'a str,
+    phase: &'a str,
+    workflow: String,
+    launch_plan: String,
+    occurred_at: Option<String>,
+    error: Option<&'a ExecutionError>,
+    console_link: Option<String>,
+}
+
+/// FlyteAdmin's phase names: the enum's name in lower case.
+pub fn phase_name(phase: i32) -> String {
+    Phase::try_from(phase)
+        .map(|p| p.as_str_name().to_ascii_lowercase())
+        .unwrap_or_else(|_| format!("phase_{phase}"))
+}
+
+/// The 13 variables for `execution`, exactly as FlyteAdmin fills them.
+pub fn values(execution: &ExecutionContext) -> Values {
+    let mut v = Values::default();
+    if let Some(id) = &execution.execution_id {
+        v.set(Variable::Project, &id.project);
+        v.set(Variable::Domain, &id.domain);
+        v.set(Variable::Name, &id.name);
+    }
+    v.set(Variable::Phase, phase_name(execution.phase));
+    if let Some(error) = &execution.error {
+        v.set(
+            Variable::Error,
+            format!(" The execution failed with error: [{}].", error.message),
+        );
+    }
+    if let Some(wf) = &execution.workflow {
+        v.set(Variable::WorkflowProject, &wf.project);
+        v.set(Variable::WorkflowDomain, &wf.domain);
+        v.set(Variable::WorkflowName, &wf.name);
+        v.set(Variable::WorkflowVersion, &wf.version);
+    }
+    if let Some(lp) = &execution.launch_plan {
+        v.set(Variable::LaunchPlanProject, &lp.project);
+        v.set(Variable::LaunchPlanDomain, &lp.domain);
+        v.set(Variable::LaunchPlanName, &lp.name);
+        v.set(Variable::LaunchPlanVersion, &lp.version);
+    }
+    v
+}
+
+/// Askama's own HTML escaping, so values in configured templates are escaped exactly like the
+/// values in our default template.
+pub fn escape_html(s: &str) -> String {
+    match askama::filters::escape(s, askama::filters::Html) {
+        Ok(safe) => safe.to_string(),
+        Err(never) => match never {},
+    }
+}
+
+fn identifier(id: Option<&crate::proto::flyteidl::core::Identifier>) -> String {
+    match id {
+        Some(id) if !id.name.is_empty() => {
+            let mut s = format!("{}/{}/{}", id.project, id.domain, id.name);
+            if !id.version.is_empty() {
+                s.push('@');
+                s.push_str(&id.version);
+            }
+            s
+        }
+        _ => String::new(),
+    }
+}
+
+impl Renderer {
+    pub fn sender(&self) -> &str {
+        if self.sender.is_empty() {
+            DEFAULT_SENDER
+        } else {
+            &self.sender
+        }
+    }
+
+    fn console_link(&self, project: &str, domain: &str, name: &str) -> Option<String> {
+        if self.console_url.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}/projects/{project}/domains/{domain}/executions/{name}",
+            self.console_url.trim_end_matches('/')
+        ))
+    }
+
+    pub fn render(&self, execution: &ExecutionContext, notification: &Expanded<'_>) -> Message {
+        let values = values(execution);
+        let project = values.get(Variable::Project);
+        let domain = values.get(Variable::Domain);
+        let name = values.get(Variable::Name);
+        let phase = values.get(Variable::Phase);
+
+        let subject = if self.subject.is_empty() {
+            DefaultSubject {
+                project,
+                domain,
+                name,
+                phase,
+            }
+            .render()
+            .expect("the default subject template renders")
+        } else {
+            template::render(&self.subject, &values, str::to_string)
+        };
+        // A header is one line: a newline from a value (an error message, say) would end it early.
+        let subject = subject.trim().replace(['\r', '\n'], " ");
+
+        let custom = [notification.template, self.body.as_str()]
+            .into_iter()
+            .find(|t| !t.is_empty());
+        let (html_body, text_body) = match custom {
+            Some(t) => (
+                template::render(t, &values, escape_html),
+                template::render(t, &values, str::to_string),
+            ),
+            None => {
+                let body = DefaultBody {
+                    project,
+                    domain,
+                    name,
+                    phase,
+                    workflow: identifier(execution.workflow.as_ref()),
+                    launch_plan: identifier(execution.launch_plan.as_ref()),
+                    occurred_at: execution.occurred_at.as_ref().and_then(|t| {
+                        chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    }),
+                    error: execution.error.as_ref(),
+                    console_link: self.console_link(project, domain, name),
+                };
+                (
+                    DefaultHtml { d: &body }
+                        .render()
+                        .expect("the default HTML template renders"),
+                    DefaultText { d: &body }
+                        .render()
+                        .expect("the default text template renders"),
+                )
+            }
+        };
+        Message {
+            channel: notification.channel,
+            recipients: notification.recipients.to_vec(),
+            sender: self.sender().to_string(),
+            subject,
+            html_body,
+            text_body,
+        }
+    }
+}

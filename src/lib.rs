@@ -136,7 +136,7 @@ pub async fn run(
         svc.limits.clone(),
     ));
 
-    let (stop_worker, worker_stopped) = watch::channel(false);
+    let (stopping_tx, stopping) = watch::channel(false);
     let worker = worker::Worker {
         queue,
         ledger: ledger.clone(),
@@ -147,19 +147,40 @@ pub async fn run(
         poll_interval: svc.worker.poll_interval,
     };
     let deadline = svc.shutdown_deadline;
-    let worker_task = tokio::spawn(worker.run(worker_stopped, deadline));
+    let worker_task = tokio::spawn(worker.run(stopping.clone(), deadline));
 
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %svc.data_dir.display(), "flyte-notify listening on {local}");
-    let served = api::serve(notifier, listener, shutdown).await;
+    let mut server = tokio::spawn(api::serve(notifier, listener, async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    }));
+    let mut stopping_rx = stopping;
+    let served = tokio::select! {
+        r = &mut server => r,
+        _ = stopping_rx.wait_for(|s| *s) => {
+            // Calls in flight get the deadline to finish; a client that keeps its connection
+            // open past it must not hold the process hostage.
+            match tokio::time::timeout(deadline, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("connections still open at the shutdown deadline; closing them");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
     tracing::info!("stopped accepting calls");
-    let _ = stop_worker.send(true);
     if let Err(e) = worker_task.await {
         tracing::error!(error = %e, "worker task failed");
     }
     ledger.close().await;
     tracing::info!("shut down cleanly");
-    served.context("gRPC server failed")
+    match served {
+        Ok(r) => r.context("gRPC server failed"),
+        Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -113,6 +113,26 @@ pub fn escape_html(s: &str) -> String {
     }
 }
 
+/// Email bodies travel with CRLF line ends (RFC 5322), and mail encoders convert bare LF on the
+/// way out. Rendering CRLF here keeps what Preview shows and what the mailbox holds identical.
+fn crlf(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 32);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                out.push_str("\r\n");
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn identifier(id: Option<&crate::proto::flyteidl::core::Identifier>) -> String {
     match id {
         Some(id) if !id.name.is_empty() => {
@@ -203,11 +223,11 @@ impl Renderer {
         };
         Message {
             channel: notification.channel,
+            html_body: crlf(&html_body),
+            text_body: crlf(&text_body),
             recipients: notification.recipients.to_vec(),
             sender: self.sender().to_string(),
             subject,
-            html_body,
-            text_body,
         }
     }
 }

@@ -14,9 +14,11 @@ use flyte_notify::proto::flyteidl::admin::{
     EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
 };
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
-use flyte_notify::proto::flyteidl::core::{ExecutionError, Identifier, ResourceType, WorkflowExecutionIdentifier};
+use flyte_notify::proto::flyteidl::core::{
+    ExecutionError, Identifier, ResourceType, WorkflowExecutionIdentifier,
+};
 use flyte_notify::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
-use flyte_notify::proto::flytenotify::v1::{ExecutionContext, ListPendingRequest, Delivery};
+use flyte_notify::proto::flytenotify::v1::{Delivery, ExecutionContext, ListPendingRequest};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flyte-notify");
@@ -164,7 +166,10 @@ impl SmtpSink {
             .expect("start aiosmtpd (pip install aiosmtpd)");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not start listening"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         SmtpSink {

@@ -1,0 +1,482 @@
+//! End to end on the embedded default: the real binary, a real Maildir, grpcurl.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
+use flyte_notify::proto::flytenotify::v1::{EnqueueRequest, ListPendingRequest, PreviewRequest};
+
+const TEMPLATED: &str = r#"
+notifications:
+  type: local
+  emailer:
+    sender: "flyte@example.com"
+    subject: "[{{ project }}/{{domain}}] {{ name }} {{ phase }}"
+    body: "<p>Execution {{ name }} of {{ workflow.name }}@{{ workflow.version }} has {{ phase }}.{{ error }}</p>"
+"#;
+
+#[tokio::test]
+async fn the_readme_run_command_serves_reflection_and_health_with_no_config() {
+    // `flyte-notify serve` exactly as the README runs it: no flags, no config, default address.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (ok, out, err) = grpcurl(&["-plaintext", "127.0.0.1:8091", "list"]);
+        if ok {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grpcurl list never succeeded: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        listed
+            .lines()
+            .any(|l| l == "flytenotify.v1.NotificationService"),
+        "{listed}"
+    );
+    for service in ["", "flytenotify.v1.NotificationService"] {
+        let body = format!(r#"{{"service":"{service}"}}"#);
+        let (ok, out, err) = grpcurl(&[
+            "-plaintext",
+            "-d",
+            &body,
+            "127.0.0.1:8091",
+            "grpc.health.v1.Health/Check",
+        ]);
+        assert!(ok, "{err}");
+        assert!(out.contains(r#""status": "SERVING""#), "{out}");
+    }
+    // The default data dir is created where the service was started.
+    assert!(dir.path().join("flyte-notify-data/ledger.sqlite").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn a_failed_execution_is_mailed_substituted_and_leaves_the_pending_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Some(TEMPLATED));
+    let mut client = server.client().await;
+    let response = client
+        .enqueue(EnqueueRequest {
+            request_id: "acceptance-2".into(),
+            execution: Some(failed_execution("exec-a2")),
+            notifications: vec![email(
+                &[Phase::Failed],
+                &["oncall@example.com", "ml@example.com"],
+                "",
+            )],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let accepted = Instant::now();
+    assert_eq!(response.delivery_ids.len(), 1);
+    assert_eq!(response.unmatched_notifications, 0);
+
+    let files = wait_for_messages(&server.maildir(), 1, Duration::from_secs(1));
+    assert_eq!(
+        files.len(),
+        1,
+        "no mail within 1 s of the answer; log:\n{}",
+        server.log()
+    );
+    eprintln!(
+        "mail in place {:?} after Enqueue answered",
+        accepted.elapsed()
+    );
+    let mail = parse_mail(&files[0]);
+    assert_eq!(mail.from, "flyte@example.com");
+    assert_eq!(mail.to, vec!["oncall@example.com", "ml@example.com"]);
+    assert_eq!(mail.subject, "[flytesnacks/development] exec-a2 failed");
+    // HTML escapes the values it inserts; the text part keeps them raw.
+    assert_eq!(
+        mail.html,
+        "<p>Execution exec-a2 of wf.train@v3 has failed. The execution failed with error: \
+         [x &#60; 0 &#38; y &#62; &#34;1&#34;].</p>"
+    );
+    assert_eq!(
+        mail.text,
+        "<p>Execution exec-a2 of wf.train@v3 has failed. The execution failed with error: \
+         [x < 0 & y > \"1\"].</p>"
+    );
+
+    // Delivered means gone from the pending list (the ledger records it right after the send).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = list_all(&mut client, "").await;
+        if pending.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still pending: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_phase_no_notification_names_queues_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let mut client = server.client().await;
+    let mut execution = failed_execution("exec-a3");
+    execution.phase = Phase::Succeeded as i32;
+    execution.error = None;
+    let response = client
+        .enqueue(EnqueueRequest {
+            request_id: "acceptance-3".into(),
+            execution: Some(execution),
+            notifications: vec![
+                email(&[Phase::Failed], &["a@example.com"], ""),
+                slack(&[Phase::Failed, Phase::TimedOut], &["c@x.slack.com"]),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.delivery_ids.is_empty());
+    assert_eq!(response.unmatched_notifications, 2);
+    assert!(list_all(&mut client, "").await.is_empty());
+    // Give the worker ample time to (wrongly) send something.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(maildir_messages(&server.maildir()).is_empty());
+}
+
+#[tokio::test]
+async fn preview_shows_byte_for_byte_what_the_maildir_receives() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "flyteNotify:\n  consoleUrl: https://flyte.example.com/console/\n";
+    let server = Server::start(dir.path(), Some(config));
+    let mut client = server.client().await;
+    let mut execution = failed_execution("exec-a4");
+    execution.occurred_at = Some(prost_types::Timestamp {
+        seconds: 1_790_000_000,
+        nanos: 0,
+    });
+    let notifications = vec![
+        // Default askama bodies.
+        email(&[Phase::Failed], &["a@example.com"], ""),
+        // A per-notification template, which FlyteAdmin ignores and we honour.
+        pager_duty(&[Phase::Failed], &["pd@example.pagerduty.com"]),
+        email(
+            &[Phase::Failed],
+            &["b@example.com"],
+            "<b>{{ launch_plan.name }}</b> {{error}} — ünïcødé",
+        ),
+        email(&[Phase::Succeeded], &["never@example.com"], ""),
+    ];
+    let preview = client
+        .preview(PreviewRequest {
+            execution: Some(execution.clone()),
+            notifications: notifications.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.messages.len(), 3);
+    assert_eq!(preview.unmatched_notifications, 1);
+    assert_eq!(preview.messages[1].channel, "pagerduty");
+    assert!(
+        preview.messages[0]
+            .html_body
+            .contains("https://flyte.example.com/console/projects/flytesnacks/domains/development/executions/exec-a4"),
+        "{}",
+        preview.messages[0].html_body
+    );
+    assert!(preview.messages[0].text_body.contains("x < 0 & y > \"1\""));
+    assert!(
+        preview.messages[0]
+            .html_body
+            .contains("x &#60; 0 &#38; y &#62; &#34;1&#34;")
+    );
+    // Preview recorded nothing.
+    assert!(list_all(&mut client, "").await.is_empty());
+
+    client
+        .enqueue(EnqueueRequest {
+            request_id: "acceptance-4".into(),
+            execution: Some(execution),
+            notifications,
+        })
+        .await
+        .unwrap();
+    let files = wait_for_messages(&server.maildir(), 3, Duration::from_secs(10));
+    assert_eq!(files.len(), 3);
+    let mut mails: Vec<ParsedMail> = files.iter().map(|f| parse_mail(f)).collect();
+    mails.sort_by_key(|m| m.to.clone());
+    let mut expected = preview.messages.clone();
+    expected.sort_by_key(|m| m.recipients.clone());
+    for (mail, want) in mails.iter().zip(&expected) {
+        assert_eq!(mail.to, want.recipients);
+        assert_eq!(mail.from, want.sender);
+        assert_eq!(mail.subject, want.subject);
+        assert_eq!(mail.html, want.html_body);
+        assert_eq!(mail.text, want.text_body);
+    }
+}
+
+#[tokio::test]
+async fn config_templates_substitute_all_thirteen_variables_and_leave_the_rest_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        "project",
+        "domain",
+        "name",
+        "phase",
+        "error",
+        "workflow.project",
+        "workflow.domain",
+        "workflow.name",
+        "workflow.version",
+        "launch_plan.project",
+        "launch_plan.domain",
+        "launch_plan.name",
+        "launch_plan.version",
+    ];
+    let spaced: Vec<String> = vars.iter().map(|v| format!("{v}={{{{ {v} }}}}")).collect();
+    let tight: Vec<String> = vars.iter().map(|v| format!("{v}={{{{{v}}}}}")).collect();
+    let body = format!(
+        "{}|{}|{{{{  name }}}}|{{{{name }}}}|{{{{ owner }}}}|{{{{ Project }}}}",
+        spaced.join(";"),
+        tight.join(";")
+    );
+    let config = format!(
+        "notifications:\n  emailer:\n    subject: {subject:?}\n    body: {body:?}\n",
+        subject = "{{ phase }}:{{phase}}:{{ nope }}",
+    );
+    let server = Server::start(dir.path(), Some(&config));
+    // The start-up log warns about every name FlyteAdmin would leave verbatim.
+    let log = server.log();
+    for verbatim in [
+        "{{ nope }}",
+        "{{  name }}",
+        "{{name }}",
+        "{{ owner }}",
+        "{{ Project }}",
+    ] {
+        assert!(log.contains(verbatim), "no warning for {verbatim}:\n{log}");
+    }
+    let mut client = server.client().await;
+    let preview = client
+        .preview(PreviewRequest {
+            execution: Some(failed_execution("exec-a5")),
+            notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = &preview.messages[0];
+    assert_eq!(m.subject, "failed:failed:{{ nope }}");
+    let values = [
+        "flytesnacks",
+        "development",
+        "exec-a5",
+        "failed",
+        " The execution failed with error: [x < 0 & y > \"1\"].",
+        "flytesnacks",
+        "development",
+        "wf.train",
+        "v3",
+        "flytesnacks",
+        "development",
+        "lp.daily",
+        "v7",
+    ];
+    let assigned: Vec<String> = vars
+        .iter()
+        .zip(values)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let want = format!(
+        "{0}|{0}|{{{{  name }}}}|{{{{name }}}}|{{{{ owner }}}}|{{{{ Project }}}}",
+        assigned.join(";")
+    );
+    assert_eq!(m.text_body, want);
+    assert_eq!(
+        m.html_body,
+        want.replace("x < 0 & y > \"1\"", "x &#60; 0 &#38; y &#62; &#34;1&#34;")
+    );
+
+    // No error on the execution: {{ error }} is empty, exactly as FlyteAdmin leaves it.
+    let mut execution = failed_execution("exec-a5b");
+    execution.error = None;
+    let preview = client
+        .preview(PreviewRequest {
+            execution: Some(execution),
+            notifications: vec![email(&[Phase::Failed], &["a@example.com"], "[{{ error }}]")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.messages[0].text_body, "[]");
+}
+
+#[tokio::test]
+async fn the_same_request_id_twice_gives_the_same_ids_and_one_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let mut client = server.client().await;
+    let request = EnqueueRequest {
+        request_id: "retry-me".into(),
+        execution: Some(failed_execution("exec-a7")),
+        notifications: vec![
+            email(&[Phase::Failed], &["a@example.com"], ""),
+            slack(&[Phase::Failed], &["c@x.slack.com"]),
+        ],
+    };
+    let first = client.enqueue(request.clone()).await.unwrap().into_inner();
+    let second = client.enqueue(request.clone()).await.unwrap().into_inner();
+    assert_eq!(first.delivery_ids.len(), 2);
+    assert_eq!(first.delivery_ids, second.delivery_ids);
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+
+    let files = wait_for_messages(&server.maildir(), 2, Duration::from_secs(10));
+    assert_eq!(files.len(), 2);
+    // A third try after delivery still sends nothing new.
+    let third = client.enqueue(request.clone()).await.unwrap().into_inner();
+    assert_eq!(third.delivery_ids, first.delivery_ids);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(maildir_messages(&server.maildir()).len(), 2);
+
+    // The same id with other content is refused rather than silently ignored.
+    let mut other = request;
+    other.notifications.pop();
+    let err = client.enqueue(other).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains("retry-me"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn list_pending_filters_and_pages_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // SMTP to a closed port: nothing is delivered, everything stays listed.
+    let port = free_port();
+    let config = format!(
+        "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: smtp\n      smtpServer: 127.0.0.1\n      smtpPort: \"{port}\"\nflyteNotify:\n  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }}\n"
+    );
+    let server = Server::start(dir.path(), Some(&config));
+    let mut client = server.client().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut execution = failed_execution(&format!("exec-{i}"));
+        if i % 2 == 1 {
+            execution.execution_id.as_mut().unwrap().project = "other".into();
+        }
+        let r = client
+            .enqueue(EnqueueRequest {
+                request_id: format!("page-{i}"),
+                execution: Some(execution),
+                notifications: vec![if i == 6 {
+                    slack(&[Phase::Failed], &["c@x.slack.com"])
+                } else {
+                    email(&[Phase::Failed], &["a@example.com"], "")
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(r.delivery_ids);
+    }
+    // Pages of 3, oldest first, each id once.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_pending(ListPendingRequest {
+                limit: 3,
+                token: token.clone(),
+                filters: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert!(page.deliveries.len() <= 3);
+        seen.extend(page.deliveries.iter().map(|d| d.id.clone()));
+        if page.token.is_empty() {
+            break;
+        }
+        token = page.token;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ids);
+
+    let flytesnacks = list_all(&mut client, "eq(project,flytesnacks)").await;
+    assert_eq!(flytesnacks.len(), 4);
+    assert!(
+        flytesnacks
+            .iter()
+            .all(|d| d.execution_id.as_ref().unwrap().project == "flytesnacks")
+    );
+    let slack_only = list_all(&mut client, "eq(channel,slack)").await;
+    assert_eq!(slack_only.len(), 1);
+    assert_eq!(slack_only[0].recipients, vec!["c@x.slack.com"]);
+    let named = list_all(
+        &mut client,
+        "value_in(name,exec-1;exec-2)+ne(project,other)",
+    )
+    .await;
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0].execution_id.as_ref().unwrap().name, "exec-2");
+
+    // The first attempts fail against the closed port and the deliveries move to retrying.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let retrying = list_all(&mut client, "eq(project,flytesnacks)+eq(state,retrying)").await;
+        if retrying.len() == 4 {
+            let d = &retrying[0];
+            assert_eq!(d.attempts, 1);
+            assert!(d.last_error.contains("connect"), "{}", d.last_error);
+            assert!(d.next_attempt_at.is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "not retrying yet: {retrying:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly_keeping_what_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: smtp\n      smtpServer: 127.0.0.1\n      smtpPort: \"{port}\"\nflyteNotify:\n  shutdownDeadline: 2s\n  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }}\n"
+    );
+    let mut server = Server::start(dir.path(), Some(&config));
+    let mut client = server.client().await;
+    let r = client
+        .enqueue(EnqueueRequest {
+            request_id: "drain".into(),
+            execution: Some(failed_execution("exec-term")),
+            notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(server.terminate(), Some(0), "log:\n{}", server.log());
+    assert!(
+        server.log().contains("shut down cleanly"),
+        "{}",
+        server.log()
+    );
+
+    let server = server.restart();
+    let mut client = server.client().await;
+    let pending = list_all(&mut client, "").await;
+    assert_eq!(
+        pending.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        r.delivery_ids
+    );
+}

@@ -1,0 +1,158 @@
+//! The command line an operator uses: check-config and serve's config errors.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn check_config(yaml: &str, envs: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const SMTP: &str = r#"
+admin:
+  endpoint: dns:///localhost:8089
+notifications:
+  type: local
+  emailer:
+    subject: "Execution {{ name }} {{ phase }} {{ owner }}"
+    sender: flyte@example.com
+    body: "{{ error }}"
+    emailServerConfig:
+      serviceName: smtp
+      smtpServer: mail.example.com
+      smtpPort: "587"
+      smtpUsername: relay-user
+      smtpPasswordSecretName: smtp_pw
+"#;
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_redacted() {
+    let (code, stdout, stderr) = check_config(SMTP, &[("FLYTE_SECRET_smtp_pw", "hunter2")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("smtpServer: mail.example.com"), "{stdout}");
+    assert!(
+        stdout.contains("smtpPasswordSecretName: smtp_pw"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("listen: 127.0.0.1:8091"), "{stdout}");
+    assert!(!stdout.contains("relay-user"), "{stdout}");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+    // The unknown template name is a warning, not an error, as in FlyteAdmin.
+    assert!(
+        stderr.contains(
+            "warning: notifications.emailer.subject: {{ owner }} names no known variable"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("config OK"), "{stderr}");
+}
+
+#[test]
+fn check_config_fails_when_the_smtp_secret_is_missing() {
+    let (code, _, stderr) = check_config(SMTP, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("FLYTE_SECRET_smtp_pw is not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/etc/secrets/smtp_pw"), "{stderr}");
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_the_key() {
+    for (yaml, path, key) in [
+        (
+            "notifications:\n  emailer:\n    subjekt: x\n",
+            "notifications.emailer",
+            "subjekt",
+        ),
+        (
+            "notifications:\n  procesor: {}\n",
+            "notifications",
+            "procesor",
+        ),
+        (
+            "flyteNotify:\n  listen: 127.0.0.1:1\n  dataDirectory: /tmp\n",
+            "flyteNotify",
+            "dataDirectory",
+        ),
+        (
+            "flyteNotify:\n  retry: { maxAttempt: 3 }\n",
+            "flyteNotify.retry",
+            "maxAttempt",
+        ),
+    ] {
+        let (code, _, stderr) = check_config(yaml, &[]);
+        assert_eq!(code, 2, "{yaml}");
+        assert!(
+            stderr.contains(path) && stderr.contains(key),
+            "{yaml}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn invalid_values_are_errors_that_name_the_key() {
+    for (yaml, key) in [
+        ("notifications:\n  type: kafka\n", "notifications.type"),
+        (
+            "notifications:\n  emailer:\n    emailServerConfig: { serviceName: smtp }\n",
+            "smtpServer",
+        ),
+        (
+            "notifications:\n  emailer:\n    emailServerConfig: { serviceName: smtp, smtpServer: h, smtpPort: x }\n",
+            "smtpPort",
+        ),
+        (
+            "notifications:\n  emailer:\n    sender: not-an-address\n",
+            "notifications.emailer.sender",
+        ),
+        (
+            "flyteNotify:\n  retry: { maxAttempts: 0 }\n",
+            "flyteNotify.retry.maxAttempts",
+        ),
+        (
+            "flyteNotify:\n  consoleUrl: flyte.example.com\n",
+            "flyteNotify.consoleUrl",
+        ),
+        (
+            "flyteNotify:\n  shutdownDeadline: soon\n",
+            "flyteNotify.shutdownDeadline",
+        ),
+    ] {
+        let (code, _, stderr) = check_config(yaml, &[]);
+        assert_eq!(code, 2, "{yaml}");
+        assert!(stderr.contains(key), "{yaml}: {stderr}");
+    }
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "notifications:\n  emailer:\n    subjekt: x\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("subjekt"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}

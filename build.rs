@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/flyteidl/admin/common.proto",
         "proto/flyteidl/admin/notification.proto",
         "proto/flytenotify/v1/notification_service.proto",
+        // Only for reflection (see the file); its generated Rust type goes unused.
+        "proto/google/rpc/error_details.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("flytenotify_descriptor.bin"))

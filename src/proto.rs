@@ -18,6 +18,14 @@ pub mod flytenotify {
     }
 }
 
+/// google.rpc.BadRequest, generated only because reflection describes it (tonic-types builds
+/// the details we send).
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
 /// Every file above and its imports, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("flytenotify_descriptor");

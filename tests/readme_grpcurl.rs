@@ -1,0 +1,117 @@
+//! Every grpcurl command in README.md, run exactly as written except for the server address.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// The ```sh blocks of the README that call grpcurl, in order.
+fn readme_grpcurl_blocks() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                if block.starts_with("grpcurl ") {
+                    blocks.push(block.clone());
+                }
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+fn run(block: &str, addr: &str) -> (bool, String, String) {
+    let script = block.replace("127.0.0.1:8091", addr);
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn every_readme_grpcurl_command_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let blocks = readme_grpcurl_blocks();
+    assert_eq!(
+        blocks.len(),
+        8,
+        "the README's grpcurl examples changed: {blocks:#?}"
+    );
+    for block in &blocks {
+        let (ok, out, err) = run(block, &server.addr);
+        let first = block.lines().next().unwrap();
+        if first.contains(" list") {
+            assert!(ok, "{err}");
+            assert!(
+                out.lines()
+                    .any(|l| l == "flytenotify.v1.NotificationService"),
+                "{out}"
+            );
+            assert!(out.lines().any(|l| l == "grpc.health.v1.Health"), "{out}");
+        } else if first.contains("describe flytenotify.v1.NotificationService") {
+            assert!(ok, "{err}");
+            for rpc in ["rpc Enqueue", "rpc ListPending", "rpc Preview"] {
+                assert!(out.contains(rpc), "{out}");
+            }
+        } else if first.contains("describe flyteidl.admin.Notification") {
+            assert!(ok, "{err}");
+            assert!(
+                out.contains(".flyteidl.admin.PagerDutyNotification pager_duty = 3;"),
+                "{out}"
+            );
+        } else if first.contains("Health/Check") {
+            assert!(ok, "{err}");
+            assert!(out.contains(r#""status": "SERVING""#), "{out}");
+        } else if first.contains("/Preview") {
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let messages = v["messages"].as_array().unwrap();
+            assert_eq!(messages.len(), 2, "{out}");
+            assert_eq!(messages[1]["channel"], "slack");
+            assert_eq!(
+                messages[1]["textBody"],
+                "f8a3c2e1 has failed. The execution failed with error: [learning rate must be positive]."
+            );
+            assert!(
+                maildir_messages(&server.maildir()).is_empty(),
+                "Preview sent something"
+            );
+        } else if first.contains("/Enqueue") && block.contains("<<'EOF'") {
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["deliveryIds"].as_array().unwrap().len(), 1, "{out}");
+            assert_eq!(v["requestId"], "f8a3c2e1-FAILED");
+            let files = wait_for_messages(&server.maildir(), 1, std::time::Duration::from_secs(10));
+            assert_eq!(files.len(), 1);
+            assert_eq!(parse_mail(&files[0]).to, vec!["oncall@example.com"]);
+        } else if first.contains("/ListPending") {
+            assert!(ok, "{err}");
+            let _: serde_json::Value = serde_json::from_str(&out).unwrap();
+        } else if first.contains("/Enqueue") {
+            // The error example: refused, with the fields named in the details.
+            assert!(!ok, "{out}");
+            assert!(err.contains("Code: InvalidArgument"), "{err}");
+            assert!(err.contains(r#""field":"execution.phase""#), "{err}");
+            assert!(
+                err.contains(r#""field":"notifications[0].email.recipients_email[0]""#),
+                "{err}"
+            );
+        } else {
+            panic!("no check for README block {block}");
+        }
+    }
+}

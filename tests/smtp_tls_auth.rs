@@ -1,0 +1,142 @@
+//! SMTP as FlyteAdmin does it, against a real server that offers STARTTLS and AUTH: the client
+//! upgrades to TLS, authenticates with PLAIN using the password from FlyteAdmin's secret
+//! convention, and a wrong password leaves the delivery retrying with the reason.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
+use flyte_notify::proto::flytenotify::v1::{DeliveryState, EnqueueRequest};
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_peer(dir: &Path, port: u16) -> Peer {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_tls_auth.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(dir.join("sink"))
+        .arg(dir.join("auth.jsonl"))
+        .arg(&cert)
+        .arg(&key)
+        .args(["flyte", "s3cr3t pass"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "SMTP peer did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Peer(child)
+}
+
+fn config(port: u16, secrets: &Path) -> String {
+    format!(
+        r#"
+notifications:
+  emailer:
+    sender: flyte@example.com
+    emailServerConfig:
+      serviceName: smtp
+      smtpServer: 127.0.0.1
+      smtpPort: {port}
+      smtpSkipTLSVerify: true
+      smtpUsername: flyte
+      smtpPasswordSecretName: smtp_pw
+flyteNotify:
+  secretsDir: {secrets}
+  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 3 }}
+"#,
+        secrets = secrets.display()
+    )
+}
+
+async fn enqueue_one(server: &Server) {
+    let mut client = server.client().await;
+    client
+        .enqueue(EnqueueRequest {
+            request_id: "tls".into(),
+            execution: Some(failed_execution("exec-tls")),
+            notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn starttls_then_plain_auth_with_the_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _peer = start_peer(dir.path(), port);
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    // FlyteAdmin trims the secret file's trailing newline; so do we.
+    std::fs::write(secrets.join("smtp_pw"), "s3cr3t pass\n").unwrap();
+    let server = Server::start(dir.path(), Some(&config(port, &secrets)));
+    enqueue_one(&server).await;
+
+    let files = wait_for_messages(&dir.path().join("sink"), 1, Duration::from_secs(20));
+    assert_eq!(files.len(), 1, "log:\n{}", server.log());
+    let mail = parse_mail(&files[0]);
+    assert_eq!(mail.to, vec!["oncall@example.com"]);
+    assert_eq!(mail.subject, "Flyte execution flytesnacks/development/exec-tls failed");
+    let auth = std::fs::read_to_string(dir.path().join("auth.jsonl")).unwrap();
+    let attempts: Vec<serde_json::Value> = auth.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(attempts.len(), 1, "{auth}");
+    assert_eq!(attempts[0]["mechanism"], "PLAIN");
+    assert_eq!(attempts[0]["login"], "flyte");
+    assert_eq!(attempts[0]["password_ok"], true);
+    assert_eq!(attempts[0]["tls"], true, "AUTH before STARTTLS");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_retried_with_the_reason_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _peer = start_peer(dir.path(), port);
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("smtp_pw"), "wrong").unwrap();
+    let server = Server::start(dir.path(), Some(&config(port, &secrets)));
+    enqueue_one(&server).await;
+
+    let mut client = server.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivery = loop {
+        let pending = list_all(&mut client, "").await;
+        if let Some(d) = pending.first().filter(|d| d.attempts == 1) {
+            break d.clone();
+        }
+        assert!(Instant::now() < deadline, "no attempt recorded; log:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(delivery.state, DeliveryState::Retrying as i32);
+    assert!(delivery.last_error.contains("AUTH"), "{}", delivery.last_error);
+    assert!(delivery.last_error.contains("535"), "{}", delivery.last_error);
+    assert!(!delivery.last_error.contains("wrong"), "the password leaked: {}", delivery.last_error);
+    assert!(maildir_messages(&dir.path().join("sink")).is_empty());
+}

@@ -1,0 +1,51 @@
+"""Python client for flyte-notify.
+
+The notification, identifier and phase types are flyteidl's own, so flytekit's objects
+(flytekit.Email, Slack, PagerDuty, WorkflowExecutionPhase) pass straight through:
+
+    from flytekit import Email, WorkflowExecutionPhase
+    from flytenotify import NotificationClient
+
+    with NotificationClient("127.0.0.1:8091") as client:
+        result = client.enqueue(
+            "flytesnacks/development/a1b2c3",
+            WorkflowExecutionPhase.FAILED,
+            [Email(phases=[WorkflowExecutionPhase.FAILED], recipients_email=["oncall@example.com"])],
+        )
+"""
+
+from flytenotify.aio import AsyncNotificationClient
+from flytenotify.client import NotificationClient
+from flytenotify.errors import (
+    ConflictError,
+    DeadlineExceededError,
+    FieldViolation,
+    InternalError,
+    InvalidArgumentError,
+    NotifyError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from flytenotify.results import Delivery, DeliveryState, EnqueueResult, PreviewResult, RenderedMessage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncNotificationClient",
+    "ConflictError",
+    "DeadlineExceededError",
+    "Delivery",
+    "DeliveryState",
+    "EnqueueResult",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotificationClient",
+    "NotifyError",
+    "PermissionDeniedError",
+    "PreviewResult",
+    "RenderedMessage",
+    "UnauthenticatedError",
+    "UnavailableError",
+]

@@ -1,0 +1,116 @@
+"""The asyncio client: the same calls as NotificationClient, on grpc.aio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Callable
+
+import grpc
+import grpc.aio
+
+from flytenotify import convert
+from flytenotify.client import DEFAULT_TIMEOUT, TlsLike, auth_metadata, channel_credentials, new_request_id
+from flytenotify.convert import ErrorLike, ExecutionIdLike, IdentifierLike, NotificationLike, PhaseLike
+from flytenotify.errors import from_rpc_error
+from flytenotify.results import Delivery, EnqueueResult, PreviewResult
+from flytenotify.v1 import notification_service_pb2 as api
+from flytenotify.v1.notification_service_pb2_grpc import NotificationServiceStub
+
+
+class AsyncNotificationClient:
+    """An asyncio client; see NotificationClient for the arguments. Use `async with`, or call
+    `await close()`. grpc.aio channels belong to the event loop they were created on."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        tls: TlsLike = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        options: Sequence[tuple[str, Any]] = (),
+        interceptors: Sequence[Any] = (),
+    ) -> None:
+        credentials = channel_credentials(tls)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=list(options), interceptors=list(interceptors))
+        else:
+            self._channel = grpc.aio.secure_channel(
+                target, credentials, options=list(options), interceptors=list(interceptors)
+            )
+        self._stub = NotificationServiceStub(self._channel)
+        self._metadata = auth_metadata(token)
+        self._timeout = timeout
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncNotificationClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _call(self, method: Callable[..., Any], request: Any, request_id: str | None = None) -> Any:
+        try:
+            return await method(request, timeout=self._timeout, metadata=self._metadata)
+        except grpc.RpcError as e:  # grpc.aio.AioRpcError is one
+            raise from_rpc_error(e, request_id) from e
+
+    async def enqueue(
+        self,
+        execution_id: ExecutionIdLike,
+        phase: PhaseLike,
+        notifications: Iterable[NotificationLike],
+        *,
+        launch_plan: IdentifierLike | None = None,
+        workflow: IdentifierLike | None = None,
+        error: ErrorLike | None = None,
+        occurred_at: datetime | None = None,
+        request_id: str | None = None,
+    ) -> EnqueueResult:
+        """See NotificationClient.enqueue."""
+        if request_id is None:
+            request_id = new_request_id()
+        execution = convert.execution_context(
+            execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
+        )
+        request = convert.enqueue_request(request_id, execution, notifications)
+        return EnqueueResult.from_proto(await self._call(self._stub.Enqueue, request, request_id))
+
+    async def preview(
+        self,
+        execution_id: ExecutionIdLike,
+        phase: PhaseLike,
+        notifications: Iterable[NotificationLike],
+        *,
+        launch_plan: IdentifierLike | None = None,
+        workflow: IdentifierLike | None = None,
+        error: ErrorLike | None = None,
+        occurred_at: datetime | None = None,
+    ) -> PreviewResult:
+        """See NotificationClient.preview."""
+        execution = convert.execution_context(
+            execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
+        )
+        request = convert.preview_request(execution, notifications)
+        return PreviewResult.from_proto(await self._call(self._stub.Preview, request))
+
+    async def list_pending(self, filters: str = "", page_size: int = 100) -> AsyncIterator[Delivery]:
+        """See NotificationClient.list_pending."""
+        token = ""
+        while True:
+            request = api.ListPendingRequest(limit=page_size, token=token, filters=filters)
+            response = await self._call(self._stub.ListPending, request)
+            for delivery in response.deliveries:
+                yield Delivery.from_proto(delivery)
+            token = response.token
+            if not token:
+                return

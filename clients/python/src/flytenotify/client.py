@@ -1,0 +1,162 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Callable, Union
+
+import grpc
+
+from flytenotify import convert
+from flytenotify.convert import ErrorLike, ExecutionIdLike, IdentifierLike, NotificationLike, PhaseLike
+from flytenotify.errors import from_rpc_error
+from flytenotify.results import Delivery, EnqueueResult, PreviewResult
+from flytenotify.v1 import notification_service_pb2 as api
+from flytenotify.v1.notification_service_pb2_grpc import NotificationServiceStub
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds per call. Enqueue returns once the deliveries are durably recorded, not sent."""
+
+TlsLike = Union[bool, grpc.ChannelCredentials, None]
+Metadata = tuple[tuple[str, str], ...]
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def channel_credentials(tls: TlsLike) -> grpc.ChannelCredentials | None:
+    """None for plaintext; the system's root certificates for True; else the given credentials."""
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    if isinstance(tls, grpc.ChannelCredentials):
+        return tls
+    raise TypeError(f"tls: expected a bool or grpc.ChannelCredentials, got {type(tls).__name__}")
+
+
+def auth_metadata(token: str | None) -> Metadata:
+    if token is None:
+        return ()
+    if not token or token != token.strip() or "\n" in token:
+        raise ValueError("token: expected a non-empty token without surrounding whitespace")
+    # Plain metadata rather than grpc call credentials: those refuse plaintext channels, and a
+    # token is also useful towards a TLS-terminating proxy on localhost.
+    return (("authorization", f"Bearer {token}"),)
+
+
+class NotificationClient:
+    """A blocking client for flyte-notify's NotificationService.
+
+    >>> with NotificationClient("127.0.0.1:8091") as client:
+    ...     client.enqueue("flytesnacks/development/f3a1b2", "FAILED", [flytekit_email])
+
+    `tls`: None/False for plaintext, True for TLS with the system's roots, or grpc credentials.
+    `token` is sent as `authorization: Bearer <token>` on every call. `timeout` is per call, in
+    seconds (None: no deadline). `options` and `interceptors` go to grpc as they are.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        tls: TlsLike = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        options: Sequence[tuple[str, Any]] = (),
+        interceptors: Sequence[Any] = (),
+    ) -> None:
+        credentials = channel_credentials(tls)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=list(options))
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=list(options))
+        channel = grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
+        self._stub = NotificationServiceStub(channel)
+        self._metadata = auth_metadata(token)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> NotificationClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any, request_id: str | None = None) -> Any:
+        try:
+            return method(request, timeout=self._timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, request_id) from e
+
+    def enqueue(
+        self,
+        execution_id: ExecutionIdLike,
+        phase: PhaseLike,
+        notifications: Iterable[NotificationLike],
+        *,
+        launch_plan: IdentifierLike | None = None,
+        workflow: IdentifierLike | None = None,
+        error: ErrorLike | None = None,
+        occurred_at: datetime | None = None,
+        request_id: str | None = None,
+    ) -> EnqueueResult:
+        """Records one delivery per notification whose phases include `phase`.
+
+        Without `request_id` a fresh one is generated and returned; pass the same one again to
+        retry safely (the server answers with the same delivery ids and duplicate=True).
+        Raises NotifyError (InvalidArgumentError, ConflictError, ...) carrying the request_id.
+        """
+        if request_id is None:
+            request_id = new_request_id()
+        execution = convert.execution_context(
+            execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
+        )
+        request = convert.enqueue_request(request_id, execution, notifications)
+        return EnqueueResult.from_proto(self._call(self._stub.Enqueue, request, request_id))
+
+    def preview(
+        self,
+        execution_id: ExecutionIdLike,
+        phase: PhaseLike,
+        notifications: Iterable[NotificationLike],
+        *,
+        launch_plan: IdentifierLike | None = None,
+        workflow: IdentifierLike | None = None,
+        error: ErrorLike | None = None,
+        occurred_at: datetime | None = None,
+    ) -> PreviewResult:
+        """Renders what enqueue would send for the same input; sends and records nothing."""
+        execution = convert.execution_context(
+            execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
+        )
+        request = convert.preview_request(execution, notifications)
+        return PreviewResult.from_proto(self._call(self._stub.Preview, request))
+
+    def list_pending(self, filters: str = "", page_size: int = 100) -> Iterator[Delivery]:
+        """Every undelivered delivery (pending, retrying or dead), oldest first, fetching pages of
+        `page_size` lazily. `filters` uses FlyteAdmin's syntax, e.g. "eq(state,retrying)".
+
+        Pages follow the server's token, which marks a position rather than an offset: deliveries
+        accepted during the walk show up at its end, and none is returned twice.
+        """
+        token = ""
+        while True:
+            request = api.ListPendingRequest(limit=page_size, token=token, filters=filters)
+            response = self._call(self._stub.ListPending, request)
+            for delivery in response.deliveries:
+                yield Delivery.from_proto(delivery)
+            token = response.token
+            if not token:
+                return

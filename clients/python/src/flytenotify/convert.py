@@ -1,0 +1,174 @@
+"""Turns what callers already hold (flytekit objects, flyteidl protos, dicts, strings) into the
+flyteidl protos that requests carry.
+
+The protos are flyteidl's own classes, so what flytekit builds passes through as is; anything
+else is parsed into them, and a bad input fails here, naming its argument, before any call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol, TypeVar, Union
+
+from flyteidl.admin import common_pb2
+from flyteidl.core import execution_pb2, identifier_pb2
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+
+from flytenotify.v1 import notification_service_pb2 as api
+
+
+class SupportsToFlyteIdl(Protocol):
+    """flytekit's model objects: Email, Slack, PagerDuty, Identifier, ExecutionError, ..."""
+
+    def to_flyte_idl(self) -> Any: ...
+
+
+ExecutionIdLike = Union[identifier_pb2.WorkflowExecutionIdentifier, Mapping[str, Any], str, SupportsToFlyteIdl]
+"""A WorkflowExecutionIdentifier proto, a dict of its fields, flytekit's WorkflowExecutionIdentifier,
+or "project/domain/name"."""
+
+PhaseLike = Union[int, str]
+"""A flyteidl WorkflowExecution.Phase value (flytekit's WorkflowExecutionPhase.FAILED is one), or
+its name in any case: "FAILED", "failed", "timed_out"."""
+
+NotificationLike = Union[common_pb2.Notification, Mapping[str, Any], SupportsToFlyteIdl]
+"""flytekit.Email/Slack/PagerDuty, a flyteidl.admin.Notification, or its dict form, e.g.
+{"phases": ["FAILED"], "email": {"recipients_email": ["a@example.com"]}}."""
+
+IdentifierLike = Union[identifier_pb2.Identifier, Mapping[str, Any], SupportsToFlyteIdl]
+ErrorLike = Union[execution_pb2.ExecutionError, Mapping[str, Any], str, SupportsToFlyteIdl]
+"""An ExecutionError proto, its dict form, flytekit's ExecutionError, or just the message."""
+
+M = TypeVar("M", bound=Message)
+
+_PHASE = execution_pb2.WorkflowExecution.Phase
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_proto(value: Any, cls: type[M], what: str) -> M:
+    """`value` as a `cls` message. Accepts an instance, an object with to_flyte_idl(), a message of
+    the same proto type from another class, or a dict in protobuf's JSON mapping."""
+    if not isinstance(value, Message) and callable(getattr(value, "to_flyte_idl", None)):
+        value = value.to_flyte_idl()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Message) and value.DESCRIPTOR.full_name == cls.DESCRIPTOR.full_name:
+        # The same message type from another generated copy: the wire format is the contract.
+        return cls.FromString(value.SerializeToString())
+    if isinstance(value, Mapping):
+        try:
+            return json_format.ParseDict(dict(value), cls())
+        except json_format.ParseError as e:
+            raise ValueError(f"{what}: {e}") from None
+    raise TypeError(
+        f"{what}: expected a {cls.DESCRIPTOR.full_name}, a dict or an object with to_flyte_idl(); "
+        f"got {type(value).__name__}"
+    )
+
+
+def phase(value: PhaseLike, what: str = "phase") -> int:
+    if isinstance(value, bool):  # bool is an int; True would silently mean QUEUED
+        raise TypeError(f"{what}: expected a phase, got {value!r}")
+    if isinstance(value, int):
+        # Unknown numbers go through: the server names them in its error, as it does for any
+        # non-terminal phase.
+        return int(value)
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if name in _PHASE.keys():
+            return int(_PHASE.Value(name))
+        raise ValueError(f"{what}: unknown phase {value!r}; expected one of {', '.join(_PHASE.keys())}")
+    raise TypeError(f"{what}: expected a phase value or name, got {type(value).__name__}")
+
+
+def execution_id(value: ExecutionIdLike) -> identifier_pb2.WorkflowExecutionIdentifier:
+    if isinstance(value, str):
+        parts = value.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(
+                f"execution_id: expected 'project/domain/name', got {value!r} "
+                "(pass a dict or proto to set org)"
+            )
+        project, domain, name = parts
+        return identifier_pb2.WorkflowExecutionIdentifier(project=project, domain=domain, name=name)
+    return to_proto(value, identifier_pb2.WorkflowExecutionIdentifier, "execution_id")
+
+
+def notification(value: NotificationLike, index: int) -> common_pb2.Notification:
+    what = f"notifications[{index}]"
+    if isinstance(value, Mapping) and "phases" in value:
+        # Let dicts name phases the way the rest of this API does ("failed" as well as "FAILED").
+        phases = value["phases"]
+        if isinstance(phases, (str, bytes)) or not isinstance(phases, Iterable):
+            raise TypeError(f"{what}.phases: expected a list of phases")
+        value = {**value, "phases": [phase(p, f"{what}.phases[{i}]") for i, p in enumerate(phases)]}
+    return to_proto(value, common_pb2.Notification, what)
+
+
+def notifications(values: Iterable[NotificationLike]) -> list[common_pb2.Notification]:
+    if isinstance(values, (Mapping, Message, str)) or hasattr(values, "to_flyte_idl"):
+        raise TypeError("notifications: expected a list of notifications, got a single one")
+    return [notification(v, i) for i, v in enumerate(values)]
+
+
+def identifier(value: IdentifierLike, resource_type: int, what: str) -> identifier_pb2.Identifier:
+    ident = to_proto(value, identifier_pb2.Identifier, what)
+    if ident.resource_type == identifier_pb2.UNSPECIFIED:
+        # The argument says which kind it is; fill it in rather than make every caller repeat it.
+        copy = identifier_pb2.Identifier()
+        copy.CopyFrom(ident)
+        copy.resource_type = resource_type
+        return copy
+    return ident
+
+
+def execution_error(value: ErrorLike) -> execution_pb2.ExecutionError:
+    if isinstance(value, str):
+        return execution_pb2.ExecutionError(message=value)
+    return to_proto(value, execution_pb2.ExecutionError, "error")
+
+
+def execution_context(
+    execution_id_: ExecutionIdLike,
+    phase_: PhaseLike,
+    *,
+    launch_plan: IdentifierLike | None,
+    workflow: IdentifierLike | None,
+    error: ErrorLike | None,
+    occurred_at: datetime | None,
+) -> api.ExecutionContext:
+    context = api.ExecutionContext(execution_id=execution_id(execution_id_), phase=phase(phase_))
+    if launch_plan is not None:
+        context.launch_plan.CopyFrom(identifier(launch_plan, identifier_pb2.LAUNCH_PLAN, "launch_plan"))
+    if workflow is not None:
+        context.workflow.CopyFrom(identifier(workflow, identifier_pb2.WORKFLOW, "workflow"))
+    if error is not None:
+        context.error.CopyFrom(execution_error(error))
+    if occurred_at is not None:
+        if occurred_at.tzinfo is None:
+            # A naive datetime would be read as UTC by protobuf, silently shifting local times.
+            raise ValueError("occurred_at: pass a timezone-aware datetime")
+        # Exact integer arithmetic; Timestamp.FromDatetime's handling of tzinfo differs across
+        # the protobuf versions this package supports.
+        delta = occurred_at - _EPOCH
+        context.occurred_at.CopyFrom(
+            timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
+        )
+    return context
+
+
+def enqueue_request(
+    request_id: str,
+    execution: api.ExecutionContext,
+    notifications_: Iterable[NotificationLike],
+) -> api.EnqueueRequest:
+    return api.EnqueueRequest(request_id=request_id, execution=execution, notifications=notifications(notifications_))
+
+
+def preview_request(
+    execution: api.ExecutionContext,
+    notifications_: Iterable[NotificationLike],
+) -> api.PreviewRequest:
+    return api.PreviewRequest(execution=execution, notifications=notifications(notifications_))

@@ -1,0 +1,139 @@
+# Generated from proto/flytenotify/v1 by grpcio-tools==1.62.3; do not edit. Regenerate with clients/python/scripts/generate.sh.
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from flyteidl.admin import common_pb2 as _common_pb2
+from flyteidl.core import execution_pb2 as _execution_pb2
+from flyteidl.core import identifier_pb2 as _identifier_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_STATE_UNSPECIFIED: _ClassVar[DeliveryState]
+    DELIVERY_STATE_PENDING: _ClassVar[DeliveryState]
+    DELIVERY_STATE_RETRYING: _ClassVar[DeliveryState]
+    DELIVERY_STATE_DEAD: _ClassVar[DeliveryState]
+DELIVERY_STATE_UNSPECIFIED: DeliveryState
+DELIVERY_STATE_PENDING: DeliveryState
+DELIVERY_STATE_RETRYING: DeliveryState
+DELIVERY_STATE_DEAD: DeliveryState
+
+class ExecutionContext(_message.Message):
+    __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_PLAN_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    execution_id: _identifier_pb2.WorkflowExecutionIdentifier
+    launch_plan: _identifier_pb2.Identifier
+    workflow: _identifier_pb2.Identifier
+    phase: _execution_pb2.WorkflowExecution.Phase
+    error: _execution_pb2.ExecutionError
+    occurred_at: _timestamp_pb2.Timestamp
+    def __init__(self, execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., launch_plan: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., workflow: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class EnqueueRequest(_message.Message):
+    __slots__ = ("request_id", "execution", "notifications")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    execution: ExecutionContext
+    notifications: _containers.RepeatedCompositeFieldContainer[_common_pb2.Notification]
+    def __init__(self, request_id: _Optional[str] = ..., execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ...) -> None: ...
+
+class EnqueueResponse(_message.Message):
+    __slots__ = ("delivery_ids", "unmatched_notifications", "request_id", "duplicate")
+    DELIVERY_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    delivery_ids: _containers.RepeatedScalarFieldContainer[str]
+    unmatched_notifications: int
+    request_id: str
+    duplicate: bool
+    def __init__(self, delivery_ids: _Optional[_Iterable[str]] = ..., unmatched_notifications: _Optional[int] = ..., request_id: _Optional[str] = ..., duplicate: bool = ...) -> None: ...
+
+class PreviewRequest(_message.Message):
+    __slots__ = ("execution", "notifications")
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    execution: ExecutionContext
+    notifications: _containers.RepeatedCompositeFieldContainer[_common_pb2.Notification]
+    def __init__(self, execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ...) -> None: ...
+
+class RenderedMessage(_message.Message):
+    __slots__ = ("channel", "recipients", "sender", "subject", "html_body", "text_body", "notification_index")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    HTML_BODY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_BODY_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_INDEX_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    recipients: _containers.RepeatedScalarFieldContainer[str]
+    sender: str
+    subject: str
+    html_body: str
+    text_body: str
+    notification_index: int
+    def __init__(self, channel: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., sender: _Optional[str] = ..., subject: _Optional[str] = ..., html_body: _Optional[str] = ..., text_body: _Optional[str] = ..., notification_index: _Optional[int] = ...) -> None: ...
+
+class PreviewResponse(_message.Message):
+    __slots__ = ("messages", "unmatched_notifications")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[RenderedMessage]
+    unmatched_notifications: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[RenderedMessage, _Mapping]]] = ..., unmatched_notifications: _Optional[int] = ...) -> None: ...
+
+class ListPendingRequest(_message.Message):
+    __slots__ = ("limit", "token", "filters")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    token: str
+    filters: str
+    def __init__(self, limit: _Optional[int] = ..., token: _Optional[str] = ..., filters: _Optional[str] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("id", "execution_id", "channel", "recipients", "phase", "state", "attempts", "next_attempt_at", "last_error", "created_at", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    execution_id: _identifier_pb2.WorkflowExecutionIdentifier
+    channel: str
+    recipients: _containers.RepeatedScalarFieldContainer[str]
+    phase: _execution_pb2.WorkflowExecution.Phase
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: _timestamp_pb2.Timestamp
+    last_error: str
+    created_at: _timestamp_pb2.Timestamp
+    request_id: str
+    def __init__(self, id: _Optional[str] = ..., execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., channel: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ListPendingResponse(_message.Message):
+    __slots__ = ("deliveries", "token")
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    token: str
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., token: _Optional[str] = ...) -> None: ...

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Data dir for the server; a fresh temporary one by default.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Config for the server (e.g. to measure with SMTP instead of the Maildir).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -138,10 +141,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         std::env::temp_dir().join(format!("flyte-notify-bench-{}", uuid::Uuid::new_v4()))
     });
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    let mut child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .env("RUST_LOG", "warn,flyte_notify=info")
+        .arg(&data_dir);
+    if let Some(config) = &args.config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
+        .env(
+            "RUST_LOG",
+            // The "listening on" line is info; it must get through whatever else is asked for.
+            format!(
+                "warn,flyte_notify=info,{}",
+                std::env::var("FLYTE_NOTIFY_BENCH_LOG").unwrap_or_default()
+            ),
+        )
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -161,7 +176,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     // Keep draining the server's log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let echo = std::env::var_os("FLYTE_NOTIFY_BENCH_LOG").is_some();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if echo {
+                eprintln!("{line}");
+            }
+        }
+    });
 
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {

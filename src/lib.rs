@@ -129,16 +129,18 @@ pub async fn run(
         sender: config.notifications.emailer.sender.clone(),
         console_url: svc.console_url.clone(),
     };
+    let renderer = Arc::new(renderer);
     let notifier = Arc::new(Notifier::new(
         ledger.clone(),
         queue.clone(),
-        renderer,
+        renderer.clone(),
         svc.limits.clone(),
     ));
 
     let (stopping_tx, stopping) = watch::channel(false);
     let worker = worker::Worker {
         queue,
+        renderer,
         ledger: ledger.clone(),
         sender,
         retry: svc.retry.clone(),

@@ -15,10 +15,12 @@ use tracing::Instrument;
 use crate::channels::{SendError, Sender};
 use crate::config::RetryPolicy;
 use crate::ledger::{Ledger, Outcome, StoredDelivery, now_millis};
+use crate::notify::render::Renderer;
 use crate::queue::Queue;
 
 pub struct Worker {
     pub queue: Arc<dyn Queue>,
+    pub renderer: Arc<Renderer>,
     pub ledger: Arc<dyn Ledger>,
     pub sender: Arc<dyn Sender>,
     pub retry: RetryPolicy,
@@ -159,15 +161,19 @@ impl Worker {
     }
 
     async fn deliver(&self, delivery: StoredDelivery) {
-        let message = delivery.payload.message();
-        let result = match tokio::time::timeout(self.send_timeout, self.sender.send(message)).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(SendError::retryable(format!(
-                "{} send timed out after {}",
-                self.sender.name(),
-                humantime::format_duration(self.send_timeout)
-            ))),
+        let result = match crate::notify::render_stored(&self.renderer, &delivery.payload) {
+            // Only a corrupted row gets here; no retry can mend it.
+            Err(e) => Err(SendError::permanent(e)),
+            Ok(message) => {
+                match tokio::time::timeout(self.send_timeout, self.sender.send(&message)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SendError::retryable(format!(
+                        "{} send timed out after {}",
+                        self.sender.name(),
+                        humantime::format_duration(self.send_timeout)
+                    ))),
+                }
+            }
         };
         match &result {
             Ok(()) => tracing::info!(sender = self.sender.name(), "delivered"),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
-    AcceptOutcome, Channel, ExecutionKey, Filter, FilterField, FilterOp, Ledger, Message,
-    NewDelivery, NewRequest, Outcome, Payload, PendingQuery, State,
+    AcceptOutcome, Channel, ExecutionKey, Filter, FilterField, FilterOp, Ledger, NewDelivery,
+    NewRequest, Outcome, Payload, PendingQuery, State,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -43,14 +43,10 @@ fn delivery(id: &str, index: u32, project: &str, channel: Channel) -> NewDeliver
         },
         phase: 6,
         payload: Payload::V1 {
-            message: Message {
-                channel,
-                recipients: vec!["a@example.com".into()],
-                sender: "flyte@example.com".into(),
-                subject: format!("subject {id}"),
-                html_body: "<p>x</p>".into(),
-                text_body: "x".into(),
-            },
+            channel,
+            recipients: vec!["a@example.com".into()],
+            template: format!("template {id}"),
+            execution: "CgA=".into(),
         },
     }
 }
@@ -224,7 +220,8 @@ async fn leases_hide_a_delivery_until_they_run_out_or_are_released() {
             leased.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
             vec!["d1"]
         );
-        assert_eq!(leased[0].payload.message().subject, "subject d1");
+        let Payload::V1 { template, .. } = &leased[0].payload;
+        assert_eq!(template, "template d1");
         let leased = ledger.lease_due(1000, 10, LEASE).await.unwrap();
         assert_eq!(
             leased.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),

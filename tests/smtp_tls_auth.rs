@@ -25,7 +25,17 @@ fn start_peer(dir: &Path, port: u16) -> Peer {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -103,9 +113,15 @@ async fn starttls_then_plain_auth_with_the_secret_file() {
     assert_eq!(files.len(), 1, "log:\n{}", server.log());
     let mail = parse_mail(&files[0]);
     assert_eq!(mail.to, vec!["oncall@example.com"]);
-    assert_eq!(mail.subject, "Flyte execution flytesnacks/development/exec-tls failed");
+    assert_eq!(
+        mail.subject,
+        "Flyte execution flytesnacks/development/exec-tls failed"
+    );
     let auth = std::fs::read_to_string(dir.path().join("auth.jsonl")).unwrap();
-    let attempts: Vec<serde_json::Value> = auth.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let attempts: Vec<serde_json::Value> = auth
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(attempts.len(), 1, "{auth}");
     assert_eq!(attempts[0]["mechanism"], "PLAIN");
     assert_eq!(attempts[0]["login"], "flyte");
@@ -131,12 +147,28 @@ async fn a_wrong_password_is_retried_with_the_reason_not_dropped() {
         if let Some(d) = pending.first().filter(|d| d.attempts == 1) {
             break d.clone();
         }
-        assert!(Instant::now() < deadline, "no attempt recorded; log:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "no attempt recorded; log:\n{}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(delivery.state, DeliveryState::Retrying as i32);
-    assert!(delivery.last_error.contains("AUTH"), "{}", delivery.last_error);
-    assert!(delivery.last_error.contains("535"), "{}", delivery.last_error);
-    assert!(!delivery.last_error.contains("wrong"), "the password leaked: {}", delivery.last_error);
+    assert!(
+        delivery.last_error.contains("AUTH"),
+        "{}",
+        delivery.last_error
+    );
+    assert!(
+        delivery.last_error.contains("535"),
+        "{}",
+        delivery.last_error
+    );
+    assert!(
+        !delivery.last_error.contains("wrong"),
+        "the password leaked: {}",
+        delivery.last_error
+    );
     assert!(maildir_messages(&dir.path().join("sink")).is_empty());
 }

@@ -82,8 +82,7 @@ impl State {
     }
 }
 
-/// A rendered message, exactly what a sender puts on the wire. Stored with the delivery so that
-/// what was accepted (and previewed) is what is sent, whatever the config says later.
+/// A rendered message, exactly what a sender puts on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub channel: Channel,
@@ -94,18 +93,35 @@ pub struct Message {
     pub text_body: String,
 }
 
-/// The stored payload, versioned so that a newer binary can still send rows an older one wrote.
+/// What a delivery needs to be rendered and sent. The inputs are stored rather than the rendered
+/// message: a fraction of the bytes, and bytes are what the ledger's durable write path pays for.
+/// Versioned so that a newer binary still sends rows an older one wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "version")]
 pub enum Payload {
     #[serde(rename = "1")]
-    V1 { message: Message },
+    V1 {
+        channel: Channel,
+        recipients: Vec<String>,
+        /// The notification's own template; empty for the configured or built-in one.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        template: String,
+        /// The request's `flytenotify.v1.ExecutionContext`, protobuf-encoded, base64: exactly
+        /// what the caller sent, so rendering it later gives what Preview showed.
+        execution: String,
+    },
 }
 
 impl Payload {
-    pub fn message(&self) -> &Message {
+    pub fn channel(&self) -> Channel {
         match self {
-            Payload::V1 { message } => message,
+            Payload::V1 { channel, .. } => *channel,
+        }
+    }
+
+    pub fn recipients(&self) -> &[String] {
+        match self {
+            Payload::V1 { recipients, .. } => recipients,
         }
     }
 }

@@ -1,9 +1,8 @@
 //! The embedded ledger: one SQLite file in WAL mode, fsynced on every commit.
 //!
 //! All writes go through one writer task that drains whatever calls are waiting and commits them in
-//! one transaction (group commit): under load, many Enqueue calls share one fsync. Each call runs
-//! inside its own savepoint, so one failing call never fails the others in its batch. Reads use a
-//! separate pool, which WAL lets run beside the writer.
+//! one transaction (group commit): under load, many Enqueue calls share one fsync and a few
+//! multi-row statements. Reads use a separate pool, which WAL lets run beside the writer.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -15,9 +14,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::{
     AcceptOutcome, ExecutionKey, FilterOp, Ledger, LedgerError, Millis, NewRequest, Outcome,
@@ -43,7 +41,7 @@ enum Op {
 
 pub struct SqliteLedger {
     writer: Mutex<Option<mpsc::Sender<Op>>>,
-    writer_task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     readers: SqlitePool,
 }
 
@@ -63,7 +61,10 @@ impl SqliteLedger {
             // FULL: a commit is on disk before Enqueue answers.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // sqlx formats every statement for its debug log when any trace is enabled; the
+            // multi-row statements here are long, and the writer thread is the bottleneck.
+            .disable_statement_logging();
         let mut conn = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("src/ledger/migrations/sqlite")
             .run(&mut conn)
@@ -76,7 +77,7 @@ impl SqliteLedger {
         let task = tokio::spawn(writer_loop(conn, rx));
         Ok(Self {
             writer: Mutex::new(Some(tx)),
-            writer_task: tokio::sync::Mutex::new(Some(task)),
+            writer_task: Mutex::new(Some(task)),
             readers,
         })
     }
@@ -196,7 +197,12 @@ impl Ledger for SqliteLedger {
     async fn close(&self) {
         // Dropping the last sender lets the writer finish what is queued, then stop.
         self.writer.lock().expect("writer lock poisoned").take();
-        if let Some(task) = self.writer_task.lock().await.take() {
+        let task = self
+            .writer_task
+            .lock()
+            .expect("writer lock poisoned")
+            .take();
+        if let Some(task) = task {
             let _ = task.await;
         }
         self.readers.close().await;
@@ -214,193 +220,235 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             }
         }
         let size = batch.len();
+        let started = std::time::Instant::now();
         apply_batch(&mut conn, &mut batch).await;
-        metrics_batch(size);
+        tracing::trace!(
+            size,
+            micros = started.elapsed().as_micros() as u64,
+            "ledger batch committed"
+        );
     }
     let _ = conn.close().await;
 }
 
-fn metrics_batch(size: usize) {
-    tracing::trace!(size, "ledger batch committed");
-}
-
-/// Results wait here until the commit: nobody hears "accepted" before it is on disk.
-enum Done {
-    Accept(Reply<AcceptOutcome>, Result<AcceptOutcome, LedgerError>),
-    Record(Reply<()>, Result<(), LedgerError>),
-    Lease(
-        Reply<Vec<StoredDelivery>>,
-        Result<Vec<StoredDelivery>, LedgerError>,
-    ),
-    ReleaseAll(Reply<u64>, Result<u64, LedgerError>),
-}
-
+/// Applies a whole batch in one transaction, with a handful of statements whatever its size:
+/// every statement is a round trip to SQLite's worker thread, and that, not the disk, is what
+/// bounds a per-call design. Nobody hears "accepted" before the commit is on disk; if any
+/// statement fails, the batch is rolled back and every call in it gets the error.
 async fn apply_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) {
-    let mut done = Vec::with_capacity(batch.len());
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-        tracing::error!(error = %e, "ledger: cannot begin a transaction");
-        fail_all(batch.drain(..), &e);
-        return;
-    }
+    let mut accepts = Vec::new();
+    let mut records = Vec::new();
+    let mut leases = Vec::new();
+    let mut releases = Vec::new();
     for op in batch.drain(..) {
-        if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *conn).await {
-            fail_all(std::iter::once(op), &e);
-            continue;
-        }
-        let item = match op {
-            Op::Accept(request, reply) => Done::Accept(reply, accept(conn, &request).await),
-            Op::Record(outcomes, reply) => Done::Record(reply, record(conn, &outcomes).await),
+        match op {
+            Op::Accept(request, reply) => accepts.push((request, reply)),
+            Op::Record(outcomes, reply) => records.push((outcomes, reply)),
             Op::Lease {
                 now,
                 max,
                 lease_for,
                 reply,
-            } => Done::Lease(reply, lease(conn, now, max, lease_for).await),
-            Op::ReleaseAll(reply) => Done::ReleaseAll(reply, release_all(conn).await),
-        };
-        let end = if item_failed(&item) {
-            "ROLLBACK TO op; RELEASE op"
-        } else {
-            "RELEASE op"
-        };
-        if let Err(e) = sqlx::raw_sql(end).execute(&mut *conn).await {
-            tracing::error!(error = %e, "ledger: cannot end a savepoint");
+            } => leases.push(((now, max, lease_for), reply)),
+            Op::ReleaseAll(reply) => releases.push(reply),
         }
-        done.push(item);
     }
-    match sqlx::query("COMMIT").execute(&mut *conn).await {
-        Ok(_) => {
-            for item in done {
-                match item {
-                    Done::Accept(r, v) => drop(r.send(v)),
-                    Done::Record(r, v) => drop(r.send(v)),
-                    Done::Lease(r, v) => drop(r.send(v)),
-                    Done::ReleaseAll(r, v) => drop(r.send(v)),
-                }
+    let work = async {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let requests: Vec<&NewRequest> = accepts.iter().map(|(r, _)| &**r).collect();
+        let accepted = accept_all(conn, &requests).await?;
+        // Outcomes before leases: a retry recorded in this batch is not leased again in it.
+        let outcomes: Vec<&Outcome> = records.iter().flat_map(|(o, _)| o.iter()).collect();
+        record_all(conn, &outcomes).await?;
+        let mut released = 0;
+        if !releases.is_empty() {
+            released = release_all(conn).await?;
+        }
+        let mut leased = Vec::with_capacity(leases.len());
+        for ((now, max, lease_for), _) in &leases {
+            leased.push(lease(conn, *now, *max, *lease_for).await?);
+        }
+        let commit = std::time::Instant::now();
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        tracing::trace!(
+            commit_micros = commit.elapsed().as_micros() as u64,
+            accepts = requests.len(),
+            outcomes = outcomes.len(),
+            "ledger commit"
+        );
+        Ok::<_, LedgerError>((accepted, released, leased))
+    };
+    match work.await {
+        Ok((accepted, released, leased)) => {
+            for ((_, reply), outcome) in accepts.into_iter().zip(accepted) {
+                let _ = reply.send(Ok(outcome));
+            }
+            for (_, reply) in records {
+                let _ = reply.send(Ok(()));
+            }
+            for reply in releases {
+                let _ = reply.send(Ok(released));
+            }
+            for ((_, reply), rows) in leases.into_iter().zip(leased) {
+                let _ = reply.send(Ok(rows));
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "ledger: commit failed; the batch is not recorded");
+            tracing::error!(error = %e, "ledger: batch failed and was rolled back");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            for item in done {
-                let err =
-                    || LedgerError::Database(sqlx::Error::Protocol(format!("commit failed: {e}")));
-                match item {
-                    Done::Accept(r, _) => drop(r.send(Err(err()))),
-                    Done::Record(r, _) => drop(r.send(Err(err()))),
-                    Done::Lease(r, _) => drop(r.send(Err(err()))),
-                    Done::ReleaseAll(r, _) => drop(r.send(Err(err()))),
-                }
+            let err =
+                || LedgerError::Database(sqlx::Error::Protocol(format!("batch rolled back: {e}")));
+            for (_, reply) in accepts {
+                let _ = reply.send(Err(err()));
+            }
+            for (_, reply) in records {
+                let _ = reply.send(Err(err()));
+            }
+            for reply in releases {
+                let _ = reply.send(Err(err()));
+            }
+            for (_, reply) in leases {
+                let _ = reply.send(Err(err()));
             }
         }
     }
 }
 
-fn item_failed(item: &Done) -> bool {
-    match item {
-        Done::Accept(_, v) => v.is_err(),
-        Done::Record(_, v) => v.is_err(),
-        Done::Lease(_, v) => v.is_err(),
-        Done::ReleaseAll(_, v) => v.is_err(),
-    }
-}
+/// Rows per multi-row statement, well under SQLite's 32766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
 
-fn fail_all(ops: impl Iterator<Item = Op>, e: &sqlx::Error) {
-    let err = || LedgerError::Database(sqlx::Error::Protocol(e.to_string()));
-    for op in ops {
-        match op {
-            Op::Accept(_, r) => drop(r.send(Err(err()))),
-            Op::Record(_, r) => drop(r.send(Err(err()))),
-            Op::Lease { reply, .. } => drop(reply.send(Err(err()))),
-            Op::ReleaseAll(r) => drop(r.send(Err(err()))),
+async fn accept_all(
+    conn: &mut SqliteConnection,
+    requests: &[&NewRequest],
+) -> Result<Vec<AcceptOutcome>, LedgerError> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Only the first call with a given request_id in this batch may insert it; later ones (and
+    // ids recorded before) are resolved against what is stored once the inserts are done.
+    let mut first = std::collections::HashSet::new();
+    let candidates: Vec<&NewRequest> = requests
+        .iter()
+        .copied()
+        .filter(|r| first.insert(r.request_id.as_str()))
+        .collect();
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO requests (request_id, fingerprint, unmatched, created_at) ",
+        );
+        sql.push_values(chunk, |mut row, r| {
+            row.push_bind(&r.request_id)
+                .push_bind(&r.fingerprint)
+                .push_bind(i64::from(r.unmatched))
+                .push_bind(r.created_at);
+        });
+        sql.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+        for row in sql.build().fetch_all(&mut *conn).await? {
+            inserted.insert(row.try_get::<String, _>(0)?);
         }
     }
+    let new_deliveries: Vec<(&NewRequest, &super::NewDelivery)> = candidates
+        .iter()
+        .filter(|r| inserted.contains(&r.request_id))
+        .flat_map(|r| r.deliveries.iter().map(move |d| (*r, d)))
+        .collect();
+    for chunk in new_deliveries.chunks(ROWS_PER_STATEMENT) {
+        let mut payloads = Vec::with_capacity(chunk.len());
+        for (_, d) in chunk {
+            payloads.push(serde_json::to_string(&d.payload).map_err(|source| {
+                LedgerError::Payload {
+                    id: d.id.clone(),
+                    source,
+                }
+            })?);
+        }
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, \
+             org, channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload) ",
+        );
+        sql.push_values(chunk.iter().zip(payloads), |mut row, ((r, d), payload)| {
+            row.push_bind(&d.id)
+                .push_bind(&r.request_id)
+                .push_bind(i64::from(d.notification_index))
+                .push_bind(&d.execution.project)
+                .push_bind(&d.execution.domain)
+                .push_bind(&d.execution.name)
+                .push_bind(&d.execution.org)
+                .push_bind(d.payload.channel().as_str())
+                .push_bind(i64::from(d.phase))
+                .push_bind(State::Pending.as_str())
+                .push_bind(0i64)
+                .push_bind(r.created_at)
+                .push_bind(r.created_at)
+                .push_bind(r.created_at)
+                .push_bind(payload);
+        });
+        sql.build().execute(&mut *conn).await?;
+    }
+    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut claimed = std::collections::HashSet::new();
+    for r in requests {
+        // The call that inserted a request_id is the one that owns it; every other call with
+        // that id (in this batch or later) is a duplicate or a conflict.
+        if inserted.contains(&r.request_id) && claimed.insert(r.request_id.as_str()) {
+            outcomes.push(AcceptOutcome::Accepted {
+                delivery_ids: r.deliveries.iter().map(|d| d.id.clone()).collect(),
+            });
+        } else {
+            outcomes.push(existing(conn, r).await?);
+        }
+    }
+    Ok(outcomes)
 }
 
-async fn accept(
+/// What a request_id that is already recorded comes to for `request`.
+async fn existing(
     conn: &mut SqliteConnection,
     request: &NewRequest,
 ) -> Result<AcceptOutcome, LedgerError> {
-    let existing = sqlx::query("SELECT fingerprint, unmatched FROM requests WHERE request_id = ?")
+    let row = sqlx::query("SELECT fingerprint, unmatched FROM requests WHERE request_id = ?")
         .bind(&request.request_id)
-        .fetch_optional(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-    if let Some(row) = existing {
-        let fingerprint: String = row.try_get(0)?;
-        if fingerprint != request.fingerprint {
-            return Ok(AcceptOutcome::Conflict);
-        }
-        let unmatched: i64 = row.try_get(1)?;
-        let ids = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM deliveries WHERE request_id = ? ORDER BY notification_index",
-        )
-        .bind(&request.request_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        return Ok(AcceptOutcome::Duplicate {
-            delivery_ids: ids,
-            unmatched: unmatched as u32,
-        });
+    let fingerprint: String = row.try_get(0)?;
+    if fingerprint != request.fingerprint {
+        return Ok(AcceptOutcome::Conflict);
     }
-    sqlx::query(
-        "INSERT INTO requests (request_id, fingerprint, unmatched, created_at) VALUES (?, ?, ?, ?)",
+    let unmatched: i64 = row.try_get(1)?;
+    let delivery_ids = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM deliveries WHERE request_id = ? ORDER BY notification_index",
     )
     .bind(&request.request_id)
-    .bind(&request.fingerprint)
-    .bind(i64::from(request.unmatched))
-    .bind(request.created_at)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    for d in &request.deliveries {
-        let payload = serde_json::to_string(&d.payload).map_err(|source| LedgerError::Payload {
-            id: d.id.clone(),
-            source,
-        })?;
-        sqlx::query(
-            "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, org, \
-             channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
-        )
-        .bind(&d.id)
-        .bind(&request.request_id)
-        .bind(i64::from(d.notification_index))
-        .bind(&d.execution.project)
-        .bind(&d.execution.domain)
-        .bind(&d.execution.name)
-        .bind(&d.execution.org)
-        .bind(d.payload.message().channel.as_str())
-        .bind(i64::from(d.phase))
-        .bind(request.created_at)
-        .bind(request.created_at)
-        .bind(request.created_at)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(AcceptOutcome::Accepted {
-        delivery_ids: request.deliveries.iter().map(|d| d.id.clone()).collect(),
+    Ok(AcceptOutcome::Duplicate {
+        delivery_ids,
+        unmatched: unmatched as u32,
     })
 }
 
-async fn record(conn: &mut SqliteConnection, outcomes: &[Outcome]) -> Result<(), LedgerError> {
+async fn record_all(conn: &mut SqliteConnection, outcomes: &[&Outcome]) -> Result<(), LedgerError> {
     let now = now_millis();
-    for outcome in outcomes {
-        let (state, next, error) = match outcome {
-            Outcome::Delivered { .. } => (State::Delivered, None, ""),
-            Outcome::Retry { at, error, .. } => (State::Retrying, Some(*at), error.as_str()),
-            Outcome::Dead { error, .. } => (State::Dead, None, error.as_str()),
-        };
-        sqlx::query(
-            "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, \
-             last_error = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(error)
-        .bind(now)
-        .bind(outcome.id())
-        .execute(&mut *conn)
-        .await?;
+    for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "UPDATE deliveries SET state = v.column2, attempts = attempts + 1, \
+             next_attempt_at = v.column3, last_error = v.column4, lease_until = NULL, updated_at = ",
+        );
+        sql.push_bind(now).push(" FROM (");
+        sql.push_values(chunk, |mut row, outcome| {
+            let (state, next, error) = match outcome {
+                Outcome::Delivered { .. } => (State::Delivered, None, ""),
+                Outcome::Retry { at, error, .. } => (State::Retrying, Some(*at), error.as_str()),
+                Outcome::Dead { error, .. } => (State::Dead, None, error.as_str()),
+            };
+            row.push_bind(outcome.id())
+                .push_bind(state.as_str())
+                .push_bind(next)
+                .push_bind(error);
+        });
+        sql.push(") AS v WHERE deliveries.id = v.column1");
+        sql.build().execute(&mut *conn).await?;
     }
     Ok(())
 }

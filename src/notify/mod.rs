@@ -7,6 +7,8 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
@@ -28,7 +30,7 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub struct Notifier {
     ledger: Arc<dyn Ledger>,
     queue: Arc<dyn Queue>,
-    renderer: Renderer,
+    renderer: Arc<Renderer>,
     limits: Limits,
 }
 
@@ -67,7 +69,7 @@ impl Notifier {
     pub fn new(
         ledger: Arc<dyn Ledger>,
         queue: Arc<dyn Queue>,
-        renderer: Renderer,
+        renderer: Arc<Renderer>,
         limits: Limits,
     ) -> Self {
         Self {
@@ -136,9 +138,7 @@ impl Notifier {
                 notification_index: m.index,
                 execution: key.clone(),
                 phase: execution.phase,
-                payload: ledger::Payload::V1 {
-                    message: self.renderer.render(execution, m),
-                },
+                payload: stored_payload(execution, m),
             })
             .collect();
         let outcome = self
@@ -278,6 +278,44 @@ impl Notifier {
     }
 }
 
+/// What the ledger keeps of one matching notification.
+fn stored_payload(execution: &api::ExecutionContext, m: &Expanded<'_>) -> ledger::Payload {
+    ledger::Payload::V1 {
+        channel: m.channel,
+        recipients: m.recipients.to_vec(),
+        template: m.template.to_string(),
+        execution: BASE64.encode(execution.encode_to_vec()),
+    }
+}
+
+/// Renders a stored delivery for sending, as Preview rendered it when it was accepted (the same
+/// inputs and, unless the config changed since, the same templates).
+pub fn render_stored(
+    renderer: &Renderer,
+    payload: &ledger::Payload,
+) -> Result<ledger::Message, String> {
+    let ledger::Payload::V1 {
+        channel,
+        recipients,
+        template,
+        execution,
+    } = payload;
+    let bytes = BASE64
+        .decode(execution)
+        .map_err(|e| format!("stored execution is not base64: {e}"))?;
+    let execution = api::ExecutionContext::decode(bytes.as_slice())
+        .map_err(|e| format!("stored execution does not decode: {e}"))?;
+    Ok(renderer.render(
+        &execution,
+        &Expanded {
+            index: 0,
+            channel: *channel,
+            recipients,
+            template,
+        },
+    ))
+}
+
 fn timestamp(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: millis.div_euclid(1000),
@@ -292,7 +330,6 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         State::Dead => api::DeliveryState::Dead,
         State::Delivered => api::DeliveryState::Unspecified,
     };
-    let message = d.payload.message();
     api::Delivery {
         id: d.id,
         execution_id: Some(crate::proto::flyteidl::core::WorkflowExecutionIdentifier {
@@ -301,8 +338,8 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
             name: d.execution.name,
             org: d.execution.org,
         }),
-        channel: message.channel.as_str().to_string(),
-        recipients: message.recipients.clone(),
+        channel: d.payload.channel().as_str().to_string(),
+        recipients: d.payload.recipients().to_vec(),
         phase: d.phase,
         state: state as i32,
         attempts: d.attempts,

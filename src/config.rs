@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::template::{self, Variable};
+use crate::notify::template;
 
 /// The whole file. Any other top-level section (a full FlyteAdmin config has many) is ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -121,6 +121,9 @@ pub struct ServiceConfig {
     /// Where the ledger (SQLite) and the Maildir live.
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
+    /// Where to serve Prometheus metrics (GET /metrics), e.g. 0.0.0.0:9100. Off when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Flyte console base URL, e.g. https://flyte.example.com/console. Adds a link to default emails.
     #[serde(default)]
     pub console_url: String,
@@ -143,6 +146,7 @@ impl Default for ServiceConfig {
         Self {
             listen: defaults::listen(),
             data_dir: defaults::data_dir(),
+            metrics_listen: None,
             console_url: String::new(),
             shutdown_deadline: defaults::shutdown_deadline(),
             secrets_dir: defaults::secrets_dir(),
@@ -472,11 +476,6 @@ impl Config {
         serde_yaml_ng::to_string(&shown)
             .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
-}
-
-/// Used by template validation to list the variables in the README and error messages.
-pub fn known_variables() -> Vec<&'static str> {
-    Variable::ALL.iter().map(|v| v.name()).collect()
 }
 
 #[cfg(test)]

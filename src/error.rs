@@ -41,12 +41,6 @@ fn summary(violations: &[FieldViolation]) -> String {
         .join("; ")
 }
 
-impl Error {
-    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Error::InvalidArgument(vec![FieldViolation::new(field, description)])
-    }
-}
-
 impl From<crate::ledger::LedgerError> for Error {
     fn from(e: crate::ledger::LedgerError) -> Self {
         match e {

@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod notify;
 pub mod proto;
 pub mod queue;
+pub mod telemetry;
 pub mod worker;
 
 use std::future::Future;
@@ -91,6 +92,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let svc = &config.flyte_notify;
+    if let Some(addr) = svc.metrics_listen {
+        telemetry::install(addr)?;
+    }
     for warning in config.template_warnings() {
         tracing::warn!("{warning}");
     }

@@ -17,6 +17,7 @@ use crate::config::RetryPolicy;
 use crate::ledger::{Ledger, Outcome, StoredDelivery, now_millis};
 use crate::notify::render::Renderer;
 use crate::queue::Queue;
+use crate::telemetry;
 
 pub struct Worker {
     pub queue: Arc<dyn Queue>,
@@ -165,7 +166,12 @@ impl Worker {
             // Only a corrupted row gets here; no retry can mend it.
             Err(e) => Err(SendError::permanent(e)),
             Ok(message) => {
-                match tokio::time::timeout(self.send_timeout, self.sender.send(&message)).await {
+                let started = std::time::Instant::now();
+                let sent =
+                    tokio::time::timeout(self.send_timeout, self.sender.send(&message)).await;
+                metrics::histogram!(telemetry::SEND_SECONDS, "sender" => self.sender.name())
+                    .record(started.elapsed().as_secs_f64());
+                match sent {
                     Ok(r) => r,
                     Err(_) => Err(SendError::retryable(format!(
                         "{} send timed out after {}",
@@ -187,9 +193,16 @@ impl Worker {
             now_millis(),
             &mut rand::rng(),
         );
-        if let Outcome::Dead { error, .. } = &outcome {
-            tracing::error!(%error, "delivery is dead; it stays listed by ListPending");
-        }
+        let kind = match &outcome {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Dead { error, .. } => {
+                tracing::error!(%error, "delivery is dead; it stays listed by ListPending");
+                "dead"
+            }
+        };
+        metrics::counter!(telemetry::ATTEMPTS, "sender" => self.sender.name(), "outcome" => kind)
+            .increment(1);
         if let Err(e) = self.ledger.record(vec![outcome]).await {
             // Not acknowledged: the lease runs out and the delivery is tried again.
             tracing::error!(error = %e, "cannot record the outcome; the delivery will be retried");

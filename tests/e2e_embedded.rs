@@ -480,3 +480,101 @@ async fn sigterm_drains_and_exits_cleanly_keeping_what_is_pending() {
         r.delivery_ids
     );
 }
+
+/// GET /metrics over a plain socket: the body of the answer.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|lbl| l.contains(lbl)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn prometheus_metrics_count_accepted_sent_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(
+        dir.path(),
+        Some(&format!("flyteNotify:\n  metricsListen: {metrics_addr}\n")),
+    );
+    let mut client = server.client().await;
+    client
+        .enqueue(EnqueueRequest {
+            request_id: "metrics".into(),
+            execution: Some(failed_execution("exec-m")),
+            notifications: vec![
+                email(&[Phase::Failed], &["a@example.com"], ""),
+                slack(&[Phase::Failed], &["c@x.slack.com"]),
+            ],
+        })
+        .await
+        .unwrap();
+    let _ = client
+        .enqueue(EnqueueRequest {
+            request_id: "metrics-bad".into(),
+            execution: None,
+            notifications: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        wait_for_messages(&server.maildir(), 2, Duration::from_secs(10)).len(),
+        2
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = scrape(&metrics_addr);
+        let delivered = metric(
+            &body,
+            "flyte_notify_send_attempts_total",
+            &[r#"sender="maildir""#, r#"outcome="delivered""#],
+        );
+        if delivered == Some(2.0) {
+            assert_eq!(
+                metric(
+                    &body,
+                    "flyte_notify_deliveries_accepted_total",
+                    &[r#"channel="email""#]
+                ),
+                Some(1.0),
+                "{body}"
+            );
+            assert_eq!(
+                metric(
+                    &body,
+                    "flyte_notify_deliveries_accepted_total",
+                    &[r#"channel="slack""#]
+                ),
+                Some(1.0),
+                "{body}"
+            );
+            assert_eq!(
+                metric(&body, "flyte_notify_invalid_requests_total", &[]),
+                Some(1.0),
+                "{body}"
+            );
+            assert!(
+                body.contains("flyte_notify_send_duration_seconds"),
+                "{body}"
+            );
+            assert!(body.contains("flyte_notify_ledger_batch_size"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -8,6 +8,7 @@ use crate::error::Error;
 pub fn to_status(error: Error) -> Status {
     match error {
         Error::InvalidArgument(violations) => {
+            metrics::counter!(crate::telemetry::INVALID).increment(1);
             let mut details = ErrorDetails::new();
             for v in &violations {
                 details.add_bad_request_violation(v.field.clone(), v.description.clone());

@@ -220,6 +220,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             }
         }
         let size = batch.len();
+        metrics::histogram!(crate::telemetry::BATCH_SIZE).record(size as f64);
         let started = std::time::Instant::now();
         apply_batch(&mut conn, &mut batch).await;
         tracing::trace!(

@@ -153,6 +153,10 @@ impl Notifier {
             .await?;
         match outcome {
             AcceptOutcome::Accepted { delivery_ids } => {
+                for m in &matched {
+                    metrics::counter!(crate::telemetry::ACCEPTED, "channel" => m.channel.as_str())
+                        .increment(1);
+                }
                 if !delivery_ids.is_empty()
                     && let Err(e) = self.queue.publish(&delivery_ids).await
                 {

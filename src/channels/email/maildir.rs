@@ -37,10 +37,6 @@ impl MaildirSender {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn unique_name(&self) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

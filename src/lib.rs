@@ -100,6 +100,9 @@ pub async fn run(
     }
     std::fs::create_dir_all(&svc.data_dir)
         .with_context(|| format!("cannot create the data dir {}", svc.data_dir.display()))?;
+    // Held until the process exits: the embedded ledger belongs to one process (start-up frees
+    // every lease in it), so a second one on the same data dir would send everything twice.
+    let _data_dir_lock = lock_data_dir(&svc.data_dir)?;
     let ledger_path = svc.data_dir.join("ledger.sqlite");
     let ledger: Arc<dyn Ledger> = Arc::new(
         SqliteLedger::open(&ledger_path)
@@ -186,6 +189,29 @@ pub async fn run(
     match served {
         Ok(r) => r.context("gRPC server failed"),
         Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
+    }
+}
+
+/// An exclusive lock on `<data_dir>/flyte-notify.lock`, released by the OS when the process ends
+/// (even by SIGKILL), so a crash never leaves a stale lock behind.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("flyte-notify.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another flyte-notify is running on the data dir {}; each process needs its own \
+             (the embedded ledger is single-process; several replicas need the PostgreSQL ledger)",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 

@@ -578,3 +578,23 @@ async fn prometheus_metrics_count_accepted_sent_and_refused() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another flyte-notify is running on the data dir"),
+        "{stderr}"
+    );
+    // The first one is unaffected.
+    let mut client = server.client().await;
+    assert!(list_all(&mut client, "").await.is_empty());
+}

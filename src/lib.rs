@@ -120,7 +120,12 @@ pub async fn run(
     let pending = ledger
         .list_pending(ledger::PendingQuery {
             limit: 1,
-            ..Default::default()
+            after_seq: None,
+            filters: vec![ledger::Filter {
+                field: ledger::FilterField::State,
+                op: ledger::FilterOp::ValueIn,
+                values: vec!["pending".into(), "retrying".into()],
+            }],
         })
         .await?;
     if !pending.deliveries.is_empty() {

@@ -162,7 +162,12 @@ impl Worker {
     }
 
     async fn deliver(&self, delivery: StoredDelivery) {
-        let result = match crate::notify::render_stored(&self.renderer, &delivery.payload) {
+        let rendered = delivery
+            .payload
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|p| crate::notify::render_stored(&self.renderer, p));
+        let result = match rendered {
             // Only a corrupted row gets here; no retry can mend it.
             Err(e) => Err(SendError::permanent(e)),
             Ok(message) => {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
-use flyte_notify::proto::flytenotify::v1::{EnqueueRequest, ListPendingRequest, PreviewRequest};
+use flyte_notify::proto::flytenotify::v1::{
+    DeliveryState, EnqueueRequest, ListPendingRequest, PreviewRequest,
+};
 
 const TEMPLATED: &str = r#"
 notifications:
@@ -597,4 +599,75 @@ async fn a_second_process_on_the_same_data_dir_is_refused() {
     // The first one is unaffected.
     let mut client = server.client().await;
     assert!(list_all(&mut client, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_ledger_row_dies_alone_and_the_rest_are_delivered() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: smtp\n      smtpServer: 127.0.0.1\n      smtpPort: \"{port}\"\nflyteNotify:\n  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }}\n"
+    );
+    let mut server = Server::start(dir.path(), Some(&config));
+    let mut client = server.client().await;
+    let mut ids = Vec::new();
+    for name in ["exec-bad-row", "exec-good-row"] {
+        let r = client
+            .enqueue(EnqueueRequest {
+                request_id: name.into(),
+                execution: Some(failed_execution(name)),
+                notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(r.delivery_ids);
+    }
+    drop(client);
+    assert_eq!(server.terminate(), Some(0));
+
+    // As if a newer version had written the first row: a payload this one cannot read.
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir.join("ledger.sqlite").display()
+    );
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET payload = '{\"version\":\"99\"}', next_attempt_at = 0 WHERE id = ?",
+    )
+    .bind(&ids[0])
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE deliveries SET next_attempt_at = 0")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    // Back on the Maildir: the readable one goes out, the unreadable one is dead with the reason.
+    let server = Server::start(dir.path(), None);
+    let files = wait_for_messages(&server.maildir(), 1, Duration::from_secs(10));
+    assert_eq!(files.len(), 1, "log:\n{}", server.log());
+    assert_eq!(
+        parse_mail(&files[0]).subject,
+        "Flyte execution flytesnacks/development/exec-good-row failed"
+    );
+    let mut client = server.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = list_all(&mut client, "").await;
+        if pending.len() == 1 && pending[0].state == DeliveryState::Dead as i32 {
+            assert_eq!(pending[0].id, ids[0]);
+            assert!(
+                pending[0].last_error.contains("cannot be read"),
+                "{}",
+                pending[0].last_error
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -220,7 +220,7 @@ async fn leases_hide_a_delivery_until_they_run_out_or_are_released() {
             leased.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
             vec!["d1"]
         );
-        let Payload::V1 { template, .. } = &leased[0].payload;
+        let Payload::V1 { template, .. } = leased[0].payload.as_ref().unwrap();
         assert_eq!(template, "template d1");
         let leased = ledger.lease_due(1000, 10, LEASE).await.unwrap();
         assert_eq!(

@@ -181,7 +181,8 @@ pub struct StoredDelivery {
     pub next_attempt_at: Option<Millis>,
     pub last_error: String,
     pub created_at: Millis,
-    pub payload: Payload,
+    /// Err when the stored payload cannot be decoded; the worker records such a row dead.
+    pub payload: Result<Payload, String>,
 }
 
 /// What a send came to; the ledger records it.

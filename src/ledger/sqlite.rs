@@ -491,10 +491,10 @@ async fn release_all(conn: &mut SqliteConnection) -> Result<u64, LedgerError> {
 fn decode_row(row: &SqliteRow) -> Result<StoredDelivery, LedgerError> {
     let id: String = row.try_get("id")?;
     let payload: String = row.try_get("payload")?;
-    let payload = serde_json::from_str(&payload).map_err(|source| LedgerError::Payload {
-        id: id.clone(),
-        source,
-    })?;
+    // A row this binary cannot read (written by a newer version, or damaged) must not stop the
+    // reads and leases of every other row: it is carried as an error to whoever uses it.
+    let payload = serde_json::from_str(&payload)
+        .map_err(|e| format!("the stored payload cannot be read by this version: {e}"));
     let state: String = row.try_get("state")?;
     Ok(StoredDelivery {
         seq: row.try_get("seq")?,

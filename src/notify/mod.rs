@@ -342,8 +342,16 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
             name: d.execution.name,
             org: d.execution.org,
         }),
-        channel: d.payload.channel().as_str().to_string(),
-        recipients: d.payload.recipients().to_vec(),
+        channel: d
+            .payload
+            .as_ref()
+            .map(|p| p.channel().as_str().to_string())
+            .unwrap_or_default(),
+        recipients: d
+            .payload
+            .as_ref()
+            .map(|p| p.recipients().to_vec())
+            .unwrap_or_default(),
         phase: d.phase,
         state: state as i32,
         attempts: d.attempts,
@@ -351,7 +359,10 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
             .next_attempt_at
             .filter(|_| d.state != State::Dead)
             .map(timestamp),
-        last_error: d.last_error,
+        last_error: match (&d.payload, d.last_error.is_empty()) {
+            (Err(e), true) => e.clone(),
+            _ => d.last_error,
+        },
         created_at: Some(timestamp(d.created_at)),
         request_id: d.request_id,
     }

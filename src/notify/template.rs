@@ -105,6 +105,12 @@ fn placeholders(text: &str) -> impl Iterator<Item = Placeholder<'_>> {
                 return None;
             };
             let inner = &text[after..after + close_rel];
+            if inner.starts_with('{') {
+                // `{{{ name }}}`: the placeholder starts one brace later, as FlyteAdmin's plain
+                // string replacement would find it.
+                pos = start + 1;
+                continue;
+            }
             if inner.contains("{{") || inner.contains('\n') {
                 pos = after;
                 continue;
@@ -218,6 +224,14 @@ mod tests {
             render("a {{ name }}b{{phase}} {{ x }} {{{{ domain }}", &v, raw),
             "a <name>b<phase> {{ x }} {{<domain>"
         );
+    }
+
+    #[test]
+    fn extra_braces_around_a_placeholder_stay_as_text() {
+        let v = values();
+        assert_eq!(render("{{{ name }}}", &v, raw), "{<name>}");
+        assert_eq!(render("{{{{name}}}}", &v, raw), "{{<name>}}");
+        assert!(problems("{{{ name }}}").is_empty());
     }
 
     #[test]

@@ -88,6 +88,14 @@ impl SmtpSender {
         if let Some(credentials) = &self.credentials
             && conn.server_info().supports_auth_mechanism(Mechanism::Plain)
         {
+            if !may_send_password(conn.is_encrypted(), &self.host) {
+                conn.abort().await;
+                return Err(SendError::retryable(format!(
+                    "smtp {}:{}: refusing to send the password unencrypted: the server offers AUTH \
+                     but not STARTTLS",
+                    self.host, self.port
+                )));
+            }
             conn.auth(&[Mechanism::Plain], credentials)
                 .await
                 .map_err(|e| classify(&self.host, self.port, "AUTH", e))?;
@@ -101,13 +109,25 @@ impl SmtpSender {
     }
 }
 
+/// PLAIN sends the password in the clear: only over TLS, or to this machine (a local relay), as
+/// Go's smtp.PlainAuth (and so FlyteAdmin) allows.
+fn may_send_password(encrypted: bool, host: &str) -> bool {
+    encrypted
+        || host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn classify(host: &str, port: u16, step: &str, e: lettre::transport::smtp::Error) -> SendError {
     let message = format!("smtp {host}:{port} {step}: {e}");
     let auth_trouble = matches!(
         e.status().map(|c| c.to_string()).as_deref(),
         Some("530" | "534" | "535" | "538")
     );
-    if e.is_permanent() && !auth_trouble {
+    // A client error is lettre refusing the message itself (an address the server cannot take,
+    // say): sending it again cannot help. Timeouts are not client errors.
+    if (e.is_permanent() && !auth_trouble) || e.is_client() {
         SendError::permanent(message)
     } else {
         SendError::retryable(message)
@@ -125,5 +145,20 @@ impl Sender for SmtpSender {
         let envelope = email.envelope().clone();
         let bytes = email.formatted();
         self.deliver(&envelope, &bytes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_send_password;
+
+    #[test]
+    fn the_password_goes_only_over_tls_or_to_this_machine() {
+        assert!(may_send_password(true, "smtp.example.com"));
+        assert!(!may_send_password(false, "smtp.example.com"));
+        assert!(!may_send_password(false, "10.0.0.5"));
+        assert!(may_send_password(false, "localhost"));
+        assert!(may_send_password(false, "127.0.0.1"));
+        assert!(may_send_password(false, "::1"));
     }
 }

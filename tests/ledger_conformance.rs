@@ -31,6 +31,13 @@ async fn open(backend: Backend, dir: &Path) -> Arc<dyn Ledger> {
     }
 }
 
+/// An empty store of `backend`; the directory lives as long as the returned guard.
+async fn fresh(backend: Backend) -> (tempfile::TempDir, Arc<dyn Ledger>) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(backend, dir.path()).await;
+    (dir, ledger)
+}
+
 fn delivery(id: &str, index: u32, project: &str, channel: Channel) -> NewDelivery {
     NewDelivery {
         id: id.into(),
@@ -86,8 +93,7 @@ const LEASE: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
     for backend in backends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = open(backend, dir.path()).await;
+        let (_dir, ledger) = fresh(backend).await;
         let new = || {
             request(
                 "r1",
@@ -130,8 +136,7 @@ async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
 #[tokio::test]
 async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
     for backend in backends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = open(backend, dir.path()).await;
+        let (dir, ledger) = fresh(backend).await;
         let mut tasks = Vec::new();
         for i in 0..300 {
             let ledger = ledger.clone();
@@ -199,8 +204,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
 #[tokio::test]
 async fn leases_hide_a_delivery_until_they_run_out_or_are_released() {
     for backend in backends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = open(backend, dir.path()).await;
+        let (_dir, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",
@@ -249,8 +253,7 @@ async fn leases_hide_a_delivery_until_they_run_out_or_are_released() {
 #[tokio::test]
 async fn outcomes_move_deliveries_between_states() {
     for backend in backends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = open(backend, dir.path()).await;
+        let (_dir, ledger) = fresh(backend).await;
         let now = flyte_notify::ledger::now_millis();
         ledger
             .accept(request(
@@ -316,8 +319,7 @@ async fn outcomes_move_deliveries_between_states() {
 #[tokio::test]
 async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
     for backend in backends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = open(backend, dir.path()).await;
+        let (_dir, ledger) = fresh(backend).await;
         for i in 0..10 {
             ledger
                 .accept(request(
@@ -376,8 +378,7 @@ async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
 #[tokio::test]
 async fn filters_select_by_execution_channel_and_state() {
     for backend in backends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = open(backend, dir.path()).await;
+        let (_dir, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",

@@ -120,11 +120,7 @@ impl Notifier {
         } else {
             request.request_id.clone()
         };
-        let fingerprint = {
-            let mut content = request.clone();
-            content.request_id.clear();
-            hex(&Sha256::digest(content.encode_to_vec()))
-        };
+        let fingerprint = content_fingerprint(&request);
         let key = ExecutionKey {
             project: id.project.clone(),
             domain: id.domain.clone(),
@@ -334,6 +330,17 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         State::Dead => api::DeliveryState::Dead,
         State::Delivered => api::DeliveryState::Unspecified,
     };
+    // An unreadable payload (see StoredDelivery::payload) shows no channel or recipients, and
+    // says why until an attempt records its own error.
+    let (channel, recipients, last_error) = match &d.payload {
+        Ok(p) => (
+            p.channel().as_str().to_string(),
+            p.recipients().to_vec(),
+            d.last_error,
+        ),
+        Err(e) if d.last_error.is_empty() => (String::new(), Vec::new(), e.clone()),
+        Err(_) => (String::new(), Vec::new(), d.last_error),
+    };
     api::Delivery {
         id: d.id,
         execution_id: Some(crate::proto::flyteidl::core::WorkflowExecutionIdentifier {
@@ -342,16 +349,8 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
             name: d.execution.name,
             org: d.execution.org,
         }),
-        channel: d
-            .payload
-            .as_ref()
-            .map(|p| p.channel().as_str().to_string())
-            .unwrap_or_default(),
-        recipients: d
-            .payload
-            .as_ref()
-            .map(|p| p.recipients().to_vec())
-            .unwrap_or_default(),
+        channel,
+        recipients,
         phase: d.phase,
         state: state as i32,
         attempts: d.attempts,
@@ -359,15 +358,51 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
             .next_attempt_at
             .filter(|_| d.state != State::Dead)
             .map(timestamp),
-        last_error: match (&d.payload, d.last_error.is_empty()) {
-            (Err(e), true) => e.clone(),
-            _ => d.last_error,
-        },
+        last_error,
         created_at: Some(timestamp(d.created_at)),
         request_id: d.request_id,
     }
 }
 
+/// A digest of everything in the request but its request_id: the same bytes as encoding the
+/// request with request_id cleared (fields are encoded in tag order), without copying it.
+fn content_fingerprint(request: &api::EnqueueRequest) -> String {
+    let mut content = Vec::with_capacity(request.encoded_len());
+    if let Some(execution) = &request.execution {
+        prost::encoding::message::encode(2, execution, &mut content);
+    }
+    for notification in &request.notifications {
+        prost::encoding::message::encode(3, notification, &mut content);
+    }
+    hex(&Sha256::digest(&content))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_ignores_only_the_request_id() {
+        let request = api::EnqueueRequest {
+            request_id: "a".into(),
+            execution: Some(api::ExecutionContext {
+                phase: 6,
+                ..Default::default()
+            }),
+            notifications: vec![Notification::default(), Notification::default()],
+        };
+        let mut cleared = request.clone();
+        cleared.request_id.clear();
+        assert_eq!(
+            content_fingerprint(&request),
+            hex(&Sha256::digest(cleared.encode_to_vec()))
+        );
+        let mut other = request.clone();
+        other.notifications.pop();
+        assert_ne!(content_fingerprint(&request), content_fingerprint(&other));
+    }
 }

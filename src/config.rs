@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::template;
-
 /// The whole file. Any other top-level section (a full FlyteAdmin config has many) is ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Config {
@@ -23,9 +21,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlyteAdminNotifications {
-    /// aws | gcp | sandbox | local. Every value but aws and gcp selects the embedded queue.
+    /// aws | gcp | sandbox | local.
     #[serde(rename = "type", default)]
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// Deprecated in FlyteAdmin in favour of aws.region; read as its fallback.
     #[serde(default)]
     pub region: String,
@@ -91,9 +89,8 @@ pub struct EmailerConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmailServerConfig {
-    /// "" (our embedded Maildir), "maildir", "smtp"; "sendgrid" and "ses" come with their issue.
     #[serde(default)]
-    pub service_name: String,
+    pub service_name: EmailService,
     #[serde(default)]
     pub api_key_env_var: String,
     #[serde(default)]
@@ -111,10 +108,87 @@ pub struct EmailServerConfig {
     pub smtp_password_secret_name: String,
 }
 
+/// `notifications.type`: which queue carries work to the workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum QueueType {
+    /// The ledger's own rows: `local`, `sandbox`, or absent. FlyteAdmin's sandbox queue is
+    /// in-process and lost on restart; ours is durable.
+    #[default]
+    Embedded,
+}
+
+impl TryFrom<String> for QueueType {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "" | "local" | "sandbox" => Ok(QueueType::Embedded),
+            "aws" | "gcp" => Err(format!(
+                "queue type {value:?} is not available in this build yet; use local (the embedded queue)"
+            )),
+            other => Err(format!(
+                "unknown queue type {other:?}; expected one of aws, gcp, sandbox, local"
+            )),
+        }
+    }
+}
+
+impl From<QueueType> for String {
+    fn from(value: QueueType) -> String {
+        match value {
+            QueueType::Embedded => "local".into(),
+        }
+    }
+}
+
+/// `notifications.emailer.emailServerConfig.serviceName`: how email goes out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum EmailService {
+    /// Files in a local Maildir under the data dir: `maildir`, or absent.
+    #[default]
+    Maildir,
+    Smtp,
+}
+
+impl TryFrom<String> for EmailService {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "" | "maildir" => Ok(EmailService::Maildir),
+            "smtp" => Ok(EmailService::Smtp),
+            other => Err(format!(
+                "{other:?} is not available in this build yet; use smtp, or leave it empty for the local Maildir"
+            )),
+        }
+    }
+}
+
+impl From<EmailService> for String {
+    fn from(value: EmailService) -> String {
+        match value {
+            EmailService::Maildir => "maildir".into(),
+            EmailService::Smtp => "smtp".into(),
+        }
+    }
+}
+
+/// `flyteNotify.store`: where the ledger lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// One SQLite file in the data dir; one process.
+    #[default]
+    Sqlite,
+}
+
 /// Our own section.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceConfig {
+    /// Where the ledger lives: `sqlite` (the default, single-process).
+    #[serde(default)]
+    pub store: Store,
     /// gRPC listen address.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
@@ -144,6 +218,7 @@ pub struct ServiceConfig {
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
+            store: Store::default(),
             listen: defaults::listen(),
             data_dir: defaults::data_dir(),
             metrics_listen: None,
@@ -302,13 +377,6 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-/// Which email transport the config selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EmailTransport {
-    Maildir,
-    Smtp,
-}
-
 impl Config {
     /// Reads and validates a YAML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -342,29 +410,8 @@ impl Config {
             key: key.into(),
             message,
         };
-        match self.notifications.queue_type.as_str() {
-            "" | "local" | "sandbox" => {}
-            "aws" | "gcp" => {
-                return Err(invalid(
-                    "notifications.type",
-                    format!(
-                        "queue type {:?} is not available in this build yet; use local (the embedded queue)",
-                        self.notifications.queue_type
-                    ),
-                ));
-            }
-            other => {
-                return Err(invalid(
-                    "notifications.type",
-                    format!(
-                        "unknown queue type {other:?}; expected one of aws, gcp, sandbox, local"
-                    ),
-                ));
-            }
-        }
-        self.email_transport()?;
         let server = &self.notifications.emailer.email_server_config;
-        if self.email_transport()? == EmailTransport::Smtp {
+        if server.service_name == EmailService::Smtp {
             if server.smtp_server.is_empty() {
                 return Err(invalid(
                     "notifications.emailer.emailServerConfig.smtpServer",
@@ -418,25 +465,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn email_transport(&self) -> Result<EmailTransport, ConfigError> {
-        match self
-            .notifications
-            .emailer
-            .email_server_config
-            .service_name
-            .as_str()
-        {
-            "" | "maildir" => Ok(EmailTransport::Maildir),
-            "smtp" => Ok(EmailTransport::Smtp),
-            other => Err(ConfigError::Invalid {
-                key: "notifications.emailer.emailServerConfig.serviceName".into(),
-                message: format!(
-                    "{other:?} is not available in this build yet; use smtp, or leave it empty for the local Maildir"
-                ),
-            }),
-        }
-    }
-
     pub fn smtp_port(&self) -> Result<u16, ConfigError> {
         let port = &self.notifications.emailer.email_server_config.smtp_port;
         if port.is_empty() {
@@ -446,22 +474,6 @@ impl Config {
             key: "notifications.emailer.emailServerConfig.smtpPort".into(),
             message: format!("{port:?} is not a port number"),
         })
-    }
-
-    /// Template variables in the configured subject and body that FlyteAdmin would leave verbatim:
-    /// unknown names and known names with other spacing. Logged at start-up and by check-config.
-    pub fn template_warnings(&self) -> Vec<String> {
-        let emailer = &self.notifications.emailer;
-        let mut warnings = Vec::new();
-        for (key, text) in [
-            ("notifications.emailer.subject", &emailer.subject),
-            ("notifications.emailer.body", &emailer.body),
-        ] {
-            for problem in template::problems(text) {
-                warnings.push(format!("{key}: {problem}; it will be sent verbatim"));
-            }
-        }
-        warnings
     }
 
     /// The effective config as YAML, with every secret replaced.
@@ -486,7 +498,12 @@ mod tests {
     fn empty_file_is_all_defaults() {
         let c = Config::from_yaml("").unwrap();
         assert_eq!(c.flyte_notify.listen, defaults::listen());
-        assert_eq!(c.email_transport().unwrap(), EmailTransport::Maildir);
+        assert_eq!(
+            c.notifications.emailer.email_server_config.service_name,
+            EmailService::Maildir
+        );
+        assert_eq!(c.notifications.queue_type, QueueType::Embedded);
+        assert_eq!(c.flyte_notify.store, Store::Sqlite);
     }
 
     #[test]
@@ -524,7 +541,6 @@ flyteNotify:
         );
         assert_eq!(c.flyte_notify.retry.max_attempts, 3);
         assert_eq!(c.flyte_notify.retry.base_delay, Duration::from_millis(100));
-        assert!(c.template_warnings().is_empty());
     }
 
     #[test]
@@ -550,18 +566,6 @@ flyteNotify:
         )
         .unwrap_err();
         assert!(err.to_string().contains("smtpPort"), "{err}");
-    }
-
-    #[test]
-    fn warns_about_template_names_flyteadmin_would_leave_verbatim() {
-        let c = Config::from_yaml(
-            "notifications:\n  emailer:\n    subject: \"{{ project }} {{  name }} {{ nope }}\"\n",
-        )
-        .unwrap();
-        let w = c.template_warnings();
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("{{  name }}"), "{w:?}");
-        assert!(w[1].contains("nope"), "{w:?}");
     }
 
     #[test]

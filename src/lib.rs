@@ -4,6 +4,7 @@ pub mod api;
 pub mod bench;
 pub mod channels;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod ledger;
 pub mod notify;
@@ -20,10 +21,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::channels::Sender;
 use crate::channels::email::maildir::MaildirSender;
 use crate::channels::email::smtp::{SmtpSender, read_secret};
-use crate::config::{Config, EmailTransport};
+use crate::channels::{Router, Sender};
+use crate::config::{Config, EmailService, QueueType, Store};
 use crate::ledger::Ledger;
 use crate::ledger::sqlite::SqliteLedger;
 use crate::notify::Notifier;
@@ -34,16 +35,16 @@ use crate::queue::embedded::EmbeddedQueue;
 /// The email sender the config selects, ready to use. Secrets are read here, once.
 pub fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
     let svc = &config.flyte_notify;
-    Ok(match config.email_transport()? {
-        EmailTransport::Maildir => {
+    let server = &config.notifications.emailer.email_server_config;
+    Ok(match server.service_name {
+        EmailService::Maildir => {
             let root = svc.data_dir.join("maildir");
             let sender = MaildirSender::open(&root)
                 .with_context(|| format!("cannot create the Maildir at {}", root.display()))?;
             tracing::info!(maildir = %root.display(), "email goes to the local Maildir");
             Arc::new(sender)
         }
-        EmailTransport::Smtp => {
-            let server = &config.notifications.emailer.email_server_config;
+        EmailService::Smtp => {
             let credentials = if server.smtp_username.is_empty() {
                 None
             } else {
@@ -72,9 +73,7 @@ pub fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
 /// missing secret shows before deployment rather than at the first send.
 pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
     let server = &config.notifications.emailer.email_server_config;
-    if config.email_transport()? == EmailTransport::Smtp
-        && !server.smtp_password_secret_name.is_empty()
-    {
+    if server.service_name == EmailService::Smtp && !server.smtp_password_secret_name.is_empty() {
         read_secret(
             &server.smtp_password_secret_name,
             &config.flyte_notify.secrets_dir,
@@ -82,6 +81,32 @@ pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     }
     Ok(())
+}
+
+/// The ledger the config selects, open and migrated.
+pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
+    let svc = &config.flyte_notify;
+    Ok(match svc.store {
+        Store::Sqlite => {
+            let path = svc.data_dir.join("ledger.sqlite");
+            Arc::new(
+                SqliteLedger::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open the ledger {}", path.display()))?,
+            )
+        }
+    })
+}
+
+/// The queue the config selects.
+pub fn queue(config: &Config, ledger: Arc<dyn Ledger>) -> Arc<dyn Queue> {
+    match config.notifications.queue_type {
+        QueueType::Embedded => {
+            // Longer than any send may take, so that a live lease never runs out.
+            let lease_for = config.flyte_notify.worker.send_timeout + Duration::from_secs(30);
+            Arc::new(EmbeddedQueue::new(ledger, lease_for))
+        }
+    }
 }
 
 /// Runs the service on `listener` until `shutdown` completes: serves gRPC, delivers in the
@@ -95,32 +120,16 @@ pub async fn run(
     if let Some(addr) = svc.metrics_listen {
         telemetry::install(addr)?;
     }
-    for warning in config.template_warnings() {
+    for warning in notify::template_warnings(&config.notifications.emailer) {
         tracing::warn!("{warning}");
     }
     std::fs::create_dir_all(&svc.data_dir)
         .with_context(|| format!("cannot create the data dir {}", svc.data_dir.display()))?;
-    // Held until the process exits: the embedded ledger belongs to one process (start-up frees
-    // every lease in it), so a second one on the same data dir would send everything twice.
-    let _data_dir_lock = lock_data_dir(&svc.data_dir)?;
-    let ledger_path = svc.data_dir.join("ledger.sqlite");
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        SqliteLedger::open(&ledger_path)
-            .await
-            .with_context(|| format!("cannot open the ledger {}", ledger_path.display()))?,
-    );
-    // One process owns the embedded ledger: any lease in it is left over from one that died.
-    let released = ledger.release_all_leases().await?;
-    if released > 0 {
-        tracing::warn!(
-            released,
-            "resuming deliveries a previous run left unfinished"
-        );
-    }
+    let ledger = open_ledger(&config).await?;
     let pending = ledger
         .list_pending(ledger::PendingQuery {
             limit: 1,
-            after_seq: None,
+            after: None,
             filters: vec![ledger::Filter {
                 field: ledger::FilterField::State,
                 op: ledger::FilterOp::ValueIn,
@@ -132,16 +141,14 @@ pub async fn run(
         tracing::info!("the ledger holds undelivered notifications; delivering them now");
     }
 
-    let sender = email_sender(&config)?;
-    let lease_for = svc.worker.send_timeout + Duration::from_secs(30);
-    let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::new(ledger.clone(), lease_for));
-    let renderer = Renderer {
+    let router = Router::new(email_sender(&config)?);
+    let queue = queue(&config, ledger.clone());
+    let renderer = Arc::new(Renderer {
         subject: config.notifications.emailer.subject.clone(),
         body: config.notifications.emailer.body.clone(),
         sender: config.notifications.emailer.sender.clone(),
         console_url: svc.console_url.clone(),
-    };
-    let renderer = Arc::new(renderer);
+    });
     let notifier = Arc::new(Notifier::new(
         ledger.clone(),
         queue.clone(),
@@ -154,7 +161,7 @@ pub async fn run(
         queue,
         renderer,
         ledger: ledger.clone(),
-        sender,
+        router,
         retry: svc.retry.clone(),
         concurrency: svc.worker.concurrency,
         send_timeout: svc.worker.send_timeout,
@@ -194,29 +201,6 @@ pub async fn run(
     match served {
         Ok(r) => r.context("gRPC server failed"),
         Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
-    }
-}
-
-/// An exclusive lock on `<data_dir>/flyte-notify.lock`, released by the OS when the process ends
-/// (even by SIGKILL), so a crash never leaves a stale lock behind.
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let path = data_dir.join("flyte-notify.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another flyte-notify is running on the data dir {}; each process needs its own \
-             (the embedded ledger is single-process; several replicas need the PostgreSQL ledger)",
-            data_dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
     }
 }
 

@@ -101,7 +101,7 @@ async fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match load(Some(&config)) {
             Ok(c) => {
-                for w in c.template_warnings() {
+                for w in flyte_notify::notify::template_warnings(&c.notifications.emailer) {
                     eprintln!("warning: {w}");
                 }
                 if let Err(e) = flyte_notify::check_secrets(&c) {

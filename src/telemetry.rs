@@ -13,6 +13,9 @@ pub const ATTEMPTS: &str = "flyte_notify_send_attempts_total";
 pub const SEND_SECONDS: &str = "flyte_notify_send_duration_seconds";
 /// Calls per ledger commit: the group-commit batch size.
 pub const BATCH_SIZE: &str = "flyte_notify_ledger_batch_size";
+/// Outcomes the ledger refused because their lease was no longer current (a worker that lost its
+/// lease, e.g. a send that outlived it). Each one is a send that may have gone out twice.
+pub const STALE_RECORDS: &str = "flyte_notify_stale_records_total";
 /// Requests refused with InvalidArgument.
 pub const INVALID: &str = "flyte_notify_invalid_requests_total";
 

@@ -12,18 +12,22 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::channels::{SendError, Sender};
+use crate::channels::{Router, SendError};
 use crate::config::RetryPolicy;
-use crate::ledger::{Ledger, Outcome, StoredDelivery, now_millis};
+use crate::delivery::{DeliveryRef, Outcome, Rendered};
+use crate::ledger::{LeasedDelivery, Ledger};
 use crate::notify::render::Renderer;
-use crate::queue::Queue;
+use crate::queue::{AckHandle, Queue, QueueItem, Work};
 use crate::telemetry;
+
+/// How soon work that could not be recorded is offered again.
+const UNRECORDED_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     pub queue: Arc<dyn Queue>,
     pub renderer: Arc<Renderer>,
     pub ledger: Arc<dyn Ledger>,
-    pub sender: Arc<dyn Sender>,
+    pub router: Router,
     pub retry: RetryPolicy,
     pub concurrency: usize,
     pub send_timeout: Duration,
@@ -43,43 +47,33 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, rng: &mut impl Rng) -> Durati
     half + full.mul_f64(rng.random_range(0.0..=0.5))
 }
 
-/// Decides what a send came to. `attempts_before` is how many attempts had failed already.
+/// Decides what attempt number `attempt` (1 for the first) came to.
 pub fn outcome(
     policy: &RetryPolicy,
-    delivery_id: &str,
-    attempts_before: u32,
+    attempt: u32,
     result: Result<(), SendError>,
-    now: i64,
     rng: &mut impl Rng,
 ) -> Outcome {
-    let attempt = attempts_before + 1;
-    let id = delivery_id.to_string();
     match result {
-        Ok(()) => Outcome::Delivered { id },
+        Ok(()) => Outcome::Delivered,
         Err(SendError::Permanent { message }) => Outcome::Dead {
-            id,
             error: format!("permanent failure on attempt {attempt}: {message}"),
         },
         Err(SendError::Retryable { message, .. }) if attempt >= policy.max_attempts => {
             Outcome::Dead {
-                id,
                 error: format!("gave up after {attempt} attempts: {message}"),
             }
         }
         Err(SendError::Retryable {
             message,
             retry_after,
-        }) => {
+        }) => Outcome::Retry {
             // The peer's own Retry-After wins over our schedule (bounded to a day).
-            let delay = retry_after
+            delay: retry_after
                 .map(|d| d.min(Duration::from_secs(86_400)))
-                .unwrap_or_else(|| backoff(policy, attempt, rng));
-            Outcome::Retry {
-                id,
-                at: now + delay.as_millis() as i64,
-                error: format!("attempt {attempt}: {message}"),
-            }
-        }
+                .unwrap_or_else(|| backoff(policy, attempt, rng)),
+            error: format!("attempt {attempt}: {message}"),
+        },
     }
 }
 
@@ -105,17 +99,17 @@ impl Worker {
                 r = this.queue.receive(free, this.poll_interval) => r,
                 _ = shutdown.changed() => break,
             };
-            let deliveries = match received {
-                Ok(d) => d,
+            let items = match received {
+                Ok(items) => items,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot lease deliveries; retrying shortly");
+                    tracing::error!(error = %e, "cannot receive deliveries; retrying shortly");
                     drop(first);
                     tokio::time::sleep(this.poll_interval).await;
                     continue;
                 }
             };
             let mut first = Some(first);
-            for delivery in deliveries {
+            for item in items {
                 let permit = match first.take() {
                     Some(p) => p,
                     None => permits
@@ -124,23 +118,11 @@ impl Worker {
                         .await
                         .expect("semaphore never closes"),
                 };
-                let span = tracing::info_span!(
-                    "delivery",
-                    id = %delivery.id,
-                    execution = %format!(
-                        "{}/{}/{}",
-                        delivery.execution.project, delivery.execution.domain, delivery.execution.name
-                    ),
-                    attempt = delivery.attempts + 1,
-                );
                 let this = this.clone();
-                in_flight.spawn(
-                    async move {
-                        this.deliver(delivery).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+                in_flight.spawn(async move {
+                    this.handle(item).await;
+                    drop(permit);
+                });
             }
         }
         tracing::info!(
@@ -161,61 +143,98 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, delivery: StoredDelivery) {
-        let rendered = delivery
-            .payload
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|p| crate::notify::render_stored(&self.renderer, p));
-        let result = match rendered {
-            // Only a corrupted row gets here; no retry can mend it.
-            Err(e) => Err(SendError::permanent(e)),
-            Ok(message) => {
-                let started = std::time::Instant::now();
-                let sent =
-                    tokio::time::timeout(self.send_timeout, self.sender.send(&message)).await;
-                metrics::histogram!(telemetry::SEND_SECONDS, "sender" => self.sender.name())
-                    .record(started.elapsed().as_secs_f64());
-                match sent {
-                    Ok(r) => r,
-                    Err(_) => Err(SendError::retryable(format!(
-                        "{} send timed out after {}",
-                        self.sender.name(),
-                        humantime::format_duration(self.send_timeout)
-                    ))),
-                }
+    async fn handle(&self, item: QueueItem) {
+        let QueueItem { handle, work } = item;
+        match work {
+            Work::Leased(leased) => {
+                let span = tracing::info_span!(
+                    "delivery",
+                    id = %leased.delivery.id,
+                    execution = %format!(
+                        "{}/{}/{}",
+                        leased.execution.project, leased.execution.domain, leased.execution.name
+                    ),
+                    attempt = leased.delivery.attempt,
+                );
+                self.deliver(&handle, leased).instrument(span).await
             }
+        }
+    }
+
+    /// Renders for the sender the router picks, sends, records, then settles the queue item.
+    async fn deliver(&self, handle: &AckHandle, leased: LeasedDelivery) {
+        let delivery = leased.delivery;
+        let routed = leased.content.and_then(|(payload, context)| {
+            let sender = self.router.route(payload.channel).ok_or_else(|| {
+                format!("no sender is configured for {} deliveries", payload.channel)
+            })?;
+            let rendered =
+                crate::notify::render_stored(&self.renderer, sender.channel(), &payload, &context)?;
+            Ok((sender.clone(), rendered))
+        });
+        let (sender_name, result) = match routed {
+            // A row that cannot be read or routed: no retry can mend it.
+            Err(e) => ("none", Err(SendError::permanent(e))),
+            Ok((sender, rendered)) => (
+                sender.name(),
+                self.send(sender.as_ref(), &delivery, &rendered).await,
+            ),
         };
         match &result {
-            Ok(()) => tracing::info!(sender = self.sender.name(), "delivered"),
-            Err(e) => tracing::warn!(sender = self.sender.name(), error = %e, "send failed"),
+            Ok(()) => tracing::info!(sender = sender_name, "delivered"),
+            Err(e) => tracing::warn!(sender = sender_name, error = %e, "send failed"),
         }
-        let outcome = outcome(
-            &self.retry,
-            &delivery.id,
-            delivery.attempts,
-            result,
-            now_millis(),
-            &mut rand::rng(),
-        );
+        let outcome = outcome(&self.retry, delivery.attempt, result, &mut rand::rng());
         let kind = match &outcome {
-            Outcome::Delivered { .. } => "delivered",
+            Outcome::Delivered => "delivered",
             Outcome::Retry { .. } => "retry",
-            Outcome::Dead { error, .. } => {
+            Outcome::Dead { error } => {
                 tracing::error!(%error, "delivery is dead; it stays listed by ListPending");
                 "dead"
             }
         };
-        metrics::counter!(telemetry::ATTEMPTS, "sender" => self.sender.name(), "outcome" => kind)
+        metrics::counter!(telemetry::ATTEMPTS, "sender" => sender_name, "outcome" => kind)
             .increment(1);
-        if let Err(e) = self.ledger.record(vec![outcome]).await {
-            // Not acknowledged: the lease runs out and the delivery is tried again.
-            tracing::error!(error = %e, "cannot record the outcome; the delivery will be retried");
-            return;
+        let retry_in = match &outcome {
+            Outcome::Retry { delay, .. } => Some(*delay),
+            _ => None,
+        };
+        let settle = match self.ledger.record(vec![(delivery, outcome)]).await {
+            Ok(recorded) if !recorded.stale.is_empty() => {
+                // Another attempt owns the delivery now; its worker settles the item.
+                return;
+            }
+            Ok(_) => match retry_in {
+                Some(delay) => self.queue.nack(handle, delay).await,
+                None => self.queue.ack(handle).await,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the outcome; the delivery will be retried");
+                self.queue.nack(handle, UNRECORDED_RETRY).await
+            }
+        };
+        if let Err(e) = settle {
+            tracing::warn!(error = %e, "cannot settle the item on the queue");
         }
-        if let Err(e) = self.queue.ack(&delivery.id).await {
-            tracing::warn!(error = %e, "cannot acknowledge on the queue");
-        }
+    }
+
+    async fn send(
+        &self,
+        sender: &dyn crate::channels::Sender,
+        delivery: &DeliveryRef,
+        rendered: &Rendered,
+    ) -> Result<(), SendError> {
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(self.send_timeout, sender.send(delivery, rendered)).await;
+        metrics::histogram!(telemetry::SEND_SECONDS, "sender" => sender.name())
+            .record(started.elapsed().as_secs_f64());
+        sent.unwrap_or_else(|_| {
+            Err(SendError::retryable(format!(
+                "{} send timed out after {}",
+                sender.name(),
+                humantime::format_duration(self.send_timeout)
+            )))
+        })
     }
 }
 
@@ -248,52 +267,36 @@ mod tests {
     fn outcomes_follow_the_error_kind_and_attempt_budget() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let p = policy();
-        assert_eq!(
-            outcome(&p, "a", 0, Ok(()), 0, &mut rng),
-            Outcome::Delivered { id: "a".into() }
-        );
+        assert_eq!(outcome(&p, 1, Ok(()), &mut rng), Outcome::Delivered);
         match outcome(
             &p,
-            "a",
-            0,
+            1,
             Err(SendError::permanent("550 no such user")),
-            0,
             &mut rng,
         ) {
-            Outcome::Dead { error, .. } => assert!(error.contains("550 no such user")),
+            Outcome::Dead { error } => assert!(error.contains("550 no such user")),
             o => panic!("{o:?}"),
         }
-        match outcome(
-            &p,
-            "a",
-            1,
-            Err(SendError::retryable("refused")),
-            1000,
-            &mut rng,
-        ) {
-            Outcome::Retry { at, error, .. } => {
-                assert!((2000..=3000).contains(&at), "{at}");
+        match outcome(&p, 2, Err(SendError::retryable("refused")), &mut rng) {
+            Outcome::Retry { delay, error } => {
+                assert!(
+                    (Duration::from_secs(1)..=Duration::from_secs(2)).contains(&delay),
+                    "{delay:?}"
+                );
                 assert_eq!(error, "attempt 2: refused");
             }
             o => panic!("{o:?}"),
         }
-        match outcome(
-            &p,
-            "a",
-            3,
-            Err(SendError::retryable("refused")),
-            0,
-            &mut rng,
-        ) {
-            Outcome::Dead { error, .. } => assert_eq!(error, "gave up after 4 attempts: refused"),
+        match outcome(&p, 4, Err(SendError::retryable("refused")), &mut rng) {
+            Outcome::Dead { error } => assert_eq!(error, "gave up after 4 attempts: refused"),
             o => panic!("{o:?}"),
         }
         let hinted = SendError::Retryable {
             message: "429".into(),
             retry_after: Some(Duration::from_secs(120)),
         };
-        match outcome(&p, "a", 0, Err(hinted), 0, &mut rng) {
-            Outcome::Retry { at, .. } => assert_eq!(at, 120_000),
+        match outcome(&p, 1, Err(hinted), &mut rng) {
+            Outcome::Retry { delay, .. } => assert_eq!(delay, Duration::from_secs(120)),
             o => panic!("{o:?}"),
         }
     }

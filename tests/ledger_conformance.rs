@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flyte_notify::delivery::{Channel, DeliveryRef, Outcome, Payload};
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
-    AcceptOutcome, Channel, ExecutionKey, Filter, FilterField, FilterOp, Ledger, NewDelivery,
-    NewRequest, Outcome, Payload, PendingQuery, State,
+    AcceptOutcome, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery, Ledger,
+    NewDelivery, NewRequest, PendingQuery, State,
 };
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
     Sqlite,
 }
@@ -38,46 +39,57 @@ async fn fresh(backend: Backend) -> (tempfile::TempDir, Arc<dyn Ledger>) {
     (dir, ledger)
 }
 
-fn delivery(id: &str, index: u32, project: &str, channel: Channel) -> NewDelivery {
+fn delivery(id: &str, index: u32, channel: Channel) -> NewDelivery {
     NewDelivery {
         id: id.into(),
         notification_index: index,
-        execution: ExecutionKey {
-            project: project.into(),
-            domain: "development".into(),
-            name: format!("exec-{id}"),
-            org: String::new(),
-        },
         phase: 6,
-        payload: Payload::V1 {
+        payload: Payload {
             channel,
             recipients: vec!["a@example.com".into()],
             template: format!("template {id}"),
-            execution: "CgA=".into(),
         },
     }
 }
 
-fn request(
+/// A request whose deliveries all belong to execution `name` of `project`.
+fn request_for(
     request_id: &str,
     fingerprint: &str,
+    project: &str,
+    name: &str,
     deliveries: Vec<NewDelivery>,
-    now: i64,
 ) -> NewRequest {
     NewRequest {
         request_id: request_id.into(),
         fingerprint: fingerprint.into(),
         unmatched: 1,
+        execution_key: ExecutionKey {
+            project: project.into(),
+            domain: "development".into(),
+            name: name.into(),
+            org: String::new(),
+        },
+        execution: format!("context of {request_id}").into_bytes(),
         deliveries,
-        created_at: now,
     }
+}
+
+fn request(request_id: &str, fingerprint: &str, deliveries: Vec<NewDelivery>) -> NewRequest {
+    request_for(
+        request_id,
+        fingerprint,
+        "p",
+        &format!("exec-{request_id}"),
+        deliveries,
+    )
 }
 
 async fn pending_ids(ledger: &dyn Ledger, filters: Vec<Filter>) -> Vec<String> {
     ledger
         .list_pending(PendingQuery {
             limit: 1000,
-            after_seq: None,
+            after: None,
             filters,
         })
         .await
@@ -88,7 +100,17 @@ async fn pending_ids(ledger: &dyn Ledger, filters: Vec<Filter>) -> Vec<String> {
         .collect()
 }
 
+fn ids(leased: &[LeasedDelivery]) -> Vec<&str> {
+    leased.iter().map(|d| d.delivery.id.as_str()).collect()
+}
+
+fn refs(leased: &[LeasedDelivery]) -> Vec<DeliveryRef> {
+    leased.iter().map(|d| d.delivery.clone()).collect()
+}
+
 const LEASE: Duration = Duration::from_secs(60);
+/// Short enough to wait out in a test.
+const SHORT_LEASE: Duration = Duration::from_millis(300);
 
 #[tokio::test]
 async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
@@ -99,10 +121,9 @@ async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
                 "r1",
                 "fp1",
                 vec![
-                    delivery("d1", 0, "p", Channel::Email),
-                    delivery("d2", 2, "p", Channel::Slack),
+                    delivery("d1", 0, Channel::Email),
+                    delivery("d2", 2, Channel::Slack),
                 ],
-                1000,
             )
         };
         assert_eq!(
@@ -123,7 +144,7 @@ async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
             },
             "{backend:?}"
         );
-        let conflicting = request("r1", "fp2", vec![], 1000);
+        let conflicting = request("r1", "fp2", vec![]);
         assert_eq!(
             ledger.accept(conflicting).await.unwrap(),
             AcceptOutcome::Conflict
@@ -145,8 +166,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
                     .accept(request(
                         &format!("r{i}"),
                         "fp",
-                        vec![delivery(&format!("d{i:03}"), 0, "p", Channel::Email)],
-                        i,
+                        vec![delivery(&format!("d{i:03}"), 0, Channel::Email)],
                     ))
                     .await
                     .unwrap()
@@ -159,14 +179,12 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
             a.accept(request(
                 "same",
                 "fp",
-                vec![delivery("s1", 0, "p", Channel::Email)],
-                1
+                vec![delivery("s1", 0, Channel::Email)]
             )),
             b.accept(request(
                 "same",
                 "fp",
-                vec![delivery("s2", 0, "p", Channel::Email)],
-                1
+                vec![delivery("s2", 0, Channel::Email)]
             )),
         );
         let outcomes = [x.unwrap(), y.unwrap()];
@@ -184,12 +202,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
             assert!(matches!(t.await.unwrap(), AcceptOutcome::Accepted { .. }));
         }
         ledger.close().await;
-        assert!(
-            ledger
-                .accept(request("late", "fp", vec![], 1))
-                .await
-                .is_err()
-        );
+        assert!(ledger.accept(request("late", "fp", vec![])).await.is_err());
 
         let reopened = open(backend, dir.path()).await;
         assert_eq!(
@@ -202,7 +215,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
 }
 
 #[tokio::test]
-async fn leases_hide_a_delivery_until_they_run_out_or_are_released() {
+async fn leases_hide_a_delivery_until_they_run_out() {
     for backend in backends() {
         let (_dir, ledger) = fresh(backend).await;
         ledger
@@ -210,42 +223,129 @@ async fn leases_hide_a_delivery_until_they_run_out_or_are_released() {
                 "r",
                 "fp",
                 vec![
-                    delivery("d1", 0, "p", Channel::Email),
-                    delivery("d2", 1, "p", Channel::Email),
+                    delivery("d1", 0, Channel::Email),
+                    delivery("d2", 1, Channel::Email),
                 ],
-                1000,
             ))
             .await
             .unwrap();
-        // Not due before it was created.
-        assert!(ledger.lease_due(999, 10, LEASE).await.unwrap().is_empty());
-        let leased = ledger.lease_due(1000, 1, LEASE).await.unwrap();
-        assert_eq!(
-            leased.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-            vec!["d1"]
-        );
-        let Payload::V1 { template, .. } = leased[0].payload.as_ref().unwrap();
-        assert_eq!(template, "template d1");
-        let leased = ledger.lease_due(1000, 10, LEASE).await.unwrap();
-        assert_eq!(
-            leased.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-            vec!["d2"]
-        );
-        assert!(ledger.lease_due(2000, 10, LEASE).await.unwrap().is_empty());
-        // A worker that died: its lease runs out and the delivery is due again.
-        assert_eq!(
-            ledger
-                .lease_due(1000 + 60_000, 10, LEASE)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
-        // Or the single-process store releases them at start-up.
-        assert_eq!(ledger.release_all_leases().await.unwrap(), 2);
-        assert_eq!(ledger.lease_due(1000, 10, LEASE).await.unwrap().len(), 2);
+        let leased = ledger.lease_due(1, LEASE).await.unwrap();
+        assert_eq!(ids(&leased), vec!["d1"]);
+        // What the worker needs comes with the lease: the payload and the request's context.
+        let (payload, context) = leased[0].content.as_ref().unwrap();
+        assert_eq!(payload.template, "template d1");
+        assert_eq!(payload.channel, Channel::Email);
+        assert_eq!(&context[..], b"context of r");
+        assert_eq!(leased[0].execution.name, "exec-r");
+        assert_eq!(leased[0].delivery.request_id, "r");
+        let leased = ledger.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&leased), vec!["d2"]);
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
         // Leased deliveries are still pending to the outside world.
         assert_eq!(pending_ids(&*ledger, vec![]).await.len(), 2);
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_lease_is_not_handed_to_another_caller_until_it_expires_and_each_lease_counts() {
+    for backend in backends() {
+        let (_dir, ledger) = fresh(backend).await;
+        ledger
+            .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
+            .await
+            .unwrap();
+        let first = ledger.lease_due(10, SHORT_LEASE).await.unwrap();
+        assert_eq!(ids(&first), vec!["d"]);
+        assert_eq!(first[0].delivery.attempt, 1);
+        // Another caller (a second worker, a second replica) asks while the lease is live.
+        let other = ledger.clone();
+        assert!(other.lease_due(10, SHORT_LEASE).await.unwrap().is_empty());
+        // The first caller died: its lease runs out and the delivery is handed out again, as
+        // the next attempt, under a new token.
+        tokio::time::sleep(SHORT_LEASE + Duration::from_millis(200)).await;
+        let second = other.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&second), vec!["d"], "{backend:?}");
+        assert_eq!(second[0].delivery.attempt, 2);
+        assert_ne!(second[0].delivery.lease, first[0].delivery.lease);
+        // Nobody gets it while the second lease is live.
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_record_with_a_stale_lease_token_is_refused_and_changes_nothing() {
+    for backend in backends() {
+        let (_dir, ledger) = fresh(backend).await;
+        ledger
+            .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
+            .await
+            .unwrap();
+        let lost = refs(&ledger.lease_due(10, SHORT_LEASE).await.unwrap());
+        tokio::time::sleep(SHORT_LEASE + Duration::from_millis(200)).await;
+        let current = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+        assert_eq!(current.len(), 1);
+
+        // The worker that lost its lease reports late: refused, whatever it says.
+        let late = ledger
+            .record(vec![(lost[0].clone(), Outcome::Delivered)])
+            .await
+            .unwrap();
+        assert_eq!(late.stale, vec!["d".to_string()], "{backend:?}");
+        let page = ledger.list_pending(PendingQuery::default()).await.unwrap();
+        assert_eq!(page.deliveries.len(), 1, "a stale Delivered was applied");
+        assert_eq!(
+            (page.deliveries[0].state, page.deliveries[0].attempts),
+            (State::Pending, 0)
+        );
+
+        // The current holder's outcome counts.
+        let now = ledger
+            .record(vec![(
+                current[0].clone(),
+                Outcome::Dead {
+                    error: "550".into(),
+                },
+            )])
+            .await
+            .unwrap();
+        assert!(now.stale.is_empty());
+        // Once recorded, the lease is over: the same token is stale too.
+        let again = ledger
+            .record(vec![(current[0].clone(), Outcome::Delivered)])
+            .await
+            .unwrap();
+        assert_eq!(again.stale, vec!["d".to_string()]);
+        let page = ledger.list_pending(PendingQuery::default()).await.unwrap();
+        assert_eq!(page.deliveries[0].state, State::Dead);
+        assert_eq!(page.deliveries[0].last_error, "550");
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_released_lease_makes_the_delivery_due_again_after_the_delay() {
+    for backend in backends() {
+        let (_dir, ledger) = fresh(backend).await;
+        ledger
+            .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
+            .await
+            .unwrap();
+        let leased = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+        ledger
+            .release(&leased[0], Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
+        let until = ledger.next_due().await.unwrap().expect("due later");
+        assert!(until <= Duration::from_millis(300), "{until:?}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let again = ledger.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&again), vec!["d"], "{backend:?}");
+        // A release is not a failed attempt.
+        let page = ledger.list_pending(PendingQuery::default()).await.unwrap();
+        assert_eq!(page.deliveries[0].attempts, 0);
         ledger.close().await;
     }
 }
@@ -254,36 +354,41 @@ async fn leases_hide_a_delivery_until_they_run_out_or_are_released() {
 async fn outcomes_move_deliveries_between_states() {
     for backend in backends() {
         let (_dir, ledger) = fresh(backend).await;
-        let now = flyte_notify::ledger::now_millis();
         ledger
             .accept(request(
                 "r",
                 "fp",
                 vec![
-                    delivery("ok", 0, "p", Channel::Email),
-                    delivery("again", 1, "p", Channel::Email),
-                    delivery("dead", 2, "p", Channel::Email),
+                    delivery("ok", 0, Channel::Email),
+                    delivery("again", 1, Channel::Email),
+                    delivery("dead", 2, Channel::Email),
                 ],
-                now,
             ))
             .await
             .unwrap();
-        assert_eq!(ledger.lease_due(now, 10, LEASE).await.unwrap().len(), 3);
-        ledger
+        let leased = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+        assert_eq!(leased.len(), 3);
+        let by = |id: &str| leased.iter().find(|d| d.id == id).unwrap().clone();
+        let recorded = ledger
             .record(vec![
-                Outcome::Delivered { id: "ok".into() },
-                Outcome::Retry {
-                    id: "again".into(),
-                    at: now + 5_000,
-                    error: "attempt 1: refused".into(),
-                },
-                Outcome::Dead {
-                    id: "dead".into(),
-                    error: "permanent failure on attempt 1: 550".into(),
-                },
+                (by("ok"), Outcome::Delivered),
+                (
+                    by("again"),
+                    Outcome::Retry {
+                        delay: Duration::from_millis(500),
+                        error: "attempt 1: refused".into(),
+                    },
+                ),
+                (
+                    by("dead"),
+                    Outcome::Dead {
+                        error: "permanent failure on attempt 1: 550".into(),
+                    },
+                ),
             ])
             .await
             .unwrap();
+        assert!(recorded.stale.is_empty());
         let page = ledger
             .list_pending(PendingQuery {
                 limit: 10,
@@ -295,23 +400,26 @@ async fn outcomes_move_deliveries_between_states() {
         assert!(by_id("ok").is_none(), "delivered is not pending");
         let again = by_id("again").unwrap();
         assert_eq!((again.state, again.attempts), (State::Retrying, 1));
-        assert_eq!(again.next_attempt_at, Some(now + 5_000));
+        let at = again.next_attempt_at.expect("a retry has a time");
+        // Counted from when the outcome was recorded, which is after the delivery was created.
+        assert!(at >= again.created_at + 500, "{at} vs {}", again.created_at);
         assert_eq!(again.last_error, "attempt 1: refused");
         let dead = by_id("dead").unwrap();
         assert_eq!((dead.state, dead.attempts), (State::Dead, 1));
         assert!(dead.last_error.contains("550"));
 
-        assert_eq!(ledger.next_due().await.unwrap(), Some(now + 5_000));
-        assert!(
-            ledger
-                .lease_due(now + 4_999, 10, LEASE)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let due = ledger.lease_due(now + 5_000, 10, LEASE).await.unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].id, "again");
+        // The retry is due after its delay, by the ledger's clock, and not before.
+        let until = ledger
+            .next_due()
+            .await
+            .unwrap()
+            .expect("a retry is waiting");
+        assert!(until <= Duration::from_millis(500), "{until:?}");
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let due = ledger.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&due), vec!["again"]);
+        assert_eq!(due[0].delivery.attempt, 2);
         ledger.close().await;
     }
 }
@@ -325,8 +433,7 @@ async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
                 .accept(request(
                     &format!("r{i}"),
                     "fp",
-                    vec![delivery(&format!("d{i}"), 0, "p", Channel::Email)],
-                    1000,
+                    vec![delivery(&format!("d{i}"), 0, Channel::Email)],
                 ))
                 .await
                 .unwrap();
@@ -338,7 +445,7 @@ async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
             let page = ledger
                 .list_pending(PendingQuery {
                     limit: 4,
-                    after_seq: after,
+                    after,
                     filters: vec![],
                 })
                 .await
@@ -350,19 +457,17 @@ async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
                 .accept(request(
                     &format!("new{round}"),
                     "fp",
-                    vec![delivery(&format!("n{round}"), 0, "p", Channel::Email)],
-                    1000,
+                    vec![delivery(&format!("n{round}"), 0, Channel::Email)],
                 ))
                 .await
                 .unwrap();
+            let leased = ledger.lease_due(1, LEASE).await.unwrap();
             ledger
-                .record(vec![Outcome::Delivered {
-                    id: seen[0].clone(),
-                }])
+                .record(vec![(leased[0].delivery.clone(), Outcome::Delivered)])
                 .await
                 .unwrap();
-            match page.next_after_seq {
-                Some(s) => after = Some(s),
+            match page.next {
+                Some(token) => after = Some(token),
                 None => break,
             }
         }
@@ -380,24 +485,35 @@ async fn filters_select_by_execution_channel_and_state() {
     for backend in backends() {
         let (_dir, ledger) = fresh(backend).await;
         ledger
-            .accept(request(
-                "r",
+            .accept(request_for(
+                "r1",
                 "fp",
+                "flytesnacks",
+                "exec-a",
                 vec![
-                    delivery("a", 0, "flytesnacks", Channel::Email),
-                    delivery("b", 1, "flytesnacks", Channel::Slack),
-                    delivery("c", 2, "other_100%", Channel::Pagerduty),
+                    delivery("a", 0, Channel::Email),
+                    delivery("b", 1, Channel::Slack),
                 ],
-                1000,
             ))
             .await
             .unwrap();
-        ledger.lease_due(1000, 10, LEASE).await.unwrap();
         ledger
-            .record(vec![Outcome::Dead {
-                id: "b".into(),
-                error: "x".into(),
-            }])
+            .accept(request_for(
+                "r2",
+                "fp",
+                "other_100%",
+                "exec-c",
+                vec![delivery("c", 0, Channel::Pagerduty)],
+            ))
+            .await
+            .unwrap();
+        let leased = ledger.lease_due(10, LEASE).await.unwrap();
+        let b = leased.iter().find(|d| d.delivery.id == "b").unwrap();
+        ledger
+            .record(vec![(
+                b.delivery.clone(),
+                Outcome::Dead { error: "x".into() },
+            )])
             .await
             .unwrap();
         let f = |field, op, values: &[&str]| Filter {
@@ -472,11 +588,63 @@ async fn filters_select_by_execution_channel_and_state() {
         assert_eq!(
             pending_ids(
                 &*ledger,
-                vec![f(FilterField::Name, FilterOp::Eq, &["exec-a"])]
+                vec![f(FilterField::Name, FilterOp::Eq, &["exec-c"])]
             )
             .await,
-            vec!["a"]
+            vec!["c"]
         );
         ledger.close().await;
     }
+}
+
+/// The single-process store owns every lease in it: reopening it (a restart after a crash) ends
+/// them all, so nothing waits out a dead process's lease. A shared store (PostgreSQL) must not.
+#[tokio::test]
+async fn reopening_the_single_process_store_ends_the_leases_a_dead_process_left() {
+    let backend = Backend::Sqlite;
+    let (dir, ledger) = fresh(backend).await;
+    ledger
+        .accept(request(
+            "r",
+            "fp",
+            vec![
+                delivery("d1", 0, Channel::Email),
+                delivery("d2", 1, Channel::Email),
+            ],
+        ))
+        .await
+        .unwrap();
+    let lost = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+    assert_eq!(lost.len(), 2);
+    ledger.close().await;
+    let reopened = open(backend, dir.path()).await;
+    let leased = reopened.lease_due(10, LEASE).await.unwrap();
+    assert_eq!(ids(&leased), vec!["d1", "d2"]);
+    assert!(leased.iter().all(|d| d.delivery.attempt == 2));
+    // The dead process's outcome, should it ever arrive, is refused.
+    let late = reopened
+        .record(vec![(lost[0].clone(), Outcome::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(late.stale, vec!["d1".to_string()]);
+    reopened.close().await;
+}
+
+/// The single-process store refuses a second opener while the first holds it.
+#[tokio::test]
+async fn the_single_process_store_refuses_a_second_opener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let first = SqliteLedger::open(&path).await.unwrap();
+    let Err(second) = SqliteLedger::open(&path).await else {
+        panic!("a second open of a held store succeeded");
+    };
+    assert!(
+        second
+            .to_string()
+            .contains("another flyte-notify is running on the data dir"),
+        "{second}"
+    );
+    first.close().await;
+    SqliteLedger::open(&path).await.unwrap().close().await;
 }

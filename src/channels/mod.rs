@@ -1,11 +1,14 @@
-//! Senders: one per way of delivering a rendered message. Each says whether a failure is worth
-//! retrying; the worker owns the retry schedule.
+//! Senders: one per way of putting a rendered message on the wire, and the router that picks one
+//! for a delivery. Each sender says whether a failure is worth retrying; the worker owns the retry
+//! schedule. Channels speak only the delivery vocabulary: they never see the ledger.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ledger::Message;
+use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub mod email;
 
@@ -36,12 +39,87 @@ impl SendError {
             message: message.into(),
         }
     }
+
+    /// A message of another channel than the sender's: a routing bug, which no retry mends.
+    pub fn wrong_channel(sender: &str, message: &Rendered) -> Self {
+        SendError::permanent(format!(
+            "{sender} cannot send a {} message",
+            message.channel()
+        ))
+    }
 }
 
 #[async_trait]
 pub trait Sender: Send + Sync + 'static {
-    /// A short name for logs and ListPending errors: "maildir", "smtp", ...
+    /// A short name for logs, metrics and ListPending errors: "maildir", "smtp", ...
     fn name(&self) -> &'static str;
 
-    async fn send(&self, message: &Message) -> Result<(), SendError>;
+    /// The channel whose `Rendered` variant this sender puts on the wire.
+    fn channel(&self) -> Channel;
+
+    /// Sends one attempt of `delivery`. Ids the peer sees (Message-ID, dedup keys) are derived
+    /// from `delivery.id`, so that a re-send after a crash is recognisable as the same message.
+    async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError>;
+}
+
+/// Picks the sender for a delivery's channel: its own when one is configured, else email for
+/// Slack and PagerDuty (FlyteAdmin mails those to the services' email-ingest addresses).
+#[derive(Clone)]
+pub struct Router {
+    senders: HashMap<Channel, Arc<dyn Sender>>,
+}
+
+impl Router {
+    pub fn new(email: Arc<dyn Sender>) -> Self {
+        let mut senders = HashMap::new();
+        senders.insert(Channel::Email, email);
+        Self { senders }
+    }
+
+    /// Adds a native sender for its channel, replacing the email fallback for it.
+    pub fn with(mut self, sender: Arc<dyn Sender>) -> Self {
+        self.senders.insert(sender.channel(), sender);
+        self
+    }
+
+    /// None when nothing can send `channel` (a webhook with no webhook sender).
+    pub fn route(&self, channel: Channel) -> Option<&Arc<dyn Sender>> {
+        self.senders.get(&channel).or(match channel {
+            Channel::Slack | Channel::Pagerduty => self.senders.get(&Channel::Email),
+            Channel::Email | Channel::Webhook => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake(Channel, &'static str);
+
+    #[async_trait]
+    impl Sender for Fake {
+        fn name(&self) -> &'static str {
+            self.1
+        }
+        fn channel(&self) -> Channel {
+            self.0
+        }
+        async fn send(&self, _: &DeliveryRef, _: &Rendered) -> Result<(), SendError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn native_senders_win_and_email_is_the_fallback_for_slack_and_pagerduty() {
+        let router = Router::new(Arc::new(Fake(Channel::Email, "mail")));
+        let name = |r: &Router, c| r.route(c).map(|s| s.name());
+        assert_eq!(name(&router, Channel::Email), Some("mail"));
+        assert_eq!(name(&router, Channel::Slack), Some("mail"));
+        assert_eq!(name(&router, Channel::Pagerduty), Some("mail"));
+        assert_eq!(name(&router, Channel::Webhook), None);
+        let router = router.with(Arc::new(Fake(Channel::Slack, "slack")));
+        assert_eq!(name(&router, Channel::Slack), Some("slack"));
+        assert_eq!(name(&router, Channel::Pagerduty), Some("mail"));
+    }
 }

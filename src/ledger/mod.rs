@@ -3,51 +3,26 @@
 //! A delivery is inserted (with the request that produced it, for idempotency) in one transaction
 //! before Enqueue answers, and leaves the pending list only when a send succeeded or it was given up
 //! as dead. Queue backends only carry work between replicas; they never own state.
+//!
+//! The ledger owns its clock: creation times, lease expiry and retry times are all taken from it,
+//! never from a caller, so that replicas with skewed clocks still agree.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 pub mod filters;
+pub mod page_token;
 pub mod sqlite;
 
 pub use filters::{Filter, FilterField, FilterOp};
+pub use page_token::PageToken;
+
+use crate::delivery::{Channel, DeliveryRef, Outcome, Payload};
 
 /// Milliseconds since the Unix epoch: portable across SQLite and PostgreSQL and trivially ordered.
 pub type Millis = i64;
-
-pub fn now_millis() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// Which notification type a delivery came from (and, later, which native channel sends it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Email,
-    Slack,
-    Pagerduty,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Slack => "slack",
-            Channel::Pagerduty => "pagerduty",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "email" => Some(Channel::Email),
-            "slack" => Some(Channel::Slack),
-            "pagerduty" => Some(Channel::Pagerduty),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -82,50 +57,6 @@ impl State {
     }
 }
 
-/// A rendered message, exactly what a sender puts on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub channel: Channel,
-    pub recipients: Vec<String>,
-    pub sender: String,
-    pub subject: String,
-    pub html_body: String,
-    pub text_body: String,
-}
-
-/// What a delivery needs to be rendered and sent. The inputs are stored rather than the rendered
-/// message: a fraction of the bytes, and bytes are what the ledger's durable write path pays for.
-/// Versioned so that a newer binary still sends rows an older one wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "version")]
-pub enum Payload {
-    #[serde(rename = "1")]
-    V1 {
-        channel: Channel,
-        recipients: Vec<String>,
-        /// The notification's own template; empty for the configured or built-in one.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        template: String,
-        /// The request's `flytenotify.v1.ExecutionContext`, protobuf-encoded, base64: exactly
-        /// what the caller sent, so rendering it later gives what Preview showed.
-        execution: String,
-    },
-}
-
-impl Payload {
-    pub fn channel(&self) -> Channel {
-        match self {
-            Payload::V1 { channel, .. } => *channel,
-        }
-    }
-
-    pub fn recipients(&self) -> &[String] {
-        match self {
-            Payload::V1 { recipients, .. } => recipients,
-        }
-    }
-}
-
 /// The execution a delivery belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionKey {
@@ -139,7 +70,6 @@ pub struct ExecutionKey {
 pub struct NewDelivery {
     pub id: String,
     pub notification_index: u32,
-    pub execution: ExecutionKey,
     pub phase: i32,
     pub payload: Payload,
 }
@@ -151,8 +81,10 @@ pub struct NewRequest {
     /// A digest of the request's content: the same request_id with other content is a conflict.
     pub fingerprint: String,
     pub unmatched: u32,
+    pub execution_key: ExecutionKey,
+    /// The request's execution context, protobuf-encoded: stored once, shared by its deliveries.
+    pub execution: Vec<u8>,
     pub deliveries: Vec<NewDelivery>,
-    pub created_at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,60 +101,55 @@ pub enum AcceptOutcome {
     Conflict,
 }
 
+/// A delivery as ListPending shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDelivery {
-    pub seq: i64,
     pub id: String,
     pub request_id: String,
     pub execution: ExecutionKey,
     pub phase: i32,
+    pub channel: Option<Channel>,
     pub state: State,
+    /// Attempts whose outcome was recorded.
     pub attempts: u32,
     pub next_attempt_at: Option<Millis>,
     pub last_error: String,
     pub created_at: Millis,
-    /// Err when the stored payload cannot be decoded; the worker records such a row dead.
+    /// Err when the stored payload cannot be decoded; such a row dies alone when leased.
     pub payload: Result<Payload, String>,
 }
 
-/// What a send came to; the ledger records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Delivered {
-        id: String,
-    },
-    Retry {
-        id: String,
-        at: Millis,
-        error: String,
-    },
-    Dead {
-        id: String,
-        error: String,
-    },
+/// A delivery handed to a worker: the lease it holds and what it needs to render and send.
+#[derive(Debug, Clone)]
+pub struct LeasedDelivery {
+    pub delivery: DeliveryRef,
+    pub execution: ExecutionKey,
+    /// The payload and the request's execution context (protobuf), or why they cannot be read:
+    /// the worker records such a delivery dead with that reason and the others go on.
+    pub content: Result<(Payload, Arc<[u8]>), String>,
 }
 
-impl Outcome {
-    pub fn id(&self) -> &str {
-        match self {
-            Outcome::Delivered { id } | Outcome::Retry { id, .. } | Outcome::Dead { id, .. } => id,
-        }
-    }
+/// What `record` did with each outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Outcomes refused because their lease was no longer current: another attempt owns the
+    /// delivery now, and its outcome is the one that counts.
+    pub stale: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct PendingQuery {
     pub limit: u32,
-    /// Keyset paging: only rows with a larger seq. Stable while new rows arrive.
-    pub after_seq: Option<i64>,
+    /// Where the page starts: the previous page's `next`; None for the first page.
+    pub after: Option<PageToken>,
     pub filters: Vec<Filter>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct PendingPage {
     pub deliveries: Vec<StoredDelivery>,
-    /// The seq to continue after, when there may be more.
-    pub next_after_seq: Option<i64>,
+    /// Where the next page starts; None on the last page.
+    pub next: Option<PageToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,11 +158,8 @@ pub enum LedgerError {
     Database(#[from] sqlx::Error),
     #[error("ledger migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stored payload of delivery {id} cannot be read: {source}")]
-    Payload {
-        id: String,
-        source: serde_json::Error,
-    },
+    #[error("{0}")]
+    Locked(String),
     #[error("the ledger is closed")]
     Closed,
     #[error("ledger I/O error: {0}")]
@@ -251,25 +175,25 @@ pub trait Ledger: Send + Sync + 'static {
     /// Pending, retrying and dead deliveries, oldest first.
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError>;
 
-    /// Takes up to `max` deliveries that are due at `now` and not leased, and leases them for
-    /// `lease_for` so no other worker sends them meanwhile. A lease that runs out (the worker died)
-    /// makes the delivery due again: at-least-once, never lost.
+    /// Takes up to `max` deliveries that are due and not leased, and leases each for `lease_for`
+    /// under a fresh token, so no other worker sends them meanwhile. A lease that runs out (the
+    /// worker died) makes the delivery due again: at least once, never lost.
     async fn lease_due(
         &self,
-        now: Millis,
         max: usize,
         lease_for: Duration,
-    ) -> Result<Vec<StoredDelivery>, LedgerError>;
+    ) -> Result<Vec<LeasedDelivery>, LedgerError>;
 
-    /// Records what sends came to and ends their leases.
-    async fn record(&self, outcomes: Vec<Outcome>) -> Result<(), LedgerError>;
+    /// Records what sends came to and ends their leases. An outcome whose lease token is no
+    /// longer current is refused (and reported), never applied.
+    async fn record(&self, outcomes: Vec<(DeliveryRef, Outcome)>) -> Result<Recorded, LedgerError>;
 
-    /// Ends every lease. Called at start-up by a single-process store, whose leases can only be
-    /// left over from a process that died.
-    async fn release_all_leases(&self) -> Result<u64, LedgerError>;
+    /// Gives a lease back unrecorded: the delivery is due again after `delay`, and the attempt
+    /// does not count as a failure. A no-op when the lease is no longer current.
+    async fn release(&self, delivery: &DeliveryRef, delay: Duration) -> Result<(), LedgerError>;
 
-    /// The earliest next_attempt_at among deliveries waiting to be sent, to sleep until then.
-    async fn next_due(&self) -> Result<Option<Millis>, LedgerError>;
+    /// How long until the earliest delivery waiting to be sent is due (zero when one is due now).
+    async fn next_due(&self) -> Result<Option<Duration>, LedgerError>;
 
     /// Flushes and stops; later calls fail with `Closed`.
     async fn close(&self);

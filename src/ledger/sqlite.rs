@@ -3,10 +3,14 @@
 //! All writes go through one writer task that drains whatever calls are waiting and commits them in
 //! one transaction (group commit): under load, many Enqueue calls share one fsync and a few
 //! multi-row statements. Reads use a separate pool, which WAL lets run beside the writer.
+//!
+//! The store belongs to one process: `open` takes an exclusive lock beside the file, and so any
+//! lease found in it at open was left by a process that died; `open` ends them all.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,42 +22,58 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AcceptOutcome, ExecutionKey, FilterOp, Ledger, LedgerError, Millis, NewRequest, Outcome,
-    PendingPage, PendingQuery, State, StoredDelivery, now_millis,
+    AcceptOutcome, ExecutionKey, FilterOp, LeasedDelivery, Ledger, LedgerError, Millis, NewRequest,
+    PageToken, PendingPage, PendingQuery, Recorded, State, StoredDelivery,
 };
+use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How many calls one transaction takes at most; bounds the time one commit holds the writer.
 const MAX_BATCH: usize = 1024;
+
+/// The name of the lock file in the ledger's directory.
+pub const LOCK_FILE: &str = "flyte-notify.lock";
 
 type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
 
 enum Op {
     Accept(Box<NewRequest>, Reply<AcceptOutcome>),
-    Record(Vec<Outcome>, Reply<()>),
+    Record(Vec<(DeliveryRef, Outcome)>, Reply<Recorded>),
     Lease {
-        now: Millis,
         max: usize,
         lease_for: Duration,
-        reply: Reply<Vec<StoredDelivery>>,
+        reply: Reply<Vec<LeasedDelivery>>,
     },
-    ReleaseAll(Reply<u64>),
+    Release(DeliveryRef, Duration, Reply<()>),
 }
 
 pub struct SqliteLedger {
     writer: Mutex<Option<mpsc::Sender<Op>>>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     readers: SqlitePool,
+    /// Held while the store is open; the OS drops it when the process ends, even by SIGKILL.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
-const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, phase, state, attempts, \
-                       next_attempt_at, last_error, created_at, payload";
+/// The process clock. The single writer is the only place a write takes the time, so the times in
+/// one store never come from two clocks.
+fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
+                       attempts, next_attempt_at, last_error, created_at, payload";
 
 impl SqliteLedger {
-    /// Opens (creating if needed) the ledger file and brings its schema up to date.
+    /// Opens (creating if needed) the ledger file, takes the process lock, brings the schema up to
+    /// date, and ends every lease a previous process left.
     pub async fn open(path: &Path) -> Result<Self, LedgerError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let lock = lock(dir)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
@@ -69,6 +89,19 @@ impl SqliteLedger {
         sqlx::migrate!("src/ledger/migrations/sqlite")
             .run(&mut conn)
             .await?;
+        let released = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, lease_token = NULL \
+             WHERE lease_until IS NOT NULL OR lease_token IS NOT NULL",
+        )
+        .execute(&mut conn)
+        .await?
+        .rows_affected();
+        if released > 0 {
+            tracing::warn!(
+                released,
+                "resuming deliveries a previous run left in the middle of a send; they go out again"
+            );
+        }
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -79,6 +112,7 @@ impl SqliteLedger {
             writer: Mutex::new(Some(tx)),
             writer_task: Mutex::new(Some(task)),
             readers,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -98,6 +132,26 @@ impl SqliteLedger {
     }
 }
 
+/// An exclusive lock on the lock file in `dir`: a second process on the same store would release
+/// the first one's leases and send everything twice.
+fn lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked(format!(
+            "another flyte-notify is running on the data dir {}; each process needs its own \
+             (the embedded ledger is single-process; several replicas need the PostgreSQL ledger)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(LedgerError::Io(e)),
+    }
+}
+
 #[async_trait]
 impl Ledger for SqliteLedger {
     async fn accept(&self, request: NewRequest) -> Result<AcceptOutcome, LedgerError> {
@@ -109,8 +163,13 @@ impl Ledger for SqliteLedger {
         let mut sql = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {COLUMNS} FROM deliveries WHERE state <> 'delivered'"
         ));
-        if let Some(after) = query.after_seq {
-            sql.push(" AND seq > ").push_bind(after);
+        // Keyset paging on seq never skips a row that commits after a page was read: seq is
+        // assigned by the one writer inside its serialized transactions, so seq order is commit
+        // order, and a row a later page could miss would need a seq below one already listed.
+        // (PostgreSQL hands out sequence numbers before commit, out of commit order; its store
+        // must not return a row past one whose transaction might still be in flight.)
+        if let Some(PageToken::After { seq }) = query.after {
+            sql.push(" AND seq > ").push_bind(seq);
         }
         for filter in &query.filters {
             let column = filter.field.column();
@@ -144,28 +203,31 @@ impl Ledger for SqliteLedger {
         sql.push(" ORDER BY seq LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows = sql.build().fetch_all(&self.readers).await?;
-        let mut deliveries = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        let mut deliveries = rows
+            .iter()
+            .map(decode_listed)
+            .collect::<Result<Vec<_>, _>>()?;
         let more = deliveries.len() > limit as usize;
         deliveries.truncate(limit as usize);
-        let next_after_seq = if more {
-            deliveries.last().map(|d| d.seq)
+        let next = if more {
+            deliveries
+                .last()
+                .map(|(seq, _)| PageToken::After { seq: *seq })
         } else {
             None
         };
         Ok(PendingPage {
-            deliveries,
-            next_after_seq,
+            deliveries: deliveries.into_iter().map(|(_, d)| d).collect(),
+            next,
         })
     }
 
     async fn lease_due(
         &self,
-        now: Millis,
         max: usize,
         lease_for: Duration,
-    ) -> Result<Vec<StoredDelivery>, LedgerError> {
+    ) -> Result<Vec<LeasedDelivery>, LedgerError> {
         self.call(|reply| Op::Lease {
-            now,
             max,
             lease_for,
             reply,
@@ -173,25 +235,27 @@ impl Ledger for SqliteLedger {
         .await
     }
 
-    async fn record(&self, outcomes: Vec<Outcome>) -> Result<(), LedgerError> {
+    async fn record(&self, outcomes: Vec<(DeliveryRef, Outcome)>) -> Result<Recorded, LedgerError> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(Recorded::default());
         }
         self.call(|reply| Op::Record(outcomes, reply)).await
     }
 
-    async fn release_all_leases(&self) -> Result<u64, LedgerError> {
-        self.call(Op::ReleaseAll).await
+    async fn release(&self, delivery: &DeliveryRef, delay: Duration) -> Result<(), LedgerError> {
+        let delivery = delivery.clone();
+        self.call(|reply| Op::Release(delivery, delay, reply)).await
     }
 
-    async fn next_due(&self) -> Result<Option<Millis>, LedgerError> {
+    async fn next_due(&self) -> Result<Option<Duration>, LedgerError> {
         let row = sqlx::query(
             "SELECT MIN(next_attempt_at) FROM deliveries \
              WHERE state IN ('pending', 'retrying') AND lease_until IS NULL",
         )
         .fetch_one(&self.readers)
         .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?)
+        let at: Option<i64> = row.try_get(0)?;
+        Ok(at.map(|at| Duration::from_millis((at - now_millis()).max(0) as u64)))
     }
 
     async fn close(&self) {
@@ -206,6 +270,7 @@ impl Ledger for SqliteLedger {
             let _ = task.await;
         }
         self.readers.close().await;
+        self.lock.lock().expect("lock poisoned").take();
     }
 }
 
@@ -246,49 +311,47 @@ async fn apply_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) {
             Op::Accept(request, reply) => accepts.push((request, reply)),
             Op::Record(outcomes, reply) => records.push((outcomes, reply)),
             Op::Lease {
-                now,
                 max,
                 lease_for,
                 reply,
-            } => leases.push(((now, max, lease_for), reply)),
-            Op::ReleaseAll(reply) => releases.push(reply),
+            } => leases.push(((max, lease_for), reply)),
+            Op::Release(delivery, delay, reply) => releases.push(((delivery, delay), reply)),
         }
     }
+    let now = now_millis();
     let work = async {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let requests: Vec<&NewRequest> = accepts.iter().map(|(r, _)| &**r).collect();
-        let accepted = accept_all(conn, &requests).await?;
+        let accepted = accept_all(conn, &requests, now).await?;
         // Outcomes before leases: a retry recorded in this batch is not leased again in it.
-        let outcomes: Vec<&Outcome> = records.iter().flat_map(|(o, _)| o.iter()).collect();
-        record_all(conn, &outcomes).await?;
-        let mut released = 0;
-        if !releases.is_empty() {
-            released = release_all(conn).await?;
+        let outcomes: Vec<&(DeliveryRef, Outcome)> =
+            records.iter().flat_map(|(o, _)| o.iter()).collect();
+        let stale = record_all(conn, &outcomes, now).await?;
+        for ((delivery, delay), _) in &releases {
+            release(conn, delivery, *delay, now).await?;
         }
         let mut leased = Vec::with_capacity(leases.len());
-        for ((now, max, lease_for), _) in &leases {
-            leased.push(lease(conn, *now, *max, *lease_for).await?);
+        for ((max, lease_for), _) in &leases {
+            leased.push(lease(conn, *max, *lease_for, now).await?);
         }
-        let commit = std::time::Instant::now();
         sqlx::query("COMMIT").execute(&mut *conn).await?;
-        tracing::trace!(
-            commit_micros = commit.elapsed().as_micros() as u64,
-            accepts = requests.len(),
-            outcomes = outcomes.len(),
-            "ledger commit"
-        );
-        Ok::<_, LedgerError>((accepted, released, leased))
+        Ok::<_, LedgerError>((accepted, stale, leased))
     };
     match work.await {
-        Ok((accepted, released, leased)) => {
+        Ok((accepted, stale, leased)) => {
             for ((_, reply), outcome) in accepts.into_iter().zip(accepted) {
                 let _ = reply.send(Ok(outcome));
             }
-            for (_, reply) in records {
-                let _ = reply.send(Ok(()));
+            for (outcomes, reply) in records {
+                let mine = outcomes
+                    .iter()
+                    .filter(|(d, _)| stale.contains(&d.id))
+                    .map(|(d, _)| d.id.clone())
+                    .collect();
+                let _ = reply.send(Ok(Recorded { stale: mine }));
             }
-            for reply in releases {
-                let _ = reply.send(Ok(released));
+            for (_, reply) in releases {
+                let _ = reply.send(Ok(()));
             }
             for ((_, reply), rows) in leases.into_iter().zip(leased) {
                 let _ = reply.send(Ok(rows));
@@ -305,7 +368,7 @@ async fn apply_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) {
             for (_, reply) in records {
                 let _ = reply.send(Err(err()));
             }
-            for reply in releases {
+            for (_, reply) in releases {
                 let _ = reply.send(Err(err()));
             }
             for (_, reply) in leases {
@@ -321,28 +384,30 @@ const ROWS_PER_STATEMENT: usize = 500;
 async fn accept_all(
     conn: &mut SqliteConnection,
     requests: &[&NewRequest],
+    now: Millis,
 ) -> Result<Vec<AcceptOutcome>, LedgerError> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
     // Only the first call with a given request_id in this batch may insert it; later ones (and
     // ids recorded before) are resolved against what is stored once the inserts are done.
-    let mut first = std::collections::HashSet::new();
+    let mut first = HashSet::new();
     let candidates: Vec<&NewRequest> = requests
         .iter()
         .copied()
         .filter(|r| first.insert(r.request_id.as_str()))
         .collect();
-    let mut inserted = std::collections::HashSet::new();
+    let mut inserted = HashSet::new();
     for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
         let mut sql = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO requests (request_id, fingerprint, unmatched, created_at) ",
+            "INSERT INTO requests (request_id, fingerprint, unmatched, created_at, execution) ",
         );
         sql.push_values(chunk, |mut row, r| {
             row.push_bind(&r.request_id)
                 .push_bind(&r.fingerprint)
                 .push_bind(i64::from(r.unmatched))
-                .push_bind(r.created_at);
+                .push_bind(now)
+                .push_bind(&r.execution);
         });
         sql.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
         for row in sql.build().fetch_all(&mut *conn).await? {
@@ -355,40 +420,31 @@ async fn accept_all(
         .flat_map(|r| r.deliveries.iter().map(move |d| (*r, d)))
         .collect();
     for chunk in new_deliveries.chunks(ROWS_PER_STATEMENT) {
-        let mut payloads = Vec::with_capacity(chunk.len());
-        for (_, d) in chunk {
-            payloads.push(serde_json::to_string(&d.payload).map_err(|source| {
-                LedgerError::Payload {
-                    id: d.id.clone(),
-                    source,
-                }
-            })?);
-        }
         let mut sql = QueryBuilder::<Sqlite>::new(
             "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, \
              org, channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload) ",
         );
-        sql.push_values(chunk.iter().zip(payloads), |mut row, ((r, d), payload)| {
+        sql.push_values(chunk, |mut row, (r, d)| {
             row.push_bind(&d.id)
                 .push_bind(&r.request_id)
                 .push_bind(i64::from(d.notification_index))
-                .push_bind(&d.execution.project)
-                .push_bind(&d.execution.domain)
-                .push_bind(&d.execution.name)
-                .push_bind(&d.execution.org)
-                .push_bind(d.payload.channel().as_str())
+                .push_bind(&r.execution_key.project)
+                .push_bind(&r.execution_key.domain)
+                .push_bind(&r.execution_key.name)
+                .push_bind(&r.execution_key.org)
+                .push_bind(d.payload.channel.as_str())
                 .push_bind(i64::from(d.phase))
                 .push_bind(State::Pending.as_str())
                 .push_bind(0i64)
-                .push_bind(r.created_at)
-                .push_bind(r.created_at)
-                .push_bind(r.created_at)
-                .push_bind(payload);
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(d.payload.encode());
         });
         sql.build().execute(&mut *conn).await?;
     }
     let mut outcomes = Vec::with_capacity(requests.len());
-    let mut claimed = std::collections::HashSet::new();
+    let mut claimed = HashSet::new();
     for r in requests {
         // The call that inserted a request_id is the one that owns it; every other call with
         // that id (in this batch or later) is a duplicate or a conflict.
@@ -429,89 +485,204 @@ async fn existing(
     })
 }
 
-async fn record_all(conn: &mut SqliteConnection, outcomes: &[&Outcome]) -> Result<(), LedgerError> {
-    let now = now_millis();
+/// Applies the outcomes whose lease token is still current; returns the ids of those refused.
+async fn record_all(
+    conn: &mut SqliteConnection,
+    outcomes: &[&(DeliveryRef, Outcome)],
+    now: Millis,
+) -> Result<HashSet<String>, LedgerError> {
+    let mut applied = HashSet::new();
     for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
         let mut sql = QueryBuilder::<Sqlite>::new(
-            "UPDATE deliveries SET state = v.column2, attempts = attempts + 1, \
-             next_attempt_at = v.column3, last_error = v.column4, lease_until = NULL, updated_at = ",
+            "UPDATE deliveries SET state = v.column3, attempts = attempts + 1, \
+             next_attempt_at = v.column4, last_error = v.column5, lease_until = NULL, \
+             lease_token = NULL, updated_at = ",
         );
         sql.push_bind(now).push(" FROM (");
-        sql.push_values(chunk, |mut row, outcome| {
+        sql.push_values(chunk, |mut row, (delivery, outcome)| {
             let (state, next, error) = match outcome {
-                Outcome::Delivered { .. } => (State::Delivered, None, ""),
-                Outcome::Retry { at, error, .. } => (State::Retrying, Some(*at), error.as_str()),
-                Outcome::Dead { error, .. } => (State::Dead, None, error.as_str()),
+                Outcome::Delivered => (State::Delivered, None, ""),
+                Outcome::Retry { delay, error } => (
+                    State::Retrying,
+                    Some(now.saturating_add(millis(*delay))),
+                    error.as_str(),
+                ),
+                Outcome::Dead { error } => (State::Dead, None, error.as_str()),
             };
-            row.push_bind(outcome.id())
+            row.push_bind(&delivery.id)
+                .push_bind(delivery.lease.0)
                 .push_bind(state.as_str())
                 .push_bind(next)
                 .push_bind(error);
         });
-        sql.push(") AS v WHERE deliveries.id = v.column1");
-        sql.build().execute(&mut *conn).await?;
+        sql.push(
+            ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2 \
+             RETURNING deliveries.id",
+        );
+        for row in sql.build().fetch_all(&mut *conn).await? {
+            applied.insert(row.try_get::<String, _>(0)?);
+        }
     }
+    let stale: HashSet<String> = outcomes
+        .iter()
+        .map(|(d, _)| &d.id)
+        .filter(|id| !applied.contains(*id))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        metrics::counter!(crate::telemetry::STALE_RECORDS).increment(stale.len() as u64);
+        tracing::warn!(
+            ids = ?stale,
+            "refused outcomes from lost leases: another attempt owns these deliveries now"
+        );
+    }
+    Ok(stale)
+}
+
+async fn release(
+    conn: &mut SqliteConnection,
+    delivery: &DeliveryRef,
+    delay: Duration,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ?1, \
+         updated_at = ?2 WHERE id = ?3 AND lease_token = ?4",
+    )
+    .bind(now.saturating_add(millis(delay)))
+    .bind(now)
+    .bind(&delivery.id)
+    .bind(delivery.lease.0)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 async fn lease(
     conn: &mut SqliteConnection,
-    now: Millis,
     max: usize,
     lease_for: Duration,
-) -> Result<Vec<StoredDelivery>, LedgerError> {
-    let until = now + lease_for.as_millis() as i64;
-    // COLUMNS is a constant; every value is bound.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE deliveries SET lease_until = ?1 WHERE seq IN ( \
+    now: Millis,
+) -> Result<Vec<LeasedDelivery>, LedgerError> {
+    // random(): a fresh token per row and per lease; only equality with the current one matters.
+    let rows = sqlx::query(
+        "UPDATE deliveries SET lease_until = ?1, lease_token = random(), leases = leases + 1 \
+         WHERE seq IN ( \
              SELECT seq FROM deliveries \
              WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
                AND (lease_until IS NULL OR lease_until <= ?2) \
              ORDER BY next_attempt_at, seq LIMIT ?3) \
-         RETURNING {COLUMNS}"
-    )))
-    .bind(until)
+         RETURNING seq, id, request_id, project, domain, name, org, leases, lease_token, payload",
+    )
+    .bind(now.saturating_add(millis(lease_for)))
     .bind(now)
     .bind(max as i64)
     .fetch_all(&mut *conn)
     .await?;
-    let mut leased = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
-    leased.sort_by_key(|d| d.seq);
-    Ok(leased)
+    let mut leased = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq: i64 = row.try_get("seq")?;
+        let delivery = DeliveryRef {
+            id: row.try_get("id")?,
+            request_id: row.try_get("request_id")?,
+            attempt: row.try_get::<i64, _>("leases")? as u32,
+            lease: LeaseToken(row.try_get("lease_token")?),
+        };
+        let execution = execution_key(row);
+        // A row this binary cannot read (written by a newer version, or damaged) must not stop
+        // every other lease: it travels as an error, and the worker records it dead.
+        let content = row
+            .try_get::<String, _>("payload")
+            .map_err(|e| format!("the stored payload is not text: {e}"))
+            .and_then(|p| Payload::decode(&p));
+        leased.push((seq, delivery, execution, content));
+    }
+    // Version 2 payloads share their request's execution context: read each one once.
+    let wanted: Vec<&str> = leased
+        .iter()
+        .filter(|(_, _, _, c)| matches!(c, Ok((_, None))))
+        .map(|(_, d, _, _)| d.request_id.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut contexts: HashMap<String, Option<Arc<[u8]>>> = HashMap::new();
+    for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT request_id, execution FROM requests WHERE request_id IN (",
+        );
+        let mut list = sql.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        sql.push(")");
+        for row in sql.build().fetch_all(&mut *conn).await? {
+            let bytes: Option<Vec<u8>> = row.try_get(1).ok().flatten();
+            contexts.insert(row.try_get(0)?, bytes.map(Arc::from));
+        }
+    }
+    leased.sort_by_key(|(seq, ..)| *seq);
+    Ok(leased
+        .into_iter()
+        .map(|(_, delivery, execution, content)| {
+            let content = content.and_then(|(payload, own)| {
+                let context = match own {
+                    Some(bytes) => Arc::from(bytes),
+                    None => contexts
+                        .get(&delivery.request_id)
+                        .cloned()
+                        .flatten()
+                        .ok_or_else(|| {
+                            format!(
+                                "request {} has no stored execution context",
+                                delivery.request_id
+                            )
+                        })?,
+                };
+                Ok((payload, context))
+            });
+            let (execution, content) = match execution {
+                Ok(key) => (key, content),
+                Err(e) => (
+                    ExecutionKey::default(),
+                    Err(format!("the stored execution id cannot be read: {e}")),
+                ),
+            };
+            LeasedDelivery {
+                delivery,
+                execution,
+                content,
+            }
+        })
+        .collect())
 }
 
-async fn release_all(conn: &mut SqliteConnection) -> Result<u64, LedgerError> {
-    let done =
-        sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL")
-            .execute(&mut *conn)
-            .await?;
-    Ok(done.rows_affected())
+fn execution_key(row: &SqliteRow) -> Result<ExecutionKey, sqlx::Error> {
+    Ok(ExecutionKey {
+        project: row.try_get("project")?,
+        domain: row.try_get("domain")?,
+        name: row.try_get("name")?,
+        org: row.try_get("org")?,
+    })
 }
 
-fn decode_row(row: &SqliteRow) -> Result<StoredDelivery, LedgerError> {
-    let id: String = row.try_get("id")?;
+fn decode_listed(row: &SqliteRow) -> Result<(i64, StoredDelivery), LedgerError> {
     let payload: String = row.try_get("payload")?;
-    // A row this binary cannot read (written by a newer version, or damaged) must not stop the
-    // reads and leases of every other row: it is carried as an error to whoever uses it.
-    let payload = serde_json::from_str(&payload)
-        .map_err(|e| format!("the stored payload cannot be read by this version: {e}"));
+    // A row this binary cannot read shows as what can be read, with the reason.
+    let payload = Payload::decode(&payload).map(|(p, _)| p);
     let state: String = row.try_get("state")?;
-    Ok(StoredDelivery {
-        seq: row.try_get("seq")?,
-        id,
+    let channel: String = row.try_get("channel")?;
+    let delivery = StoredDelivery {
+        id: row.try_get("id")?,
         request_id: row.try_get("request_id")?,
-        execution: ExecutionKey {
-            project: row.try_get("project")?,
-            domain: row.try_get("domain")?,
-            name: row.try_get("name")?,
-            org: row.try_get("org")?,
-        },
+        execution: execution_key(row)?,
         phase: row.try_get::<i64, _>("phase")? as i32,
+        channel: Channel::parse(&channel),
         state: State::parse(&state).unwrap_or(State::Pending),
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
         payload,
-    })
+    };
+    Ok((row.try_get("seq")?, delivery))
 }

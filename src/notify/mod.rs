@@ -7,21 +7,22 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-use crate::config::Limits;
+use crate::config::{EmailerConfig, Limits};
+use crate::delivery::{Channel, Payload, Rendered};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{
-    self, AcceptOutcome, Channel, ExecutionKey, Ledger, NewDelivery, NewRequest, PendingQuery,
+    self, AcceptOutcome, ExecutionKey, Ledger, NewDelivery, NewRequest, PageToken, PendingQuery,
     State, StoredDelivery,
 };
-use crate::proto::flyteidl::admin::{Notification, notification::Type};
+use crate::proto::flyteidl::admin::Notification;
+use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
 use crate::proto::flytenotify::v1 as api;
 use crate::queue::Queue;
 use render::{Expanded, Renderer};
+use validate::Target;
 
 /// Page size when ListPendingRequest.limit is 0, and the largest allowed.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -34,35 +35,48 @@ pub struct Notifier {
     limits: Limits,
 }
 
-fn channel_of(notification: &Notification) -> Channel {
-    match notification.r#type {
-        Some(Type::PagerDuty(_)) => Channel::Pagerduty,
-        Some(Type::Slack(_)) => Channel::Slack,
-        _ => Channel::Email,
-    }
+/// A request that passed validation, and what validation found in it.
+struct Valid<'a> {
+    execution: &'a api::ExecutionContext,
+    execution_id: &'a WorkflowExecutionIdentifier,
+    targets: Vec<Target<'a>>,
 }
 
 /// The notifications whose phases contain the execution's phase, and how many did not match.
 fn expand<'a>(
     execution: &api::ExecutionContext,
-    notifications: &'a [Notification],
+    targets: &[Target<'a>],
 ) -> (Vec<Expanded<'a>>, u32) {
     let mut matched = Vec::new();
     let mut unmatched = 0;
-    for (i, n) in notifications.iter().enumerate() {
-        let target = validate::target(n).expect("validated: every notification has a type");
-        if n.phases.contains(&execution.phase) {
+    for (i, t) in targets.iter().enumerate() {
+        if t.phases.contains(&execution.phase) {
             matched.push(Expanded {
                 index: i as u32,
-                channel: channel_of(n),
-                recipients: target.recipients,
-                template: target.template,
+                channel: t.channel,
+                recipients: t.recipients,
+                template: t.template,
             });
         } else {
             unmatched += 1;
         }
     }
     (matched, unmatched)
+}
+
+/// Template variables in the configured subject and body that FlyteAdmin would leave verbatim:
+/// unknown names and known names with other spacing. Logged at start-up and by check-config.
+pub fn template_warnings(emailer: &EmailerConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (key, text) in [
+        ("notifications.emailer.subject", &emailer.subject),
+        ("notifications.emailer.body", &emailer.body),
+    ] {
+        for problem in template::problems(text) {
+            warnings.push(format!("{key}: {problem}; it will be sent verbatim"));
+        }
+    }
+    warnings
 }
 
 impl Notifier {
@@ -80,22 +94,26 @@ impl Notifier {
         }
     }
 
-    fn check(
+    fn check<'a>(
         &self,
         size: usize,
-        execution: Option<&api::ExecutionContext>,
-        notifications: &[Notification],
+        execution: Option<&'a api::ExecutionContext>,
+        notifications: &'a [Notification],
         mut violations: Vec<FieldViolation>,
-    ) -> Result<(), Error> {
+    ) -> Result<Valid<'a>, Error> {
         validate::request_size(size, &self.limits, &mut violations);
-        if violations.is_empty() {
-            validate::execution(execution, &mut violations);
-            validate::notifications(notifications, &self.limits, &mut violations);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
         }
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(violations))
+        let execution = validate::execution(execution, &mut violations);
+        let targets = validate::notifications(notifications, &self.limits, &mut violations);
+        match execution {
+            Some((execution, execution_id)) if violations.is_empty() => Ok(Valid {
+                execution,
+                execution_id,
+                targets,
+            }),
+            _ => Err(Error::InvalidArgument(violations)),
         }
     }
 
@@ -105,15 +123,15 @@ impl Notifier {
     ) -> Result<api::EnqueueResponse, Error> {
         let mut violations = Vec::new();
         validate::request_id(&request.request_id, &mut violations);
-        self.check(
+        let valid = self.check(
             request.encoded_len(),
             request.execution.as_ref(),
             &request.notifications,
             violations,
         )?;
-        let execution = request.execution.as_ref().expect("validated");
-        let id = execution.execution_id.as_ref().expect("validated");
-        let (matched, unmatched) = expand(execution, &request.notifications);
+        let execution = valid.execution;
+        let id = valid.execution_id;
+        let (matched, unmatched) = expand(execution, &valid.targets);
 
         let request_id = if request.request_id.is_empty() {
             format!("server-{}", uuid::Uuid::now_v7())
@@ -132,9 +150,12 @@ impl Notifier {
             .map(|m| NewDelivery {
                 id: uuid::Uuid::now_v7().to_string(),
                 notification_index: m.index,
-                execution: key.clone(),
                 phase: execution.phase,
-                payload: stored_payload(execution, m),
+                payload: Payload {
+                    channel: m.channel,
+                    recipients: m.recipients.to_vec(),
+                    template: m.template.to_string(),
+                },
             })
             .collect();
         let outcome = self
@@ -143,8 +164,9 @@ impl Notifier {
                 request_id: request_id.clone(),
                 fingerprint,
                 unmatched,
+                execution_key: key.clone(),
+                execution: execution.encode_to_vec(),
                 deliveries,
-                created_at: ledger::now_millis(),
             })
             .await?;
         match outcome {
@@ -191,20 +213,19 @@ impl Notifier {
 
     /// Renders exactly what Enqueue would record for the same input. Touches nothing.
     pub fn preview(&self, request: api::PreviewRequest) -> Result<api::PreviewResponse, Error> {
-        self.check(
+        let valid = self.check(
             request.encoded_len(),
             request.execution.as_ref(),
             &request.notifications,
             Vec::new(),
         )?;
-        let execution = request.execution.as_ref().expect("validated");
-        let (matched, unmatched) = expand(execution, &request.notifications);
+        let (matched, unmatched) = expand(valid.execution, &valid.targets);
         let messages = matched
             .iter()
             .map(|m| {
-                let msg = self.renderer.render(execution, m);
+                let msg = self.renderer.render(valid.execution, m);
                 api::RenderedMessage {
-                    channel: msg.channel.as_str().to_string(),
+                    channel: m.channel.as_str().to_string(),
                     recipients: msg.recipients,
                     sender: msg.sender,
                     subject: msg.subject,
@@ -236,16 +257,13 @@ impl Notifier {
             }
             n => n,
         };
-        let after_seq = if request.token.is_empty() {
+        let after = if request.token.is_empty() {
             None
         } else {
-            match request.token.parse::<i64>() {
-                Ok(seq) if seq >= 0 => Some(seq),
-                _ => {
-                    violations.push(FieldViolation::new(
-                        "token",
-                        "not a token this service returned; pass ListPendingResponse.token as it is",
-                    ));
+            match PageToken::decode(&request.token) {
+                Ok(token) => Some(token),
+                Err(message) => {
+                    violations.push(FieldViolation::new("token", message));
                     None
                 }
             }
@@ -264,56 +282,40 @@ impl Notifier {
             .ledger
             .list_pending(PendingQuery {
                 limit,
-                after_seq,
+                after,
                 filters,
             })
             .await?;
         Ok(api::ListPendingResponse {
             deliveries: page.deliveries.into_iter().map(to_api_delivery).collect(),
-            token: page
-                .next_after_seq
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
+            token: page.next.map(|t| t.encode()).unwrap_or_default(),
         })
     }
 }
 
-/// What the ledger keeps of one matching notification.
-fn stored_payload(execution: &api::ExecutionContext, m: &Expanded<'_>) -> ledger::Payload {
-    ledger::Payload::V1 {
-        channel: m.channel,
-        recipients: m.recipients.to_vec(),
-        template: m.template.to_string(),
-        execution: BASE64.encode(execution.encode_to_vec()),
-    }
-}
-
-/// Renders a stored delivery for sending, as Preview rendered it when it was accepted (the same
-/// inputs and, unless the config changed since, the same templates).
+/// Renders a leased delivery for the sender that will send it (`wire` is that sender's channel),
+/// as Preview rendered it when it was accepted: the same inputs and, unless the config changed
+/// since, the same templates.
 pub fn render_stored(
     renderer: &Renderer,
-    payload: &ledger::Payload,
-) -> Result<ledger::Message, String> {
-    let ledger::Payload::V1 {
-        channel,
-        recipients,
-        template,
-        execution,
-    } = payload;
-    let bytes = BASE64
-        .decode(execution)
-        .map_err(|e| format!("stored execution is not base64: {e}"))?;
-    let execution = api::ExecutionContext::decode(bytes.as_slice())
-        .map_err(|e| format!("stored execution does not decode: {e}"))?;
-    Ok(renderer.render(
-        &execution,
-        &Expanded {
-            index: 0,
-            channel: *channel,
-            recipients,
-            template,
-        },
-    ))
+    wire: Channel,
+    payload: &Payload,
+    execution: &[u8],
+) -> Result<Rendered, String> {
+    let execution = api::ExecutionContext::decode(execution)
+        .map_err(|e| format!("the stored execution context does not decode: {e}"))?;
+    let expanded = Expanded {
+        index: 0,
+        channel: payload.channel,
+        recipients: &payload.recipients,
+        template: &payload.template,
+    };
+    match wire {
+        Channel::Email => Ok(Rendered::Email(renderer.render(&execution, &expanded))),
+        // Native Slack, PagerDuty and webhook senders bring their renderers with them; until
+        // then the router only ever picks email.
+        other => Err(format!("no renderer for native {other} messages")),
+    }
 }
 
 fn timestamp(millis: i64) -> prost_types::Timestamp {
@@ -334,8 +336,8 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
     // says why until an attempt records its own error.
     let (channel, recipients, last_error) = match &d.payload {
         Ok(p) => (
-            p.channel().as_str().to_string(),
-            p.recipients().to_vec(),
+            p.channel.as_str().to_string(),
+            p.recipients.clone(),
             d.last_error,
         ),
         Err(e) if d.last_error.is_empty() => (String::new(), Vec::new(), e.clone()),
@@ -384,6 +386,24 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warns_about_template_names_flyteadmin_would_leave_verbatim() {
+        let c = crate::config::Config::from_yaml(
+            "notifications:\n  emailer:\n    subject: \"{{ project }} {{  name }} {{ nope }}\"\n",
+        )
+        .unwrap();
+        let w = template_warnings(&c.notifications.emailer);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("{{  name }}"), "{w:?}");
+        assert!(w[1].contains("nope"), "{w:?}");
+        // Spelled as FlyteAdmin documents them, nothing is said.
+        let c = crate::config::Config::from_yaml(
+            "notifications:\n  emailer:\n    subject: \"Notice: Execution \\\"{{ name }}\\\" has {{ phase }} in \\\"{{ domain }}\\\".\"\n    body: \"Execution {{ name }} has {{ phase }}.{{ error }}\"\n",
+        )
+        .unwrap();
+        assert!(template_warnings(&c.notifications.emailer).is_empty());
+    }
 
     #[test]
     fn the_fingerprint_ignores_only_the_request_id() {

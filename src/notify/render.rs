@@ -8,7 +8,7 @@
 use askama::Template;
 
 use super::template::{self, Values, Variable};
-use crate::ledger::{Channel, Message};
+use crate::delivery::{Channel, EmailMessage};
 use crate::proto::flyteidl::core::{ExecutionError, workflow_execution::Phase};
 use crate::proto::flytenotify::v1::ExecutionContext;
 
@@ -166,7 +166,12 @@ impl Renderer {
         ))
     }
 
-    pub fn render(&self, execution: &ExecutionContext, notification: &Expanded<'_>) -> Message {
+    /// The email for one matching notification: what Preview shows and what an email sender sends.
+    pub fn render(
+        &self,
+        execution: &ExecutionContext,
+        notification: &Expanded<'_>,
+    ) -> EmailMessage {
         let values = values(execution);
         let project = values.get(Variable::Project);
         let domain = values.get(Variable::Domain);
@@ -221,8 +226,7 @@ impl Renderer {
                 )
             }
         };
-        Message {
-            channel: notification.channel,
+        EmailMessage {
             html_body: crlf(&html_body),
             text_body: crlf(&text_body),
             recipients: notification.recipients.to_vec(),

@@ -4,8 +4,10 @@
 
 use super::template;
 use crate::config::Limits;
+use crate::delivery::Channel;
 use crate::error::FieldViolation;
 use crate::proto::flyteidl::admin::{Notification, notification::Type};
+use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
 use crate::proto::flyteidl::core::workflow_execution::Phase;
 use crate::proto::flytenotify::v1::ExecutionContext;
 
@@ -18,31 +20,34 @@ pub fn is_terminal(phase: i32) -> bool {
     )
 }
 
-/// What one notification names, whatever its type.
+/// What one notification asks for, whatever its type: decided here, once, from the proto oneof.
+#[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
+    pub channel: Channel,
     /// The oneof member's field name, for error paths.
     pub field: &'static str,
+    pub phases: &'a [i32],
     pub recipients: &'a [String],
     pub template: &'a str,
 }
 
-pub fn target(notification: &Notification) -> Option<Target<'_>> {
-    Some(match notification.r#type.as_ref()? {
-        Type::Email(e) => Target {
-            field: "email",
-            recipients: &e.recipients_email,
-            template: &e.template,
-        },
-        Type::PagerDuty(p) => Target {
-            field: "pager_duty",
-            recipients: &p.recipients_email,
-            template: &p.template,
-        },
-        Type::Slack(s) => Target {
-            field: "slack",
-            recipients: &s.recipients_email,
-            template: &s.template,
-        },
+fn target(notification: &Notification) -> Option<Target<'_>> {
+    let (channel, field, recipients, template) = match notification.r#type.as_ref()? {
+        Type::Email(e) => (Channel::Email, "email", &e.recipients_email, &e.template),
+        Type::PagerDuty(p) => (
+            Channel::Pagerduty,
+            "pager_duty",
+            &p.recipients_email,
+            &p.template,
+        ),
+        Type::Slack(s) => (Channel::Slack, "slack", &s.recipients_email, &s.template),
+    };
+    Some(Target {
+        channel,
+        field,
+        phases: &notification.phases,
+        recipients,
+        template,
     })
 }
 
@@ -73,10 +78,14 @@ pub fn request_size(size: usize, limits: &Limits, out: &mut Vec<FieldViolation>)
     }
 }
 
-pub fn execution(execution: Option<&ExecutionContext>, out: &mut Vec<FieldViolation>) {
+/// The execution and its id, when both are there; every problem found goes to `out`.
+pub fn execution<'a>(
+    execution: Option<&'a ExecutionContext>,
+    out: &mut Vec<FieldViolation>,
+) -> Option<(&'a ExecutionContext, &'a WorkflowExecutionIdentifier)> {
     let Some(execution) = execution else {
         out.push(FieldViolation::new("execution", "required"));
-        return;
+        return None;
     };
     match &execution.execution_id {
         None => out.push(FieldViolation::new("execution.execution_id", "required")),
@@ -112,13 +121,16 @@ pub fn execution(execution: Option<&ExecutionContext>, out: &mut Vec<FieldViolat
             "at most 262144 bytes",
         ));
     }
+    Some((execution, execution.execution_id.as_ref()?))
 }
 
-pub fn notifications(
-    notifications: &[Notification],
+/// What each notification asks for (one per notification that has a type); every problem found
+/// goes to `out`.
+pub fn notifications<'a>(
+    notifications: &'a [Notification],
     limits: &Limits,
     out: &mut Vec<FieldViolation>,
-) {
+) -> Vec<Target<'a>> {
     if notifications.is_empty() {
         out.push(FieldViolation::new(
             "notifications",
@@ -134,8 +146,9 @@ pub fn notifications(
                 limits.max_notifications
             ),
         ));
-        return;
+        return Vec::new();
     }
+    let mut targets = Vec::with_capacity(notifications.len());
     for (i, n) in notifications.iter().enumerate() {
         let path = format!("notifications[{i}]");
         if n.phases.is_empty() {
@@ -175,7 +188,9 @@ pub fn notifications(
                 out.push(FieldViolation::new(format!("{path}.template"), problem));
             }
         }
+        targets.push(t);
     }
+    targets
 }
 
 fn recipients(path: &str, recipients: &[String], limits: &Limits, out: &mut Vec<FieldViolation>) {

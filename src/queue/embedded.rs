@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::Queue;
-use crate::ledger::{Ledger, LedgerError, StoredDelivery, now_millis};
+use super::{AckHandle, Queue, QueueError, QueueItem, Work};
+use crate::ledger::Ledger;
 
 pub struct EmbeddedQueue {
     ledger: Arc<dyn Ledger>,
@@ -25,43 +25,53 @@ impl EmbeddedQueue {
             lease_for,
         }
     }
+
+    async fn lease(&self, max: usize) -> Result<Vec<QueueItem>, QueueError> {
+        let leased = self.ledger.lease_due(max, self.lease_for).await?;
+        Ok(leased
+            .into_iter()
+            .map(|d| QueueItem {
+                handle: AckHandle::Lease(d.delivery.clone()),
+                work: Work::Leased(d),
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
 impl Queue for EmbeddedQueue {
-    async fn publish(&self, _delivery_ids: &[String]) -> Result<(), LedgerError> {
+    async fn publish(&self, _delivery_ids: &[String]) -> Result<(), QueueError> {
         self.wake.notify_one();
         Ok(())
     }
 
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<StoredDelivery>, LedgerError> {
-        let leased = self
-            .ledger
-            .lease_due(now_millis(), max, self.lease_for)
-            .await?;
-        if !leased.is_empty() {
-            return Ok(leased);
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<QueueItem>, QueueError> {
+        let items = self.lease(max).await?;
+        if !items.is_empty() {
+            return Ok(items);
         }
         // Sleep until woken, the earliest retry is due, or `wait` passes, whichever comes first.
         let wait = match self.ledger.next_due().await? {
-            Some(at) => {
-                let until = Duration::from_millis((at - now_millis()).max(0) as u64);
-                until.min(wait)
-            }
+            Some(until) => until.min(wait),
             None => wait,
         };
         let _ = tokio::time::timeout(wait, self.wake.notified()).await;
-        self.ledger
-            .lease_due(now_millis(), max, self.lease_for)
-            .await
+        self.lease(max).await
     }
 
-    async fn ack(&self, _delivery_id: &str) -> Result<(), LedgerError> {
+    async fn ack(&self, _handle: &AckHandle) -> Result<(), QueueError> {
         // Recording the outcome in the ledger already ended the lease.
         Ok(())
+    }
+
+    async fn nack(&self, handle: &AckHandle, delay: Duration) -> Result<(), QueueError> {
+        // After a recorded retry the lease is already over and this changes nothing; after work
+        // that was not recorded, the delivery is due again after `delay` instead of at lease end.
+        match handle {
+            AckHandle::Lease(delivery) => Ok(self.ledger.release(delivery, delay).await?),
+            AckHandle::Receipt(_) => Err(QueueError::Broker(
+                "the embedded queue was handed a broker receipt".into(),
+            )),
+        }
     }
 }

@@ -1,27 +1,71 @@
-//! The queue seam: how accepted work reaches the workers. The ledger stays the source of truth;
-//! a queue only carries "this delivery is due" between replicas. The embedded default needs no
-//! separate queue at all (the ledger's rows are the queue); SQS/SNS, Pub/Sub and PostgreSQL
-//! queues implement the same trait and pass the same tests.
+//! The queue seam: how accepted work reaches the workers. The ledger stays the source of truth; a
+//! queue only carries "this is due" between replicas. The embedded default needs no separate queue
+//! at all (the ledger's rows are the queue); SQS, Pub/Sub and PostgreSQL queues implement the same
+//! trait and pass the same tests.
+//!
+//! Every item carries its own ack handle, because brokers acknowledge by what they handed out (an
+//! SQS receipt handle, a Pub/Sub ack id), not by our delivery id. An item is acknowledged only
+//! after the ledger has recorded what became of it.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ledger::{LedgerError, StoredDelivery};
+use crate::delivery::DeliveryRef;
+use crate::ledger::{LeasedDelivery, LedgerError};
 
 pub mod embedded;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The embedded queue is the ledger; its errors are the ledger's.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A broker refused or could not be reached; the message says which and why.
+    #[error("queue: {0}")]
+    Broker(String),
+}
+
+/// How to acknowledge one received item, in the terms of the queue that handed it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckHandle {
+    /// The ledger's own lease (the embedded queue).
+    Lease(DeliveryRef),
+    /// A broker's receipt: an SQS receipt handle, a Pub/Sub ack id.
+    Receipt(String),
+}
+
+/// What a received item asks the worker to do.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// A ledger delivery, already leased: render, send, record.
+    Leased(LeasedDelivery),
+    // A broker message that is not a ledger row yet (FlyteAdmin's own, already rendered
+    // `EmailMessage`, keyed by the broker's message id) joins here as a variant of its own: the
+    // worker records it in the ledger first, then handles it as a leased delivery.
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueItem {
+    pub handle: AckHandle,
+    pub work: Work,
+}
 
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Announces deliveries the ledger has just committed.
-    async fn publish(&self, delivery_ids: &[String]) -> Result<(), LedgerError>;
+    async fn publish(&self, delivery_ids: &[String]) -> Result<(), QueueError>;
 
-    /// Waits at most `wait` for due work and leases up to `max` deliveries. An empty result is
-    /// normal: nothing was due in time.
-    async fn receive(&self, max: usize, wait: Duration)
-    -> Result<Vec<StoredDelivery>, LedgerError>;
+    /// Waits at most `wait` for due work and takes up to `max` items. An empty result is normal:
+    /// nothing was due in time.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<QueueItem>, QueueError>;
 
-    /// The ledger has recorded the outcome of this delivery; the queue may forget it. A delivery
-    /// that is never acknowledged comes back once its lease runs out.
-    async fn ack(&self, delivery_id: &str) -> Result<(), LedgerError>;
+    /// The ledger has recorded the item's outcome as final (delivered or dead): the queue may
+    /// forget it.
+    async fn ack(&self, handle: &AckHandle) -> Result<(), QueueError>;
+
+    /// Hand the item back to be received again after `delay`: a retry the ledger has scheduled,
+    /// or work this worker could not finish. An item neither acked nor nacked comes back when its
+    /// lease or visibility timeout runs out.
+    async fn nack(&self, handle: &AckHandle, delay: Duration) -> Result<(), QueueError>;
 }

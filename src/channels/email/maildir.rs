@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use super::build_email;
+use super::{build_email, email_of};
 use crate::channels::{SendError, Sender};
-use crate::ledger::Message;
+use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub struct MaildirSender {
     root: PathBuf,
@@ -58,8 +58,13 @@ impl Sender for MaildirSender {
         "maildir"
     }
 
-    async fn send(&self, message: &Message) -> Result<(), SendError> {
-        let bytes = build_email(message)?.formatted();
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError> {
+        let email = email_of(self.name(), message)?;
+        let bytes = build_email(delivery, email)?.formatted();
         let name = self.unique_name();
         let tmp = self.root.join("tmp").join(&name);
         let new = self.root.join("new").join(&name);

@@ -14,9 +14,9 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use super::build_email;
+use super::{build_email, email_of};
 use crate::channels::{SendError, Sender};
-use crate::ledger::Message;
+use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub struct SmtpSender {
     host: String,
@@ -140,8 +140,12 @@ impl Sender for SmtpSender {
         "smtp"
     }
 
-    async fn send(&self, message: &Message) -> Result<(), SendError> {
-        let email = build_email(message)?;
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError> {
+        let email = build_email(delivery, email_of(self.name(), message)?)?;
         let envelope = email.envelope().clone();
         let bytes = email.formatted();
         self.deliver(&envelope, &bytes).await

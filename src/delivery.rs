@@ -1,0 +1,268 @@
+//! The delivery vocabulary: what a delivery is, how it is stored, what a send came to, and what a
+//! sender puts on the wire. The core, the ledger, the queues, the worker and every channel speak
+//! it. It imports nothing else from the crate, so none of them has to import another to talk about
+//! a delivery.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+
+/// Which kind of notification a delivery is: the proto oneof it came from (email, Slack,
+/// PagerDuty) or, for webhooks, the route that made it. The router sends it natively when a sender
+/// for the channel is configured; Slack and PagerDuty otherwise go by email, as FlyteAdmin sends
+/// them to those services' email-ingest addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Slack,
+    Pagerduty,
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [
+        Channel::Email,
+        Channel::Slack,
+        Channel::Pagerduty,
+        Channel::Webhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Slack => "slack",
+            Channel::Pagerduty => "pagerduty",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one delivery needs, beside its request's execution context, to be rendered and sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub channel: Channel,
+    pub recipients: Vec<String>,
+    /// The notification's own template; empty for the configured or built-in one.
+    pub template: String,
+}
+
+/// The stored form of a payload. Versioned so that a newer binary still sends what an older one
+/// wrote; only the newest version is written.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum StoredPayload {
+    /// Written by 0.1: the execution context rode along in every delivery, protobuf then base64.
+    #[serde(rename = "1")]
+    V1 {
+        channel: Channel,
+        recipients: Vec<String>,
+        #[serde(default)]
+        template: String,
+        execution: String,
+    },
+    /// The execution context is stored once, as bytes, with the request.
+    #[serde(rename = "2")]
+    V2 {
+        channel: Channel,
+        recipients: Vec<String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        template: String,
+    },
+}
+
+impl Payload {
+    /// The stored form this binary writes.
+    pub fn encode(&self) -> String {
+        let stored = StoredPayload::V2 {
+            channel: self.channel,
+            recipients: self.recipients.clone(),
+            template: self.template.clone(),
+        };
+        serde_json::to_string(&stored).expect("a payload always serializes")
+    }
+
+    /// Reads any stored version. A version 1 payload carries its own execution context, which is
+    /// returned beside it; later versions leave that to the request.
+    pub fn decode(stored: &str) -> Result<(Payload, Option<Vec<u8>>), String> {
+        let stored: StoredPayload = serde_json::from_str(stored)
+            .map_err(|e| format!("the stored payload cannot be read by this version: {e}"))?;
+        Ok(match stored {
+            StoredPayload::V1 {
+                channel,
+                recipients,
+                template,
+                execution,
+            } => {
+                let execution = BASE64
+                    .decode(execution)
+                    .map_err(|e| format!("the stored execution is not base64: {e}"))?;
+                let payload = Payload {
+                    channel,
+                    recipients,
+                    template,
+                };
+                (payload, Some(execution))
+            }
+            StoredPayload::V2 {
+                channel,
+                recipients,
+                template,
+            } => (
+                Payload {
+                    channel,
+                    recipients,
+                    template,
+                },
+                None,
+            ),
+        })
+    }
+}
+
+/// Proof of a lease, minted by the ledger each time it hands a delivery out. An outcome carrying a
+/// token that is no longer current (the lease ran out and another worker or replica took the
+/// delivery) is refused, so a late worker can never overwrite a newer outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken(pub i64);
+
+/// One attempt at one delivery: who it is, which attempt, and under which lease. The ledger mints
+/// it, the sender gets it (and builds stable ids from `id`: the email Message-ID, PagerDuty's
+/// dedup_key, a webhook's Idempotency-Key), and the outcome carries it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRef {
+    pub id: String,
+    pub request_id: String,
+    /// 1 for the first lease of this delivery, counting every lease, also one whose worker died.
+    pub attempt: u32,
+    pub lease: LeaseToken,
+}
+
+/// What a send came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Try again after `delay`, counted from when the ledger records it (the ledger owns the clock).
+    Retry {
+        delay: Duration,
+        error: String,
+    },
+    /// Given up: a permanent failure, or no attempts left.
+    Dead {
+        error: String,
+    },
+}
+
+/// An email, exactly as it goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailMessage {
+    pub recipients: Vec<String>,
+    pub sender: String,
+    pub subject: String,
+    pub html_body: String,
+    pub text_body: String,
+}
+
+/// A Slack message: Block Kit blocks plus the plain `text` that notifications and clients without
+/// blocks show. `recipients` are the notification's own, which a route maps to a destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackMessage {
+    pub recipients: Vec<String>,
+    pub text: String,
+    pub blocks: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagerDutyAction {
+    Trigger,
+    Resolve,
+}
+
+/// A PagerDuty Events API v2 event, less the routing key (a secret the sender's route holds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagerDutyEvent {
+    pub recipients: Vec<String>,
+    pub action: PagerDutyAction,
+    pub dedup_key: String,
+    pub summary: String,
+    pub severity: String,
+    pub source: String,
+    pub custom_details: serde_json::Value,
+    /// (href, text)
+    pub links: Vec<(String, String)>,
+}
+
+/// One HTTP request to a webhook route; the URL is the route's (often a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRequest {
+    pub recipients: Vec<String>,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// What a sender puts on the wire: one variant per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rendered {
+    Email(EmailMessage),
+    Slack(SlackMessage),
+    PagerDuty(PagerDutyEvent),
+    Webhook(WebhookRequest),
+}
+
+impl Rendered {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Rendered::Email(_) => Channel::Email,
+            Rendered::Slack(_) => Channel::Slack,
+            Rendered::PagerDuty(_) => Channel::Pagerduty,
+            Rendered::Webhook(_) => Channel::Webhook,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_version_2_and_reads_both_versions() {
+        let payload = Payload {
+            channel: Channel::Slack,
+            recipients: vec!["a@example.com".into()],
+            template: "t".into(),
+        };
+        let stored = payload.encode();
+        assert!(stored.contains(r#""version":"2""#), "{stored}");
+        assert_eq!(Payload::decode(&stored).unwrap(), (payload.clone(), None));
+
+        // Exactly what 0.1 wrote (tests/fixtures has whole ledgers of these).
+        let v1 = r#"{"version":"1","channel":"slack","recipients":["a@example.com"],"template":"t","execution":"CgA="}"#;
+        assert_eq!(
+            Payload::decode(v1).unwrap(),
+            (payload, Some(vec![0x0a, 0x00]))
+        );
+        assert!(Payload::decode(r#"{"version":"9"}"#).is_err());
+    }
+
+    #[test]
+    fn channel_names_round_trip() {
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Channel::parse("fax"), None);
+    }
+}

@@ -41,7 +41,7 @@ enum Op {
     Lease {
         max: usize,
         lease_for: Duration,
-        reply: Reply<Vec<LeasedDelivery>>,
+        reply: Reply<Vec<LeasedRow>>,
     },
     Release(DeliveryRef, Duration, Reply<()>),
 }
@@ -227,12 +227,14 @@ impl Ledger for SqliteLedger {
         max: usize,
         lease_for: Duration,
     ) -> Result<Vec<LeasedDelivery>, LedgerError> {
-        self.call(|reply| Op::Lease {
-            max,
-            lease_for,
-            reply,
-        })
-        .await
+        let rows = self
+            .call(|reply| Op::Lease {
+                max,
+                lease_for,
+                reply,
+            })
+            .await?;
+        with_contexts(&self.readers, rows).await
     }
 
     async fn record(&self, outcomes: Vec<(DeliveryRef, Outcome)>) -> Result<Recorded, LedgerError> {
@@ -558,12 +560,21 @@ async fn release(
     Ok(())
 }
 
+/// A leased row as the writer read it; its request's execution context is read after the commit.
+struct LeasedRow {
+    seq: i64,
+    delivery: DeliveryRef,
+    execution: Result<ExecutionKey, String>,
+    /// The payload, and the context when the payload carries its own (version 1).
+    content: Result<(Payload, Option<Vec<u8>>), String>,
+}
+
 async fn lease(
     conn: &mut SqliteConnection,
     max: usize,
     lease_for: Duration,
     now: Millis,
-) -> Result<Vec<LeasedDelivery>, LedgerError> {
+) -> Result<Vec<LeasedRow>, LedgerError> {
     // random(): a fresh token per row and per lease; only equality with the current one matters.
     let rows = sqlx::query(
         "UPDATE deliveries SET lease_until = ?1, lease_token = random(), leases = leases + 1 \
@@ -581,27 +592,40 @@ async fn lease(
     .await?;
     let mut leased = Vec::with_capacity(rows.len());
     for row in &rows {
-        let seq: i64 = row.try_get("seq")?;
-        let delivery = DeliveryRef {
-            id: row.try_get("id")?,
-            request_id: row.try_get("request_id")?,
-            attempt: row.try_get::<i64, _>("leases")? as u32,
-            lease: LeaseToken(row.try_get("lease_token")?),
-        };
-        let execution = execution_key(row);
-        // A row this binary cannot read (written by a newer version, or damaged) must not stop
-        // every other lease: it travels as an error, and the worker records it dead.
-        let content = row
-            .try_get::<String, _>("payload")
-            .map_err(|e| format!("the stored payload is not text: {e}"))
-            .and_then(|p| Payload::decode(&p));
-        leased.push((seq, delivery, execution, content));
+        leased.push(LeasedRow {
+            seq: row.try_get("seq")?,
+            delivery: DeliveryRef {
+                id: row.try_get("id")?,
+                request_id: row.try_get("request_id")?,
+                attempt: row.try_get::<i64, _>("leases")? as u32,
+                lease: LeaseToken(row.try_get("lease_token")?),
+            },
+            execution: execution_key(row)
+                .map_err(|e| format!("the stored execution id cannot be read: {e}")),
+            // A row this binary cannot read (written by a newer version, or damaged) must not
+            // stop every other lease: it travels as an error, and the worker records it dead.
+            content: row
+                .try_get::<String, _>("payload")
+                .map_err(|e| format!("the stored payload is not text: {e}"))
+                .and_then(|p| Payload::decode(&p)),
+        });
     }
-    // Version 2 payloads share their request's execution context: read each one once.
-    let wanted: Vec<&str> = leased
+    leased.sort_by_key(|r| r.seq);
+    Ok(leased)
+}
+
+/// Completes leased rows with their requests' execution contexts, read through the reader pool:
+/// a request row is immutable and committed before any of its deliveries can be leased, so this
+/// need not (and, to keep statements off the one writer, should not) run in the lease's
+/// transaction. Deliveries of one request share one copy.
+async fn with_contexts(
+    readers: &SqlitePool,
+    rows: Vec<LeasedRow>,
+) -> Result<Vec<LeasedDelivery>, LedgerError> {
+    let wanted: Vec<&str> = rows
         .iter()
-        .filter(|(_, _, _, c)| matches!(c, Ok((_, None))))
-        .map(|(_, d, _, _)| d.request_id.as_str())
+        .filter(|r| matches!(r.content, Ok((_, None))))
+        .map(|r| r.delivery.request_id.as_str())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -615,40 +639,30 @@ async fn lease(
             list.push_bind(*id);
         }
         sql.push(")");
-        for row in sql.build().fetch_all(&mut *conn).await? {
+        for row in sql.build().fetch_all(readers).await? {
             let bytes: Option<Vec<u8>> = row.try_get(1).ok().flatten();
             contexts.insert(row.try_get(0)?, bytes.map(Arc::from));
         }
     }
-    leased.sort_by_key(|(seq, ..)| *seq);
-    Ok(leased
+    Ok(rows
         .into_iter()
-        .map(|(_, delivery, execution, content)| {
-            let content = content.and_then(|(payload, own)| {
+        .map(|row| {
+            let request_id = &row.delivery.request_id;
+            let content = row.content.and_then(|(payload, own)| {
                 let context = match own {
                     Some(bytes) => Arc::from(bytes),
-                    None => contexts
-                        .get(&delivery.request_id)
-                        .cloned()
-                        .flatten()
-                        .ok_or_else(|| {
-                            format!(
-                                "request {} has no stored execution context",
-                                delivery.request_id
-                            )
-                        })?,
+                    None => contexts.get(request_id).cloned().flatten().ok_or_else(|| {
+                        format!("request {request_id} has no stored execution context")
+                    })?,
                 };
                 Ok((payload, context))
             });
-            let (execution, content) = match execution {
+            let (execution, content) = match row.execution {
                 Ok(key) => (key, content),
-                Err(e) => (
-                    ExecutionKey::default(),
-                    Err(format!("the stored execution id cannot be read: {e}")),
-                ),
+                Err(e) => (ExecutionKey::default(), Err(e)),
             };
             LeasedDelivery {
-                delivery,
+                delivery: row.delivery,
                 execution,
                 content,
             }

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Config for the server (e.g. to measure with SMTP instead of the Maildir).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The flyte-notify binary to run as the server; this one by default. Measuring an older
+    /// build with the same load generator compares releases on one machine in one sitting.
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,6 +128,19 @@ async fn run_cell(channels: &[Channel], rpc: Rpc, concurrency: usize, duration: 
     }
 }
 
+/// The server's CPU time so far (user + system), from /proc: per call, a steadier figure than
+/// calls per second on a machine whose other core is busy with the load generator.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -140,7 +157,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("flyte-notify-bench-{}", uuid::Uuid::new_v4()))
     });
-    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let exe = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("cannot find this binary")?,
+    };
     let mut command = tokio::process::Command::new(exe);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -208,19 +228,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     run_cell(&channels, Rpc::Enqueue, 4, Duration::from_millis(300)).await;
 
     println!(
-        "{:<12} {:>11} {:>12} {:>9} {:>9} {:>8} {:>10}",
-        "rpc", "concurrency", "calls/s", "p50 ms", "p99 ms", "errors", "vs health"
+        "{:<12} {:>11} {:>12} {:>9} {:>9} {:>8} {:>10} {:>13}",
+        "rpc",
+        "concurrency",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "vs health",
+        "server µs/call"
     );
     for &concurrency in &args.concurrency {
         let mut baseline = 0.0;
         for rpc in [Rpc::Health, Rpc::Enqueue] {
+            let cpu_before = cpu_time(pid);
             let cell = run_cell(&channels, rpc, concurrency, args.duration).await;
+            // For Enqueue this includes the worker delivering to the Maildir meanwhile.
+            let cpu_per_call = match (cpu_before, cpu_time(pid)) {
+                (Some(a), Some(b)) if cell.calls > 0 => {
+                    format!("{:.0}", (b - a).as_micros() as f64 / cell.calls as f64)
+                }
+                _ => "-".into(),
+            };
             let rate = cell.calls as f64 / cell.elapsed.as_secs_f64();
             if cell.rpc == Rpc::Health {
                 baseline = rate;
             }
             println!(
-                "{:<12} {:>11} {:>12.0} {:>9.2} {:>9.2} {:>8} {:>9.0}%",
+                "{:<12} {:>11} {:>12.0} {:>9.2} {:>9.2} {:>8} {:>9.0}% {:>13}",
                 match cell.rpc {
                     Rpc::Health => "health",
                     Rpc::Enqueue => "enqueue",
@@ -231,6 +266,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 cell.histogram.value_at_quantile(0.99) as f64 / 1000.0,
                 cell.errors,
                 100.0 * rate / baseline.max(1e-9),
+                cpu_per_call,
             );
         }
     }

@@ -292,6 +292,10 @@ pub struct Limits {
     pub max_template_bytes: usize,
     #[serde(default = "defaults::max_request_bytes")]
     pub max_request_bytes: usize,
+    /// The largest subject, HTML body or text body a notification may render to. Enqueue and
+    /// Preview refuse a notification over it; a stored one over it is recorded dead.
+    #[serde(default = "defaults::max_rendered_bytes")]
+    pub max_rendered_bytes: usize,
 }
 
 impl Default for Limits {
@@ -301,6 +305,7 @@ impl Default for Limits {
             max_notifications: defaults::max_notifications(),
             max_template_bytes: defaults::max_template_bytes(),
             max_request_bytes: defaults::max_request_bytes(),
+            max_rendered_bytes: defaults::max_rendered_bytes(),
         }
     }
 }
@@ -347,6 +352,9 @@ mod defaults {
         64 * 1024
     }
     pub fn max_request_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn max_rendered_bytes() -> usize {
         1024 * 1024
     }
 }

@@ -148,6 +148,7 @@ pub async fn run(
         body: config.notifications.emailer.body.clone(),
         sender: config.notifications.emailer.sender.clone(),
         console_url: svc.console_url.clone(),
+        max_rendered_bytes: svc.limits.max_rendered_bytes,
     });
     let notifier = Arc::new(Notifier::new(
         ledger.clone(),

@@ -19,6 +19,25 @@ pub const STALE_RECORDS: &str = "flyte_notify_stale_records_total";
 /// Requests refused with InvalidArgument.
 pub const INVALID: &str = "flyte_notify_invalid_requests_total";
 
+/// `parts` joined by `/` for a log field, with control characters escaped (`\n`, `\u{1b}`), so
+/// that a caller's execution name cannot end a log line early or forge another one.
+pub fn log_safe(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for c in part.chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// Serves GET /metrics on `addr` from a background task of the current runtime.
 pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     PrometheusBuilder::new()
@@ -27,4 +46,15 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
     tracing::info!("Prometheus metrics on http://{addr}/metrics");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_fields_cannot_break_a_line() {
+        assert_eq!(
+            super::log_safe(&["p", "d", "x\n2026-01-01 INFO forged\u{1b}[0m é"]),
+            "p/d/x\\n2026-01-01 INFO forged\\u{1b}[0m é"
+        );
+    }
 }

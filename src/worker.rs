@@ -150,10 +150,11 @@ impl Worker {
                 let span = tracing::info_span!(
                     "delivery",
                     id = %leased.delivery.id,
-                    execution = %format!(
-                        "{}/{}/{}",
-                        leased.execution.project, leased.execution.domain, leased.execution.name
-                    ),
+                    execution = %telemetry::log_safe(&[
+                        &leased.execution.project,
+                        &leased.execution.domain,
+                        &leased.execution.name,
+                    ]),
                     attempt = leased.delivery.attempt,
                 );
                 self.deliver(&handle, leased).instrument(span).await

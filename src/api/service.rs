@@ -49,8 +49,12 @@ impl NotificationService for GrpcNotificationService {
         &self,
         request: Request<PreviewRequest>,
     ) -> Result<Response<PreviewResponse>, Status> {
-        self.notifier
-            .preview(request.into_inner())
+        // Rendering is bounded, but up to megabytes of it would still hold an async worker
+        // thread; a blocking thread keeps health checks and other calls moving meanwhile.
+        let notifier = self.notifier.clone();
+        tokio::task::spawn_blocking(move || notifier.preview(request.into_inner()))
+            .await
+            .map_err(|e| to_status(crate::error::Error::Internal(anyhow::anyhow!(e))))?
             .map(Response::new)
             .map_err(to_status)
     }

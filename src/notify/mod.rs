@@ -27,6 +27,9 @@ use validate::Target;
 /// Page size when ListPendingRequest.limit is 0, and the largest allowed.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The most one Preview answers with: each message is bounded by `limits.maxRenderedBytes`, and
+/// this bounds their sum, so a small request cannot ask for a huge answer.
+pub const MAX_PREVIEW_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct Notifier {
     ledger: Arc<dyn Ledger>,
@@ -132,6 +135,18 @@ impl Notifier {
         let execution = valid.execution;
         let id = valid.execution_id;
         let (matched, unmatched) = expand(execution, &valid.targets);
+        // What would render too large is refused now, not found dead at send time.
+        let too_large: Vec<FieldViolation> = matched
+            .iter()
+            .filter_map(|m| {
+                self.renderer.check(execution, m).err().map(|e| {
+                    FieldViolation::new(format!("notifications[{}]", m.index), e.to_string())
+                })
+            })
+            .collect();
+        if !too_large.is_empty() {
+            return Err(Error::InvalidArgument(too_large));
+        }
 
         let request_id = if request.request_id.is_empty() {
             format!("server-{}", uuid::Uuid::now_v7())
@@ -183,7 +198,7 @@ impl Notifier {
                 }
                 tracing::info!(
                     %request_id,
-                    execution = %format!("{}/{}/{}", key.project, key.domain, key.name),
+                    execution = %crate::telemetry::log_safe(&[&key.project, &key.domain, &key.name]),
                     deliveries = delivery_ids.len(),
                     unmatched,
                     "accepted"
@@ -220,21 +235,42 @@ impl Notifier {
             Vec::new(),
         )?;
         let (matched, unmatched) = expand(valid.execution, &valid.targets);
-        let messages = matched
-            .iter()
-            .map(|m| {
-                let msg = self.renderer.render(valid.execution, m);
-                api::RenderedMessage {
-                    channel: m.channel.as_str().to_string(),
-                    recipients: msg.recipients,
-                    sender: msg.sender,
-                    subject: msg.subject,
-                    html_body: msg.html_body,
-                    text_body: msg.text_body,
-                    notification_index: m.index,
+        let mut messages = Vec::with_capacity(matched.len());
+        let mut violations = Vec::new();
+        let mut total = 0;
+        for m in &matched {
+            match self.renderer.render(valid.execution, m) {
+                Ok(msg) => {
+                    total += msg.subject.len() + msg.html_body.len() + msg.text_body.len();
+                    messages.push(api::RenderedMessage {
+                        channel: m.channel.as_str().to_string(),
+                        recipients: msg.recipients,
+                        sender: msg.sender,
+                        subject: msg.subject,
+                        html_body: msg.html_body,
+                        text_body: msg.text_body,
+                        notification_index: m.index,
+                    });
                 }
-            })
-            .collect();
+                Err(e) => violations.push(FieldViolation::new(
+                    format!("notifications[{}]", m.index),
+                    e.to_string(),
+                )),
+            }
+            if total > MAX_PREVIEW_BYTES {
+                violations.push(FieldViolation::new(
+                    "notifications",
+                    format!(
+                        "the preview would be over {MAX_PREVIEW_BYTES} bytes; preview fewer \
+                         notifications at a time"
+                    ),
+                ));
+                break;
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
         Ok(api::PreviewResponse {
             messages,
             unmatched_notifications: unmatched,
@@ -311,7 +347,10 @@ pub fn render_stored(
         template: &payload.template,
     };
     match wire {
-        Channel::Email => Ok(Rendered::Email(renderer.render(&execution, &expanded))),
+        Channel::Email => renderer
+            .render(&execution, &expanded)
+            .map(Rendered::Email)
+            .map_err(|e| format!("the message cannot be sent: {e}")),
         // Native Slack, PagerDuty and webhook senders bring their renderers with them; until
         // then the router only ever picks email.
         other => Err(format!("no renderer for native {other} messages")),

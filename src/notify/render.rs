@@ -6,21 +6,44 @@
 //! left as they are in the text body and subject.
 
 use askama::Template;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::template::{self, Values, Variable};
 use crate::delivery::{Channel, EmailMessage};
 use crate::proto::flyteidl::core::{ExecutionError, workflow_execution::Phase};
 use crate::proto::flytenotify::v1::ExecutionContext;
 
+/// What may not stand raw in a URL path segment (RFC 3986): everything but unreserved characters
+/// and the few sub-delimiters that are harmless there.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// Used when `emailer.sender` is empty.
 pub const DEFAULT_SENDER: &str = "flyte-notify@localhost";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Renderer {
     pub subject: String,
     pub body: String,
     pub sender: String,
     pub console_url: String,
+    /// The largest subject or body sent (`limits.maxRenderedBytes`).
+    pub max_rendered_bytes: usize,
 }
 
 /// What one matching notification asks for.
@@ -160,78 +183,191 @@ impl Renderer {
         if self.console_url.is_empty() {
             return None;
         }
+        // Execution fields are caller input: each goes in as one encoded path segment, so a
+        // name with `/`, `?` or `#` cannot point the link somewhere else.
+        let segment = |s| utf8_percent_encode(s, PATH_SEGMENT).to_string();
         Some(format!(
-            "{}/projects/{project}/domains/{domain}/executions/{name}",
-            self.console_url.trim_end_matches('/')
+            "{}/projects/{}/domains/{}/executions/{}",
+            self.console_url.trim_end_matches('/'),
+            segment(project),
+            segment(domain),
+            segment(name),
         ))
     }
 
-    /// The email for one matching notification: what Preview shows and what an email sender sends.
+    /// The email for one matching notification: what Preview shows and what an email sender
+    /// sends. Refused when a part would exceed `max_rendered_bytes`; measured before it is built,
+    /// so a template that would expand to gigabytes costs no more than reading it.
     pub fn render(
         &self,
         execution: &ExecutionContext,
         notification: &Expanded<'_>,
-    ) -> EmailMessage {
+    ) -> Result<EmailMessage, TooLarge> {
         let values = values(execution);
-        let project = values.get(Variable::Project);
-        let domain = values.get(Variable::Domain);
-        let name = values.get(Variable::Name);
-        let phase = values.get(Variable::Phase);
+        self.check_custom(&values, notification)?;
+        let subject = self.subject(&values);
+        let (html_body, text_body) = match self.custom_body(notification) {
+            Some(t) => (
+                crlf(&template::render(t, &values, escape_html)),
+                crlf(&template::render(t, &values, str::to_string)),
+            ),
+            None => self.default_bodies(execution, &values)?,
+        };
+        Ok(EmailMessage {
+            html_body,
+            text_body,
+            recipients: notification.recipients.to_vec(),
+            sender: self.sender().to_string(),
+            subject,
+        })
+    }
 
+    /// Whether `render` would succeed, without rendering unless a body could be too large: what
+    /// Enqueue checks before it accepts a notification.
+    pub fn check(
+        &self,
+        execution: &ExecutionContext,
+        notification: &Expanded<'_>,
+    ) -> Result<(), TooLarge> {
+        let values = values(execution);
+        self.check_custom(&values, notification)?;
+        if self.custom_body(notification).is_none() {
+            // The built-in bodies use each value at most twice, escaped at most five-fold, plus
+            // a few KiB of markup: only when that bound is over the limit are they rendered to
+            // measure them.
+            let inputs: usize = Variable::ALL
+                .iter()
+                .map(|v| values.get(*v).len())
+                .sum::<usize>()
+                + execution
+                    .error
+                    .as_ref()
+                    .map_or(0, |e| e.code.len() + e.message.len())
+                + self.console_url.len();
+            if DEFAULT_BODY_MARKUP + 2 * 6 * inputs > self.max_rendered_bytes {
+                self.default_bodies(execution, &values)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn custom_body<'a>(&'a self, notification: &Expanded<'a>) -> Option<&'a str> {
+        [notification.template, self.body.as_str()]
+            .into_iter()
+            .find(|t| !t.is_empty())
+    }
+
+    /// Measures the configured subject and a custom body in every form they are sent in.
+    fn check_custom(&self, values: &Values, notification: &Expanded<'_>) -> Result<(), TooLarge> {
+        let max = self.max_rendered_bytes;
+        let fits = |part, size: usize| {
+            if size > max {
+                Err(TooLarge { part, size, max })
+            } else {
+                Ok(())
+            }
+        };
+        if !self.subject.is_empty() {
+            fits(
+                "subject",
+                template::rendered_len(&self.subject, values, str::len),
+            )?;
+        }
+        if let Some(t) = self.custom_body(notification) {
+            // Upper bounds: CRLF conversion adds at most one byte per line end.
+            fits(
+                "HTML body",
+                template::rendered_len(t, values, |v| html_escaped_len(v) + line_ends(v))
+                    + line_ends(t),
+            )?;
+            fits(
+                "text body",
+                template::rendered_len(t, values, |v| v.len() + line_ends(v)) + line_ends(t),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn subject(&self, values: &Values) -> String {
         let subject = if self.subject.is_empty() {
             DefaultSubject {
-                project,
-                domain,
-                name,
-                phase,
+                project: values.get(Variable::Project),
+                domain: values.get(Variable::Domain),
+                name: values.get(Variable::Name),
+                phase: values.get(Variable::Phase),
             }
             .render()
             .expect("the default subject template renders")
         } else {
-            template::render(&self.subject, &values, str::to_string)
+            template::render(&self.subject, values, str::to_string)
         };
         // A header is one line: a newline from a value (an error message, say) would end it early.
-        let subject = subject.trim().replace(['\r', '\n'], " ");
-
-        let custom = [notification.template, self.body.as_str()]
-            .into_iter()
-            .find(|t| !t.is_empty());
-        let (html_body, text_body) = match custom {
-            Some(t) => (
-                template::render(t, &values, escape_html),
-                template::render(t, &values, str::to_string),
-            ),
-            None => {
-                let body = DefaultBody {
-                    project,
-                    domain,
-                    name,
-                    phase,
-                    workflow: identifier(execution.workflow.as_ref()),
-                    launch_plan: identifier(execution.launch_plan.as_ref()),
-                    occurred_at: execution.occurred_at.as_ref().and_then(|t| {
-                        chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-                            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                    }),
-                    error: execution.error.as_ref(),
-                    console_link: self.console_link(project, domain, name),
-                };
-                (
-                    DefaultHtml { d: &body }
-                        .render()
-                        .expect("the default HTML template renders"),
-                    DefaultText { d: &body }
-                        .render()
-                        .expect("the default text template renders"),
-                )
-            }
-        };
-        EmailMessage {
-            html_body: crlf(&html_body),
-            text_body: crlf(&text_body),
-            recipients: notification.recipients.to_vec(),
-            sender: self.sender().to_string(),
-            subject,
-        }
+        subject.trim().replace(['\r', '\n'], " ")
     }
+
+    fn default_bodies(
+        &self,
+        execution: &ExecutionContext,
+        values: &Values,
+    ) -> Result<(String, String), TooLarge> {
+        let project = values.get(Variable::Project);
+        let domain = values.get(Variable::Domain);
+        let name = values.get(Variable::Name);
+        let body = DefaultBody {
+            project,
+            domain,
+            name,
+            phase: values.get(Variable::Phase),
+            workflow: identifier(execution.workflow.as_ref()),
+            launch_plan: identifier(execution.launch_plan.as_ref()),
+            occurred_at: execution.occurred_at.as_ref().and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            }),
+            error: execution.error.as_ref(),
+            console_link: self.console_link(project, domain, name),
+        };
+        let html = crlf(
+            &DefaultHtml { d: &body }
+                .render()
+                .expect("the default HTML template renders"),
+        );
+        let text = crlf(
+            &DefaultText { d: &body }
+                .render()
+                .expect("the default text template renders"),
+        );
+        let max = self.max_rendered_bytes;
+        for (part, size) in [("HTML body", html.len()), ("text body", text.len())] {
+            if size > max {
+                return Err(TooLarge { part, size, max });
+            }
+        }
+        Ok((html, text))
+    }
+}
+
+/// Markup of the built-in bodies beyond the values they show: a generous bound.
+const DEFAULT_BODY_MARKUP: usize = 8 * 1024;
+
+/// A part of a message would be larger than the configured maximum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("its {part} would be {size} bytes; at most {max} are sent (limits.maxRenderedBytes)")]
+pub struct TooLarge {
+    pub part: &'static str,
+    pub size: usize,
+    pub max: usize,
+}
+
+/// The length of `escape_html(s)`: askama writes each of `<>&"'` as a five-byte `&#NN;`.
+pub fn html_escaped_len(s: &str) -> usize {
+    s.len()
+        + 4 * s
+            .bytes()
+            .filter(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\''))
+            .count()
+}
+
+fn line_ends(s: &str) -> usize {
+    s.bytes().filter(|b| matches!(b, b'\n' | b'\r')).count()
 }

@@ -12,6 +12,22 @@ use crate::proto::flyteidl::core::workflow_execution::Phase;
 use crate::proto::flytenotify::v1::ExecutionContext;
 
 pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// Project, domain, name, org and version of the execution, workflow and launch plan ids.
+/// Flyte's own are far shorter; this only keeps a caller from filling every email with them.
+pub const MAX_ID_FIELD_BYTES: usize = 512;
+pub const MAX_ERROR_CODE_BYTES: usize = 1024;
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 256 * 1024;
+pub const MAX_ERROR_URI_BYTES: usize = 4096;
+pub const MAX_ERROR_WORKER_BYTES: usize = 1024;
+
+fn at_most(field: String, value: &str, max: usize, out: &mut Vec<FieldViolation>) {
+    if value.len() > max {
+        out.push(FieldViolation::new(
+            field,
+            format!("{} bytes; at most {max}", value.len()),
+        ));
+    }
+}
 
 pub fn is_terminal(phase: i32) -> bool {
     matches!(
@@ -113,13 +129,46 @@ pub fn execution<'a>(
             format!("must be a terminal phase (SUCCEEDED, FAILED, ABORTED, TIMED_OUT); got {name}"),
         ));
     }
-    if let Some(error) = &execution.error
-        && error.message.len() > 256 * 1024
-    {
-        out.push(FieldViolation::new(
-            "execution.error.message",
-            "at most 262144 bytes",
-        ));
+    if let Some(id) = &execution.execution_id {
+        for (field, value) in [
+            ("project", &id.project),
+            ("domain", &id.domain),
+            ("name", &id.name),
+            ("org", &id.org),
+        ] {
+            at_most(
+                format!("execution.execution_id.{field}"),
+                value,
+                MAX_ID_FIELD_BYTES,
+                out,
+            );
+        }
+    }
+    for (path, id) in [
+        ("execution.workflow", &execution.workflow),
+        ("execution.launch_plan", &execution.launch_plan),
+    ] {
+        if let Some(id) = id {
+            for (field, value) in [
+                ("project", &id.project),
+                ("domain", &id.domain),
+                ("name", &id.name),
+                ("version", &id.version),
+                ("org", &id.org),
+            ] {
+                at_most(format!("{path}.{field}"), value, MAX_ID_FIELD_BYTES, out);
+            }
+        }
+    }
+    if let Some(error) = &execution.error {
+        for (field, value, max) in [
+            ("code", &error.code, MAX_ERROR_CODE_BYTES),
+            ("message", &error.message, MAX_ERROR_MESSAGE_BYTES),
+            ("error_uri", &error.error_uri, MAX_ERROR_URI_BYTES),
+            ("worker", &error.worker, MAX_ERROR_WORKER_BYTES),
+        ] {
+            at_most(format!("execution.error.{field}"), value, max, out);
+        }
     }
     Some((execution, execution.execution_id.as_ref()?))
 }
@@ -214,11 +263,8 @@ fn recipients(path: &str, recipients: &[String], limits: &Limits, out: &mut Vec<
         let field = format!("{field}[{k}]");
         if r.trim().is_empty() {
             out.push(FieldViolation::new(field, "missing recipient"));
-        } else if r.parse::<lettre::Address>().is_err() {
-            out.push(FieldViolation::new(
-                field,
-                format!("{r:?} is not an email address"),
-            ));
+        } else if let Err(problem) = crate::delivery::email_address(r) {
+            out.push(FieldViolation::new(field, problem));
         }
     }
 }

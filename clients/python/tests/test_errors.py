@@ -81,3 +81,23 @@ def test_inputs_that_cannot_be_encoded_fail_before_any_call(closed_port: int, ca
         with pytest.raises(exception, match=None) as caught:
             call(client)  # type: ignore[operator]
     assert text in str(caught.value)
+
+
+def test_a_hundred_bad_recipients_give_readable_capped_field_errors(
+    client: NotificationClient, execution_name: str
+) -> None:
+    # grpcio (C-core) refuses more than 8 KiB of response metadata with RESOURCE_EXHAUSTED, which
+    # would hide every field error; the server caps what it sends so that this arrives whole.
+    recipients = [f"not an address {i} " + "x" * 200 for i in range(100)]
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.enqueue(
+            f"p/d/{execution_name}",
+            "FAILED",
+            [{"phases": ["FAILED"], "email": {"recipients_email": recipients}}],
+        )
+    error = caught.value
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields(error)[:20] == [f"notifications[0].email.recipients_email[{i}]" for i in range(20)]
+    assert fields(error)[20] == "request"
+    assert error.field_violations[20].description.startswith("80 more problems")
+    assert "not an email address" in error.field_violations[0].description

@@ -6,7 +6,7 @@ pub mod smtp;
 use lettre::message::{Mailbox, Mailboxes, MultiPart, header};
 
 use super::SendError;
-use crate::delivery::{DeliveryRef, EmailMessage, Rendered};
+use crate::delivery::{DeliveryRef, EmailMessage, Rendered, email_address};
 
 /// The email in `message`, or the error a non-email sender would give.
 pub fn email_of<'a>(sender: &str, message: &'a Rendered) -> Result<&'a EmailMessage, SendError> {
@@ -28,16 +28,11 @@ pub fn build_email(
     delivery: &DeliveryRef,
     message: &EmailMessage,
 ) -> Result<lettre::Message, SendError> {
-    let from: Mailbox = message
-        .sender
-        .parse()
-        .map_err(|e| SendError::permanent(format!("sender {:?}: {e}", message.sender)))?;
+    let from =
+        email_address(&message.sender).map_err(|e| SendError::permanent(format!("sender: {e}")))?;
     let mut to = Mailboxes::new();
     for r in &message.recipients {
-        let mailbox: Mailbox = r
-            .parse()
-            .map_err(|e| SendError::permanent(format!("recipient {r:?}: {e}")))?;
-        to.push(mailbox);
+        to.push(email_address(r).map_err(|e| SendError::permanent(format!("recipient: {e}")))?);
     }
     lettre::Message::builder()
         .message_id(Some(message_id(delivery, &from)))

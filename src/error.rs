@@ -47,6 +47,9 @@ impl From<crate::ledger::LedgerError> for Error {
             crate::ledger::LedgerError::Closed => Error::Unavailable(
                 "the service is shutting down; retry on another replica or later".into(),
             ),
+            crate::ledger::LedgerError::Unavailable(problem) => {
+                Error::Unavailable(format!("{problem}; retry later"))
+            }
             other => Error::Internal(anyhow::Error::new(other)),
         }
     }

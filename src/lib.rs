@@ -171,12 +171,19 @@ pub async fn run(
     let deadline = svc.shutdown_deadline;
     let worker_task = tokio::spawn(worker.run(stopping.clone(), deadline));
 
+    let serving = store_health(ledger.clone(), stopping.clone());
+
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %svc.data_dir.display(), "flyte-notify listening on {local}");
-    let mut server = tokio::spawn(api::serve(notifier, listener, async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
-    }));
+    let mut server = tokio::spawn(api::serve(
+        notifier,
+        listener,
+        async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        },
+        serving,
+    ));
     let mut stopping_rx = stopping;
     let served = tokio::select! {
         r = &mut server => r,
@@ -203,6 +210,28 @@ pub async fn run(
         Ok(r) => r.context("gRPC server failed"),
         Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
     }
+}
+
+/// Whether the ledger can write, checked every second until `stopping`: what gRPC health reports.
+fn store_health(
+    ledger: Arc<dyn Ledger>,
+    mut stopping: watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(ledger.trouble().is_none());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            tx.send_if_modified(|up| {
+                let now = ledger.trouble().is_none();
+                std::mem::replace(up, now) != now
+            });
+        }
+    });
+    rx
 }
 
 /// Completes on SIGINT or SIGTERM.

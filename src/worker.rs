@@ -15,9 +15,9 @@ use tracing::Instrument;
 use crate::channels::{Router, SendError};
 use crate::config::RetryPolicy;
 use crate::delivery::{DeliveryRef, Outcome, Rendered};
-use crate::ledger::{LeasedDelivery, Ledger};
+use crate::ledger::{LeasedDelivery, Ledger, LedgerError};
 use crate::notify::render::Renderer;
-use crate::queue::{AckHandle, Queue, QueueItem, Work};
+use crate::queue::{AckHandle, Queue, QueueError, QueueItem, Work};
 use crate::telemetry;
 
 /// How soon work that could not be recorded is offered again.
@@ -101,6 +101,12 @@ impl Worker {
             };
             let items = match received {
                 Ok(items) => items,
+                Err(QueueError::Ledger(LedgerError::Unavailable(_))) => {
+                    // The ledger has said so once, loudly; the worker waits it out quietly.
+                    drop(first);
+                    tokio::time::sleep(this.poll_interval).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot receive deliveries; retrying shortly");
                     drop(first);

@@ -189,3 +189,152 @@ async fn a_stored_delivery_that_renders_too_large_dies_alone_and_restarts_cleanl
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].state, DeliveryState::Dead as i32);
 }
+
+#[tokio::test]
+async fn damaged_ledger_rows_die_alone_while_everything_else_goes_on() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    // Accepted while the mail server is down, so that every row is still in the ledger.
+    let config = format!(
+        "notifications:\n  emailer:\n    emailServerConfig: {{ serviceName: smtp, smtpServer: 127.0.0.1, smtpPort: \"{closed}\" }}\nflyteNotify:\n  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }}\n"
+    );
+    let mut server = Server::start(dir.path(), Some(&config));
+    let mut client = server.client().await;
+    let names = [
+        "bad-id",
+        "bad-name",
+        "bad-payload-type",
+        "bad-version",
+        "good-1",
+        "good-2",
+    ];
+    for name in names {
+        client
+            .enqueue(EnqueueRequest {
+                request_id: name.into(),
+                execution: Some(failed_execution(name)),
+                notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+            })
+            .await
+            .unwrap();
+    }
+    drop(client);
+    assert_eq!(server.terminate(), Some(0));
+
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir.join("ledger.sqlite").display()
+    );
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for damage in [
+        // An id that is not UTF-8: no outcome could ever be recorded against it.
+        "UPDATE deliveries SET id = CAST(X'ff' || id AS TEXT) WHERE request_id = 'bad-id'",
+        // An execution name that is not UTF-8.
+        "UPDATE deliveries SET name = CAST(X'c3' AS TEXT) WHERE request_id = 'bad-name'",
+        // A payload of the wrong type.
+        "UPDATE deliveries SET payload = X'00ff' WHERE request_id = 'bad-payload-type'",
+        // A payload from a version this one does not know.
+        "UPDATE deliveries SET payload = '{\"version\":\"99\"}' WHERE request_id = 'bad-version'",
+        "UPDATE deliveries SET next_attempt_at = 0",
+    ] {
+        sqlx::query(damage).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+
+    // Back on the Maildir: it starts, the good rows go out, and Enqueue works meanwhile.
+    let server = Server::start(dir.path(), None);
+    let client = server.client().await;
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .enqueue(EnqueueRequest {
+                        request_id: format!("meanwhile-{i}"),
+                        execution: Some(failed_execution(&format!("meanwhile-{i}"))),
+                        notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await
+            .unwrap()
+            .expect("an Enqueue beside the damaged rows failed");
+    }
+    let mails = wait_for_messages(&server.maildir(), 22, Duration::from_secs(20));
+    assert_eq!(mails.len(), 22, "log:\n{}", server.log());
+    let mut client = client;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let left = list_all(&mut client, "").await;
+        if left.len() == 4 && left.iter().all(|d| d.state == DeliveryState::Dead as i32) {
+            break left;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left:?}\nlog:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = |request_id: &str| {
+        dead.iter()
+            .find(|d| d.request_id == request_id)
+            .unwrap_or_else(|| panic!("{request_id} not listed: {dead:?}"))
+            .last_error
+            .clone()
+    };
+    assert!(
+        reason("bad-id").contains("id is not UTF-8"),
+        "{}",
+        reason("bad-id")
+    );
+    assert!(
+        reason("bad-name").contains("name is not UTF-8"),
+        "{}",
+        reason("bad-name")
+    );
+    assert!(
+        reason("bad-payload-type").contains("cannot be read"),
+        "{}",
+        reason("bad-payload-type")
+    );
+    assert!(
+        reason("bad-version").contains("cannot be read by this version"),
+        "{}",
+        reason("bad-version")
+    );
+    assert!(healthy(&server).await);
+}
+
+#[tokio::test]
+async fn a_ledger_file_deleted_while_running_stops_acknowledgements_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let mut client = server.client().await;
+    let ordinary = |id: &str| EnqueueRequest {
+        request_id: id.into(),
+        execution: Some(failed_execution(id)),
+        notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+    };
+    client.enqueue(ordinary("before")).await.unwrap();
+    std::fs::remove_file(server.data_dir.join("ledger.sqlite")).unwrap();
+
+    // Acknowledging into the unlinked file would lose it all at the next restart.
+    let status = client.enqueue(ordinary("after")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("is gone"), "{}", status.message());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while healthy(&server).await {
+        assert!(Instant::now() < deadline, "health still SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.log().contains("ledger.sqlite is gone"),
+        "{}",
+        server.log()
+    );
+}

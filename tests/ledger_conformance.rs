@@ -648,3 +648,56 @@ async fn the_single_process_store_refuses_a_second_opener() {
     first.close().await;
     SqliteLedger::open(&path).await.unwrap().close().await;
 }
+
+#[tokio::test]
+async fn one_failing_call_in_a_shared_commit_fails_only_its_own_caller() {
+    for backend in backends() {
+        let (_dir, ledger) = fresh(backend).await;
+        ledger
+            .accept(request(
+                "first",
+                "fp",
+                vec![delivery("taken", 0, Channel::Email)],
+            ))
+            .await
+            .unwrap();
+        // Many calls at once share commits; one of them reuses a delivery id, which the store
+        // refuses. Only that one may fail.
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let ledger = ledger.clone();
+            let id = if i == 25 {
+                "taken".to_string()
+            } else {
+                format!("d{i}")
+            };
+            tasks.push(tokio::spawn(async move {
+                ledger
+                    .accept(request(
+                        &format!("r{i}"),
+                        "fp",
+                        vec![delivery(&id, 0, Channel::Email)],
+                    ))
+                    .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let result = t.await.unwrap();
+            if i == 25 {
+                assert!(result.is_err(), "{backend:?}: the colliding call succeeded");
+            } else {
+                assert!(
+                    matches!(result, Ok(AcceptOutcome::Accepted { .. })),
+                    "{backend:?}: call {i}: {result:?}"
+                );
+            }
+        }
+        assert_eq!(pending_ids(&*ledger, vec![]).await.len(), 50);
+        assert_eq!(
+            ledger.trouble(),
+            None,
+            "one bad call is not the store's trouble"
+        );
+        ledger.close().await;
+    }
+}

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -25,19 +26,32 @@ pub use service::GrpcNotificationService;
 const TRANSPORT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING, and waits for
-/// calls in flight.
+/// calls in flight. gRPC health follows `serving` meanwhile (false while the ledger cannot write).
 pub async fn serve(
     notifier: Arc<Notifier>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    mut serving: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-        .await;
+    let status = |up: bool| {
+        if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    };
+    let up = *serving.borrow_and_update();
+    reporter.set_service_status("", status(up)).await;
+    reporter.set_service_status(SERVICE_NAME, status(up)).await;
+    let follower = reporter.clone();
+    let follow = tokio::spawn(async move {
+        while serving.changed().await.is_ok() {
+            let up = *serving.borrow_and_update();
+            follower.set_service_status("", status(up)).await;
+            follower.set_service_status(SERVICE_NAME, status(up)).await;
+        }
+    });
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -55,6 +69,7 @@ pub async fn serve(
 
     let shutdown = async move {
         shutdown.await;
+        follow.abort();
         reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;

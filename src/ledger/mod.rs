@@ -160,6 +160,9 @@ pub enum LedgerError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Locked(String),
+    /// The store cannot write now (disk full, I/O failure, its file gone); retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the ledger is closed")]
     Closed,
     #[error("ledger I/O error: {0}")]
@@ -194,6 +197,9 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// How long until the earliest delivery waiting to be sent is due (zero when one is due now).
     async fn next_due(&self) -> Result<Option<Duration>, LedgerError>;
+
+    /// Why the store cannot write, while it cannot: health reports NOT_SERVING meanwhile.
+    fn trouble(&self) -> Option<String>;
 
     /// Flushes and stops; later calls fail with `Closed`.
     async fn close(&self);

@@ -33,18 +33,43 @@ const MAX_BATCH: usize = 1024;
 /// The name of the lock file in the ledger's directory.
 pub const LOCK_FILE: &str = "flyte-notify.lock";
 
-type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
-
-enum Op {
-    Accept(Box<NewRequest>, Reply<AcceptOutcome>),
-    Record(Vec<(DeliveryRef, Outcome)>, Reply<Recorded>),
-    Lease {
-        max: usize,
-        lease_for: Duration,
-        reply: Reply<Vec<LeasedRow>>,
-    },
-    Release(DeliveryRef, Duration, Reply<()>),
+/// One write a caller asked for.
+enum Work {
+    Accept(Box<NewRequest>),
+    Record(Vec<(DeliveryRef, Outcome)>),
+    Lease { max: usize, lease_for: Duration },
+    Release(DeliveryRef, Duration),
 }
+
+/// What a write came to, in the same shape.
+enum Done {
+    Accept(AcceptOutcome),
+    Record(Recorded),
+    Lease(Vec<LeasedRow>),
+    Release,
+}
+
+type Reply = oneshot::Sender<Result<Done, LedgerError>>;
+
+struct Op {
+    work: Work,
+    reply: Reply,
+}
+
+/// What is wrong with the store, when writes cannot succeed: shared by the writer, which finds
+/// out, and health, which reports it.
+#[derive(Debug, Clone)]
+struct Problem {
+    reason: String,
+    /// A full disk: a small write may still fit while an Enqueue does not, so this clears only
+    /// when space is seen to be back, never by one write that happened to fit.
+    needs_space: bool,
+}
+
+type Trouble = Arc<Mutex<Option<Problem>>>;
+
+/// Space that must be free before a full disk counts as having room again.
+const SPACE_PROBE_BYTES: usize = 256 * 1024;
 
 pub struct SqliteLedger {
     writer: Mutex<Option<mpsc::Sender<Op>>>,
@@ -52,6 +77,9 @@ pub struct SqliteLedger {
     readers: SqlitePool,
     /// Held while the store is open; the OS drops it when the process ends, even by SIGKILL.
     lock: Mutex<Option<std::fs::File>>,
+    trouble: Trouble,
+    dir: std::path::PathBuf,
+    last_space_probe: Mutex<Option<std::time::Instant>>,
 }
 
 /// The process clock. The single writer is the only place a write takes the time, so the times in
@@ -94,29 +122,59 @@ impl SqliteLedger {
              WHERE lease_until IS NOT NULL OR lease_token IS NOT NULL",
         )
         .execute(&mut conn)
-        .await?
-        .rows_affected();
-        if released > 0 {
-            tracing::warn!(
+        .await;
+        match released.map(|r| r.rows_affected()) {
+            Ok(0) => {}
+            Ok(released) => tracing::warn!(
                 released,
                 "resuming deliveries a previous run left in the middle of a send; they go out again"
-            );
+            ),
+            // On a full disk the store still opens, to serve reads; the leases run out by
+            // themselves and those deliveries go out then.
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot end the leases a previous run left; they go out when the leases run out"
+            ),
         }
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(writer_loop(conn, rx));
+        let trouble = Trouble::default();
+        let writer = Writer {
+            conn,
+            file: FileIdentity::of(path)?,
+            path: path.to_owned(),
+            trouble: trouble.clone(),
+        };
+        let task = tokio::spawn(writer.run(rx));
         Ok(Self {
             writer: Mutex::new(Some(tx)),
             writer_task: Mutex::new(Some(task)),
             readers,
             lock: Mutex::new(Some(lock)),
+            trouble,
+            dir: dir.to_owned(),
+            last_space_probe: Mutex::new(None),
         })
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, LedgerError> {
+    /// Whether SPACE_PROBE_BYTES can be written beside the ledger again; tried at most once a
+    /// second, the file removed at once.
+    fn space_is_back(&self) -> bool {
+        let mut last = self.last_space_probe.lock().expect("probe lock poisoned");
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        let probe = self.dir.join(".flyte-notify-space-probe");
+        let fits = std::fs::write(&probe, vec![0u8; SPACE_PROBE_BYTES]).is_ok();
+        let _ = std::fs::remove_file(&probe);
+        fits
+    }
+
+    async fn call(&self, work: Work) -> Result<Done, LedgerError> {
         let sender = self
             .writer
             .lock()
@@ -125,7 +183,7 @@ impl SqliteLedger {
             .ok_or(LedgerError::Closed)?;
         let (reply, rx) = oneshot::channel();
         sender
-            .send(make(reply))
+            .send(Op { work, reply })
             .await
             .map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
@@ -155,8 +213,10 @@ fn lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
 #[async_trait]
 impl Ledger for SqliteLedger {
     async fn accept(&self, request: NewRequest) -> Result<AcceptOutcome, LedgerError> {
-        self.call(|reply| Op::Accept(Box::new(request), reply))
-            .await
+        match self.call(Work::Accept(Box::new(request))).await? {
+            Done::Accept(outcome) => Ok(outcome),
+            _ => unreachable!("the writer answers an accept with an accept"),
+        }
     }
 
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError> {
@@ -227,26 +287,36 @@ impl Ledger for SqliteLedger {
         max: usize,
         lease_for: Duration,
     ) -> Result<Vec<LeasedDelivery>, LedgerError> {
-        let rows = self
-            .call(|reply| Op::Lease {
-                max,
-                lease_for,
-                reply,
-            })
-            .await?;
-        with_contexts(&self.readers, rows).await
+        match self.call(Work::Lease { max, lease_for }).await? {
+            Done::Lease(rows) => with_contexts(&self.readers, rows).await,
+            _ => unreachable!("the writer answers a lease with a lease"),
+        }
     }
 
     async fn record(&self, outcomes: Vec<(DeliveryRef, Outcome)>) -> Result<Recorded, LedgerError> {
         if outcomes.is_empty() {
             return Ok(Recorded::default());
         }
-        self.call(|reply| Op::Record(outcomes, reply)).await
+        match self.call(Work::Record(outcomes)).await? {
+            Done::Record(recorded) => Ok(recorded),
+            _ => unreachable!("the writer answers a record with a record"),
+        }
     }
 
     async fn release(&self, delivery: &DeliveryRef, delay: Duration) -> Result<(), LedgerError> {
-        let delivery = delivery.clone();
-        self.call(|reply| Op::Release(delivery, delay, reply)).await
+        match self.call(Work::Release(delivery.clone(), delay)).await? {
+            Done::Release => Ok(()),
+            _ => unreachable!("the writer answers a release with a release"),
+        }
+    }
+
+    fn trouble(&self) -> Option<String> {
+        let mut trouble = self.trouble.lock().expect("trouble lock poisoned");
+        if trouble.as_ref().is_some_and(|p| p.needs_space) && self.space_is_back() {
+            tracing::warn!("the ledger's disk has room again; accepting notifications");
+            *trouble = None;
+        }
+        trouble.as_ref().map(|p| p.reason.clone())
     }
 
     async fn next_due(&self) -> Result<Option<Duration>, LedgerError> {
@@ -276,108 +346,233 @@ impl Ledger for SqliteLedger {
     }
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let size = batch.len();
-        metrics::histogram!(crate::telemetry::BATCH_SIZE).record(size as f64);
-        let started = std::time::Instant::now();
-        apply_batch(&mut conn, &mut batch).await;
-        tracing::trace!(
-            size,
-            micros = started.elapsed().as_micros() as u64,
-            "ledger batch committed"
-        );
-    }
-    let _ = conn.close().await;
+/// The file the store opened, to notice when it is deleted or replaced underneath: SQLite would go
+/// on writing into the unlinked file, and everything acknowledged would vanish at the restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
 }
 
-/// Applies a whole batch in one transaction, with a handful of statements whatever its size:
-/// every statement is a round trip to SQLite's worker thread, and that, not the disk, is what
-/// bounds a per-call design. Nobody hears "accepted" before the commit is on disk; if any
-/// statement fails, the batch is rolled back and every call in it gets the error.
-async fn apply_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) {
-    let mut accepts = Vec::new();
-    let mut records = Vec::new();
-    let mut leases = Vec::new();
-    let mut releases = Vec::new();
-    for op in batch.drain(..) {
-        match op {
-            Op::Accept(request, reply) => accepts.push((request, reply)),
-            Op::Record(outcomes, reply) => records.push((outcomes, reply)),
-            Op::Lease {
-                max,
-                lease_for,
-                reply,
-            } => leases.push(((max, lease_for), reply)),
-            Op::Release(delivery, delay, reply) => releases.push(((delivery, delay), reply)),
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
+}
+
+/// The one connection that writes, and what it knows about the store's health.
+struct Writer {
+    conn: SqliteConnection,
+    path: std::path::PathBuf,
+    file: FileIdentity,
+    trouble: Trouble,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!(crate::telemetry::BATCH_SIZE).record(batch.len() as f64);
+            self.apply(std::mem::take(&mut batch)).await;
+        }
+        let _ = self.conn.close().await;
+    }
+
+    /// Applies a whole batch in one transaction, with a handful of statements whatever its size:
+    /// every statement is a round trip to SQLite's worker thread, and that, not the disk, is what
+    /// bounds a per-call design. Nobody hears "accepted" before the commit is on disk. If the
+    /// batch fails, each op is tried again alone, so one op that cannot be applied fails only its
+    /// own caller; when the store itself cannot write (disk full, I/O), everyone hears so at once.
+    async fn apply(&mut self, ops: Vec<Op>) {
+        if let Some(problem) = self.file_problem() {
+            self.set_trouble(problem.clone(), false);
+            for op in ops {
+                let _ = op
+                    .reply
+                    .send(Err(LedgerError::Unavailable(problem.clone())));
+            }
+            return;
+        }
+        let now = now_millis();
+        let works: Vec<&Work> = ops.iter().map(|op| &op.work).collect();
+        match execute(&mut self.conn, &works, now).await {
+            Ok(done) => {
+                self.wrote(&works, &done);
+                for (op, done) in ops.into_iter().zip(done) {
+                    let _ = op.reply.send(Ok(done));
+                }
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                if let Some((problem, needs_space)) = storage_problem(&e) {
+                    self.set_trouble(problem.clone(), needs_space);
+                    for op in ops {
+                        let _ = op
+                            .reply
+                            .send(Err(LedgerError::Unavailable(problem.clone())));
+                    }
+                    return;
+                }
+                if ops.len() > 1 {
+                    tracing::warn!(error = %e, size = ops.len(), "ledger batch failed; applying its calls one by one");
+                }
+                for op in ops {
+                    let result = execute(&mut self.conn, &[&op.work], now).await;
+                    let result = match result {
+                        Ok(mut done) => {
+                            self.wrote(&[&op.work], &done);
+                            Ok(done.remove(0))
+                        }
+                        Err(e) => {
+                            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                            tracing::error!(error = %e, "ledger: a call failed and was rolled back");
+                            Err(match storage_problem(&e) {
+                                Some((problem, needs_space)) => {
+                                    self.set_trouble(problem.clone(), needs_space);
+                                    LedgerError::Unavailable(problem)
+                                }
+                                None => e,
+                            })
+                        }
+                    };
+                    let _ = op.reply.send(result);
+                }
+            }
         }
     }
-    let now = now_millis();
-    let work = async {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let requests: Vec<&NewRequest> = accepts.iter().map(|(r, _)| &**r).collect();
-        let accepted = accept_all(conn, &requests, now).await?;
-        // Outcomes before leases: a retry recorded in this batch is not leased again in it.
-        let outcomes: Vec<&(DeliveryRef, Outcome)> =
-            records.iter().flat_map(|(o, _)| o.iter()).collect();
-        let stale = record_all(conn, &outcomes, now).await?;
-        for ((delivery, delay), _) in &releases {
-            release(conn, delivery, *delay, now).await?;
-        }
-        let mut leased = Vec::with_capacity(leases.len());
-        for ((max, lease_for), _) in &leases {
-            leased.push(lease(conn, *max, *lease_for, now).await?);
-        }
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
-        Ok::<_, LedgerError>((accepted, stale, leased))
-    };
-    match work.await {
-        Ok((accepted, stale, leased)) => {
-            for ((_, reply), outcome) in accepts.into_iter().zip(accepted) {
-                let _ = reply.send(Ok(outcome));
+
+    /// After a commit: a committed Enqueue proves the store can take new work again; any other
+    /// write proves it for every trouble but a full disk (where a small write may still fit).
+    fn wrote(&self, works: &[&Work], done: &[Done]) {
+        let accepted = works.iter().any(|w| matches!(w, Work::Accept(_)));
+        let wrote = accepted
+            || works.iter().any(|w| !matches!(w, Work::Lease { .. }))
+            || done
+                .iter()
+                .any(|d| matches!(d, Done::Lease(rows) if !rows.is_empty()));
+        if wrote {
+            let mut trouble = self.trouble.lock().expect("trouble lock poisoned");
+            if trouble.as_ref().is_some_and(|p| accepted || !p.needs_space) {
+                *trouble = None;
+                tracing::warn!("the ledger can write again; accepting notifications");
             }
-            for (outcomes, reply) in records {
-                let mine = outcomes
+        }
+    }
+
+    /// Logged when it starts, not at every refused call.
+    fn set_trouble(&self, reason: String, needs_space: bool) {
+        let mut trouble = self.trouble.lock().expect("trouble lock poisoned");
+        if trouble.as_ref().map(|p| p.reason.as_str()) != Some(reason.as_str()) {
+            tracing::error!(problem = %reason, "the ledger cannot write; refusing Enqueue with UNAVAILABLE until it can");
+            *trouble = Some(Problem {
+                reason,
+                needs_space,
+            });
+        }
+    }
+
+    fn file_problem(&self) -> Option<String> {
+        match FileIdentity::of(&self.path) {
+            Ok(now) if now == self.file => None,
+            Ok(_) => Some(format!(
+                "the ledger file {} was replaced while flyte-notify was running; what it accepted \
+                 since is in the old file. Stop flyte-notify and restore the right file",
+                self.path.display()
+            )),
+            Err(e) => Some(format!(
+                "the ledger file {} is gone ({e}) while flyte-notify is running; stop it and \
+                 restore the file from a backup before anything else is accepted",
+                self.path.display()
+            )),
+        }
+    }
+}
+
+/// A short, actionable reason when `e` means the store cannot write at all (rather than that one
+/// call was wrong): the caller should retry later, so it answers UNAVAILABLE. True when the cause
+/// is a full disk.
+fn storage_problem(e: &LedgerError) -> Option<(String, bool)> {
+    let code = match e {
+        LedgerError::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff),
+        LedgerError::Database(sqlx::Error::Io(_)) | LedgerError::Io(_) => Some(10),
+        _ => None,
+    }?;
+    let reason = match code {
+        13 => "the ledger's disk is full",
+        10 => "the ledger's disk failed a read or write",
+        5 | 6 => "the ledger is busy",
+        8 => "the ledger is read-only",
+        14 => "the ledger file cannot be opened",
+        _ => return None,
+    };
+    Some((reason.to_string(), code == 13))
+}
+
+/// Runs `works` in one transaction and returns what each came to, in order.
+async fn execute(
+    conn: &mut SqliteConnection,
+    works: &[&Work],
+    now: Millis,
+) -> Result<Vec<Done>, LedgerError> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let requests: Vec<&NewRequest> = works
+        .iter()
+        .filter_map(|w| match w {
+            Work::Accept(r) => Some(&**r),
+            _ => None,
+        })
+        .collect();
+    let mut accepted = accept_all(conn, &requests, now).await?.into_iter();
+    // Outcomes before leases: a retry recorded in this batch is not leased again in it.
+    let outcomes: Vec<&(DeliveryRef, Outcome)> = works
+        .iter()
+        .filter_map(|w| match w {
+            Work::Record(o) => Some(o.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let stale = record_all(conn, &outcomes, now).await?;
+    let mut done = Vec::with_capacity(works.len());
+    for work in works {
+        done.push(match work {
+            Work::Accept(_) => Done::Accept(accepted.next().expect("one outcome per accept")),
+            Work::Record(outcomes) => Done::Record(Recorded {
+                stale: outcomes
                     .iter()
                     .filter(|(d, _)| stale.contains(&d.id))
                     .map(|(d, _)| d.id.clone())
-                    .collect();
-                let _ = reply.send(Ok(Recorded { stale: mine }));
+                    .collect(),
+            }),
+            Work::Release(delivery, delay) => {
+                release(conn, delivery, *delay, now).await?;
+                Done::Release
             }
-            for (_, reply) in releases {
-                let _ = reply.send(Ok(()));
-            }
-            for ((_, reply), rows) in leases.into_iter().zip(leased) {
-                let _ = reply.send(Ok(rows));
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "ledger: batch failed and was rolled back");
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            let err =
-                || LedgerError::Database(sqlx::Error::Protocol(format!("batch rolled back: {e}")));
-            for (_, reply) in accepts {
-                let _ = reply.send(Err(err()));
-            }
-            for (_, reply) in records {
-                let _ = reply.send(Err(err()));
-            }
-            for (_, reply) in releases {
-                let _ = reply.send(Err(err()));
-            }
-            for (_, reply) in leases {
-                let _ = reply.send(Err(err()));
-            }
+            Work::Lease { .. } => Done::Lease(Vec::new()),
+        });
+    }
+    for (work, done) in works.iter().zip(done.iter_mut()) {
+        if let Work::Lease { max, lease_for } = work {
+            *done = Done::Lease(lease(conn, *max, *lease_for, now).await?);
         }
     }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(done)
 }
 
 /// Rows per multi-row statement, well under SQLite's 32766 bound parameters.
@@ -591,24 +786,58 @@ async fn lease(
     .fetch_all(&mut *conn)
     .await?;
     let mut leased = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
     for row in &rows {
+        let seq: i64 = row.try_get("seq")?;
+        let mut problems = Vec::new();
+        let id = text(row, "id", &mut problems);
+        let request_id = text(row, "request_id", &mut problems);
+        let attempt = integer(row, "leases", &mut problems);
+        let lease = integer(row, "lease_token", &mut problems);
+        let (Some(id), Some(request_id), Some(attempt), Some(lease), true) =
+            (id, request_id, attempt, lease, problems.is_empty())
+        else {
+            // Without its exact id no outcome could ever be recorded for it: the ledger records
+            // it dead itself, and the rest of the batch goes on.
+            unreadable.push((seq, problems.join("; ")));
+            continue;
+        };
+        let mut execution_problems = Vec::new();
+        let execution = execution_key(row, &mut execution_problems);
         leased.push(LeasedRow {
-            seq: row.try_get("seq")?,
+            seq,
             delivery: DeliveryRef {
-                id: row.try_get("id")?,
-                request_id: row.try_get("request_id")?,
-                attempt: row.try_get::<i64, _>("leases")? as u32,
-                lease: LeaseToken(row.try_get("lease_token")?),
+                id,
+                request_id,
+                attempt: attempt as u32,
+                lease: LeaseToken(lease),
             },
-            execution: execution_key(row)
-                .map_err(|e| format!("the stored execution id cannot be read: {e}")),
+            execution: if execution_problems.is_empty() {
+                Ok(execution)
+            } else {
+                Err(format!(
+                    "the stored execution id cannot be read: {}",
+                    execution_problems.join("; ")
+                ))
+            },
             // A row this binary cannot read (written by a newer version, or damaged) must not
             // stop every other lease: it travels as an error, and the worker records it dead.
-            content: row
-                .try_get::<String, _>("payload")
-                .map_err(|e| format!("the stored payload is not text: {e}"))
+            content: text(row, "payload", &mut Vec::new())
+                .ok_or_else(|| "the stored payload cannot be read".to_string())
                 .and_then(|p| Payload::decode(&p)),
         });
+    }
+    for (seq, reason) in unreadable {
+        tracing::error!(seq, %reason, "a ledger row cannot be read; recording it dead");
+        sqlx::query(
+            "UPDATE deliveries SET state = 'dead', last_error = ?1, lease_until = NULL, \
+             lease_token = NULL, updated_at = ?2 WHERE seq = ?3",
+        )
+        .bind(format!("the stored row cannot be read: {reason}"))
+        .bind(now)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
     }
     leased.sort_by_key(|r| r.seq);
     Ok(leased)
@@ -641,7 +870,9 @@ async fn with_contexts(
         sql.push(")");
         for row in sql.build().fetch_all(readers).await? {
             let bytes: Option<Vec<u8>> = row.try_get(1).ok().flatten();
-            contexts.insert(row.try_get(0)?, bytes.map(Arc::from));
+            if let Ok(request_id) = row.try_get::<String, _>(0) {
+                contexts.insert(request_id, bytes.map(Arc::from));
+            }
         }
     }
     Ok(rows
@@ -670,33 +901,85 @@ async fn with_contexts(
         .collect())
 }
 
-fn execution_key(row: &SqliteRow) -> Result<ExecutionKey, sqlx::Error> {
-    Ok(ExecutionKey {
-        project: row.try_get("project")?,
-        domain: row.try_get("domain")?,
-        name: row.try_get("name")?,
-        org: row.try_get("org")?,
-    })
+/// A text column as well as it can be read: a damaged value (not UTF-8, a blob, a number) comes
+/// back as its lossy text with the problem noted, so that one damaged row never fails a whole
+/// read. None when nothing can be made of it.
+fn text(row: &SqliteRow, column: &str, problems: &mut Vec<String>) -> Option<String> {
+    if let Ok(text) = row.try_get::<String, _>(column) {
+        return Some(text);
+    }
+    if let Ok(Some(bytes)) = row.try_get_unchecked::<Option<Vec<u8>>, _>(column) {
+        problems.push(format!("{column} is not UTF-8 text"));
+        return Some(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    if let Ok(number) = row.try_get_unchecked::<i64, _>(column) {
+        problems.push(format!("{column} is a number, not text"));
+        return Some(number.to_string());
+    }
+    problems.push(format!("{column} cannot be read"));
+    None
 }
 
+/// An integer column as well as it can be read (see `text`).
+fn integer(row: &SqliteRow, column: &str, problems: &mut Vec<String>) -> Option<i64> {
+    if let Ok(value) = row.try_get::<Option<i64>, _>(column) {
+        return value;
+    }
+    let parsed = text(row, column, problems).and_then(|t| t.trim().parse().ok());
+    if parsed.is_none() {
+        problems.push(format!("{column} is not a number"));
+    }
+    parsed
+}
+
+fn execution_key(row: &SqliteRow, problems: &mut Vec<String>) -> ExecutionKey {
+    let mut get = |column| text(row, column, problems).unwrap_or_default();
+    ExecutionKey {
+        project: get("project"),
+        domain: get("domain"),
+        name: get("name"),
+        org: get("org"),
+    }
+}
+
+/// One row for ListPending, whatever state it is in: what can be read is shown, and what cannot
+/// makes the row's payload an error that says why.
 fn decode_listed(row: &SqliteRow) -> Result<(i64, StoredDelivery), LedgerError> {
-    let payload: String = row.try_get("payload")?;
-    // A row this binary cannot read shows as what can be read, with the reason.
-    let payload = Payload::decode(&payload).map(|(p, _)| p);
-    let state: String = row.try_get("state")?;
-    let channel: String = row.try_get("channel")?;
-    let delivery = StoredDelivery {
-        id: row.try_get("id")?,
-        request_id: row.try_get("request_id")?,
-        execution: execution_key(row)?,
-        phase: row.try_get::<i64, _>("phase")? as i32,
-        channel: Channel::parse(&channel),
-        state: State::parse(&state).unwrap_or(State::Pending),
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        payload,
+    // seq is the rowid: always an integer.
+    let seq: i64 = row.try_get("seq")?;
+    let mut problems = Vec::new();
+    let id = text(row, "id", &mut problems).unwrap_or_else(|| format!("unreadable-{seq}"));
+    let payload = text(row, "payload", &mut problems)
+        .ok_or_else(|| "the stored payload cannot be read".to_string())
+        .and_then(|p| Payload::decode(&p).map(|(p, _)| p));
+    let state = text(row, "state", &mut problems);
+    let state = match state.as_deref().and_then(State::parse) {
+        Some(state) => state,
+        None => {
+            problems.push(format!("state {state:?} is not a state"));
+            State::Dead
+        }
     };
-    Ok((row.try_get("seq")?, delivery))
+    let channel = text(row, "channel", &mut problems);
+    let delivery = StoredDelivery {
+        request_id: text(row, "request_id", &mut problems).unwrap_or_default(),
+        execution: execution_key(row, &mut problems),
+        phase: integer(row, "phase", &mut problems).unwrap_or(0) as i32,
+        channel: channel.as_deref().and_then(Channel::parse),
+        state,
+        attempts: integer(row, "attempts", &mut problems).unwrap_or(0) as u32,
+        next_attempt_at: integer(row, "next_attempt_at", &mut problems),
+        last_error: text(row, "last_error", &mut problems).unwrap_or_default(),
+        created_at: integer(row, "created_at", &mut problems).unwrap_or(0),
+        payload: if problems.is_empty() {
+            payload
+        } else {
+            Err(format!(
+                "the stored row cannot be read: {}",
+                problems.join("; ")
+            ))
+        },
+        id,
+    };
+    Ok((seq, delivery))
 }

@@ -48,6 +48,11 @@ impl Server {
         Self::spawn(self.data_dir.clone(), self.config.clone())
     }
 
+    /// Starts the binary on `data_dir` with the config file at `config`, if any.
+    pub fn spawn_with(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
+        Self::spawn(data_dir, config)
+    }
+
     fn spawn(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/google/rpc/error_details.proto",
     ];
     tonic_prost_build::configure()
+        // Malformed requests are INVALID_ARGUMENT, not INTERNAL (see src/api/codec.rs).
+        .codec_path("crate::api::codec::ServiceCodec")
         .file_descriptor_set_path(out_dir.join("flytenotify_descriptor.bin"))
         .compile_protos(
             &protos,

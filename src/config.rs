@@ -470,6 +470,60 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        // Zero would spin a core (pollInterval), fail every send at once (sendTimeout), or cut
+        // every drain short (shutdownDeadline).
+        for (key, value) in [
+            ("flyteNotify.worker.pollInterval", svc.worker.poll_interval),
+            ("flyteNotify.worker.sendTimeout", svc.worker.send_timeout),
+            ("flyteNotify.shutdownDeadline", svc.shutdown_deadline),
+            ("flyteNotify.retry.maxDelay", svc.retry.max_delay),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero".into()));
+            }
+        }
+        let limits = &svc.limits;
+        for (key, value, least) in [
+            ("flyteNotify.limits.maxRecipients", limits.max_recipients, 1),
+            (
+                "flyteNotify.limits.maxNotifications",
+                limits.max_notifications,
+                1,
+            ),
+            (
+                "flyteNotify.limits.maxTemplateBytes",
+                limits.max_template_bytes,
+                1,
+            ),
+            (
+                "flyteNotify.limits.maxRequestBytes",
+                limits.max_request_bytes,
+                1024,
+            ),
+            (
+                "flyteNotify.limits.maxRenderedBytes",
+                limits.max_rendered_bytes,
+                1024,
+            ),
+        ] {
+            if value < least {
+                return Err(invalid(key, format!("must be at least {least}")));
+            }
+        }
+        for (key, value) in [
+            (
+                "notifications.reconnectAttempts",
+                self.notifications.reconnect_attempts,
+            ),
+            (
+                "notifications.reconnectDelaySeconds",
+                self.notifications.reconnect_delay_seconds,
+            ),
+        ] {
+            if value < 0 {
+                return Err(invalid(key, "must not be negative".into()));
+            }
+        }
         Ok(())
     }
 
@@ -574,6 +628,36 @@ flyteNotify:
         )
         .unwrap_err();
         assert!(err.to_string().contains("smtpPort"), "{err}");
+    }
+
+    #[test]
+    fn zero_durations_and_counts_are_refused_with_their_key() {
+        for (yaml, key) in [
+            (
+                "flyteNotify:\n  worker: { pollInterval: 0s }\n",
+                "pollInterval",
+            ),
+            (
+                "flyteNotify:\n  worker: { sendTimeout: 0ms }\n",
+                "sendTimeout",
+            ),
+            ("flyteNotify:\n  shutdownDeadline: 0s\n", "shutdownDeadline"),
+            (
+                "flyteNotify:\n  limits: { maxRecipients: 0 }\n",
+                "maxRecipients",
+            ),
+            (
+                "flyteNotify:\n  limits: { maxRenderedBytes: 10 }\n",
+                "maxRenderedBytes",
+            ),
+            (
+                "notifications:\n  reconnectAttempts: -1\n",
+                "reconnectAttempts",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]

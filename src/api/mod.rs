@@ -1,6 +1,7 @@
 //! The gRPC server: our service, gRPC health, and server reflection (v1 and v1alpha, because
 //! grpcurl 1.8.6 only speaks v1alpha).
 
+pub mod codec;
 mod service;
 pub mod status;
 

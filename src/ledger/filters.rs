@@ -52,11 +52,27 @@ pub struct Filter {
     pub values: Vec<String>,
 }
 
+/// Bounds on one filter expression: every term and value becomes SQL, and a store has limits of
+/// its own (SQLite's expression depth, bound parameters) that must not surface as INTERNAL.
+pub const MAX_FILTER_BYTES: usize = 4096;
+pub const MAX_TERMS: usize = 16;
+pub const MAX_VALUES: usize = 100;
+
 /// Parses `filters`; the error says which part is wrong and what is accepted.
 pub fn parse(filters: &str) -> Result<Vec<Filter>, String> {
     let filters = filters.trim();
     if filters.is_empty() {
         return Ok(Vec::new());
+    }
+    if filters.len() > MAX_FILTER_BYTES {
+        return Err(format!(
+            "{} bytes; at most {MAX_FILTER_BYTES}",
+            filters.len()
+        ));
+    }
+    let terms = filters.split('+').count();
+    if terms > MAX_TERMS {
+        return Err(format!("{terms} terms; at most {MAX_TERMS}, joined by +"));
     }
     filters.split('+').map(parse_one).collect()
 }
@@ -93,6 +109,12 @@ fn parse_one(expr: &str) -> Result<Filter, String> {
     } else {
         vec![value.trim().to_string()]
     };
+    if values.len() > MAX_VALUES {
+        return Err(format!(
+            "value_in({key},…) has {} values; at most {MAX_VALUES}",
+            values.len()
+        ));
+    }
     if values.iter().any(String::is_empty) {
         return Err(format!("{expr:?} has an empty value"));
     }
@@ -160,5 +182,21 @@ mod tests {
             let err = parse(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
+        // Bounded, so that a store's own limits never surface as an internal error.
+        let many_terms = vec!["eq(project,a)"; 17].join("+");
+        let many_values = format!("value_in(name,{})", vec!["a"; 101].join(";"));
+        let long = format!("eq(name,{})", "a".repeat(5000));
+        for (bad, says) in [
+            (many_terms.as_str(), "at most 16"),
+            (many_values.as_str(), "at most 100"),
+            (long.as_str(), "at most 4096"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+        assert_eq!(
+            parse(&vec!["eq(project,a)"; 16].join("+")).unwrap().len(),
+            16
+        );
     }
 }

@@ -70,15 +70,55 @@ impl Sender for MaildirSender {
         let new = self.root.join("new").join(&name);
         let dir = self.root.join("new");
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &new)?;
+            let written = (|| {
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &new)
+            })();
+            if written.is_err() {
+                // A half-written file in tmp/ is nobody's; the retry writes a new one.
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
             // The rename is only durable once the directory itself is synced.
             std::fs::File::open(&dir)?.sync_all()
         })
         .await
         .map_err(|e| SendError::retryable(format!("maildir write task failed: {e}")))?
         .map_err(|e| SendError::retryable(format!("maildir {}: {e}", self.root.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{EmailMessage, LeaseToken};
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_in_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = MaildirSender::open(dir.path()).unwrap();
+        // new/ replaced by a file: the rename into it fails after tmp/ was written.
+        std::fs::remove_dir(dir.path().join("new")).unwrap();
+        std::fs::write(dir.path().join("new"), "").unwrap();
+        let delivery = DeliveryRef {
+            id: "d".into(),
+            request_id: "r".into(),
+            attempt: 1,
+            lease: LeaseToken(1),
+        };
+        let email = Rendered::Email(EmailMessage {
+            recipients: vec!["a@example.com".into()],
+            sender: "f@example.com".into(),
+            subject: "s".into(),
+            html_body: "h".into(),
+            text_body: "t".into(),
+        });
+        assert!(maildir.send(&delivery, &email).await.is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

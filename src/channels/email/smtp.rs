@@ -23,6 +23,9 @@ pub struct SmtpSender {
     port: u16,
     skip_tls_verify: bool,
     credentials: Option<Credentials>,
+    /// Every form in which the password could come back in a server's reply (plain, and as the
+    /// base64 of a PLAIN or LOGIN exchange), to scrub from errors before they are stored.
+    secrets: Vec<String>,
     timeout: Duration,
 }
 
@@ -55,6 +58,10 @@ impl SmtpSender {
             host,
             port,
             skip_tls_verify,
+            secrets: credentials
+                .as_ref()
+                .map(|(user, pass)| secret_forms(user, pass))
+                .unwrap_or_default(),
             credentials: credentials.map(|(user, pass)| Credentials::new(user, pass)),
             timeout,
         }
@@ -74,7 +81,7 @@ impl SmtpSender {
             None,
         )
         .await
-        .map_err(|e| classify(&self.host, self.port, "connect", e))?;
+        .map_err(|e| classify(&self.host, self.port, "connect", e, &self.secrets))?;
         if conn.can_starttls() {
             let tls = TlsParameters::builder(self.host.clone())
                 .dangerous_accept_invalid_certs(self.skip_tls_verify)
@@ -83,7 +90,7 @@ impl SmtpSender {
                 .map_err(|e| SendError::retryable(format!("smtp TLS setup: {e}")))?;
             conn.starttls(tls, &hello)
                 .await
-                .map_err(|e| classify(&self.host, self.port, "STARTTLS", e))?;
+                .map_err(|e| classify(&self.host, self.port, "STARTTLS", e, &self.secrets))?;
         }
         if let Some(credentials) = &self.credentials
             && conn.server_info().supports_auth_mechanism(Mechanism::Plain)
@@ -98,11 +105,11 @@ impl SmtpSender {
             }
             conn.auth(&[Mechanism::Plain], credentials)
                 .await
-                .map_err(|e| classify(&self.host, self.port, "AUTH", e))?;
+                .map_err(|e| classify(&self.host, self.port, "AUTH", e, &self.secrets))?;
         }
         conn.send(envelope, bytes)
             .await
-            .map_err(|e| classify(&self.host, self.port, "send", e))?;
+            .map_err(|e| classify(&self.host, self.port, "send", e, &self.secrets))?;
         // The message is accepted once DATA is answered with 250; QUIT failing changes nothing.
         let _ = conn.quit().await;
         Ok(())
@@ -119,8 +126,38 @@ fn may_send_password(encrypted: bool, host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn classify(host: &str, port: u16, step: &str, e: lettre::transport::smtp::Error) -> SendError {
-    let message = format!("smtp {host}:{port} {step}: {e}");
+fn secret_forms(user: &str, password: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let mut forms = vec![
+        STANDARD.encode(format!("\0{user}\0{password}")),
+        STANDARD.encode(password),
+        password.to_string(),
+    ];
+    // Longest first, so that a form containing another is replaced whole.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms
+}
+
+/// `text` with every secret form replaced: a server that echoes the AUTH line in its reply must
+/// not put the password into ListPending's last_error and the log.
+fn scrub(text: String, secrets: &[String]) -> String {
+    secrets.iter().fold(text, |text, secret| {
+        text.replace(secret.as_str(), "<redacted>")
+    })
+}
+
+fn classify(
+    host: &str,
+    port: u16,
+    step: &str,
+    e: lettre::transport::smtp::Error,
+    secrets: &[String],
+) -> SendError {
+    let message = scrub(format!("smtp {host}:{port} {step}: {e}"), secrets);
     let auth_trouble = matches!(
         e.status().map(|c| c.to_string()).as_deref(),
         Some("530" | "534" | "535" | "538")
@@ -155,6 +192,18 @@ impl Sender for SmtpSender {
 #[cfg(test)]
 mod tests {
     use super::may_send_password;
+
+    #[test]
+    fn echoed_credentials_are_scrubbed_from_errors() {
+        let secrets = super::secret_forms("flyte", "s3cr3t pass");
+        // What a server echoing the PLAIN initial response would send back.
+        let reply = "535 5.7.8 AUTH PLAIN AGZseXRlAHMzY3IzdCBwYXNz rejected (s3cr3t pass)";
+        let scrubbed = super::scrub(reply.to_string(), &secrets);
+        assert_eq!(
+            scrubbed,
+            "535 5.7.8 AUTH PLAIN <redacted> rejected (<redacted>)"
+        );
+    }
 
     #[test]
     fn the_password_goes_only_over_tls_or_to_this_machine() {

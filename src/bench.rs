@@ -13,10 +13,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
 use crate::proto::flyteidl::admin::{EmailNotification, Notification, notification};
-use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
 use crate::proto::flyteidl::core::workflow_execution::Phase;
+use crate::proto::flyteidl::core::{
+    ExecutionError, Identifier, ResourceType, WorkflowExecutionIdentifier,
+};
 use crate::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
-use crate::proto::flytenotify::v1::{EnqueueRequest, ExecutionContext};
+use crate::proto::flytenotify::v1::{
+    EnqueueRequest, ExecutionContext, ListPendingRequest, PreviewRequest,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -45,6 +49,44 @@ pub struct BenchArgs {
 enum Rpc {
     Health,
     Enqueue,
+    /// The built-in email for a failed execution: a response of a few KB.
+    Preview,
+    /// One page of 100 undelivered deliveries.
+    ListPending,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Health => "health",
+            Rpc::Enqueue => "enqueue",
+            Rpc::Preview => "preview",
+            Rpc::ListPending => "list_pending",
+        }
+    }
+}
+
+fn preview_request() -> PreviewRequest {
+    let id = |kind: ResourceType, name: &str| Identifier {
+        resource_type: kind as i32,
+        project: "flytesnacks".into(),
+        domain: "development".into(),
+        name: name.into(),
+        version: "v3".into(),
+        org: String::new(),
+    };
+    let mut execution = enqueue_request(0, 0).execution.expect("set");
+    execution.workflow = Some(id(ResourceType::Workflow, "wf.train"));
+    execution.launch_plan = Some(id(ResourceType::LaunchPlan, "lp.daily"));
+    execution.error = Some(ExecutionError {
+        code: "USER:ValueError".into(),
+        message: "learning rate must be positive".into(),
+        ..Default::default()
+    });
+    PreviewRequest {
+        execution: Some(execution),
+        notifications: enqueue_request(0, 0).notifications,
+    }
 }
 
 struct Cell {
@@ -100,6 +142,14 @@ async fn run_cell(channels: &[Channel], rpc: Rpc, concurrency: usize, duration: 
                         .await
                         .is_ok(),
                     Rpc::Enqueue => notify.enqueue(enqueue_request(caller, calls)).await.is_ok(),
+                    Rpc::Preview => notify.preview(preview_request()).await.is_ok(),
+                    Rpc::ListPending => notify
+                        .list_pending(ListPendingRequest {
+                            limit: 100,
+                            ..Default::default()
+                        })
+                        .await
+                        .is_ok_and(|r| r.into_inner().deliveries.len() == 100),
                 };
                 let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
                 calls += 1;
@@ -153,19 +203,23 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("flyte-notify-bench-{}", uuid::Uuid::new_v4()))
-    });
-    let exe = match &args.server_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe().context("cannot find this binary")?,
-    };
+/// A server child process: killed when dropped.
+struct ServerChild {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: String,
+}
+
+async fn start_server(
+    exe: &std::path::Path,
+    data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<ServerChild> {
     let mut command = tokio::process::Command::new(exe);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir);
-    if let Some(config) = &args.config {
+        .arg(data_dir);
+    if let Some(config) = config {
         command.arg("--config").arg(config);
     }
     let mut child = command
@@ -204,9 +258,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     });
+    Ok(ServerChild { child, pid, addr })
+}
 
+async fn connect(addr: &str, connections: usize) -> anyhow::Result<Arc<Vec<Channel>>> {
     let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
+    for _ in 0..connections.max(1) {
         channels.push(
             Channel::from_shared(format!("http://{addr}"))?
                 .connect()
@@ -214,19 +271,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot connect to {addr}"))?,
         );
     }
-    let channels = Arc::new(channels);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    println!(
-        "flyte-notify bench: server pid {pid} on {addr}, {} per cell, {} connections, {cores} cores",
-        humantime::format_duration(args.duration),
-        channels.len()
-    );
-    // Warm up both paths (connections, SQLite caches) before measuring.
-    run_cell(&channels, Rpc::Health, 4, Duration::from_millis(300)).await;
-    run_cell(&channels, Rpc::Enqueue, 4, Duration::from_millis(300)).await;
+    Ok(Arc::new(channels))
+}
 
+fn print_header() {
     println!(
         "{:<12} {:>11} {:>12} {:>9} {:>9} {:>8} {:>10} {:>13}",
         "rpc",
@@ -238,12 +286,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "vs health",
         "server µs/call"
     );
-    for &concurrency in &args.concurrency {
+}
+
+/// Runs `rpcs` at each concurrency, health first as the baseline, and prints a row per cell.
+async fn measure(
+    channels: &[Channel],
+    pid: u32,
+    rpcs: &[Rpc],
+    concurrencies: &[usize],
+    duration: Duration,
+) {
+    for &concurrency in concurrencies {
         let mut baseline = 0.0;
-        for rpc in [Rpc::Health, Rpc::Enqueue] {
+        for &rpc in rpcs {
             let cpu_before = cpu_time(pid);
-            let cell = run_cell(&channels, rpc, concurrency, args.duration).await;
-            // For Enqueue this includes the worker delivering to the Maildir meanwhile.
+            let cell = run_cell(channels, rpc, concurrency, duration).await;
+            // For Enqueue this includes the worker delivering meanwhile.
             let cpu_per_call = match (cpu_before, cpu_time(pid)) {
                 (Some(a), Some(b)) if cell.calls > 0 => {
                     format!("{:.0}", (b - a).as_micros() as f64 / cell.calls as f64)
@@ -256,10 +314,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             println!(
                 "{:<12} {:>11} {:>12.0} {:>9.2} {:>9.2} {:>8} {:>9.0}% {:>13}",
-                match cell.rpc {
-                    Rpc::Health => "health",
-                    Rpc::Enqueue => "enqueue",
-                },
+                cell.rpc.name(),
                 cell.concurrency,
                 rate,
                 cell.histogram.value_at_quantile(0.5) as f64 / 1000.0,
@@ -270,17 +325,86 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some((rss, peak)) = rss_kib(pid) {
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scratch = std::env::temp_dir().join(format!("flyte-notify-bench-{}", uuid::Uuid::new_v4()));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| scratch.join("data"));
+    let exe = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().context("cannot find this binary")?,
+    };
+    let mut server = start_server(&exe, &data_dir, args.config.as_deref()).await?;
+    let channels = connect(&server.addr, args.connections).await?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "flyte-notify bench: server pid {} on {}, {} per cell, {} connections, {cores} cores",
+        server.pid,
+        server.addr,
+        humantime::format_duration(args.duration),
+        channels.len()
+    );
+    // Warm up both paths (connections, SQLite caches) before measuring.
+    run_cell(&channels, Rpc::Health, 4, Duration::from_millis(300)).await;
+    run_cell(&channels, Rpc::Enqueue, 4, Duration::from_millis(300)).await;
+    print_header();
+    measure(
+        &channels,
+        server.pid,
+        &[Rpc::Health, Rpc::Enqueue],
+        &args.concurrency,
+        args.duration,
+    )
+    .await;
+    if let Some((rss, peak)) = rss_kib(server.pid) {
         println!(
             "server RSS: {:.1} MiB now, {:.1} MiB peak",
             rss as f64 / 1024.0,
             peak as f64 / 1024.0
         );
     }
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    if args.data_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = server.child.start_kill();
+    let _ = server.child.wait().await;
+
+    // Reads of a few KB: a second server whose mail server never answers, so that deliveries
+    // stay listed for ListPending to page through.
+    std::fs::create_dir_all(&scratch)?;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let closed_port = closed.local_addr()?.port();
+    drop(closed);
+    let config = scratch.join("reads.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "notifications:\n  emailer:\n    emailServerConfig: {{ serviceName: smtp, smtpServer: 127.0.0.1, smtpPort: \"{closed_port}\" }}\nflyteNotify:\n  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }}\n"
+        ),
+    )?;
+    let mut reads = start_server(&exe, &scratch.join("reads"), Some(&config)).await?;
+    let channels = connect(&reads.addr, args.connections).await?;
+    let mut client = NotificationServiceClient::new(channels[0].clone());
+    for n in 0..150 {
+        client.enqueue(enqueue_request(usize::MAX, n)).await?;
     }
+    println!(
+        "reads ({} on a second server holding 150 undelivered deliveries):",
+        humantime::format_duration(args.duration)
+    );
+    print_header();
+    measure(
+        &channels,
+        reads.pid,
+        &[Rpc::Health, Rpc::Preview, Rpc::ListPending],
+        &args.concurrency,
+        args.duration,
+    )
+    .await;
+    let _ = reads.child.start_kill();
+    let _ = reads.child.wait().await;
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

@@ -213,6 +213,42 @@ pub struct ServiceConfig {
     pub worker: WorkerConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+/// How the gRPC server treats connections: bounds that keep one client's connections from
+/// holding memory or slots that others need.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransportConfig {
+    /// HTTP/2 streams one connection may have open at once (advertised to the client).
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Calls in flight on one connection; more are refused at once with RESOURCE_EXHAUSTED.
+    #[serde(default = "defaults::max_in_flight_per_connection")]
+    pub max_in_flight_per_connection: usize,
+    /// The longest one call may take, reading its request included.
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How often an idle connection is pinged (HTTP/2) and probed (TCP keepalive).
+    #[serde(default = "defaults::keepalive_interval", with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: defaults::max_concurrent_streams(),
+            max_in_flight_per_connection: defaults::max_in_flight_per_connection(),
+            request_timeout: defaults::request_timeout(),
+            keepalive_interval: defaults::keepalive_interval(),
+            keepalive_timeout: defaults::keepalive_timeout(),
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -228,6 +264,7 @@ impl Default for ServiceConfig {
             retry: RetryPolicy::default(),
             worker: WorkerConfig::default(),
             limits: Limits::default(),
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -357,6 +394,21 @@ mod defaults {
     pub fn max_rendered_bytes() -> usize {
         1024 * 1024
     }
+    pub fn max_concurrent_streams() -> u32 {
+        100
+    }
+    pub fn max_in_flight_per_connection() -> usize {
+        64
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn keepalive_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn keepalive_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
 }
 
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -477,6 +529,18 @@ impl Config {
             ("flyteNotify.worker.sendTimeout", svc.worker.send_timeout),
             ("flyteNotify.shutdownDeadline", svc.shutdown_deadline),
             ("flyteNotify.retry.maxDelay", svc.retry.max_delay),
+            (
+                "flyteNotify.transport.requestTimeout",
+                svc.transport.request_timeout,
+            ),
+            (
+                "flyteNotify.transport.keepaliveInterval",
+                svc.transport.keepalive_interval,
+            ),
+            (
+                "flyteNotify.transport.keepaliveTimeout",
+                svc.transport.keepalive_timeout,
+            ),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero".into()));

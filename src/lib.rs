@@ -183,6 +183,8 @@ pub async fn run(
             let _ = stopping_tx.send(true);
         },
         serving,
+        svc.transport.clone(),
+        svc.limits.max_request_bytes,
     ));
     let mut stopping_rx = stopping;
     let served = tokio::select! {

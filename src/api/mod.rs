@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::TransportConfig;
 use tonic_health::ServingStatus;
 
 use crate::notify::Notifier;
@@ -21,11 +23,6 @@ use crate::proto::flytenotify::v1::notification_service_server::{
 };
 pub use service::GrpcNotificationService;
 
-/// Bound on decoded request size at the transport. The core's own, lower limit
-/// (`limits.maxRequestBytes`) answers with InvalidArgument naming the problem; this one only
-/// guards memory against absurd requests.
-const TRANSPORT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
-
 /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING, and waits for
 /// calls in flight. gRPC health follows `serving` meanwhile (false while the ledger cannot write).
 pub async fn serve(
@@ -33,6 +30,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut serving: watch::Receiver<bool>,
+    transport: TransportConfig,
+    max_request_bytes: usize,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = |up: bool| {
@@ -65,8 +64,9 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
 
+    // A request over the limit is refused from its 5-byte length prefix, before it is buffered.
     let service = NotificationServiceServer::new(GrpcNotificationService::new(notifier))
-        .max_decoding_message_size(TRANSPORT_MAX_MESSAGE);
+        .max_decoding_message_size(max_request_bytes);
 
     let shutdown = async move {
         shutdown.await;
@@ -78,11 +78,64 @@ pub async fn serve(
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
     };
+    // Without TCP_NODELAY every answer over about a kilobyte waits ~40 ms for Nagle's algorithm
+    // and the peer's delayed ACK: every Preview, every ListPending page.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(transport.keepalive_interval));
     Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(transport.max_concurrent_streams)
+        // Beyond this many calls in flight on one connection, more are refused at once with
+        // RESOURCE_EXHAUSTED rather than queued without bound.
+        .concurrency_limit_per_connection(transport.max_in_flight_per_connection)
+        .load_shed(true)
+        // The whole call, the request body included: a half-sent message is cut off here.
+        .timeout(transport.request_timeout)
+        // A peer that stops answering pings (gone, or half-open) is closed.
+        .http2_keepalive_interval(Some(transport.keepalive_interval))
+        .http2_keepalive_timeout(Some(transport.keepalive_timeout))
+        .layer(tower::util::MapResponseLayer::new(too_large_is_invalid(
+            max_request_bytes,
+        )))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// tonic refuses a request over the decoding limit with OUT_OF_RANGE before our code sees it;
+/// callers get what every other invalid request gets instead: INVALID_ARGUMENT, with the
+/// `request` field and the limit named in BadRequest details.
+fn too_large_is_invalid(
+    max_request_bytes: usize,
+) -> impl Fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> + Clone {
+    move |response| {
+        let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+            return response;
+        };
+        if status.code() != tonic::Code::OutOfRange
+            || !status.message().contains("message length too large")
+        {
+            return response;
+        }
+        let size = status
+            .message()
+            .split("found ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or("more than");
+        let refused = status::to_status(crate::error::Error::InvalidArgument(vec![
+            crate::error::FieldViolation::new(
+                "request",
+                format!(
+                    "the request is {size} bytes; at most {max_request_bytes} are accepted \
+                     (limits.maxRequestBytes)"
+                ),
+            ),
+        ]));
+        refused.into_http()
+    }
 }

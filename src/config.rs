@@ -222,6 +222,13 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransportConfig {
+    /// Connections open at once; more are closed as they arrive. Lowered at start, with a
+    /// warning, to what the open-file limit can hold.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// How soon a new connection must send the HTTP/2 preface before it is closed.
+    #[serde(default = "defaults::handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// HTTP/2 streams one connection may have open at once (advertised to the client).
     #[serde(default = "defaults::max_concurrent_streams")]
     pub max_concurrent_streams: u32,
@@ -242,6 +249,8 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
+            max_connections: defaults::max_connections(),
+            handshake_timeout: defaults::handshake_timeout(),
             max_concurrent_streams: defaults::max_concurrent_streams(),
             max_in_flight_per_connection: defaults::max_in_flight_per_connection(),
             request_timeout: defaults::request_timeout(),
@@ -393,6 +402,12 @@ mod defaults {
     }
     pub fn max_rendered_bytes() -> usize {
         1024 * 1024
+    }
+    pub fn max_connections() -> usize {
+        512
+    }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn max_concurrent_streams() -> u32 {
         100

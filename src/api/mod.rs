@@ -2,6 +2,7 @@
 //! grpcurl 1.8.6 only speaks v1alpha).
 
 pub mod codec;
+mod connections;
 mod service;
 pub mod status;
 
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::TransportConfig;
 use tonic_health::ServingStatus;
@@ -78,11 +78,10 @@ pub async fn serve(
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
     };
-    // Without TCP_NODELAY every answer over about a kilobyte waits ~40 ms for Nagle's algorithm
-    // and the peer's delayed ACK: every Preview, every ListPending page.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(transport.keepalive_interval));
+    // Without TCP_NODELAY (set on each accepted socket) every answer over about a kilobyte waits
+    // ~40 ms for Nagle's algorithm and the peer's delayed ACK: every Preview, every ListPending
+    // page.
+    let incoming = connections::incoming(listener, &transport);
     Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(transport.max_concurrent_streams)

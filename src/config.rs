@@ -215,6 +215,60 @@ pub struct ServiceConfig {
     pub limits: Limits,
     #[serde(default)]
     pub transport: TransportConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// Bearer tokens. Off unless a source is named; then every call needs one of the tokens.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A file of tokens, one per line (`#` starts a comment); re-read when it changes.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// An environment variable holding comma-separated tokens (read at start).
+    #[serde(default)]
+    pub tokens_env_var: Option<String>,
+    /// Health checks need no token (load balancers and kubelets send none).
+    #[serde(default = "defaults::yes")]
+    pub open_health: bool,
+    /// Server reflection (what grpcurl `list` and `describe` use) needs no token.
+    #[serde(default)]
+    pub open_reflection: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            tokens_file: None,
+            tokens_env_var: None,
+            open_health: true,
+            open_reflection: false,
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn enabled(&self) -> bool {
+        self.tokens_file.is_some() || self.tokens_env_var.is_some()
+    }
+}
+
+/// TLS for the gRPC server (rustls). Off unless a certificate is named.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the server.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// How the gRPC server treats connections: bounds that keep one client's connections from
@@ -274,6 +328,8 @@ impl Default for ServiceConfig {
             worker: WorkerConfig::default(),
             limits: Limits::default(),
             transport: TransportConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -402,6 +458,9 @@ mod defaults {
     }
     pub fn max_rendered_bytes() -> usize {
         1024 * 1024
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn max_connections() -> usize {
         512
@@ -535,6 +594,19 @@ impl Config {
             return Err(invalid(
                 "flyteNotify.worker.concurrency",
                 "must be at least 1".into(),
+            ));
+        }
+        let tls = &svc.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(invalid(
+                "flyteNotify.tls",
+                "certFile and keyFile go together".into(),
+            ));
+        }
+        if tls.client_ca_file.is_some() && tls.cert_file.is_none() {
+            return Err(invalid(
+                "flyteNotify.tls.clientCaFile",
+                "client certificates need TLS: set certFile and keyFile too".into(),
             ));
         }
         // Zero would spin a core (pollInterval), fail every send at once (sendTimeout), or cut

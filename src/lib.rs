@@ -172,6 +172,17 @@ pub async fn run(
     let worker_task = tokio::spawn(worker.run(stopping.clone(), deadline));
 
     let serving = store_health(ledger.clone(), stopping.clone());
+    let auth = if svc.auth.enabled() {
+        let tokens = api::auth::Tokens::load(&svc.auth)?;
+        tokens.clone().watch(Duration::from_secs(2));
+        Some(api::auth::AuthLayer::new(tokens, &svc.auth))
+    } else {
+        tracing::warn!(
+            "no authentication: anyone who can reach the port can enqueue (flyteNotify.auth)"
+        );
+        None
+    };
+    let tls = tls_config(&svc.tls)?;
 
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %svc.data_dir.display(), "flyte-notify listening on {local}");
@@ -183,8 +194,12 @@ pub async fn run(
             let _ = stopping_tx.send(true);
         },
         serving,
-        svc.transport.clone(),
-        svc.limits.max_request_bytes,
+        api::ServeOptions {
+            transport: svc.transport.clone(),
+            max_request_bytes: svc.limits.max_request_bytes,
+            auth,
+            tls,
+        },
     ));
     let mut stopping_rx = stopping;
     let served = tokio::select! {
@@ -212,6 +227,31 @@ pub async fn run(
         Ok(r) => r.context("gRPC server failed"),
         Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
     }
+}
+
+/// The server's TLS settings, with the PEM files read now so that a missing file stops start-up.
+fn tls_config(
+    tls: &config::TlsConfig,
+) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) else {
+        return Ok(None);
+    };
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .with_context(|| format!("flyteNotify.tls.{key}: cannot read {}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("certFile", cert)?,
+        read("keyFile", key)?,
+    ));
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read("clientCaFile", ca)?));
+        tracing::info!("TLS on; clients must present a certificate (mTLS)");
+    } else {
+        tracing::info!("TLS on");
+    }
+    Ok(Some(config))
 }
 
 /// Whether the ledger can write, checked every second until `stopping`: what gRPC health reports.

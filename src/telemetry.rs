@@ -16,6 +16,8 @@ pub const BATCH_SIZE: &str = "flyte_notify_ledger_batch_size";
 /// Outcomes the ledger refused because their lease was no longer current (a worker that lost its
 /// lease, e.g. a send that outlived it). Each one is a send that may have gone out twice.
 pub const STALE_RECORDS: &str = "flyte_notify_stale_records_total";
+/// Calls refused for want of a valid bearer token, by code (Unauthenticated, PermissionDenied).
+pub const AUTH_REFUSED: &str = "flyte_notify_auth_refused_total";
 /// Requests refused with InvalidArgument.
 pub const INVALID: &str = "flyte_notify_invalid_requests_total";
 

@@ -1,6 +1,7 @@
 //! The gRPC server: our service, gRPC health, and server reflection (v1 and v1alpha, because
 //! grpcurl 1.8.6 only speaks v1alpha).
 
+pub mod auth;
 pub mod codec;
 mod connections;
 mod service;
@@ -23,6 +24,16 @@ use crate::proto::flytenotify::v1::notification_service_server::{
 };
 pub use service::GrpcNotificationService;
 
+/// How the server treats connections and callers.
+pub struct ServeOptions {
+    pub transport: TransportConfig,
+    /// `limits.maxRequestBytes`: the decoding limit.
+    pub max_request_bytes: usize,
+    /// Bearer-token checks; None when auth is off.
+    pub auth: Option<auth::AuthLayer>,
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
 /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING, and waits for
 /// calls in flight. gRPC health follows `serving` meanwhile (false while the ledger cannot write).
 pub async fn serve(
@@ -30,9 +41,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut serving: watch::Receiver<bool>,
-    transport: TransportConfig,
-    max_request_bytes: usize,
+    options: ServeOptions,
 ) -> Result<(), tonic::transport::Error> {
+    let ServeOptions {
+        transport,
+        max_request_bytes,
+        auth,
+        tls,
+    } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = |up: bool| {
         if up {
@@ -82,7 +98,11 @@ pub async fn serve(
     // ~40 ms for Nagle's algorithm and the peer's delayed ACK: every Preview, every ListPending
     // page.
     let incoming = connections::incoming(listener, &transport);
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .tcp_nodelay(true)
         .max_concurrent_streams(transport.max_concurrent_streams)
         // Beyond this many calls in flight on one connection, more are refused at once with
@@ -97,6 +117,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(too_large_is_invalid(
             max_request_bytes,
         )))
+        .layer(tower::util::option_layer(auth))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

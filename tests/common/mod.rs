@@ -50,11 +50,17 @@ impl Server {
 
     /// Starts the binary on `data_dir` with the config file at `config`, if any.
     pub fn spawn_with(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
-        Self::spawn(data_dir, config)
+        Self::spawn_env(data_dir, config, &[])
     }
 
     fn spawn(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
+        Self::spawn_env(data_dir, config, &[])
+    }
+
+    /// As `spawn_with`, with extra environment variables for the server process only.
+    pub fn spawn_env(data_dir: PathBuf, config: Option<PathBuf>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .env("RUST_LOG", "info")

@@ -28,15 +28,6 @@ fn enqueue_with(token: Option<&str>, id: &str) -> tonic::Request<EnqueueRequest>
     request
 }
 
-async fn health(channel: Channel) -> Result<i32, tonic::Status> {
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
-}
-
 #[tokio::test]
 async fn bearer_tokens_are_required_checked_and_reloaded() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +60,7 @@ async fn bearer_tokens_are_required_checked_and_reloaded() {
         .connect()
         .await
         .unwrap();
-    assert_eq!(health(channel).await.unwrap(), 1);
+    assert_eq!(health_status(channel).await.unwrap(), 1);
     let (ok, _, err) = grpcurl(&["-plaintext", &server.addr, "list"]);
     assert!(!ok && err.contains("Unauthenticated"), "{err}");
     let (ok, out, err) = grpcurl(&[
@@ -127,7 +118,7 @@ async fn health_and_reflection_follow_the_config() {
         .connect()
         .await
         .unwrap();
-    let closed = health(channel.clone()).await.unwrap_err();
+    let closed = health_status(channel.clone()).await.unwrap_err();
     assert_eq!(closed.code(), tonic::Code::Unauthenticated);
     let (ok, out, err) = grpcurl(&["-plaintext", &server.addr, "list"]);
     assert!(ok, "{err}");
@@ -238,11 +229,11 @@ async fn tls_and_mutual_tls() {
         .enqueue(enqueue_with(None, "tls"))
         .await
         .expect("Enqueue over TLS");
-    assert_eq!(health(channel).await.unwrap(), 1);
+    assert_eq!(health_status(channel).await.unwrap(), 1);
     let plaintext = Channel::from_shared(server.url()).unwrap().connect().await;
     let refused = match plaintext {
         Err(_) => true,
-        Ok(channel) => health(channel).await.is_err(),
+        Ok(channel) => health_status(channel).await.is_err(),
     };
     assert!(refused, "a plaintext client was served by a TLS server");
     drop(server);
@@ -255,7 +246,7 @@ async fn tls_and_mutual_tls() {
     let server = Server::start(&dir.path().join("mtls"), Some(&config));
     let anonymous = match tls_channel(&server, dir.path(), false).await {
         Err(_) => true,
-        Ok(channel) => health(channel).await.is_err(),
+        Ok(channel) => health_status(channel).await.is_err(),
     };
     assert!(
         anonymous,

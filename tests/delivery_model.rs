@@ -6,39 +6,16 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
 use flyte_notify::proto::flytenotify::v1::{DeliveryState, EnqueueRequest};
 
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// tests/peers/smtp_hold.py: holds its DATA reply while `hold` exists.
 fn start_holding_sink(port: u16, maildir: &Path, hold: &Path) -> Peer {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_hold.py");
-    let child = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(maildir)
-        .arg(hold)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "SMTP peer did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Peer(child)
+    let args = [port.to_string().into(), maildir.into(), hold.into()];
+    start_python_peer("smtp_hold.py", &args, port)
 }
 
 fn message_id(path: &Path) -> String {

@@ -51,19 +51,7 @@ impl Drop for SmallDisk {
 }
 
 async fn health(server: &Server) -> i32 {
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
+    health_status(connect(server).await).await.unwrap()
 }
 
 const SERVING: i32 = 1;

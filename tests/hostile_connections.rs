@@ -63,12 +63,7 @@ async fn health_ok(server: &Server) -> bool {
     else {
         return false;
     };
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .is_ok()
+    health_status(channel).await.is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,19 +24,9 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
 }
 
 async fn healthy(server: &Server) -> bool {
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .unwrap()
-        .connect()
+    health_status(connect(server).await)
         .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().status == 1)
-        .unwrap_or(false)
+        .is_ok_and(|s| s == 1)
 }
 
 #[tokio::test]

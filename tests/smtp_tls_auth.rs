@@ -5,21 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
 use flyte_notify::proto::flytenotify::v1::{DeliveryState, EnqueueRequest};
-
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_peer(dir: &Path, port: u16) -> Peer {
     let cert = dir.join("cert.pem");
@@ -44,24 +35,16 @@ fn start_peer(dir: &Path, port: u16) -> Peer {
         .status()
         .expect("openssl");
     assert!(made.success());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_tls_auth.py");
-    let child = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(dir.join("sink"))
-        .arg(dir.join("auth.jsonl"))
-        .arg(&cert)
-        .arg(&key)
-        .args(["flyte", "s3cr3t pass"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "SMTP peer did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Peer(child)
+    let args = [
+        port.to_string().into(),
+        dir.join("sink").into(),
+        dir.join("auth.jsonl").into(),
+        cert.into(),
+        key.into(),
+        "flyte".into(),
+        "s3cr3t pass".into(),
+    ];
+    start_python_peer("smtp_tls_auth.py", &args, port)
 }
 
 fn config(port: u16, secrets: &Path) -> String {

@@ -158,6 +158,59 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A peer process of a test (a Python SMTP server, ...). Killed when dropped.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs tests/peers/`script` with `args` and waits until it listens on `port`.
+pub fn start_python_peer(script: &str, args: &[std::ffi::OsString], port: u16) -> Peer {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let child = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let peer = Peer(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{script} did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    peer
+}
+
+/// gRPC health of the whole server at `url`: 1 SERVING, 2 NOT_SERVING; the status when the call
+/// itself fails.
+pub async fn health_status(channel: Channel) -> Result<i32, tonic::Status> {
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+}
+
+/// A fresh connection to `server`, for calls that must not share the test's other channels.
+pub async fn connect(server: &Server) -> Channel {
+    Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to flyte-notify")
+}
+
 /// aiosmtpd writing what it receives into a Maildir. Stopped when dropped.
 pub struct SmtpSink {
     pub child: Child,

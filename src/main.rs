@@ -26,7 +26,7 @@ enum Command {
         #[arg(long, env = "FLYTE_NOTIFY_CONFIG")]
         config: Option<PathBuf>,
         /// Overrides flyteNotify.listen. Port 0 picks a free port (the log says which).
-        #[arg(long)]
+        #[arg(long, env = "FLYTE_NOTIFY_LISTEN")]
         listen: Option<SocketAddr>,
         /// Overrides flyteNotify.dataDir.
         #[arg(long)]

@@ -21,23 +21,30 @@ notifications:
 
 #[tokio::test]
 async fn the_readme_run_command_serves_reflection_and_health_with_no_config() {
-    // `flyte-notify serve` exactly as the README runs it: no flags, no config, default address.
+    // `flyte-notify serve` as the README runs it: no flags, no config. Only the address comes
+    // from FLYTE_NOTIFY_LISTEN, so that this test never meets a server the user left running on
+    // the default 127.0.0.1:8091 (tests/cli.rs checks that default).
     let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("serve.log");
     let mut child = std::process::Command::new(BIN)
         .arg("serve")
         .current_dir(dir.path())
-        .stderr(std::process::Stdio::null())
+        .env("FLYTE_NOTIFY_LISTEN", &addr)
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(30);
     let listed = loop {
-        let (ok, out, err) = grpcurl(&["-plaintext", "127.0.0.1:8091", "list"]);
+        let (ok, out, err) = grpcurl(&["-plaintext", &addr, "list"]);
         if ok {
             break out;
         }
         assert!(
             Instant::now() < deadline,
-            "grpcurl list never succeeded: {err}"
+            "grpcurl list never succeeded: {err}\nserver log:\n{}",
+            log()
         );
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -53,10 +60,10 @@ async fn the_readme_run_command_serves_reflection_and_health_with_no_config() {
             "-plaintext",
             "-d",
             &body,
-            "127.0.0.1:8091",
+            &addr,
             "grpc.health.v1.Health/Check",
         ]);
-        assert!(ok, "{err}");
+        assert!(ok, "{err}\nserver log:\n{}", log());
         assert!(out.contains(r#""status": "SERVING""#), "{out}");
     }
     // The default data dir is created where the service was started.

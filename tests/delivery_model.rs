@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
@@ -25,20 +25,7 @@ fn message_id(path: &Path) -> String {
 }
 
 async fn wait_until_nothing_is_pending(server: &Server) {
-    let mut client = server.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pending = list_all(&mut client, "").await;
-        if pending.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still pending: {pending:?}\nlog:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_pending(server, "", Duration::from_secs(30), <[_]>::is_empty).await;
 }
 
 #[tokio::test]
@@ -173,16 +160,9 @@ notifications:
     );
 
     // What is left is the dead one, as 0.1 recorded it.
-    let mut client = server.client().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let left = loop {
-        let left = list_all(&mut client, "").await;
-        if left.len() == 1 || Instant::now() >= deadline {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let left = wait_for_pending(&server, "", Duration::from_secs(10), |d| d.len() == 1).await;
     assert_eq!(left.len(), 1, "{left:?}");
+    let mut client = server.client().await;
     assert_eq!(left[0].state, DeliveryState::Dead as i32);
     assert_eq!(left[0].request_id, "fixture-dead");
     assert!(

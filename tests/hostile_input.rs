@@ -90,11 +90,7 @@ async fn amplifying_and_quadratic_templates_are_refused_and_the_server_keeps_ser
     // Still serving, and ordinary work still goes through.
     assert!(healthy(&server).await);
     client
-        .enqueue(EnqueueRequest {
-            request_id: "ordinary".into(),
-            execution: Some(failed_execution("ordinary")),
-            notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
-        })
+        .enqueue(failed_email_request("ordinary"))
         .await
         .unwrap();
     let mails = wait_for_messages(&server.maildir(), 1, Duration::from_secs(10));
@@ -125,19 +121,14 @@ async fn a_stored_delivery_that_renders_too_large_dies_alone_and_restarts_cleanl
         })
         .await
         .unwrap();
-    client
-        .enqueue(EnqueueRequest {
-            request_id: "small".into(),
-            execution: Some(failed_execution("small")),
-            notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
-        })
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while list_all(&mut client, "eq(state,retrying)").await.len() < 2 {
-        assert!(Instant::now() < deadline, "log:\n{}", server.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    client.enqueue(failed_email_request("small")).await.unwrap();
+    wait_for_pending(
+        &server,
+        "eq(state,retrying)",
+        Duration::from_secs(20),
+        |d| d.len() >= 2,
+    )
+    .await;
     drop(client);
     server.kill();
 
@@ -148,27 +139,17 @@ async fn a_stored_delivery_that_renders_too_large_dies_alone_and_restarts_cleanl
     let mails = wait_for_messages(&server.maildir(), 1, Duration::from_secs(20));
     assert_eq!(mails.len(), 1, "log:\n{}", server.log());
     assert_eq!(parse_mail(&mails[0]).to, vec!["oncall@example.com"]);
-    let mut client = server.client().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dead = loop {
-        let left = list_all(&mut client, "").await;
-        if left.len() == 1 && left[0].state == DeliveryState::Dead as i32 {
-            break left[0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left:?}\nlog:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let left = wait_for_pending(&server, "", Duration::from_secs(20), |d| {
+        d.len() == 1 && d[0].state == DeliveryState::Dead as i32
+    })
+    .await;
+    let dead = &left[0];
     assert_eq!(dead.request_id, "big");
     assert!(
         dead.last_error.contains("HTML body would be") && dead.last_error.contains("100000"),
         "{}",
         dead.last_error
     );
-    drop(client);
 
     // Restarting does not crash, and what is dead stays dead.
     assert_eq!(server.terminate(), Some(0));
@@ -256,20 +237,10 @@ async fn damaged_ledger_rows_die_alone_while_everything_else_goes_on() {
     }
     let mails = wait_for_messages(&server.maildir(), 22, Duration::from_secs(20));
     assert_eq!(mails.len(), 22, "log:\n{}", server.log());
-    let mut client = client;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dead = loop {
-        let left = list_all(&mut client, "").await;
-        if left.len() == 4 && left.iter().all(|d| d.state == DeliveryState::Dead as i32) {
-            break left;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left:?}\nlog:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let dead = wait_for_pending(&server, "", Duration::from_secs(20), |d| {
+        d.len() == 4 && d.iter().all(|d| d.state == DeliveryState::Dead as i32)
+    })
+    .await;
     let reason = |request_id: &str| {
         dead.iter()
             .find(|d| d.request_id == request_id)

@@ -398,6 +398,40 @@ pub async fn list_all(
     }
 }
 
+/// Polls every page of ListPending for `filters` until `done` holds for what it lists, and
+/// returns that list; fails with the list and the server's log after `within`.
+pub async fn wait_for_pending(
+    server: &Server,
+    filters: &str,
+    within: Duration,
+    done: impl Fn(&[Delivery]) -> bool,
+) -> Vec<Delivery> {
+    let mut client = server.client().await;
+    let deadline = Instant::now() + within;
+    loop {
+        let listed = list_all(&mut client, filters).await;
+        if done(&listed) {
+            return listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ListPending({filters:?}) never got there: {listed:?}\nlog:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An Enqueue of a FAILED execution named `name`, under request_id `name`, with one email
+/// notification to oncall@example.com.
+pub fn failed_email_request(name: &str) -> flyte_notify::proto::flytenotify::v1::EnqueueRequest {
+    flyte_notify::proto::flytenotify::v1::EnqueueRequest {
+        request_id: name.into(),
+        execution: Some(failed_execution(name)),
+        notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+    }
+}
+
 /// Runs grpcurl (the PyPI wrapper, 1.8.6) and returns (success, stdout, stderr).
 pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
     let out = Command::new("grpcurl")

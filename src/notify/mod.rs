@@ -136,13 +136,11 @@ impl Notifier {
         let id = valid.execution_id;
         let (matched, unmatched) = expand(execution, &valid.targets);
         // What would render too large is refused now, not found dead at send time.
-        let too_large: Vec<FieldViolation> = matched
-            .iter()
-            .filter_map(|m| {
-                self.renderer.check(execution, m).err().map(|e| {
-                    FieldViolation::new(format!("notifications[{}]", m.index), e.to_string())
-                })
-            })
+        let too_large: Vec<FieldViolation> = self
+            .renderer
+            .check_all(execution, &matched)
+            .into_iter()
+            .map(|(index, e)| FieldViolation::new(format!("notifications[{index}]"), e.to_string()))
             .collect();
         if !too_large.is_empty() {
             return Err(Error::InvalidArgument(too_large));

@@ -229,24 +229,60 @@ impl Renderer {
         execution: &ExecutionContext,
         notification: &Expanded<'_>,
     ) -> Result<(), TooLarge> {
+        match self
+            .check_all(execution, std::slice::from_ref(notification))
+            .pop()
+        {
+            Some((_, too_large)) => Err(too_large),
+            None => Ok(()),
+        }
+    }
+
+    /// `check` for every notification of one request: the template values are built, and the
+    /// built-in bodies measured, once for all of them. Returns the index and problem of each
+    /// notification that would render too large.
+    pub fn check_all(
+        &self,
+        execution: &ExecutionContext,
+        notifications: &[Expanded<'_>],
+    ) -> Vec<(u32, TooLarge)> {
         let values = values(execution);
-        self.check_custom(&values, notification)?;
-        if self.custom_body(notification).is_none() {
-            // The built-in bodies use each value at most twice, escaped at most five-fold, plus
-            // a few KiB of markup: only when that bound is over the limit are they rendered to
-            // measure them.
-            let inputs: usize = Variable::ALL
-                .iter()
-                .map(|v| values.get(*v).len())
-                .sum::<usize>()
-                + execution
-                    .error
-                    .as_ref()
-                    .map_or(0, |e| e.code.len() + e.message.len())
-                + self.console_url.len();
-            if DEFAULT_BODY_MARKUP + 2 * 6 * inputs > self.max_rendered_bytes {
-                self.default_bodies(execution, &values)?;
+        let mut default_bodies: Option<Result<(), TooLarge>> = None;
+        let mut too_large = Vec::new();
+        for notification in notifications {
+            let checked = self.check_custom(&values, notification).and_then(|()| {
+                if self.custom_body(notification).is_some() {
+                    return Ok(());
+                }
+                default_bodies
+                    .get_or_insert_with(|| self.check_default_bodies(execution, &values))
+                    .clone()
+            });
+            if let Err(e) = checked {
+                too_large.push((notification.index, e));
             }
+        }
+        too_large
+    }
+
+    fn check_default_bodies(
+        &self,
+        execution: &ExecutionContext,
+        values: &Values,
+    ) -> Result<(), TooLarge> {
+        // The built-in bodies use each value at most twice, escaped at most five-fold, plus a few
+        // KiB of markup: only when that bound is over the limit are they rendered to measure them.
+        let inputs: usize = Variable::ALL
+            .iter()
+            .map(|v| values.get(*v).len())
+            .sum::<usize>()
+            + execution
+                .error
+                .as_ref()
+                .map_or(0, |e| e.code.len() + e.message.len())
+            + self.console_url.len();
+        if DEFAULT_BODY_MARKUP + 2 * 6 * inputs > self.max_rendered_bytes {
+            self.default_bodies(execution, values)?;
         }
         Ok(())
     }

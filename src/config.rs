@@ -121,14 +121,14 @@ pub enum QueueType {
 impl TryFrom<String> for QueueType {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
-        match value.as_str() {
+        // FlyteAdmin's own values are lower case; an operator's `Local` means the same thing.
+        match value.to_ascii_lowercase().as_str() {
             "" | "local" | "sandbox" => Ok(QueueType::Embedded),
             "aws" | "gcp" => Err(format!(
-                "queue type {value:?} is not available in this build yet; use local (the embedded queue)"
+                "{value:?} is FlyteAdmin's cloud queue, which flyte-notify {VERSION} does not read; \
+                 use local (the embedded queue)"
             )),
-            other => Err(format!(
-                "unknown queue type {other:?}; expected one of aws, gcp, sandbox, local"
-            )),
+            _ => Err(unknown_value(&value, &["local", "sandbox", "aws", "gcp"])),
         }
     }
 }
@@ -154,12 +154,14 @@ pub enum EmailService {
 impl TryFrom<String> for EmailService {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
-        match value.as_str() {
+        match value.to_ascii_lowercase().as_str() {
             "" | "maildir" => Ok(EmailService::Maildir),
             "smtp" => Ok(EmailService::Smtp),
-            other => Err(format!(
-                "{other:?} is not available in this build yet; use smtp, or leave it empty for the local Maildir"
+            "sendgrid" | "aws" | "ses" => Err(format!(
+                "{value:?} is one of FlyteAdmin's emailers, which flyte-notify {VERSION} does not \
+                 have; it sends by smtp, or to a local Maildir when serviceName is empty"
             )),
+            _ => Err(unknown_value(&value, &["smtp", "maildir"])),
         }
     }
 }
@@ -175,11 +177,62 @@ impl From<EmailService> for String {
 
 /// `flyteNotify.store`: where the ledger lives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum Store {
     /// One SQLite file in the data dir; one process.
     #[default]
     Sqlite,
+}
+
+impl TryFrom<String> for Store {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Store::Sqlite),
+            _ => Err(unknown_value(&value, &["sqlite"])),
+        }
+    }
+}
+
+impl From<Store> for String {
+    fn from(value: Store) -> String {
+        match value {
+            Store::Sqlite => "sqlite".into(),
+        }
+    }
+}
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// "unknown value", with the accepted ones and the nearest of them when it is a likely typo.
+fn unknown_value(value: &str, accepted: &[&str]) -> String {
+    let mut message = format!(
+        "unknown value {value:?}; expected one of {}",
+        accepted.join(", ")
+    );
+    if let Some(near) = nearest(value, accepted) {
+        message.push_str(&format!(" (did you mean {near}?)"));
+    }
+    message
+}
+
+/// The candidate `word` is most likely a typo of, if any: the same letters ignoring case and
+/// `_`/`-`, or at most two edits away (for words long enough that two edits are a typo, not
+/// another word).
+fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let folded = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    let word = folded(word);
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(&word, &folded(c)), *c))
+        .filter(|(distance, c)| *distance <= 2.min(c.len() / 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
 }
 
 /// Our own section.
@@ -498,41 +551,68 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
     })
 }
 
+/// What is wrong with a config file. The file's own path is not in these messages: whoever read
+/// the file says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+    /// Not YAML at all: where the parser stopped.
+    #[error("not valid YAML at line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
     },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
+    /// YAML, but a key or value flyte-notify does not accept.
+    #[error("{key}: {message}{}", at.map(|(l, c)| format!(" (line {l}, column {c})")).unwrap_or_default())]
+    Parse {
+        key: String,
+        message: String,
+        at: Option<(usize, usize)>,
+    },
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
 }
 
+/// The top-level sections flyte-notify reads; any other one belongs to FlyteAdmin or is ignored.
+const SECTIONS: [&str; 2] = ["notifications", "flyteNotify"];
+
 impl Config {
     /// Reads and validates a YAML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(ConfigError::Read)?;
         Self::from_yaml(&text)
     }
 
-    /// Parses YAML text; errors name the offending key by its path in the file.
+    /// Parses YAML text; errors name the offending key by its path in the file, and its line.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        // An empty file is a valid, all-defaults config.
-        if text.trim().is_empty() {
+        // Syntax first, on its own: a typed parse would report a syntax error at whatever key it
+        // had reached, which misleads.
+        let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                line,
+                column,
+                message: bare_message(&e),
+            }
+        })?;
+        // An empty file (or one of comments only) is the all-defaults config, on purpose.
+        if document.is_null() || document.as_mapping().is_some_and(|m| m.is_empty()) {
             return Ok(Self::default());
         }
+        check_sections(&document, text)?;
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
+            let key = e.path().to_string();
+            let inner = e.into_inner();
             ConfigError::Parse {
-                path: if path == "." { "config".into() } else { path },
-                message: e.into_inner().to_string(),
+                key: if key == "." { "config".into() } else { key },
+                message: bare_message(&inner),
+                at: inner.location().map(|l| (l.line(), l.column())),
             }
         })?;
         config.validate()?;
@@ -678,6 +758,21 @@ impl Config {
         Ok(())
     }
 
+    /// Things that are valid but that an operator may not expect, for the start-up log and
+    /// check-config.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.flyte_notify.console_url.is_empty() && self.notifications.emailer.body.is_empty() {
+            notes.push(
+                "flyteNotify.consoleUrl is not set, so the built-in email carries no link to the \
+                 execution; set it to the Flyte console's address, e.g. \
+                 https://flyte.example.com/console"
+                    .to_string(),
+            );
+        }
+        notes
+    }
+
     pub fn smtp_port(&self) -> Result<u16, ConfigError> {
         let port = &self.notifications.emailer.email_server_config.smtp_port;
         if port.is_empty() {
@@ -701,6 +796,75 @@ impl Config {
         serde_yaml_ng::to_string(&shown)
             .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// serde_yaml's message without the key path and position it appends: we print those ourselves,
+/// once.
+fn bare_message(error: &serde_yaml_ng::Error) -> String {
+    let mut text = error.to_string();
+    if let Some(at) = text.rfind(" at line ") {
+        text.truncate(at);
+    }
+    // "notifications.emailer: unknown field ..." -> "unknown field ...". A path has no spaces.
+    if let Some((head, rest)) = text.split_once(": ")
+        && !head.contains(' ')
+        && !head.is_empty()
+    {
+        return rest.to_string();
+    }
+    text
+}
+
+/// A file that has neither section configures nothing for flyte-notify: it would run on defaults
+/// while the operator believes otherwise. A top-level key one typo away from a section is the
+/// likely cause, so it is named.
+fn check_sections(document: &serde_yaml_ng::Value, text: &str) -> Result<(), ConfigError> {
+    let Some(mapping) = document.as_mapping() else {
+        return Err(ConfigError::Parse {
+            key: "config".into(),
+            message: "expected a mapping of sections such as `notifications:`".into(),
+            at: Some((1, 1)),
+        });
+    };
+    let keys: Vec<&str> = mapping.keys().filter_map(|k| k.as_str()).collect();
+    for key in &keys {
+        if SECTIONS.contains(key) {
+            continue;
+        }
+        if let Some(meant) = nearest(key, &SECTIONS) {
+            return Err(ConfigError::Parse {
+                key: (*key).to_string(),
+                message: format!(
+                    "not a section flyte-notify reads; did you mean `{meant}`? (as written it \
+                     would be ignored and every {meant} setting left at its default)"
+                ),
+                at: top_level_line(text, key).map(|line| (line, 1)),
+            });
+        }
+    }
+    if !keys.iter().any(|k| SECTIONS.contains(k)) {
+        return Err(ConfigError::Parse {
+            key: "config".into(),
+            message: "has neither a `notifications:` nor a `flyteNotify:` section, so nothing in \
+                      it applies to flyte-notify; an empty file runs on the defaults"
+                .into(),
+            at: None,
+        });
+    }
+    Ok(())
+}
+
+/// The line of a top-level key, for the error message (block style: the key starts a line).
+fn top_level_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+                || line
+                    .strip_prefix(&format!("\"{key}\""))
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|index| index + 1)
 }
 
 #[cfg(test)]
@@ -808,6 +972,43 @@ flyteNotify:
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn likely_typos_of_a_section_or_value_are_found_and_other_words_are_not() {
+        for typo in [
+            "notification",
+            "Notifications",
+            "notifcations",
+            "notificatons",
+        ] {
+            assert_eq!(nearest(typo, &SECTIONS), Some("notifications"), "{typo}");
+        }
+        for typo in ["flytenotify", "flyte_notify", "flyte-notify", "flyteNotfy"] {
+            assert_eq!(nearest(typo, &SECTIONS), Some("flyteNotify"), "{typo}");
+        }
+        // The rest of a FlyteAdmin config is not mistaken for ours.
+        for other in [
+            "server",
+            "database",
+            "flyteadmin",
+            "externalEvents",
+            "cloudEvents",
+        ] {
+            assert_eq!(nearest(other, &SECTIONS), None, "{other}");
+        }
+        assert_eq!(nearest("smpt", &["smtp", "maildir"]), Some("smtp"));
+        // Two edits turn a short word into another word; not a suggestion.
+        assert_eq!(nearest("sns", &["local", "sandbox", "aws", "gcp"]), None);
+        assert_eq!(nearest("kafka", &["local", "sandbox", "aws", "gcp"]), None);
+    }
+
+    #[test]
+    fn a_file_of_comments_or_an_empty_mapping_is_all_defaults() {
+        for text in ["# nothing yet\n", "{}\n", "---\n"] {
+            let c = Config::from_yaml(text).unwrap();
+            assert_eq!(c.flyte_notify.listen, defaults::listen(), "{text:?}");
         }
     }
 

@@ -123,6 +123,9 @@ pub async fn run(
     for warning in notify::template_warnings(&config.notifications.emailer) {
         tracing::warn!("{warning}");
     }
+    for note in config.notes() {
+        tracing::info!("{note}");
+    }
     std::fs::create_dir_all(&svc.data_dir)
         .with_context(|| format!("cannot create the data dir {}", svc.data_dir.display()))?;
     let ledger = open_ledger(&config).await?;

@@ -53,7 +53,9 @@ fn init_tracing() {
 
 fn load(config: Option<&PathBuf>) -> Result<Config, String> {
     match config {
-        Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        Some(path) => {
+            Config::load(path).map_err(|e| format!("config file {}: {e}", path.display()))
+        }
         None => Ok(Config::default()),
     }
 }
@@ -71,7 +73,7 @@ async fn main() -> ExitCode {
             let mut config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: invalid config: {e}");
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -103,6 +105,9 @@ async fn main() -> ExitCode {
             Ok(c) => {
                 for w in flyte_notify::notify::template_warnings(&c.notifications.emailer) {
                     eprintln!("warning: {w}");
+                }
+                for note in c.notes() {
+                    eprintln!("note: {note}");
                 }
                 if let Err(e) = flyte_notify::check_secrets(&c) {
                     eprintln!("error: {e:#}");

@@ -156,3 +156,117 @@ fn serve_refuses_an_invalid_config_before_listening() {
     assert!(stderr.contains("subjekt"), "{stderr}");
     assert!(!stderr.contains("listening on"), "{stderr}");
 }
+
+/// The errors an operator reads: each names the file once, the key and its line, and suggests the
+/// likely intent; none mentions a feature that does not exist.
+#[test]
+fn a_misspelled_or_missing_section_is_an_error_that_names_the_intended_one() {
+    for (yaml, expected) in [
+        (
+            "notification:\n  emailer:\n    sender: flyte@example.com\n",
+            "notification: not a section flyte-notify reads; did you mean `notifications`?",
+        ),
+        (
+            "server:\n  httpPort: 8088\nflytenotify:\n  consoleUrl: https://flyte.example.com\n",
+            "flytenotify: not a section flyte-notify reads; did you mean `flyteNotify`?",
+        ),
+        (
+            "server:\n  httpPort: 8088\ndatabase:\n  postgres: { host: db }\n",
+            "has neither a `notifications:` nor a `flyteNotify:` section",
+        ),
+    ] {
+        let (code, stdout, stderr) = check_config(yaml, &[]);
+        assert_eq!(code, 2, "{yaml}: {stderr}");
+        assert!(stderr.contains(expected), "{yaml}: {stderr}");
+        assert!(!stderr.contains("config OK"), "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    // The line of the typo, for a file where it is not the first.
+    let (_, _, stderr) = check_config("# flyte-notify\n\nnotification:\n  type: local\n", &[]);
+    assert!(stderr.contains("(line 3, column 1)"), "{stderr}");
+}
+
+#[test]
+fn errors_print_the_file_once_with_the_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "notifications:\n  emailer:\n    sender: flyte@example.com\n    subjekt: x\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches(&*path.display().to_string()).count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("notifications.emailer").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `subjekt`"), "{stderr}");
+    assert!(stderr.contains("(line 4, column 5)"), "{stderr}");
+
+    // A syntax error is where the parser stopped, not at some key it had reached.
+    let (code, _, stderr) =
+        check_config("notifications:\n  emailer:\n    subject: \"unclosed\n", &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not valid YAML at line"), "{stderr}");
+    assert!(!stderr.contains(".?"), "{stderr}");
+}
+
+#[test]
+fn enum_values_take_any_case_and_typos_get_a_suggestion() {
+    let smtp = |name: &str| {
+        format!(
+            "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: {name}\n      smtpServer: mail.example.com\n"
+        )
+    };
+    let (code, stdout, stderr) = check_config(&smtp("SMTP"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("serviceName: smtp"), "{stdout}");
+    let (code, _, _) = check_config("notifications:\n  type: Sandbox\n", &[]);
+    assert_eq!(code, 0);
+
+    let (code, _, stderr) = check_config(&smtp("smpt"), &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("notifications.emailer.emailServerConfig.serviceName")
+            && stderr.contains("did you mean smtp?"),
+        "{stderr}"
+    );
+    // FlyteAdmin's own values that flyte-notify does not have say so, and nothing about builds.
+    for yaml in [
+        smtp("sendgrid"),
+        "notifications:\n  type: aws\n".to_string(),
+    ] {
+        let (code, _, stderr) = check_config(&yaml, &[]);
+        assert_eq!(code, 2, "{yaml}");
+        assert!(stderr.contains("does not"), "{stderr}");
+        assert!(!stderr.contains("build"), "{stderr}");
+    }
+}
+
+#[test]
+fn check_config_says_the_built_in_email_has_no_link_without_a_console_url() {
+    let (code, _, stderr) = check_config("notifications:\n  type: local\n", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "note: flyteNotify.consoleUrl is not set, so the built-in email carries no link"
+        ),
+        "{stderr}"
+    );
+    let (_, _, stderr) = check_config(
+        "flyteNotify:\n  consoleUrl: https://flyte.example.com/console\n",
+        &[],
+    );
+    assert!(!stderr.contains("consoleUrl is not set"), "{stderr}");
+}

@@ -155,3 +155,35 @@ async fn a_wrong_password_is_retried_with_the_reason_not_dropped() {
     );
     assert!(maildir_messages(&dir.path().join("sink")).is_empty());
 }
+
+/// FlyteAdmin sends without authenticating when the server offers no AUTH; so do we, but a
+/// configured username the server never asked for is worth one warning in the log.
+#[tokio::test]
+async fn a_username_with_a_server_that_offers_no_auth_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = dir.path().join("sink");
+    let _sink = SmtpSink::start(port, &sink);
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("smtp_pw"), "s3cr3t pass\n").unwrap();
+    let server = Server::start(dir.path(), Some(&config(port, &secrets)));
+    let mut client = server.client().await;
+    for i in 0..2 {
+        client
+            .enqueue(EnqueueRequest {
+                request_id: format!("no-auth-{i}"),
+                execution: Some(failed_execution(&format!("exec-no-auth-{i}"))),
+                notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+            })
+            .await
+            .unwrap();
+    }
+    let files = wait_for_messages(&sink, 2, Duration::from_secs(20));
+    assert_eq!(files.len(), 2, "log:\n{}", server.log());
+    let log = server.log();
+    let warnings = log
+        .matches("offers no AUTH PLAIN (nor STARTTLS, after which servers often offer it): sending without authenticating although smtpUsername is set")
+        .count();
+    assert_eq!(warnings, 1, "one warning, not one per send; log:\n{log}");
+}

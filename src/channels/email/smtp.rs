@@ -27,6 +27,9 @@ pub struct SmtpSender {
     /// base64 of a PLAIN or LOGIN exchange), to scrub from errors before they are stored.
     secrets: Vec<String>,
     timeout: Duration,
+    /// Whether the operator has been told that the server offers no AUTH although a username is
+    /// configured: once per process is enough to act on, and every send would flood the log.
+    warned_no_auth: std::sync::atomic::AtomicBool,
 }
 
 /// FlyteAdmin's secret convention: env `FLYTE_SECRET_<name>`, else the file `<dir>/<name>`,
@@ -64,6 +67,7 @@ impl SmtpSender {
                 .unwrap_or_default(),
             credentials: credentials.map(|(user, pass)| Credentials::new(user, pass)),
             timeout,
+            warned_no_auth: Default::default(),
         }
     }
 
@@ -92,8 +96,29 @@ impl SmtpSender {
                 .await
                 .map_err(|e| classify(&self.host, self.port, "STARTTLS", e, &self.secrets))?;
         }
+        let offers_plain = conn.server_info().supports_auth_mechanism(Mechanism::Plain);
+        if self.credentials.is_some()
+            && !offers_plain
+            && !self
+                .warned_no_auth
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            // FlyteAdmin sends unauthenticated here too; an operator who set a username expects
+            // otherwise, and a relay that accepts the mail anyway may not deliver it onwards.
+            tracing::warn!(
+                "smtp {}:{} offers no AUTH PLAIN{}: sending without authenticating although \
+                 smtpUsername is set",
+                self.host,
+                self.port,
+                if conn.is_encrypted() {
+                    ""
+                } else {
+                    " (nor STARTTLS, after which servers often offer it)"
+                }
+            );
+        }
         if let Some(credentials) = &self.credentials
-            && conn.server_info().supports_auth_mechanism(Mechanism::Plain)
+            && offers_plain
         {
             if !may_send_password(conn.is_encrypted(), &self.host) {
                 conn.abort().await;

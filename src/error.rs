@@ -25,6 +25,9 @@ pub enum Error {
     /// The request_id was used before for a different request.
     #[error("{0}")]
     Conflict(String),
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The service is shutting down or a dependency is down; the caller may retry.
     #[error("{0}")]
     Unavailable(String),

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod error;
 pub mod ledger;
 pub mod notify;
+pub mod operator_cli;
 pub mod proto;
 pub mod queue;
 pub mod telemetry;

@@ -37,6 +37,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Put dead deliveries back to pending with a fresh attempt budget (by id, or --filter).
+    Redrive(flyte_notify::operator_cli::ActArgs),
+    /// Take dead deliveries out of the pending list; they stay in the ledger with their history.
+    Discard(flyte_notify::operator_cli::ActArgs),
+    /// One delivery, in any state, with its history.
+    Show(flyte_notify::operator_cli::ShowArgs),
     /// Measure Enqueue against a no-op RPC (gRPC health) on a fresh server.
     Bench(flyte_notify::bench::BenchArgs),
 }
@@ -118,16 +124,23 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: invalid config: {e}");
+                eprintln!("error: {e}");
                 ExitCode::from(2)
             }
         },
-        Command::Bench(args) => match flyte_notify::bench::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-        },
+        Command::Bench(args) => finish(flyte_notify::bench::run(args).await),
+        Command::Redrive(args) => finish(flyte_notify::operator_cli::redrive(args).await),
+        Command::Discard(args) => finish(flyte_notify::operator_cli::discard(args).await),
+        Command::Show(args) => finish(flyte_notify::operator_cli::show(args).await),
+    }
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

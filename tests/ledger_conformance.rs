@@ -8,8 +8,8 @@ use std::time::Duration;
 use flyte_notify::delivery::{Channel, DeliveryRef, Outcome, Payload};
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
-    AcceptOutcome, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery, Ledger,
-    NewDelivery, NewRequest, PendingQuery, State,
+    AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery,
+    Ledger, NewDelivery, NewRequest, OperatorAction, PendingQuery, Selection, Skip, State,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -698,6 +698,233 @@ async fn one_failing_call_in_a_shared_commit_fails_only_its_own_caller() {
             None,
             "one bad call is not the store's trouble"
         );
+        ledger.close().await;
+    }
+}
+
+/// Leases everything due and records each id's outcome: `dead:` ids die, `retry:` ids fail
+/// retryably, the rest are delivered.
+async fn settle(ledger: &dyn Ledger) {
+    let leased = refs(&ledger.lease_due(100, LEASE).await.unwrap());
+    let outcomes = leased
+        .into_iter()
+        .map(|d| {
+            let outcome = if d.id.starts_with("dead") {
+                Outcome::Dead {
+                    error: format!("550 no such user ({})", d.id),
+                }
+            } else if d.id.starts_with("retry") {
+                Outcome::Retry {
+                    delay: Duration::from_secs(3600),
+                    error: "421 try later".into(),
+                }
+            } else {
+                Outcome::Delivered
+            };
+            (d, outcome)
+        })
+        .collect();
+    ledger.record(outcomes).await.unwrap();
+}
+
+fn project_is(project: &str) -> Vec<Filter> {
+    vec![Filter {
+        field: FilterField::Project,
+        op: FilterOp::Eq,
+        values: vec![project.into()],
+    }]
+}
+
+#[tokio::test]
+async fn redrive_gives_dead_deliveries_a_fresh_budget_and_leaves_the_rest_alone() {
+    for backend in backends() {
+        let (_dir, ledger) = fresh(backend).await;
+        ledger
+            .accept(request_for(
+                "r1",
+                "fp",
+                "alpha",
+                "e1",
+                vec![
+                    delivery("dead-a", 0, Channel::Email),
+                    delivery("retry-a", 1, Channel::Email),
+                    delivery("sent-a", 2, Channel::Email),
+                ],
+            ))
+            .await
+            .unwrap();
+        ledger
+            .accept(request_for(
+                "r2",
+                "fp",
+                "beta",
+                "e2",
+                vec![delivery("dead-b", 0, Channel::Email)],
+            ))
+            .await
+            .unwrap();
+        settle(&*ledger).await;
+
+        let acted = ledger
+            .act(
+                OperatorAction::Redrive,
+                Selection::Ids(vec![
+                    "dead-a".into(),
+                    "retry-a".into(),
+                    "sent-a".into(),
+                    "nope".into(),
+                    "dead-a".into(),
+                ]),
+                "relay fixed".into(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            acted,
+            Acted {
+                changed: vec!["dead-a".into()],
+                skipped: vec![
+                    ("retry-a".into(), Skip::NotDead(State::Retrying)),
+                    ("sent-a".into(), Skip::NotDead(State::Delivered)),
+                    ("nope".into(), Skip::NotFound),
+                ],
+                more: false,
+            }
+        );
+        // Pending, due now, attempts from zero; the lease is attempt 1 again.
+        let (d, history) = ledger.get("dead-a").await.unwrap().unwrap();
+        assert_eq!(
+            (d.state, d.attempts, d.last_error.as_str()),
+            (State::Pending, 0, "")
+        );
+        let kinds: Vec<(EventKind, u32, &str)> = history
+            .iter()
+            .map(|e| (e.kind, e.attempts, e.detail.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::Dead, 1, "550 no such user (dead-a)"),
+                (EventKind::Redriven, 1, "relay fixed"),
+            ]
+        );
+        let due = ledger.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&due), vec!["dead-a"]);
+        assert_eq!(due[0].delivery.attempt, 1);
+        ledger
+            .record(vec![(refs(&due)[0].clone(), Outcome::Delivered)])
+            .await
+            .unwrap();
+        let (d, history) = ledger.get("dead-a").await.unwrap().unwrap();
+        assert_eq!(d.state, State::Delivered);
+        assert_eq!(history.last().unwrap().kind, EventKind::Delivered);
+
+        // A filter selects only dead deliveries, and only those it matches.
+        let acted = ledger
+            .act(
+                OperatorAction::Redrive,
+                Selection::Filter {
+                    filters: project_is("beta"),
+                    limit: 10,
+                },
+                String::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(acted.changed, vec!["dead-b".to_string()]);
+        assert!(acted.skipped.is_empty() && !acted.more);
+        assert!(ledger.get("nope").await.unwrap().is_none());
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_filtered_action_takes_at_most_its_limit_oldest_first_and_says_there_is_more() {
+    for backend in backends() {
+        let (_dir, ledger) = fresh(backend).await;
+        for i in 0..5 {
+            ledger
+                .accept(request(
+                    &format!("r{i}"),
+                    "fp",
+                    vec![delivery(&format!("dead-{i}"), 0, Channel::Email)],
+                ))
+                .await
+                .unwrap();
+        }
+        settle(&*ledger).await;
+        let select = || Selection::Filter {
+            filters: Vec::new(),
+            limit: 3,
+        };
+        let first = ledger
+            .act(OperatorAction::Discard, select(), "noise".into())
+            .await
+            .unwrap();
+        assert_eq!(first.changed, vec!["dead-0", "dead-1", "dead-2"]);
+        assert!(first.more);
+        let second = ledger
+            .act(OperatorAction::Discard, select(), "noise".into())
+            .await
+            .unwrap();
+        assert_eq!(second.changed, vec!["dead-3", "dead-4"]);
+        assert!(!second.more);
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
+    for backend in backends() {
+        let (dir, ledger) = fresh(backend).await;
+        ledger
+            .accept(request(
+                "r",
+                "fp",
+                vec![
+                    delivery("dead-x", 0, Channel::Email),
+                    delivery("dead-y", 1, Channel::Email),
+                ],
+            ))
+            .await
+            .unwrap();
+        settle(&*ledger).await;
+        let acted = ledger
+            .act(
+                OperatorAction::Discard,
+                Selection::Ids(vec!["dead-x".into()]),
+                "left the company".into(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(acted.changed, vec!["dead-x".to_string()]);
+        assert_eq!(pending_ids(&*ledger, Vec::new()).await, vec!["dead-y"]);
+        // Not leased, and not redriven: discarded is not dead.
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
+        let again = ledger
+            .act(
+                OperatorAction::Redrive,
+                Selection::Ids(vec!["dead-x".into()]),
+                String::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again.skipped,
+            vec![("dead-x".to_string(), Skip::NotDead(State::Discarded))]
+        );
+        ledger.close().await;
+
+        // All of it survives a restart.
+        let ledger = open(backend, dir.path()).await;
+        let (d, history) = ledger.get("dead-x").await.unwrap().unwrap();
+        assert_eq!(d.state, State::Discarded);
+        assert_eq!(
+            history.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EventKind::Dead, EventKind::Discarded]
+        );
+        assert_eq!(history[1].detail, "left the company");
+        assert_eq!(pending_ids(&*ledger, Vec::new()).await, vec!["dead-y"]);
         ledger.close().await;
     }
 }

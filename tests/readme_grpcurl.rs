@@ -48,7 +48,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
     let blocks = readme_grpcurl_blocks();
     assert_eq!(
         blocks.len(),
-        8,
+        9,
         "the README's grpcurl examples changed: {blocks:#?}"
     );
     for block in &blocks {
@@ -64,7 +64,14 @@ async fn every_readme_grpcurl_command_works_as_written() {
             assert!(out.lines().any(|l| l == "grpc.health.v1.Health"), "{out}");
         } else if first.contains("describe flytenotify.v1.NotificationService") {
             assert!(ok, "{err}");
-            for rpc in ["rpc Enqueue", "rpc ListPending", "rpc Preview"] {
+            for rpc in [
+                "rpc Enqueue",
+                "rpc ListPending",
+                "rpc Preview",
+                "rpc Redrive",
+                "rpc Discard",
+                "rpc GetDelivery",
+            ] {
                 assert!(out.contains(rpc), "{out}");
             }
         } else if first.contains("describe flyteidl.admin.Notification") {
@@ -98,6 +105,11 @@ async fn every_readme_grpcurl_command_works_as_written() {
             let files = wait_for_messages(&server.maildir(), 1, std::time::Duration::from_secs(10));
             assert_eq!(files.len(), 1);
             assert_eq!(parse_mail(&files[0]).to, vec!["oncall@example.com"]);
+        } else if first.contains("/Redrive") {
+            // Nothing died on this server: an empty answer. The test below shows it at work.
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert!(v.get("deliveryIds").is_none(), "{out}");
         } else if first.contains("/ListPending") {
             assert!(ok, "{err}");
             let _: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -114,4 +126,41 @@ async fn every_readme_grpcurl_command_works_as_written() {
             panic!("no check for README block {block}");
         }
     }
+}
+
+/// The README's Enqueue against a mail server that is down (one attempt, so it dies at once), then
+/// the README's Redrive once the mail server is up: the notification is delivered.
+#[tokio::test]
+async fn the_readme_redrive_delivers_what_died_once_the_mail_server_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "notifications:\n  emailer:\n    emailServerConfig: {{ serviceName: smtp, smtpServer: 127.0.0.1, smtpPort: {port} }}\nflyteNotify:\n  retry: {{ maxAttempts: 1 }}\n"
+    );
+    let server = Server::start(dir.path(), Some(&config));
+    let blocks = readme_grpcurl_blocks();
+    let enqueue = blocks
+        .iter()
+        .find(|b| b.contains("/Enqueue") && b.contains("<<'EOF'"))
+        .unwrap();
+    let redrive = blocks.iter().find(|b| b.contains("/Redrive")).unwrap();
+    let (ok, _, err) = run(enqueue, &server.addr);
+    assert!(ok, "{err}");
+    let dead = wait_for_pending(
+        &server,
+        "eq(state,dead)",
+        std::time::Duration::from_secs(30),
+        |d| d.len() == 1,
+    )
+    .await;
+
+    let sink = dir.path().join("sink");
+    let _smtp = SmtpSink::start(port, &sink);
+    let (ok, out, err) = run(redrive, &server.addr);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deliveryIds"], serde_json::json!([dead[0].id]), "{out}");
+    let files = wait_for_messages(&sink, 1, std::time::Duration::from_secs(20));
+    assert_eq!(files.len(), 1, "log:\n{}", server.log());
+    assert_eq!(parse_mail(&files[0]).to, vec!["oncall@example.com"]);
 }

@@ -7,8 +7,9 @@ use tonic::{Request, Response, Status};
 use super::status::to_status;
 use crate::notify::Notifier;
 use crate::proto::flytenotify::v1::{
-    EnqueueRequest, EnqueueResponse, ListPendingRequest, ListPendingResponse, PreviewRequest,
-    PreviewResponse, notification_service_server::NotificationService,
+    DiscardRequest, DiscardResponse, EnqueueRequest, EnqueueResponse, GetDeliveryRequest,
+    GetDeliveryResponse, ListPendingRequest, ListPendingResponse, PreviewRequest, PreviewResponse,
+    RedriveRequest, RedriveResponse, notification_service_server::NotificationService,
 };
 
 pub struct GrpcNotificationService {
@@ -55,6 +56,39 @@ impl NotificationService for GrpcNotificationService {
         tokio::task::spawn_blocking(move || notifier.preview(request.into_inner()))
             .await
             .map_err(|e| to_status(crate::error::Error::Internal(anyhow::anyhow!(e))))?
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn redrive(
+        &self,
+        request: Request<RedriveRequest>,
+    ) -> Result<Response<RedriveResponse>, Status> {
+        self.notifier
+            .redrive(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn discard(
+        &self,
+        request: Request<DiscardRequest>,
+    ) -> Result<Response<DiscardResponse>, Status> {
+        self.notifier
+            .discard(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<GetDeliveryRequest>,
+    ) -> Result<Response<GetDeliveryResponse>, Status> {
+        self.notifier
+            .get_delivery(request.into_inner())
+            .await
             .map(Response::new)
             .map_err(to_status)
     }

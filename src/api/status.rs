@@ -55,6 +55,7 @@ pub fn to_status(error: Error) -> Status {
             Status::with_error_details(Code::InvalidArgument, message, details)
         }
         Error::Conflict(message) => Status::already_exists(message),
+        Error::NotFound(message) => Status::not_found(message),
         Error::Unavailable(message) => Status::unavailable(message),
         Error::Internal(e) => {
             // The chain may hold paths and SQL; the caller gets none of it, the log gets all of it.

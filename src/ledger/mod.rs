@@ -34,6 +34,8 @@ pub enum State {
     Dead,
     /// Sent. Kept as a notification log, never listed as pending.
     Delivered,
+    /// Dead, then set aside by an operator: no longer listed as pending, still in the log.
+    Discarded,
 }
 
 impl State {
@@ -43,6 +45,7 @@ impl State {
             State::Retrying => "retrying",
             State::Dead => "dead",
             State::Delivered => "delivered",
+            State::Discarded => "discarded",
         }
     }
 
@@ -52,6 +55,7 @@ impl State {
             "retrying" => Some(State::Retrying),
             "dead" => Some(State::Dead),
             "delivered" => Some(State::Delivered),
+            "discarded" => Some(State::Discarded),
             _ => None,
         }
     }
@@ -152,6 +156,86 @@ pub struct PendingPage {
     pub next: Option<PageToken>,
 }
 
+/// What an operator does to dead deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Back to pending, due now, with a fresh attempt budget.
+    Redrive,
+    /// Out of the pending list; kept in the log with its history.
+    Discard,
+}
+
+/// Which deliveries an operator action applies to. Only dead ones are ever changed.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// These ids, in this order; an id that is not dead is reported, not changed.
+    Ids(Vec<String>),
+    /// The dead deliveries the filters match, oldest first, at most `limit` of them.
+    Filter { filters: Vec<Filter>, limit: u32 },
+}
+
+/// Why a selected id was left as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    NotFound,
+    NotDead(State),
+}
+
+/// What an operator action did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acted {
+    /// The deliveries changed, in selection order.
+    pub changed: Vec<String>,
+    pub skipped: Vec<(String, Skip)>,
+    /// A filter matched more dead deliveries than the limit; the same call again takes the next.
+    pub more: bool,
+}
+
+/// One thing that happened to a delivery after it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A send failed and will be tried again.
+    Failed,
+    /// A send failed for good, or the last attempt did.
+    Dead,
+    Delivered,
+    Redriven,
+    Discarded,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Failed => "failed",
+            EventKind::Dead => "dead",
+            EventKind::Delivered => "delivered",
+            EventKind::Redriven => "redriven",
+            EventKind::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "failed" => EventKind::Failed,
+            "dead" => EventKind::Dead,
+            "delivered" => EventKind::Delivered,
+            "redriven" => EventKind::Redriven,
+            "discarded" => EventKind::Discarded,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEvent {
+    pub at: Millis,
+    pub kind: EventKind,
+    /// Attempts recorded when it happened.
+    pub attempts: u32,
+    /// The error of a failed attempt, or the operator's note.
+    pub detail: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger database error: {0}")]
@@ -197,6 +281,21 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// How long until the earliest delivery waiting to be sent is due (zero when one is due now).
     async fn next_due(&self) -> Result<Option<Duration>, LedgerError>;
+
+    /// Redrives or discards the selected dead deliveries, each with an event in its history.
+    /// Deliveries in any other state are reported and left alone.
+    async fn act(
+        &self,
+        action: OperatorAction,
+        selection: Selection,
+        note: String,
+    ) -> Result<Acted, LedgerError>;
+
+    /// One delivery in any state, with its history oldest first; None when no such id exists.
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<(StoredDelivery, Vec<HistoryEvent>)>, LedgerError>;
 
     /// Why the store cannot write, while it cannot: health reports NOT_SERVING meanwhile.
     fn trouble(&self) -> Option<String>;

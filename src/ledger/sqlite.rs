@@ -22,8 +22,9 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AcceptOutcome, ExecutionKey, FilterOp, LeasedDelivery, Ledger, LedgerError, Millis, NewRequest,
-    PageToken, PendingPage, PendingQuery, Recorded, State, StoredDelivery,
+    AcceptOutcome, Acted, EventKind, ExecutionKey, FilterOp, HistoryEvent, LeasedDelivery, Ledger,
+    LedgerError, Millis, NewRequest, OperatorAction, PageToken, PendingPage, PendingQuery,
+    Recorded, Selection, Skip, State, StoredDelivery,
 };
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
 
@@ -39,6 +40,7 @@ enum Work {
     Record(Vec<(DeliveryRef, Outcome)>),
     Lease { max: usize, lease_for: Duration },
     Release(DeliveryRef, Duration),
+    Act(OperatorAction, Selection, String),
 }
 
 /// What a write came to, in the same shape.
@@ -47,6 +49,7 @@ enum Done {
     Record(Recorded),
     Lease(Vec<LeasedRow>),
     Release,
+    Act(Acted),
 }
 
 type Reply = oneshot::Sender<Result<Done, LedgerError>>;
@@ -91,6 +94,9 @@ fn now_millis() -> Millis {
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// The states ListPending shows (the deliveries_open index's condition).
+const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
 
 const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
                        attempts, next_attempt_at, last_error, created_at, payload";
@@ -203,7 +209,8 @@ fn lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Locked(format!(
             "another flyte-notify is running on the data dir {}; each process needs its own \
-             (the embedded ledger is single-process; several replicas need the PostgreSQL ledger)",
+             (the embedded SQLite ledger serves one process; stop the other one or give this one \
+             another --data-dir)",
             dir.display()
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(LedgerError::Io(e)),
@@ -220,9 +227,9 @@ impl Ledger for SqliteLedger {
     }
 
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {COLUMNS} FROM deliveries WHERE state <> 'delivered'"
-        ));
+        // The same condition as the deliveries_open index, so that SQLite uses it.
+        let mut sql =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE {OPEN}"));
         // Keyset paging on seq never skips a row that commits after a page was read: seq is
         // assigned by the one writer inside its serialized transactions, so seq order is commit
         // order, and a row a later page could miss would need a seq below one already listed.
@@ -231,33 +238,7 @@ impl Ledger for SqliteLedger {
         if let Some(PageToken::After { seq }) = query.after {
             sql.push(" AND seq > ").push_bind(seq);
         }
-        for filter in &query.filters {
-            let column = filter.field.column();
-            match filter.op {
-                FilterOp::Eq => {
-                    sql.push(format!(" AND {column} = "))
-                        .push_bind(filter.values[0].clone());
-                }
-                FilterOp::Ne => {
-                    sql.push(format!(" AND {column} <> "))
-                        .push_bind(filter.values[0].clone());
-                }
-                FilterOp::Contains => {
-                    // instr, not LIKE: the value is taken literally, % and _ included.
-                    sql.push(format!(" AND instr({column}, "))
-                        .push_bind(filter.values[0].clone())
-                        .push(") > 0");
-                }
-                FilterOp::ValueIn => {
-                    sql.push(format!(" AND {column} IN ("));
-                    let mut list = sql.separated(", ");
-                    for v in &filter.values {
-                        list.push_bind(v.clone());
-                    }
-                    sql.push(")");
-                }
-            }
-        }
+        push_filters(&mut sql, &query.filters);
         // One row more than asked tells whether another page exists.
         let limit = query.limit.max(1);
         sql.push(" ORDER BY seq LIMIT ")
@@ -317,6 +298,53 @@ impl Ledger for SqliteLedger {
             *trouble = None;
         }
         trouble.as_ref().map(|p| p.reason.clone())
+    }
+
+    async fn act(
+        &self,
+        action: OperatorAction,
+        selection: Selection,
+        note: String,
+    ) -> Result<Acted, LedgerError> {
+        match self.call(Work::Act(action, selection, note)).await? {
+            Done::Act(acted) => Ok(acted),
+            _ => unreachable!("the writer answers an action with an action"),
+        }
+    }
+
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<(StoredDelivery, Vec<HistoryEvent>)>, LedgerError> {
+        let mut sql =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE id = "));
+        sql.push_bind(id);
+        let Some(row) = sql.build().fetch_optional(&self.readers).await? else {
+            return Ok(None);
+        };
+        let (_, delivery) = decode_listed(&row)?;
+        let rows = sqlx::query(
+            "SELECT at, kind, attempts, detail FROM delivery_events WHERE delivery_id = ? \
+             ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut history = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let kind: String = row.try_get(1)?;
+            // Only this binary writes events; a kind it does not know is from a newer one.
+            let Some(kind) = EventKind::parse(&kind) else {
+                continue;
+            };
+            history.push(HistoryEvent {
+                at: row.try_get(0)?,
+                kind,
+                attempts: row.try_get::<i64, _>(2)?.max(0) as u32,
+                detail: row.try_get(3)?,
+            });
+        }
+        Ok(Some((delivery, history)))
     }
 
     async fn next_due(&self) -> Result<Option<Duration>, LedgerError> {
@@ -523,6 +551,37 @@ fn storage_problem(e: &LedgerError) -> Option<(String, bool)> {
     Some((reason.to_string(), code == 13))
 }
 
+/// ` AND ...` for each filter; values are bound, never spliced.
+fn push_filters(sql: &mut QueryBuilder<Sqlite>, filters: &[super::Filter]) {
+    for filter in filters {
+        let column = filter.field.column();
+        match filter.op {
+            FilterOp::Eq => {
+                sql.push(format!(" AND {column} = "))
+                    .push_bind(filter.values[0].clone());
+            }
+            FilterOp::Ne => {
+                sql.push(format!(" AND {column} <> "))
+                    .push_bind(filter.values[0].clone());
+            }
+            FilterOp::Contains => {
+                // instr, not LIKE: the value is taken literally, % and _ included.
+                sql.push(format!(" AND instr({column}, "))
+                    .push_bind(filter.values[0].clone())
+                    .push(") > 0");
+            }
+            FilterOp::ValueIn => {
+                sql.push(format!(" AND {column} IN ("));
+                let mut list = sql.separated(", ");
+                for v in &filter.values {
+                    list.push_bind(v.clone());
+                }
+                sql.push(")");
+            }
+        }
+    }
+}
+
 /// Runs `works` in one transaction and returns what each came to, in order.
 async fn execute(
     conn: &mut SqliteConnection,
@@ -564,6 +623,9 @@ async fn execute(
                 Done::Release
             }
             Work::Lease { .. } => Done::Lease(Vec::new()),
+            Work::Act(action, selection, note) => {
+                Done::Act(act(conn, *action, selection, note, now).await?)
+            }
         });
     }
     for (work, done) in works.iter().zip(done.iter_mut()) {
@@ -714,11 +776,25 @@ async fn record_all(
         });
         sql.push(
             ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2 \
-             RETURNING deliveries.id",
+             RETURNING deliveries.id, deliveries.attempts, deliveries.state, deliveries.last_error",
         );
+        let mut events = Vec::new();
         for row in sql.build().fetch_all(&mut *conn).await? {
-            applied.insert(row.try_get::<String, _>(0)?);
+            let id = row.try_get::<String, _>(0)?;
+            let kind = match row.try_get::<&str, _>(2)? {
+                "delivered" => EventKind::Delivered,
+                "retrying" => EventKind::Failed,
+                _ => EventKind::Dead,
+            };
+            events.push((
+                id.clone(),
+                kind,
+                row.try_get::<i64, _>(1)?,
+                row.try_get::<String, _>(3)?,
+            ));
+            applied.insert(id);
         }
+        insert_events(conn, &events, now).await?;
     }
     let stale: HashSet<String> = outcomes
         .iter()
@@ -734,6 +810,123 @@ async fn record_all(
         );
     }
     Ok(stale)
+}
+
+/// Appends to deliveries' histories: (delivery id, kind, attempts, detail).
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[(String, EventKind, i64, String)],
+    now: Millis,
+) -> Result<(), LedgerError> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) ",
+        );
+        sql.push_values(chunk, |mut row, (id, kind, attempts, detail)| {
+            row.push_bind(id)
+                .push_bind(now)
+                .push_bind(kind.as_str())
+                .push_bind(*attempts)
+                .push_bind(detail);
+        });
+        sql.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Redrive or discard: in the writer, so that no lease or outcome interleaves with it.
+async fn act(
+    conn: &mut SqliteConnection,
+    action: OperatorAction,
+    selection: &Selection,
+    note: &str,
+    now: Millis,
+) -> Result<Acted, LedgerError> {
+    let mut acted = Acted::default();
+    // (id, its state and attempts, or None when there is no such id), in selection order.
+    let mut found: Vec<(String, Option<(String, i64)>)> = Vec::new();
+    match selection {
+        Selection::Ids(ids) => {
+            let mut seen = HashSet::new();
+            let ids: Vec<&String> = ids.iter().filter(|id| seen.insert(*id)).collect();
+            let mut rows = std::collections::HashMap::new();
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut sql = QueryBuilder::<Sqlite>::new(
+                    "SELECT id, state, attempts FROM deliveries WHERE id IN (",
+                );
+                let mut list = sql.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                sql.push(")");
+                for row in sql.build().fetch_all(&mut *conn).await? {
+                    let id: String = row.try_get(0)?;
+                    rows.insert(
+                        id,
+                        (row.try_get::<String, _>(1)?, row.try_get::<i64, _>(2)?),
+                    );
+                }
+            }
+            for id in ids {
+                found.push((id.clone(), rows.remove(id)));
+            }
+        }
+        Selection::Filter { filters, limit } => {
+            let mut sql = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT id, state, attempts FROM deliveries WHERE {OPEN} AND state = 'dead'"
+            ));
+            push_filters(&mut sql, filters);
+            sql.push(" ORDER BY seq LIMIT ")
+                .push_bind(i64::from(*limit) + 1);
+            for row in sql.build().fetch_all(&mut *conn).await? {
+                found.push((row.try_get(0)?, Some((row.try_get(1)?, row.try_get(2)?))));
+            }
+            acted.more = found.len() > *limit as usize;
+            found.truncate(*limit as usize);
+        }
+    }
+    let mut events = Vec::new();
+    for (id, row) in found {
+        let Some((state, attempts)) = row else {
+            acted.skipped.push((id, Skip::NotFound));
+            continue;
+        };
+        if state != State::Dead.as_str() {
+            let state = State::parse(&state).unwrap_or(State::Dead);
+            acted.skipped.push((id, Skip::NotDead(state)));
+            continue;
+        }
+        let kind = match action {
+            OperatorAction::Redrive => EventKind::Redriven,
+            OperatorAction::Discard => EventKind::Discarded,
+        };
+        events.push((id.clone(), kind, attempts, note.to_string()));
+        acted.changed.push(id);
+    }
+    for chunk in acted.changed.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET ");
+        match action {
+            // A fresh budget: the attempt count restarts; the history keeps the old attempts.
+            OperatorAction::Redrive => sql.push(
+                "state = 'pending', attempts = 0, leases = 0, last_error = '', \
+                 lease_until = NULL, lease_token = NULL, next_attempt_at = ",
+            ),
+            OperatorAction::Discard => sql.push("state = 'discarded', next_attempt_at = NULL, "),
+        };
+        if action == OperatorAction::Redrive {
+            sql.push_bind(now).push(", ");
+        }
+        sql.push("updated_at = ").push_bind(now);
+        sql.push(" WHERE state = 'dead' AND id IN (");
+        let mut list = sql.separated(", ");
+        for id in chunk {
+            list.push_bind(id);
+        }
+        sql.push(")");
+        sql.build().execute(&mut *conn).await?;
+    }
+    insert_events(conn, &events, now).await?;
+    Ok(acted)
 }
 
 async fn release(

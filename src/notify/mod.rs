@@ -1,6 +1,7 @@
 //! The core: validate, expand, render, record. It knows the request and response messages but no
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
+mod operator;
 pub mod render;
 pub mod template;
 pub mod validate;
@@ -367,7 +368,8 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         State::Pending => api::DeliveryState::Pending,
         State::Retrying => api::DeliveryState::Retrying,
         State::Dead => api::DeliveryState::Dead,
-        State::Delivered => api::DeliveryState::Unspecified,
+        State::Delivered => api::DeliveryState::Delivered,
+        State::Discarded => api::DeliveryState::Discarded,
     };
     // An unreadable payload (see StoredDelivery::payload) shows no channel or recipients, and
     // says why until an attempt records its own error.
@@ -395,7 +397,7 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         attempts: d.attempts,
         next_attempt_at: d
             .next_attempt_at
-            .filter(|_| d.state != State::Dead)
+            .filter(|_| matches!(d.state, State::Pending | State::Retrying))
             .map(timestamp),
         last_error,
         created_at: Some(timestamp(d.created_at)),

@@ -17,10 +17,14 @@ class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_STATE_PENDING: _ClassVar[DeliveryState]
     DELIVERY_STATE_RETRYING: _ClassVar[DeliveryState]
     DELIVERY_STATE_DEAD: _ClassVar[DeliveryState]
+    DELIVERY_STATE_DELIVERED: _ClassVar[DeliveryState]
+    DELIVERY_STATE_DISCARDED: _ClassVar[DeliveryState]
 DELIVERY_STATE_UNSPECIFIED: DeliveryState
 DELIVERY_STATE_PENDING: DeliveryState
 DELIVERY_STATE_RETRYING: DeliveryState
 DELIVERY_STATE_DEAD: DeliveryState
+DELIVERY_STATE_DELIVERED: DeliveryState
+DELIVERY_STATE_DISCARDED: DeliveryState
 
 class ExecutionContext(_message.Message):
     __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at")
@@ -137,3 +141,95 @@ class ListPendingResponse(_message.Message):
     deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
     token: str
     def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class RedriveRequest(_message.Message):
+    __slots__ = ("delivery_ids", "filters", "limit", "note")
+    DELIVERY_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    delivery_ids: _containers.RepeatedScalarFieldContainer[str]
+    filters: str
+    limit: int
+    note: str
+    def __init__(self, delivery_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[str] = ..., limit: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RedriveResponse(_message.Message):
+    __slots__ = ("delivery_ids", "skipped", "more")
+    DELIVERY_IDS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    delivery_ids: _containers.RepeatedScalarFieldContainer[str]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedDelivery]
+    more: bool
+    def __init__(self, delivery_ids: _Optional[_Iterable[str]] = ..., skipped: _Optional[_Iterable[_Union[SkippedDelivery, _Mapping]]] = ..., more: bool = ...) -> None: ...
+
+class DiscardRequest(_message.Message):
+    __slots__ = ("delivery_ids", "filters", "limit", "note")
+    DELIVERY_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    delivery_ids: _containers.RepeatedScalarFieldContainer[str]
+    filters: str
+    limit: int
+    note: str
+    def __init__(self, delivery_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[str] = ..., limit: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class DiscardResponse(_message.Message):
+    __slots__ = ("delivery_ids", "skipped", "more")
+    DELIVERY_IDS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    delivery_ids: _containers.RepeatedScalarFieldContainer[str]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedDelivery]
+    more: bool
+    def __init__(self, delivery_ids: _Optional[_Iterable[str]] = ..., skipped: _Optional[_Iterable[_Union[SkippedDelivery, _Mapping]]] = ..., more: bool = ...) -> None: ...
+
+class SkippedDelivery(_message.Message):
+    __slots__ = ("delivery_id", "reason")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    reason: str
+    def __init__(self, delivery_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetDeliveryRequest(_message.Message):
+    __slots__ = ("delivery_id",)
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    def __init__(self, delivery_id: _Optional[str] = ...) -> None: ...
+
+class DeliveryEvent(_message.Message):
+    __slots__ = ("at", "kind", "attempts", "detail")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[DeliveryEvent.Kind]
+        KIND_FAILED: _ClassVar[DeliveryEvent.Kind]
+        KIND_DEAD: _ClassVar[DeliveryEvent.Kind]
+        KIND_DELIVERED: _ClassVar[DeliveryEvent.Kind]
+        KIND_REDRIVEN: _ClassVar[DeliveryEvent.Kind]
+        KIND_DISCARDED: _ClassVar[DeliveryEvent.Kind]
+    KIND_UNSPECIFIED: DeliveryEvent.Kind
+    KIND_FAILED: DeliveryEvent.Kind
+    KIND_DEAD: DeliveryEvent.Kind
+    KIND_DELIVERED: DeliveryEvent.Kind
+    KIND_REDRIVEN: DeliveryEvent.Kind
+    KIND_DISCARDED: DeliveryEvent.Kind
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    kind: DeliveryEvent.Kind
+    attempts: int
+    detail: str
+    def __init__(self, at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[DeliveryEvent.Kind, str]] = ..., attempts: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class GetDeliveryResponse(_message.Message):
+    __slots__ = ("delivery", "history")
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    delivery: Delivery
+    history: _containers.RepeatedCompositeFieldContainer[DeliveryEvent]
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., history: _Optional[_Iterable[_Union[DeliveryEvent, _Mapping]]] = ...) -> None: ...

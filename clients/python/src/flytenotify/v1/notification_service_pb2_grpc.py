@@ -30,6 +30,21 @@ class NotificationServiceStub(object):
                 request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewRequest.SerializeToString,
                 response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewResponse.FromString,
                 )
+        self.Redrive = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/Redrive',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.RedriveRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.RedriveResponse.FromString,
+                )
+        self.Discard = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/Discard',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.DiscardRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.DiscardResponse.FromString,
+                )
+        self.GetDelivery = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/GetDelivery',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryResponse.FromString,
+                )
 
 
 class NotificationServiceServicer(object):
@@ -57,6 +72,27 @@ class NotificationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Redrive(self, request, context):
+        """Puts dead deliveries back to pending, due now, with a fresh attempt budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Discard(self, request, context):
+        """Takes dead deliveries out of ListPending. They stay in the ledger: GetDelivery shows them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDelivery(self, request, context):
+        """One delivery in any state, with what happened to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +110,21 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.Preview,
                     request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewRequest.FromString,
                     response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewResponse.SerializeToString,
+            ),
+            'Redrive': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redrive,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.RedriveRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.RedriveResponse.SerializeToString,
+            ),
+            'Discard': grpc.unary_unary_rpc_method_handler(
+                    servicer.Discard,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.DiscardRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.DiscardResponse.SerializeToString,
+            ),
+            'GetDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDelivery,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,5 +184,56 @@ class NotificationService(object):
         return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/Preview',
             flytenotify_dot_v1_dot_notification__service__pb2.PreviewRequest.SerializeToString,
             flytenotify_dot_v1_dot_notification__service__pb2.PreviewResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Redrive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/Redrive',
+            flytenotify_dot_v1_dot_notification__service__pb2.RedriveRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.RedriveResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Discard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/Discard',
+            flytenotify_dot_v1_dot_notification__service__pb2.DiscardRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.DiscardResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/GetDelivery',
+            flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -1,0 +1,228 @@
+//! `flyte-notify redrive | discard | show`: the operator's commands, as a gRPC client of a running
+//! service (the ledger belongs to that process, and a replica's peers must see the change too).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::proto::flytenotify::v1::{
+    DeliveryState, DiscardRequest, GetDeliveryRequest, RedriveRequest, SkippedDelivery,
+    delivery_event::Kind, notification_service_client::NotificationServiceClient,
+};
+
+/// Where the service is and how to reach it.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// The service's address.
+    #[arg(
+        long,
+        env = "FLYTE_NOTIFY_SERVER",
+        default_value = "http://127.0.0.1:8091"
+    )]
+    pub server: String,
+    /// A bearer token, when the service requires one (flyteNotify.auth).
+    #[arg(long, env = "FLYTE_NOTIFY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate that signed the server's certificate, for an https:// server.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Which dead deliveries: by id, or by a filter in ListPending's syntax.
+#[derive(Args, Debug, Clone)]
+pub struct ActArgs {
+    /// Delivery ids (as Enqueue or ListPending gave them).
+    #[arg(required_unless_present = "filter", conflicts_with = "filter")]
+    pub ids: Vec<String>,
+    /// Select dead deliveries with a filter, e.g. 'eq(project,flytesnacks)+eq(channel,email)'.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// With --filter: how many at most (the service's default is 1000).
+    #[arg(long, requires = "filter")]
+    pub limit: Option<u32>,
+    /// Kept in each delivery's history, e.g. "relay fixed, INC-1234".
+    #[arg(long, default_value = "")]
+    pub note: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// The delivery id.
+    pub id: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+async fn connect(
+    c: &Connection,
+) -> anyhow::Result<
+    NotificationServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + use<>,
+        >,
+    >,
+> {
+    let mut endpoint = Endpoint::from_shared(c.server.clone())
+        .with_context(|| format!("--server {:?} is not a URL", c.server))?;
+    if c.server.starts_with("https://") {
+        let ca = c.ca_cert.as_ref().context(
+            "an https:// server needs --ca-cert: the PEM CA certificate that signed its certificate",
+        )?;
+        let pem = std::fs::read(ca).with_context(|| format!("--ca-cert {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach flyte-notify at {}", c.server))?;
+    let header = match &c.token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse::<tonic::metadata::MetadataValue<_>>()
+                .context("the token is not a valid header value")?,
+        ),
+        None => None,
+    };
+    Ok(NotificationServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            if let Some(header) = &header {
+                request
+                    .metadata_mut()
+                    .insert("authorization", header.clone());
+            }
+            Ok(request)
+        },
+    ))
+}
+
+fn failed(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+fn print_result(verb: &str, ids: &[String], skipped: &[SkippedDelivery], more: bool) {
+    println!(
+        "{verb} {} dead deliver{}",
+        ids.len(),
+        if ids.len() == 1 { "y" } else { "ies" }
+    );
+    for id in ids {
+        println!("  {id}");
+    }
+    if !skipped.is_empty() {
+        println!("left alone: {}", skipped.len());
+        for s in skipped {
+            println!("  {}: {}", s.delivery_id, s.reason);
+        }
+    }
+    if more {
+        println!("more dead deliveries match; run the same command again for the next ones");
+    }
+}
+
+pub async fn redrive(args: ActArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.connection).await?;
+    let r = client
+        .redrive(RedriveRequest {
+            delivery_ids: args.ids,
+            filters: args.filter.unwrap_or_default(),
+            limit: args.limit.unwrap_or(0),
+            note: args.note,
+        })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    print_result("redrove", &r.delivery_ids, &r.skipped, r.more);
+    Ok(())
+}
+
+pub async fn discard(args: ActArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.connection).await?;
+    let r = client
+        .discard(DiscardRequest {
+            delivery_ids: args.ids,
+            filters: args.filter.unwrap_or_default(),
+            limit: args.limit.unwrap_or(0),
+            note: args.note,
+        })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    print_result("discarded", &r.delivery_ids, &r.skipped, r.more);
+    Ok(())
+}
+
+fn when(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.connection).await?;
+    let r = client
+        .get_delivery(GetDeliveryRequest {
+            delivery_id: args.id,
+        })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    let d = r
+        .delivery
+        .context("the service answered without the delivery")?;
+    let execution = d
+        .execution_id
+        .map(|e| format!("{}/{}/{}", e.project, e.domain, e.name))
+        .unwrap_or_default();
+    let state = DeliveryState::try_from(d.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("DELIVERY_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| d.state.to_string());
+    println!("delivery   {}", d.id);
+    println!("execution  {execution}");
+    println!("channel    {} to {}", d.channel, d.recipients.join(", "));
+    println!("state      {state} (attempts: {})", d.attempts);
+    println!("accepted   {}", when(d.created_at.as_ref()));
+    if d.next_attempt_at.is_some() {
+        println!("next try   {}", when(d.next_attempt_at.as_ref()));
+    }
+    if !d.last_error.is_empty() {
+        println!("last error {}", d.last_error);
+    }
+    println!("history");
+    if r.history.is_empty() {
+        println!("  (no attempt recorded yet)");
+    }
+    for e in r.history {
+        let kind = Kind::try_from(e.kind).unwrap_or(Kind::Unspecified);
+        let name = kind
+            .as_str_name()
+            .trim_start_matches("KIND_")
+            .to_ascii_lowercase();
+        let attempts = e.attempts;
+        // An outcome belongs to one attempt; an operator's action comes after some number of them.
+        let what = match kind {
+            Kind::Redriven | Kind::Discarded => format!(
+                "{name} after {attempts} attempt{}",
+                if attempts == 1 { "" } else { "s" }
+            ),
+            _ => format!("{name} at attempt {attempts}"),
+        };
+        let detail = if e.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", e.detail)
+        };
+        println!("  {}  {what}{detail}", when(e.at.as_ref()));
+    }
+    Ok(())
+}

@@ -51,3 +51,27 @@ def test_flytekit_model_objects_are_accepted() -> None:
     )
     assert (ctx.execution_id.project, ctx.execution_id.domain, ctx.execution_id.name) == ("p", "d", "n")
     assert (ctx.error.code, ctx.error.message) == ("E1", "boom")
+
+
+def test_lists_and_protos_pass_the_string_check() -> None:
+    from flyteidl.admin import common_pb2
+    from flyteidl.core import execution_pb2
+
+    failed = execution_pb2.WorkflowExecution.FAILED
+    converted = convert.notifications(
+        (
+            {"phases": ("failed",), "email": {"recipients_email": ["a@example.com", "b@example.com"]}},
+            {"phases": ["FAILED"], "pagerDuty": {"recipientsEmail": ["c@example.com"]}},
+            common_pb2.Notification(phases=[failed], slack=common_pb2.SlackNotification(recipients_email=["d@example.com"])),
+        )
+    )
+    assert [list(n.phases) for n in converted] == [[failed]] * 3
+    assert list(converted[0].email.recipients_email) == ["a@example.com", "b@example.com"]
+    assert list(converted[1].pager_duty.recipients_email) == ["c@example.com"]
+    assert list(converted[2].slack.recipients_email) == ["d@example.com"]
+
+
+def test_flytekit_recipients_in_a_tuple_are_accepted() -> None:
+    flytekit = pytest.importorskip("flytekit")
+    email = flytekit.Email(phases=[flytekit.WorkflowExecutionPhase.FAILED], recipients_email=("a@example.com",))
+    assert list(convert.notifications([email])[0].email.recipients_email) == ["a@example.com"]

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import grpc
 import pytest
+from flyteidl.admin import common_pb2
+from flyteidl.core import execution_pb2
 
-from flytenotify import InvalidArgumentError, NotificationClient, NotifyError, UnavailableError
+from flytenotify import AsyncNotificationClient, InvalidArgumentError, NotificationClient, NotifyError, UnavailableError
+
+FAILED = execution_pb2.WorkflowExecution.FAILED
 
 
 def fields(error: NotifyError) -> list[str]:
@@ -101,3 +109,162 @@ def test_a_hundred_bad_recipients_give_readable_capped_field_errors(
     assert fields(error)[20] == "request"
     assert error.field_violations[20].description.startswith("80 more problems")
     assert "not an email address" in error.field_violations[0].description
+
+
+class RecordingInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Records every call the client starts, so a test can assert that none did."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.methods.append(details.method)
+        return continuation(details, request)
+
+
+@pytest.fixture
+def offline(closed_port: int) -> Iterator[tuple[NotificationClient, list[str]]]:
+    """A client for a port that refuses connections, and the methods it has called."""
+    recorder = RecordingInterceptor()
+    with NotificationClient(f"127.0.0.1:{closed_port}", timeout=5, interceptors=[recorder]) as client:
+        yield client, recorder.methods
+
+
+RECIPIENT = "oncall@example.com"
+
+
+def test_recording_interceptor_sees_calls(offline: tuple[NotificationClient, list[str]]) -> None:
+    # The control for the tests below: an encodable request does reach the channel.
+    client, calls = offline
+    with pytest.raises(UnavailableError):
+        client.preview("p/d/n", "FAILED", [{"phases": ["FAILED"], "email": {"recipients_email": [RECIPIENT]}}])
+    assert calls == ["/flytenotify.v1.NotificationService/Preview"]
+
+
+@pytest.mark.parametrize("method", ["enqueue", "preview"])
+@pytest.mark.parametrize(
+    ("notifications", "text"),
+    [
+        pytest.param(
+            [{"phases": ["FAILED"], "email": {"recipients_email": RECIPIENT}}],
+            f"notifications[0].email.recipients_email: expected a list of strings, got str {RECIPIENT!r}; "
+            f"pass a list, e.g. [{RECIPIENT!r}]",
+            id="email-str",
+        ),
+        pytest.param(
+            [
+                {"phases": ["FAILED"], "email": {"recipients_email": [RECIPIENT]}},
+                {"phases": ["FAILED"], "slack": {"recipients_email": RECIPIENT}},
+            ],
+            "notifications[1].slack.recipients_email: expected a list of strings, got str",
+            id="slack-str",
+        ),
+        pytest.param(
+            [{"phases": ["FAILED"], "pager_duty": {"recipients_email": RECIPIENT.encode()}}],
+            "notifications[0].pager_duty.recipients_email: expected a list of strings, got bytes",
+            id="pager_duty-bytes",
+        ),
+        pytest.param(
+            [{"phases": ["FAILED"], "pagerDuty": {"recipientsEmail": RECIPIENT}}],
+            "notifications[0].pager_duty.recipients_email: expected a list of strings, got str",
+            id="json-names-str",
+        ),
+        pytest.param(
+            [{"phases": ["FAILED"], "email": {"recipients_email": {RECIPIENT: True}}}],
+            "notifications[0].email.recipients_email: expected a list of strings, got dict",
+            id="email-dict",
+        ),
+        pytest.param(
+            [{"phases": "FAILED", "email": {"recipients_email": [RECIPIENT]}}],
+            "notifications[0].phases: expected a list of phases, got str 'FAILED'; pass a list, e.g. ['FAILED']",
+            id="phases-str",
+        ),
+        pytest.param(
+            RECIPIENT,
+            f"notifications: expected a list of notifications, got str {RECIPIENT!r}; pass a list",
+            id="notifications-str",
+        ),
+        pytest.param(b"FAILED", "notifications: expected a list of notifications, got bytes", id="notifications-bytes"),
+        pytest.param(None, "notifications: expected a list of notifications, got NoneType", id="notifications-none"),
+        pytest.param(
+            {"phases": ["FAILED"], "email": {"recipients_email": [RECIPIENT]}},
+            "notifications: expected a list of notifications, got a single one (dict); pass it in a list",
+            id="notifications-single-dict",
+        ),
+        pytest.param(
+            common_pb2.Notification(phases=[FAILED], email=common_pb2.EmailNotification(recipients_email=[RECIPIENT])),
+            "notifications: expected a list of notifications, got a single one (Notification)",
+            id="notifications-single-proto",
+        ),
+    ],
+)
+def test_a_string_for_a_list_raises_type_error_before_any_call(
+    offline: tuple[NotificationClient, list[str]], method: str, notifications: object, text: str
+) -> None:
+    # Sent as is, "oncall@example.com" would become 18 one-character recipients.
+    client, calls = offline
+    with pytest.raises(TypeError) as caught:
+        getattr(client, method)("p/d/n", "FAILED", notifications)
+    assert text in str(caught.value)
+    assert calls == []
+
+
+FLYTEKIT_STRINGS = [
+    pytest.param(
+        lambda fk: [fk.Email(phases=[fk.WorkflowExecutionPhase.FAILED], recipients_email=RECIPIENT)],
+        f"notifications[0].email.recipients_email: expected a list of strings, got str {RECIPIENT!r}",
+        id="Email",
+    ),
+    pytest.param(
+        lambda fk: [
+            fk.Email(phases=[fk.WorkflowExecutionPhase.FAILED], recipients_email=[RECIPIENT]),
+            fk.Slack(phases=[fk.WorkflowExecutionPhase.FAILED], recipients_email=RECIPIENT),
+        ],
+        f"notifications[1].slack.recipients_email: expected a list of strings, got str {RECIPIENT!r}",
+        id="Slack",
+    ),
+    pytest.param(
+        lambda fk: [fk.PagerDuty(phases=[fk.WorkflowExecutionPhase.FAILED], recipients_email=RECIPIENT)],
+        f"notifications[0].pager_duty.recipients_email: expected a list of strings, got str {RECIPIENT!r}",
+        id="PagerDuty",
+    ),
+    pytest.param(
+        # flytekit's model class does not check phases (flytekit.Email's own check would assert).
+        lambda fk: [
+            fk.models.common.Notification(phases="FAILED", email=fk.models.common.EmailNotification([RECIPIENT]))
+        ],
+        "notifications[0].phases: expected a list of phases, got str 'FAILED'",
+        id="model-phases",
+    ),
+    pytest.param(
+        lambda fk: fk.Email(phases=[fk.WorkflowExecutionPhase.FAILED], recipients_email=[RECIPIENT]),
+        "notifications: expected a list of notifications, got a single one (Email)",
+        id="single-Email",
+    ),
+]
+
+
+@pytest.mark.parametrize("method", ["enqueue", "preview"])
+@pytest.mark.parametrize(("make", "text"), FLYTEKIT_STRINGS)
+def test_flytekit_objects_holding_a_string_raise_type_error_before_any_call(
+    offline: tuple[NotificationClient, list[str]], method: str, make: Callable[[Any], object], text: str
+) -> None:
+    flytekit = pytest.importorskip("flytekit")
+    import flytekit.models.common  # noqa: F401  (the model classes, for the lambdas)
+
+    client, calls = offline
+    with pytest.raises(TypeError) as caught:
+        getattr(client, method)("p/d/n", "FAILED", make(flytekit))
+    assert text in str(caught.value)
+    assert calls == []
+
+
+def test_async_client_raises_type_error_before_any_call(closed_port: int) -> None:
+    async def main(method: str) -> None:
+        # Pointed at a closed port: reaching the network would raise UnavailableError instead.
+        async with AsyncNotificationClient(f"127.0.0.1:{closed_port}", timeout=5) as client:
+            await getattr(client, method)("p/d/n", "FAILED", [{"phases": ["FAILED"], "slack": {"recipients_email": RECIPIENT}}])
+
+    for method in ("enqueue", "preview"):
+        with pytest.raises(TypeError, match=r"notifications\[0\]\.slack\.recipients_email: expected a list of strings"):
+            asyncio.run(main(method))

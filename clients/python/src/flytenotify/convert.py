@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol, TypeVar, Union
+from typing import Any, Protocol, TypeVar, Union, cast
 
 from flyteidl.admin import common_pb2
 from flyteidl.core import execution_pb2, identifier_pb2
 from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from flytenotify.v1 import notification_service_pb2 as api
@@ -44,12 +45,86 @@ ErrorLike = Union[execution_pb2.ExecutionError, Mapping[str, Any], str, Supports
 M = TypeVar("M", bound=Message)
 
 _PHASE = execution_pb2.WorkflowExecution.Phase
+_STRINGS = (str, bytes, bytearray)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:56]}...{text[-1]}"
+
+
+def require_list(value: Any, what: str, of: str, *, suggest: bool = True) -> None:
+    """Raises TypeError unless `value` can be a repeated field's contents. A string or bytes would
+    otherwise become a list of its characters (protobuf iterates whatever it is given), sending
+    "oncall@example.com" as 18 recipients; a dict would become a list of its keys. `suggest`: the
+    message may propose the string in a list as the fix."""
+    if isinstance(value, _STRINGS):
+        fix = f"pass a list, e.g. [{_short_repr(value)}]" if suggest else "pass a list"
+        raise TypeError(f"{what}: expected a list of {of}, got {type(value).__name__} {_short_repr(value)}; {fix}")
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise TypeError(f"{what}: expected a list of {of}, got {type(value).__name__}; pass a list")
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    # `is_repeated` on newer protobuf (7.x has dropped `label`); `label` on the 4.21 floor.
+    repeated = getattr(field, "is_repeated", None)
+    if repeated is None:
+        return bool(getattr(field, "label") == FieldDescriptor.LABEL_REPEATED)
+    return bool(repeated() if callable(repeated) else repeated)
+
+
+def _element_noun(field: FieldDescriptor) -> str:
+    if field.enum_type is not None:
+        if field.enum_type.full_name == _PHASE.DESCRIPTOR.full_name:
+            return "phases"
+        return f"{field.enum_type.name} values"
+    if field.message_type is not None:
+        return f"{field.message_type.name} messages"
+    return {FieldDescriptor.TYPE_STRING: "strings", FieldDescriptor.TYPE_BYTES: "bytes"}.get(field.type, "values")
+
+
+def _is_convertible(value: Any) -> bool:
+    """A dict or a to_flyte_idl() object: the inputs whose fields protobuf has not checked yet."""
+    return not isinstance(value, Message) and (
+        isinstance(value, Mapping) or callable(getattr(value, "to_flyte_idl", None))
+    )
+
+
+def check_lists(value: Any, descriptor: Descriptor, what: str) -> None:
+    """Raises TypeError, naming the field, where `value` holds a string (or another non-list)
+    in a repeated field of `descriptor`: recipients_email="a@example.com" instead of a list.
+
+    `value` is a dict in protobuf's JSON mapping (keys by field name or JSON name) or an object
+    such as flytekit's models, read by attribute: flytekit keeps recipients_email as it was given
+    and passes it to the proto constructor, which would split a string into characters. Fields
+    that are absent or None are left to the conversion; protos need no check, as their repeated
+    fields cannot hold a string."""
+    for field in descriptor.fields:
+        if isinstance(value, Mapping):
+            key = field.name if field.name in value else field.json_name
+            item = value.get(key)
+        else:
+            item = getattr(value, field.name, None)
+        if item is None or isinstance(item, Message):
+            continue
+        path = f"{what}.{field.name}"
+        message_type = field.message_type
+        if _is_repeated(field) and not (message_type is not None and message_type.GetOptions().map_entry):
+            require_list(item, path, _element_noun(field))
+            if message_type is not None and isinstance(item, (list, tuple)):  # never consume an iterator
+                for i, element in enumerate(item):
+                    if _is_convertible(element):
+                        check_lists(element, message_type, f"{path}[{i}]")
+        elif message_type is not None and _is_convertible(item):
+            check_lists(item, message_type, path)
 
 
 def to_proto(value: Any, cls: type[M], what: str) -> M:
     """`value` as a `cls` message. Accepts an instance, an object with to_flyte_idl(), a message of
     the same proto type from another class, or a dict in protobuf's JSON mapping."""
+    if _is_convertible(value):
+        check_lists(value, cast(Descriptor, cls.DESCRIPTOR), what)
     if not isinstance(value, Message) and callable(getattr(value, "to_flyte_idl", None)):
         value = value.to_flyte_idl()
     if isinstance(value, cls):
@@ -101,15 +176,18 @@ def notification(value: NotificationLike, index: int) -> common_pb2.Notification
     if isinstance(value, Mapping) and "phases" in value:
         # Let dicts name phases the way the rest of this API does ("failed" as well as "FAILED").
         phases = value["phases"]
-        if isinstance(phases, (str, bytes)) or not isinstance(phases, Iterable):
-            raise TypeError(f"{what}.phases: expected a list of phases")
+        require_list(phases, f"{what}.phases", "phases")
         value = {**value, "phases": [phase(p, f"{what}.phases[{i}]") for i, p in enumerate(phases)]}
     return to_proto(value, common_pb2.Notification, what)
 
 
 def notifications(values: Iterable[NotificationLike]) -> list[common_pb2.Notification]:
-    if isinstance(values, (Mapping, Message, str)) or hasattr(values, "to_flyte_idl"):
-        raise TypeError("notifications: expected a list of notifications, got a single one")
+    if isinstance(values, (Mapping, Message)) or hasattr(values, "to_flyte_idl"):
+        raise TypeError(
+            f"notifications: expected a list of notifications, got a single one ({type(values).__name__}); "
+            "pass it in a list"
+        )
+    require_list(values, "notifications", "notifications", suggest=False)
     return [notification(v, i) for i, v in enumerate(values)]
 
 

@@ -172,13 +172,13 @@ async fn redrive_delivers_dead_deliveries_once_the_sink_works_and_discard_sets_t
 
     let (ok, out, err) = cli(&server, &["show", &other_id]);
     assert!(ok, "{err}");
+    assert!(out.contains("state      discarded (attempts: 1)"), "{out}");
     assert!(
-        out.contains("state      discarded, 1 attempts recorded"),
+        out.contains("  dead at attempt 1: gave up after 1 attempts"),
         "{out}"
     );
-    assert!(out.contains("dead (attempts 1)"), "{out}");
     assert!(
-        out.contains("discarded (attempts 1): project retired"),
+        out.contains("  discarded after 1 attempt: project retired"),
         "{out}"
     );
 }

@@ -1,6 +1,7 @@
 //! The core: validate, expand, render, record. It knows the request and response messages but no
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
+pub mod html_text;
 pub mod render;
 pub mod template;
 pub mod validate;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use flyte_notify::proto::flytenotify::v1::PreviewRequest;
@@ -64,4 +64,70 @@ async fn a_flyteadmin_style_html_body_gives_a_text_part_with_no_tags_and_the_lin
     assert_eq!(preview.messages.len(), 1);
     assert_eq!(preview.messages[0].text_body, mail.text);
     assert_eq!(preview.messages[0].html_body, mail.html);
+}
+
+/// The `Reached at` time in a built-in text body, as seconds since the epoch.
+fn reached_at(text: &str) -> i64 {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Reached at:"))
+        .unwrap_or_else(|| panic!("no Reached at line in {text:?}"));
+    chrono::NaiveDateTime::parse_from_str(line.trim(), "%Y-%m-%d %H:%M:%S UTC")
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+        .and_utc()
+        .timestamp()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn the_built_in_email_shows_the_servers_time_when_the_request_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let mut client = server.client().await;
+    let mut request = failed_email_request("exec-time");
+    assert_eq!(request.execution.as_ref().unwrap().occurred_at, None);
+    request.execution.as_mut().unwrap().workflow = None;
+    request.execution.as_mut().unwrap().launch_plan = None;
+
+    let before = now();
+    let preview = client
+        .preview(PreviewRequest {
+            execution: request.execution.clone(),
+            notifications: request.notifications.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = client.enqueue(request.clone()).await.unwrap().into_inner();
+    let after = now();
+    assert!((before..=after).contains(&reached_at(&preview.messages[0].text_body)));
+
+    // The same request again is still the same request: the time the server filled in is not
+    // part of what the request id is compared with.
+    let again = client.enqueue(request).await.unwrap().into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.delivery_ids, first.delivery_ids);
+
+    let files = wait_for_messages(&server.maildir(), 1, Duration::from_secs(10));
+    assert_eq!(files.len(), 1, "no mail; log:\n{}", server.log());
+    let mail = parse_mail(&files[0]);
+    let at = reached_at(&mail.text);
+    assert!(
+        (before..=after).contains(&at),
+        "{at} not in {before}..={after}"
+    );
+    assert!(mail.html.contains(">Reached at</td>"), "{}", mail.html);
+    // Only the time is known besides the execution: the table holds that one row.
+    assert_eq!(mail.html.matches("<tr>").count(), 1, "{}", mail.html);
+    assert!(!has_tag(&mail.text), "{}", mail.text);
+
+    // Nothing else was sent for the duplicate.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(maildir_messages(&server.maildir()).len(), 1);
 }

@@ -579,4 +579,35 @@ mod tests {
         assert_eq!(exact.check(&execution(), &email("")), Ok(()));
         assert!(exact.render(&execution(), &email("")).is_ok());
     }
+
+    #[test]
+    fn the_built_in_email_has_no_empty_table_and_shows_when_the_phase_was_reached() {
+        let bare = renderer("", 1 << 20)
+            .render(&execution(), &email(""))
+            .unwrap();
+        assert!(!bare.html_body.contains("<table"), "{}", bare.html_body);
+        assert!(!bare.html_body.contains("<tr"), "{}", bare.html_body);
+        assert!(!bare.text_body.contains("Reached at"), "{}", bare.text_body);
+
+        let mut at = execution();
+        at.occurred_at = Some(prost_types::Timestamp {
+            seconds: 1_795_755_600,
+            nanos: 0,
+        });
+        let message = renderer("", 1 << 20).render(&at, &email("")).unwrap();
+        assert!(
+            message
+                .html_body
+                .contains("<td style=\"padding-right: 1em; color: #666;\">Reached at</td><td>2026-11-27 05:00:00 UTC</td>"),
+            "{}",
+            message.html_body
+        );
+        assert!(
+            message
+                .text_body
+                .contains("\r\n\r\nReached at:  2026-11-27 05:00:00 UTC\r\n"),
+            "{}",
+            message.text_body
+        );
+    }
 }

@@ -109,7 +109,8 @@ async fn a_failed_execution_is_mailed_substituted_and_leaves_the_pending_list() 
     assert_eq!(mail.from, "flyte@example.com");
     assert_eq!(mail.to, vec!["oncall@example.com", "ml@example.com"]);
     assert_eq!(mail.subject, "[flytesnacks/development] exec-a2 failed");
-    // HTML escapes the values it inserts; the text part keeps them raw.
+    // HTML escapes the values it inserts; the text part, made from the HTML, has them raw and
+    // no markup.
     assert_eq!(
         mail.html,
         "<p>Execution exec-a2 of wf.train@v3 has failed. The execution failed with error: \
@@ -117,8 +118,8 @@ async fn a_failed_execution_is_mailed_substituted_and_leaves_the_pending_list() 
     );
     assert_eq!(
         mail.text,
-        "<p>Execution exec-a2 of wf.train@v3 has failed. The execution failed with error: \
-         [x < 0 & y > \"1\"].</p>"
+        "Execution exec-a2 of wf.train@v3 has failed. The execution failed with error: \
+         [x < 0 & y > \"1\"]."
     );
 
     // Delivered means gone from the pending list (the ledger records it right after the send).

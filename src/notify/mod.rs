@@ -1,11 +1,13 @@
 //! The core: validate, expand, render, record. It knows the request and response messages but no
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
+pub mod html_text;
 mod operator;
 pub mod render;
 pub mod template;
 pub mod validate;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -66,6 +68,19 @@ fn expand<'a>(
         }
     }
     (matched, unmatched)
+}
+
+/// `execution` with `occurred_at` set: the API promises the server's clock when the caller sends
+/// none, and the email shows when the phase was reached. Only what is stored and rendered gets
+/// it; the idempotency fingerprint is taken from the request as received, so a retry that also
+/// leaves it unset is still the same request.
+fn with_server_time(execution: &api::ExecutionContext) -> Cow<'_, api::ExecutionContext> {
+    if execution.occurred_at.is_some() {
+        return Cow::Borrowed(execution);
+    }
+    let mut filled = execution.clone();
+    filled.occurred_at = Some(prost_types::Timestamp::from(std::time::SystemTime::now()));
+    Cow::Owned(filled)
 }
 
 /// Template variables in the configured subject and body that FlyteAdmin would leave verbatim:
@@ -133,7 +148,8 @@ impl Notifier {
             &request.notifications,
             violations,
         )?;
-        let execution = valid.execution;
+        let filled = with_server_time(valid.execution);
+        let execution: &api::ExecutionContext = &filled;
         let id = valid.execution_id;
         let (matched, unmatched) = expand(execution, &valid.targets);
         // What would render too large is refused now, not found dead at send time.
@@ -225,7 +241,8 @@ impl Notifier {
         }
     }
 
-    /// Renders exactly what Enqueue would record for the same input. Touches nothing.
+    /// Renders exactly what Enqueue would record for the same input (with no `occurred_at`, both
+    /// take the server's clock at the call). Touches nothing.
     pub fn preview(&self, request: api::PreviewRequest) -> Result<api::PreviewResponse, Error> {
         let valid = self.check(
             request.encoded_len(),
@@ -233,12 +250,14 @@ impl Notifier {
             &request.notifications,
             Vec::new(),
         )?;
-        let (matched, unmatched) = expand(valid.execution, &valid.targets);
+        let filled = with_server_time(valid.execution);
+        let execution: &api::ExecutionContext = &filled;
+        let (matched, unmatched) = expand(execution, &valid.targets);
         let mut messages = Vec::with_capacity(matched.len());
         let mut violations = Vec::new();
         let mut total = 0;
         for m in &matched {
-            match self.renderer.render(valid.execution, m) {
+            match self.renderer.render(execution, m) {
                 Ok(msg) => {
                     total += msg.subject.len() + msg.html_body.len() + msg.text_body.len();
                     messages.push(api::RenderedMessage {

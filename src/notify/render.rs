@@ -3,11 +3,15 @@
 //! Subject: config `emailer.subject`, else our default. Body: the notification's own `template`,
 //! else config `emailer.body`, else our default HTML and text bodies. Configured and per-notification
 //! templates use FlyteAdmin's `{{ var }}` substitution; values are HTML-escaped in the HTML body and
-//! left as they are in the text body and subject.
+//! left as they are in the text body and subject. When the body template is HTML, the text body is
+//! made from the rendered HTML (`html_text`), so that the text part never shows markup.
+
+use std::collections::HashMap;
 
 use askama::Template;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
+use super::html_text;
 use super::template::{self, Values, Variable};
 use crate::delivery::{Channel, EmailMessage};
 use crate::proto::flyteidl::core::{ExecutionError, workflow_execution::Phase};
@@ -204,13 +208,10 @@ impl Renderer {
         notification: &Expanded<'_>,
     ) -> Result<EmailMessage, TooLarge> {
         let values = values(execution);
-        self.check_custom(&values, notification)?;
+        self.check_subject(&values)?;
         let subject = self.subject(&values);
         let (html_body, text_body) = match self.custom_body(notification) {
-            Some(t) => (
-                crlf(&template::render(t, &values, escape_html)),
-                crlf(&template::render(t, &values, str::to_string)),
-            ),
+            Some(t) => self.custom_bodies(t, &values)?,
             None => self.default_bodies(execution, &values)?,
         };
         Ok(EmailMessage {
@@ -222,8 +223,9 @@ impl Renderer {
         })
     }
 
-    /// Whether `render` would succeed, without rendering unless a body could be too large: what
-    /// Enqueue checks before it accepts a notification.
+    /// Whether `render` would succeed: what Enqueue checks before it accepts a notification.
+    /// Nothing is rendered but a built-in body that could be too large and an HTML body template,
+    /// whose text part can only be measured by making it.
     pub fn check(
         &self,
         execution: &ExecutionContext,
@@ -238,26 +240,33 @@ impl Renderer {
         }
     }
 
-    /// `check` for every notification of one request: the template values are built, and the
-    /// built-in bodies measured, once for all of them. Returns the index and problem of each
-    /// notification that would render too large.
+    /// `check` for every notification of one request: the template values are built, the
+    /// subject and built-in bodies measured, and each distinct body template measured, once for
+    /// all of them (an HTML one is rendered to measure its text part; most notifications share
+    /// the configured body). Returns the index and problem of each notification that would
+    /// render too large.
     pub fn check_all(
         &self,
         execution: &ExecutionContext,
         notifications: &[Expanded<'_>],
     ) -> Vec<(u32, TooLarge)> {
         let values = values(execution);
+        let subject = self.check_subject(&values);
         let mut default_bodies: Option<Result<(), TooLarge>> = None;
+        let mut custom_bodies: HashMap<&str, Result<(), TooLarge>> = HashMap::new();
         let mut too_large = Vec::new();
         for notification in notifications {
-            let checked = self.check_custom(&values, notification).and_then(|()| {
-                if self.custom_body(notification).is_some() {
-                    return Ok(());
-                }
-                default_bodies
-                    .get_or_insert_with(|| self.check_default_bodies(execution, &values))
-                    .clone()
-            });
+            let checked = subject
+                .clone()
+                .and_then(|()| match self.custom_body(notification) {
+                    Some(t) => custom_bodies
+                        .entry(t)
+                        .or_insert_with(|| self.check_custom_body(t, &values))
+                        .clone(),
+                    None => default_bodies
+                        .get_or_insert_with(|| self.check_default_bodies(execution, &values))
+                        .clone(),
+                });
             if let Err(e) = checked {
                 too_large.push((notification.index, e));
             }
@@ -293,35 +302,55 @@ impl Renderer {
             .find(|t| !t.is_empty())
     }
 
-    /// Measures the configured subject and a custom body in every form they are sent in.
-    fn check_custom(&self, values: &Values, notification: &Expanded<'_>) -> Result<(), TooLarge> {
+    fn fits(&self, part: &'static str, size: usize) -> Result<(), TooLarge> {
         let max = self.max_rendered_bytes;
-        let fits = |part, size: usize| {
-            if size > max {
-                Err(TooLarge { part, size, max })
-            } else {
-                Ok(())
-            }
+        if size > max {
+            Err(TooLarge { part, size, max })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Measures the configured subject without rendering it.
+    fn check_subject(&self, values: &Values) -> Result<(), TooLarge> {
+        if self.subject.is_empty() {
+            return Ok(());
+        }
+        self.fits(
+            "subject",
+            template::rendered_len(&self.subject, values, str::len),
+        )
+    }
+
+    /// Whether `custom_bodies` would succeed: upper bounds for a plain-text template; an HTML
+    /// one is rendered, since how long html2text makes the text part is not bounded by the
+    /// HTML's length (table cells are padded to their column, nested lists indent every line).
+    fn check_custom_body(&self, t: &str, values: &Values) -> Result<(), TooLarge> {
+        if html_text::is_html(t) {
+            return self.custom_bodies(t, values).map(drop);
+        }
+        self.fits("HTML body", html_body_bound(t, values))?;
+        self.fits("text body", text_body_bound(t, values))
+    }
+
+    /// The HTML and text bodies for a custom template. Each is refused by its upper bound before
+    /// it is rendered, so a template that would expand to gigabytes costs no more than reading
+    /// it; the text part made from HTML is measured exactly, from an HTML body within the limit.
+    fn custom_bodies(&self, t: &str, values: &Values) -> Result<(String, String), TooLarge> {
+        let is_html = html_text::is_html(t);
+        self.fits("HTML body", html_body_bound(t, values))?;
+        if !is_html {
+            self.fits("text body", text_body_bound(t, values))?;
+        }
+        let html = crlf(&template::render(t, values, escape_html));
+        let text = if is_html {
+            let text = crlf(&html_text::to_text(&html));
+            self.fits("text body", text.len())?;
+            text
+        } else {
+            crlf(&template::render(t, values, str::to_string))
         };
-        if !self.subject.is_empty() {
-            fits(
-                "subject",
-                template::rendered_len(&self.subject, values, str::len),
-            )?;
-        }
-        if let Some(t) = self.custom_body(notification) {
-            // Upper bounds: CRLF conversion adds at most one byte per line end.
-            fits(
-                "HTML body",
-                template::rendered_len(t, values, |v| html_escaped_len(v) + line_ends(v))
-                    + line_ends(t),
-            )?;
-            fits(
-                "text body",
-                template::rendered_len(t, values, |v| v.len() + line_ends(v)) + line_ends(t),
-            )?;
-        }
-        Ok(())
+        Ok((html, text))
     }
 
     fn subject(&self, values: &Values) -> String {
@@ -383,6 +412,17 @@ impl Renderer {
     }
 }
 
+/// At least the length of `crlf(template::render(t, values, escape_html))`: CRLF conversion adds
+/// at most one byte per line end.
+fn html_body_bound(t: &str, values: &Values) -> usize {
+    template::rendered_len(t, values, |v| html_escaped_len(v) + line_ends(v)) + line_ends(t)
+}
+
+/// At least the length of `crlf(template::render(t, values, str::to_string))`.
+fn text_body_bound(t: &str, values: &Values) -> usize {
+    template::rendered_len(t, values, |v| v.len() + line_ends(v)) + line_ends(t)
+}
+
 /// Markup of the built-in bodies beyond the values they show: a generous bound.
 const DEFAULT_BODY_MARKUP: usize = 8 * 1024;
 
@@ -406,4 +446,168 @@ pub fn html_escaped_len(s: &str) -> usize {
 
 fn line_ends(s: &str) -> usize {
     s.bytes().filter(|b| matches!(b, b'\n' | b'\r')).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
+
+    /// FlyteAdmin's usual `notifications.emailer.body`: an HTML page linking the console.
+    const FLYTEADMIN_BODY: &str = "<html><body>Execution <a href=\"https://console.example.com/\
+        {{ project }}/{{ domain }}/{{ name }}\">{{ name }}</a> has {{ phase }}.{{ error }}\
+        </body></html>";
+
+    fn renderer(body: &str, max_rendered_bytes: usize) -> Renderer {
+        Renderer {
+            subject: String::new(),
+            body: body.into(),
+            sender: String::new(),
+            console_url: String::new(),
+            max_rendered_bytes,
+        }
+    }
+
+    fn execution() -> ExecutionContext {
+        ExecutionContext {
+            execution_id: Some(WorkflowExecutionIdentifier {
+                project: "p".into(),
+                domain: "d".into(),
+                name: "exec-1".into(),
+                org: String::new(),
+            }),
+            phase: Phase::Failed as i32,
+            error: Some(ExecutionError {
+                message: "x < 0 & y > \"1\"".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn email(template: &str) -> Expanded<'_> {
+        Expanded {
+            index: 0,
+            channel: Channel::Email,
+            recipients: &[],
+            template,
+        }
+    }
+
+    /// Whether `text` has anything that reads as markup: `<` before a name, `/` or `!`.
+    fn has_tag(text: &str) -> bool {
+        text.as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'/' | b'!')))
+    }
+
+    #[test]
+    fn an_html_body_gives_a_text_part_with_the_links_url_and_no_markup() {
+        let message = renderer(FLYTEADMIN_BODY, 1 << 20)
+            .render(&execution(), &email(""))
+            .unwrap();
+        assert_eq!(
+            message.text_body,
+            "Execution exec-1 (https://console.example.com/p/d/exec-1) has failed. \
+             The execution failed with error: [x < 0 & y > \"1\"]."
+        );
+        assert!(!has_tag(&message.text_body), "{}", message.text_body);
+        assert_eq!(
+            message.html_body,
+            "<html><body>Execution <a href=\"https://console.example.com/p/d/exec-1\">exec-1</a> \
+             has failed. The execution failed with error: [x &#60; 0 &#38; y &#62; &#34;1&#34;].\
+             </body></html>"
+        );
+        // A notification's own template is made into text the same way.
+        let message = renderer("", 1 << 20)
+            .render(
+                &execution(),
+                &email(
+                    "<p>{{ name }}</p><p><a href=\"https://c.example/{{ name }}\">console</a></p>",
+                ),
+            )
+            .unwrap();
+        assert_eq!(
+            message.text_body,
+            "exec-1\r\n\r\nconsole (https://c.example/exec-1)"
+        );
+    }
+
+    #[test]
+    fn a_plain_text_body_is_sent_as_written() {
+        let body = "Execution {{ name }} has {{ phase }}.{{ error }}\nSee <https://c.example/>.";
+        let message = renderer(body, 1 << 20)
+            .render(&execution(), &email(""))
+            .unwrap();
+        assert_eq!(
+            message.text_body,
+            "Execution exec-1 has failed. The execution failed with error: [x < 0 & y > \"1\"].\
+             \r\nSee <https://c.example/>."
+        );
+    }
+
+    #[test]
+    fn the_text_part_made_from_html_is_held_to_the_limit() {
+        // Quoted lines grow in text ("> > > x" per `x<br>`), so the text part outgrows the HTML.
+        let body = format!(
+            "{}{}{}",
+            "<blockquote>".repeat(3),
+            "x<br>".repeat(100),
+            "</blockquote>".repeat(3)
+        );
+        let full = renderer(&body, 1 << 20)
+            .render(&execution(), &email(""))
+            .unwrap();
+        assert!(full.text_body.len() > full.html_body.len());
+        assert!(full.text_body.starts_with("> > > x\r\n> > > x\r\n"));
+
+        let limited = renderer(&body, full.html_body.len());
+        let too_large = TooLarge {
+            part: "text body",
+            size: full.text_body.len(),
+            max: full.html_body.len(),
+        };
+        assert_eq!(
+            limited.check(&execution(), &email("")),
+            Err(too_large.clone())
+        );
+        assert_eq!(
+            limited.render(&execution(), &email("")).err(),
+            Some(too_large)
+        );
+        let exact = renderer(&body, full.text_body.len());
+        assert_eq!(exact.check(&execution(), &email("")), Ok(()));
+        assert!(exact.render(&execution(), &email("")).is_ok());
+    }
+
+    #[test]
+    fn the_built_in_email_has_no_empty_table_and_shows_when_the_phase_was_reached() {
+        let bare = renderer("", 1 << 20)
+            .render(&execution(), &email(""))
+            .unwrap();
+        assert!(!bare.html_body.contains("<table"), "{}", bare.html_body);
+        assert!(!bare.html_body.contains("<tr"), "{}", bare.html_body);
+        assert!(!bare.text_body.contains("Reached at"), "{}", bare.text_body);
+
+        let mut at = execution();
+        at.occurred_at = Some(prost_types::Timestamp {
+            seconds: 1_795_755_600,
+            nanos: 0,
+        });
+        let message = renderer("", 1 << 20).render(&at, &email("")).unwrap();
+        assert!(
+            message
+                .html_body
+                .contains("<td style=\"padding-right: 1em; color: #666;\">Reached at</td><td>2026-11-27 05:00:00 UTC</td>"),
+            "{}",
+            message.html_body
+        );
+        assert!(
+            message
+                .text_body
+                .contains("\r\n\r\nReached at:  2026-11-27 05:00:00 UTC\r\n"),
+            "{}",
+            message.text_body
+        );
+    }
 }

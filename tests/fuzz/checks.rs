@@ -185,6 +185,16 @@ pub fn enqueue(data: &[u8]) {
             console_url: String::new(),
             max_rendered_bytes: 1024,
         },
+        // An HTML body: its text part is made by html2text and measured exactly.
+        Renderer {
+            subject: String::new(),
+            body: "<html><body>Execution <a href=\"https://console.example.com/{{ project }}/\
+                   {{ domain }}/{{ name }}\">{{ name }}</a> has {{ phase }}.{{ error }}</body></html>"
+                .into(),
+            sender: String::new(),
+            console_url: String::new(),
+            max_rendered_bytes: 2048,
+        },
     ];
     for (index, t) in targets.iter().enumerate() {
         if !t.phases.contains(&execution.phase) {

@@ -56,12 +56,33 @@ impl fmt::Display for Channel {
 pub struct Payload {
     pub channel: Channel,
     pub recipients: Vec<String>,
-    /// The notification's own template; empty for the configured or built-in one.
-    pub template: String,
+    pub content: Content,
+}
+
+/// Where a delivery's message comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Rendered at send time from the request's execution context with the notification's own
+    /// template; empty for the configured or built-in one. Everything Enqueue accepts.
+    Template(String),
+    /// Arrived already rendered: FlyteAdmin's `EmailMessage` from a cloud queue. Sent as it is.
+    Rendered(RenderedEmail),
+    /// A queue message that could not be read, kept (its first bytes, and why) for an operator
+    /// to see. Its first attempt records it dead with `error`; it is never sent.
+    Unreadable { raw: Vec<u8>, error: String },
+}
+
+/// FlyteAdmin's rendered email: its body is HTML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedEmail {
+    pub sender: String,
+    pub subject: String,
+    pub body: String,
 }
 
 /// The stored form of a payload. Versioned so that a newer binary still sends what an older one
-/// wrote; only the newest version is written.
+/// wrote; a payload is written in the oldest version that can hold it, so that the version before
+/// can still read templated deliveries after an upgrade is rolled back.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "version")]
 enum StoredPayload {
@@ -82,15 +103,46 @@ enum StoredPayload {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         template: String,
     },
+    /// Content that arrived from a queue rather than from Enqueue.
+    #[serde(rename = "3")]
+    V3 {
+        channel: Channel,
+        recipients: Vec<String>,
+        content: StoredContent,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum StoredContent {
+    Rendered(RenderedEmail),
+    Unreadable { raw: String, error: String },
 }
 
 impl Payload {
     /// The stored form this binary writes.
     pub fn encode(&self) -> String {
-        let stored = StoredPayload::V2 {
-            channel: self.channel,
-            recipients: self.recipients.clone(),
-            template: self.template.clone(),
+        let channel = self.channel;
+        let recipients = self.recipients.clone();
+        let stored = match &self.content {
+            Content::Template(template) => StoredPayload::V2 {
+                channel,
+                recipients,
+                template: template.clone(),
+            },
+            Content::Rendered(email) => StoredPayload::V3 {
+                channel,
+                recipients,
+                content: StoredContent::Rendered(email.clone()),
+            },
+            Content::Unreadable { raw, error } => StoredPayload::V3 {
+                channel,
+                recipients,
+                content: StoredContent::Unreadable {
+                    raw: BASE64.encode(raw),
+                    error: error.clone(),
+                },
+            },
         };
         serde_json::to_string(&stored).expect("a payload always serializes")
     }
@@ -113,7 +165,7 @@ impl Payload {
                 let payload = Payload {
                     channel,
                     recipients,
-                    template,
+                    content: Content::Template(template),
                 };
                 (payload, Some(execution))
             }
@@ -125,10 +177,33 @@ impl Payload {
                 Payload {
                     channel,
                     recipients,
-                    template,
+                    content: Content::Template(template),
                 },
                 None,
             ),
+            StoredPayload::V3 {
+                channel,
+                recipients,
+                content,
+            } => {
+                let content = match content {
+                    StoredContent::Rendered(email) => Content::Rendered(email),
+                    StoredContent::Unreadable { raw, error } => Content::Unreadable {
+                        raw: BASE64
+                            .decode(raw)
+                            .map_err(|e| format!("the stored raw message is not base64: {e}"))?,
+                        error,
+                    },
+                };
+                (
+                    Payload {
+                        channel,
+                        recipients,
+                        content,
+                    },
+                    None,
+                )
+            }
         })
     }
 }
@@ -272,7 +347,7 @@ mod tests {
         let payload = Payload {
             channel: Channel::Slack,
             recipients: vec!["a@example.com".into()],
-            template: "t".into(),
+            content: Content::Template("t".into()),
         };
         let stored = payload.encode();
         assert!(stored.contains(r#""version":"2""#), "{stored}");
@@ -285,6 +360,30 @@ mod tests {
             (payload, Some(vec![0x0a, 0x00]))
         );
         assert!(Payload::decode(r#"{"version":"9"}"#).is_err());
+    }
+
+    #[test]
+    fn content_from_a_queue_is_version_3_and_round_trips() {
+        for content in [
+            Content::Rendered(RenderedEmail {
+                sender: "flyte@example.com".into(),
+                subject: "s".into(),
+                body: "<p>b</p>".into(),
+            }),
+            Content::Unreadable {
+                raw: vec![0, 0xff, b'x'],
+                error: "not an SNS envelope".into(),
+            },
+        ] {
+            let payload = Payload {
+                channel: Channel::Email,
+                recipients: vec!["a@example.com".into()],
+                content,
+            };
+            let stored = payload.encode();
+            assert!(stored.contains(r#""version":"3""#), "{stored}");
+            assert_eq!(Payload::decode(&stored).unwrap(), (payload, None));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flyte_notify::delivery::{Channel, DeliveryRef, Outcome, Payload};
+use flyte_notify::delivery::{Channel, Content, DeliveryRef, Outcome, Payload};
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery,
@@ -47,7 +47,7 @@ fn delivery(id: &str, index: u32, channel: Channel) -> NewDelivery {
         payload: Payload {
             channel,
             recipients: vec!["a@example.com".into()],
-            template: format!("template {id}"),
+            content: Content::Template(format!("template {id}")),
         },
     }
 }
@@ -233,7 +233,7 @@ async fn leases_hide_a_delivery_until_they_run_out() {
         assert_eq!(ids(&leased), vec!["d1"]);
         // What the worker needs comes with the lease: the payload and the request's context.
         let (payload, context) = leased[0].content.as_ref().unwrap();
-        assert_eq!(payload.template, "template d1");
+        assert_eq!(payload.content, Content::Template("template d1".into()));
         assert_eq!(payload.channel, Channel::Email);
         assert_eq!(&context[..], b"context of r");
         assert_eq!(leased[0].execution.name, "exec-r");

@@ -14,7 +14,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::{EmailerConfig, Limits};
-use crate::delivery::{Channel, Payload, Rendered};
+use crate::delivery::{Channel, Content, Payload, Rendered};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{
     self, AcceptOutcome, ExecutionKey, Ledger, NewDelivery, NewRequest, PageToken, PendingQuery,
@@ -184,7 +184,7 @@ impl Notifier {
                 payload: Payload {
                     channel: m.channel,
                     recipients: m.recipients.to_vec(),
-                    template: m.template.to_string(),
+                    content: Content::Template(m.template.to_string()),
                 },
             })
             .collect();
@@ -356,13 +356,30 @@ pub fn render_stored(
     payload: &Payload,
     execution: &[u8],
 ) -> Result<Rendered, String> {
+    let template = match &payload.content {
+        Content::Template(template) => template,
+        Content::Rendered(email) => {
+            return match wire {
+                Channel::Email => renderer
+                    .as_sent(email, &payload.recipients)
+                    .map(Rendered::Email)
+                    .map_err(|e| format!("the message cannot be sent: {e}")),
+                other => Err(format!(
+                    "a rendered email cannot go as a native {other} message"
+                )),
+            };
+        }
+        Content::Unreadable { error, .. } => {
+            return Err(format!("the queue message cannot be read: {error}"));
+        }
+    };
     let execution = api::ExecutionContext::decode(execution)
         .map_err(|e| format!("the stored execution context does not decode: {e}"))?;
     let expanded = Expanded {
         index: 0,
         channel: payload.channel,
         recipients: &payload.recipients,
-        template: &payload.template,
+        template,
     };
     match wire {
         Channel::Email => renderer

@@ -13,7 +13,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::html_text;
 use super::template::{self, Values, Variable};
-use crate::delivery::{Channel, EmailMessage};
+use crate::delivery::{Channel, EmailMessage, RenderedEmail};
 use crate::proto::flyteidl::core::{ExecutionError, workflow_execution::Phase};
 use crate::proto::flytenotify::v1::ExecutionContext;
 
@@ -220,6 +220,50 @@ impl Renderer {
             recipients: notification.recipients.to_vec(),
             sender: self.sender().to_string(),
             subject,
+        })
+    }
+
+    /// An email that arrived rendered (FlyteAdmin's, from a cloud queue) as it goes out. Its body
+    /// is sent as the HTML part, as FlyteAdmin does; the text part is made from it, which
+    /// FlyteAdmin leaves out. An empty sender falls back to the configured one.
+    pub fn as_sent(
+        &self,
+        email: &RenderedEmail,
+        recipients: &[String],
+    ) -> Result<EmailMessage, TooLarge> {
+        let max = self.max_rendered_bytes;
+        // Check the input before converting it: html2text's work grows with its input.
+        for (part, size) in [
+            ("subject", email.subject.len()),
+            ("HTML body", email.body.len()),
+        ] {
+            if size > max {
+                return Err(TooLarge { part, size, max });
+            }
+        }
+        let text_body = if html_text::is_html(&email.body) {
+            html_text::to_text(&email.body)
+        } else {
+            email.body.clone()
+        };
+        if text_body.len() > max {
+            return Err(TooLarge {
+                part: "text body",
+                size: text_body.len(),
+                max,
+            });
+        }
+        let sender = if email.sender.trim().is_empty() {
+            self.sender().to_string()
+        } else {
+            email.sender.clone()
+        };
+        Ok(EmailMessage {
+            html_body: crlf(&email.body),
+            text_body: crlf(&text_body),
+            recipients: recipients.to_vec(),
+            sender,
+            subject: email.subject.trim().replace(['\r', '\n'], " "),
         })
     }
 

@@ -15,6 +15,7 @@ use crate::delivery::DeliveryRef;
 use crate::ledger::{LeasedDelivery, LedgerError};
 
 pub mod embedded;
+pub mod ingest;
 pub mod wire;
 
 #[derive(Debug, thiserror::Error)]

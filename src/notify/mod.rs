@@ -23,7 +23,7 @@ use crate::ledger::{
 use crate::proto::flyteidl::admin::Notification;
 use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
 use crate::proto::flytenotify::v1 as api;
-use crate::queue::Queue;
+use crate::queue::{Announcement, Queue};
 use render::{Expanded, Renderer};
 use validate::Target;
 
@@ -136,6 +136,34 @@ impl Notifier {
         }
     }
 
+    /// What the queue is told about newly accepted deliveries: their ids and, when the queue
+    /// publishes FlyteAdmin's format, each email as FlyteAdmin would publish it.
+    fn announcements(
+        &self,
+        execution: &api::ExecutionContext,
+        matched: &[Expanded<'_>],
+        delivery_ids: &[String],
+    ) -> Vec<Announcement> {
+        let wants_emails = self.queue.wants_emails();
+        matched
+            .iter()
+            .zip(delivery_ids)
+            .map(|(m, id)| Announcement {
+                delivery_id: id.clone(),
+                // The check before accepting made sure this renders.
+                email: (wants_emails && m.channel == Channel::Email)
+                    .then(|| self.renderer.render(execution, m).ok())
+                    .flatten()
+                    .map(|e| crate::proto::flyteidl::admin::EmailMessage {
+                        recipients_email: e.recipients,
+                        sender_email: e.sender,
+                        subject_line: e.subject,
+                        body: e.html_body,
+                    }),
+            })
+            .collect()
+    }
+
     pub async fn enqueue(
         &self,
         request: api::EnqueueRequest,
@@ -205,8 +233,9 @@ impl Notifier {
                     metrics::counter!(crate::telemetry::ACCEPTED, "channel" => m.channel.as_str())
                         .increment(1);
                 }
-                if !delivery_ids.is_empty()
-                    && let Err(e) = self.queue.publish(&delivery_ids).await
+                let announced = self.announcements(execution, &matched, &delivery_ids);
+                if !announced.is_empty()
+                    && let Err(e) = self.queue.publish(&announced).await
                 {
                     // Recorded is what counts: the worker finds the rows at its next poll anyway.
                     tracing::warn!(error = %e, %request_id, "could not announce new deliveries");

@@ -5,6 +5,7 @@ use super::{Notifier, timestamp, to_api_delivery};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{self, Acted, EventKind, OperatorAction, Selection, Skip};
 use crate::proto::flytenotify::v1 as api;
+use crate::queue::Announcement;
 
 /// Ids one call may name.
 pub const MAX_IDS: usize = 1000;
@@ -35,7 +36,16 @@ impl Notifier {
         let acted = self.act(OperatorAction::Redrive, request).await?;
         // The embedded queue polls anyway; a broker-backed one learns of the work only this way.
         if !acted.changed.is_empty()
-            && let Err(e) = self.queue.publish(&acted.changed).await
+            && let Err(e) = self
+                .queue
+                .publish(
+                    &acted
+                        .changed
+                        .iter()
+                        .map(Announcement::id)
+                        .collect::<Vec<_>>(),
+                )
+                .await
         {
             tracing::warn!(
                 "redriven deliveries are pending, but the queue was not told: {e}; they go out \

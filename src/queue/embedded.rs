@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{AckHandle, Queue, QueueError, QueueItem, Work};
+use super::{AckHandle, Announcement, Queue, QueueError, QueueItem, Work};
 use crate::ledger::Ledger;
 
 pub struct EmbeddedQueue {
@@ -26,6 +26,11 @@ impl EmbeddedQueue {
         }
     }
 
+    /// Makes a waiting `receive` look for due work now: new deliveries were recorded.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     async fn lease(&self, max: usize) -> Result<Vec<QueueItem>, QueueError> {
         let leased = self.ledger.lease_due(max, self.lease_for).await?;
         Ok(leased
@@ -40,8 +45,8 @@ impl EmbeddedQueue {
 
 #[async_trait]
 impl Queue for EmbeddedQueue {
-    async fn publish(&self, _delivery_ids: &[String]) -> Result<(), QueueError> {
-        self.wake.notify_one();
+    async fn publish(&self, _announced: &[Announcement]) -> Result<(), QueueError> {
+        self.wake();
         Ok(())
     }
 

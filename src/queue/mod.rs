@@ -13,9 +13,13 @@ use async_trait::async_trait;
 
 use crate::delivery::DeliveryRef;
 use crate::ledger::{LeasedDelivery, LedgerError};
+use crate::proto::flyteidl::admin::EmailMessage;
 
+pub mod broker;
+pub mod cloud;
 pub mod embedded;
 pub mod ingest;
+pub mod processor;
 pub mod wire;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +57,35 @@ pub struct QueueItem {
     pub work: Work,
 }
 
+/// A delivery the ledger has just committed (or made pending again), as a queue announces it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    pub delivery_id: String,
+    /// For an email delivery on a queue that carries FlyteAdmin's format (`wants_emails`): the
+    /// rendered email, so that FlyteAdmin's own processor could read the message too.
+    pub email: Option<EmailMessage>,
+}
+
+impl Announcement {
+    pub fn id(delivery_id: impl Into<String>) -> Self {
+        Self {
+            delivery_id: delivery_id.into(),
+            email: None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Announces deliveries the ledger has just committed.
-    async fn publish(&self, delivery_ids: &[String]) -> Result<(), QueueError>;
+    /// Announces deliveries the ledger has just committed. The ledger holds them already, so a
+    /// failed announcement delays them at most until the worker next looks; it loses nothing.
+    async fn publish(&self, announced: &[Announcement]) -> Result<(), QueueError>;
+
+    /// Whether `publish` wants email deliveries rendered (a cloud queue publishes them in
+    /// FlyteAdmin's format). Rendering costs, so only such queues ask for it.
+    fn wants_emails(&self) -> bool {
+        false
+    }
 
     /// Waits at most `wait` for due work and takes up to `max` items. An empty result is normal:
     /// nothing was due in time.

@@ -118,6 +118,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let svc = &config.flyte_notify;
+    // tonic builds its server TLS config from the process default; an error means one is
+    // installed already (by an embedding program or an earlier run), which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(addr) = svc.metrics_listen {
         telemetry::install(addr)?;
     }

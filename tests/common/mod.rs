@@ -43,6 +43,13 @@ impl Server {
         Self::spawn(dir.join("data"), config)
     }
 
+    /// As `start`, with extra environment variables for the server process only.
+    pub fn start_env(dir: &Path, config_yaml: &str, env: &[(&str, &str)]) -> Server {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, config_yaml).expect("write config");
+        Self::spawn_env(dir.join("data"), Some(path), env)
+    }
+
     /// Starts again on the same data dir and config (after a kill or a clean stop).
     pub fn restart(&self) -> Server {
         Self::spawn(self.data_dir.clone(), self.config.clone())
@@ -442,5 +449,23 @@ pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The JSON lines a peer wrote to `path` (none while the file does not exist).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// tests/peers/sendgrid_sink.py on `port`, logging to `log`, answering `script` (see the peer).
+pub fn start_sendgrid_sink(port: u16, log: &Path, script: &str) -> Peer {
+    start_python_peer(
+        "sendgrid_sink.py",
+        &[port.to_string().into(), log.into(), script.into()],
+        port,
     )
 }

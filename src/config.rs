@@ -157,6 +157,9 @@ pub enum EmailService {
     Smtp,
     /// SendGrid's v3 mail send API.
     Sendgrid,
+    /// Amazon SES (v2 API). FlyteAdmin picks SES with `type: aws` and no serviceName; `ses` is
+    /// ours, so that SES works with the embedded queue.
+    Ses,
 }
 
 impl TryFrom<String> for EmailService {
@@ -166,11 +169,16 @@ impl TryFrom<String> for EmailService {
             "maildir" => Ok(EmailService::Maildir),
             "smtp" => Ok(EmailService::Smtp),
             "sendgrid" => Ok(EmailService::Sendgrid),
-            "aws" | "ses" => Err(format!(
-                "{value:?}: flyte-notify {VERSION} does not send by SES; it sends by smtp, \
-                 sendgrid, or to a local Maildir when serviceName is empty"
+            "ses" => Ok(EmailService::Ses),
+            // Read as FlyteAdmin's way of asking for SES, which is the queue type, not this key.
+            "aws" => Err(format!(
+                "{value:?} is not a serviceName; FlyteAdmin sends by SES when type is aws and \
+                 serviceName is empty, and flyte-notify sends by SES with serviceName: ses"
             )),
-            _ => Err(unknown_value(&value, &["smtp", "sendgrid", "maildir"])),
+            _ => Err(unknown_value(
+                &value,
+                &["smtp", "sendgrid", "ses", "maildir"],
+            )),
         }
     }
 }
@@ -181,6 +189,7 @@ impl From<EmailService> for String {
             EmailService::Maildir => "maildir".into(),
             EmailService::Smtp => "smtp".into(),
             EmailService::Sendgrid => "sendgrid".into(),
+            EmailService::Ses => "ses".into(),
         }
     }
 }
@@ -690,7 +699,7 @@ impl Config {
                     ));
                 }
             }
-            EmailService::Maildir => {}
+            EmailService::Maildir | EmailService::Ses => {}
         }
         check_base_url(&self.flyte_notify.sendgrid.base_url)
             .map_err(|message| invalid("flyteNotify.sendgrid.baseUrl", message))?;
@@ -843,6 +852,15 @@ impl Config {
             (Some(service), _) => service,
             (None, QueueType::Embedded) => EmailService::Maildir,
         }
+    }
+
+    /// `aws.region`, else FlyteAdmin's deprecated top-level `region`; None leaves the region to
+    /// the AWS SDK's own chain (AWS_REGION, the profile, instance metadata).
+    pub fn aws_region(&self) -> Option<&str> {
+        [&self.notifications.aws.region, &self.notifications.region]
+            .into_iter()
+            .map(|r| r.trim())
+            .find(|r| !r.is_empty())
     }
 
     pub fn smtp_port(&self) -> Result<u16, ConfigError> {
@@ -1111,12 +1129,17 @@ flyteNotify:
             .map(|c| c.email_service())
         };
         assert_eq!(service("SendGrid").unwrap(), EmailService::Sendgrid);
+        assert_eq!(service("ses").unwrap(), EmailService::Ses);
         assert_eq!(service("SMTP").unwrap(), EmailService::Smtp);
         assert_eq!(service("Maildir").unwrap(), EmailService::Maildir);
         assert_eq!(service("").unwrap(), EmailService::Maildir);
         let e = service("sendgird").unwrap_err().to_string();
         assert!(e.contains("did you mean sendgrid?"), "{e}");
         assert!(e.contains("serviceName"), "{e}");
+        let e = service("sse").unwrap_err().to_string();
+        assert!(e.contains("did you mean ses?"), "{e}");
+        let e = service("aws").unwrap_err().to_string();
+        assert!(e.contains("serviceName: ses"), "{e}");
         let c = Config::from_yaml(
             "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName:\n",
         )
@@ -1154,6 +1177,25 @@ flyteNotify:
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_aws_region_falls_back_to_flyteadmins_deprecated_key() {
+        let region = |yaml: &str| {
+            Config::from_yaml(yaml)
+                .unwrap()
+                .aws_region()
+                .map(String::from)
+        };
+        assert_eq!(
+            region("notifications:\n  region: eu-west-1\n  aws: { region: us-east-2 }\n"),
+            Some("us-east-2".into())
+        );
+        assert_eq!(
+            region("notifications:\n  region: eu-west-1\n"),
+            Some("eu-west-1".into())
+        );
+        assert_eq!(region("notifications:\n  type: local\n"), None);
     }
 
     #[test]

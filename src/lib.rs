@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::channels::email::maildir::MaildirSender;
 use crate::channels::email::sendgrid::{SendgridSender, read_api_key};
+use crate::channels::email::ses::SesSender;
 use crate::channels::email::smtp::{SmtpSender, read_secret};
 use crate::channels::{Router, Sender};
 use crate::config::{Config, EmailService, QueueType, Store};
@@ -74,6 +75,14 @@ pub async fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
             let sender = SendgridSender::new(&svc.sendgrid.base_url, key, svc.worker.send_timeout)
                 .map_err(anyhow::Error::msg)?;
             tracing::info!(url = %sender.url(), "email goes out through SendGrid");
+            Arc::new(sender)
+        }
+        EmailService::Ses => {
+            let (sender, region) =
+                SesSender::from_environment(config.aws_region(), svc.worker.send_timeout)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            tracing::info!(%region, "email goes out through Amazon SES (v2 API)");
             Arc::new(sender)
         }
     })

@@ -248,9 +248,17 @@ fn enum_values_take_any_case_and_typos_get_a_suggestion() {
     assert_eq!(code, 2);
     assert!(stderr.contains("does not"), "{stderr}");
     assert!(!stderr.contains("build"), "{stderr}");
+    // `aws` chooses SES by the queue type in FlyteAdmin, never as a serviceName: the answer says
+    // what does work.
+    let (code, _, stderr) = check_config(&smtp("aws"), &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("serviceName: ses"), "{stderr}");
     let (code, _, stderr) = check_config(&smtp("sendgird"), &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("did you mean sendgrid?"), "{stderr}");
+    let (code, stdout, stderr) = check_config(&smtp("SES"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("serviceName: ses"), "{stdout}");
 }
 
 const SENDGRID: &str = r#"

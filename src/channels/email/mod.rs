@@ -2,6 +2,7 @@
 
 pub mod maildir;
 pub mod sendgrid;
+pub mod ses;
 pub mod smtp;
 
 use lettre::message::{Mailbox, Mailboxes, MultiPart, header};

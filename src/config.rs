@@ -89,8 +89,14 @@ pub struct EmailerConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmailServerConfig {
-    #[serde(default)]
-    pub service_name: EmailService,
+    /// Empty (or absent) leaves the choice to the queue type, as in FlyteAdmin: see
+    /// `Config::email_service`.
+    #[serde(
+        default,
+        deserialize_with = "service_name",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_name: Option<EmailService>,
     #[serde(default)]
     pub api_key_env_var: String,
     #[serde(default)]
@@ -142,26 +148,37 @@ impl From<QueueType> for String {
 }
 
 /// `notifications.emailer.emailServerConfig.serviceName`: how email goes out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum EmailService {
-    /// Files in a local Maildir under the data dir: `maildir`, or absent.
-    #[default]
+    /// Files in a local Maildir under the data dir: `maildir`, or an empty serviceName with the
+    /// embedded queue.
     Maildir,
     Smtp,
+    /// SendGrid's v3 mail send API.
+    Sendgrid,
+    /// Amazon SES (v2 API). FlyteAdmin picks SES with `type: aws` and no serviceName; `ses` is
+    /// ours, so that SES works with the embedded queue.
+    Ses,
 }
 
 impl TryFrom<String> for EmailService {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
         match value.to_ascii_lowercase().as_str() {
-            "" | "maildir" => Ok(EmailService::Maildir),
+            "maildir" => Ok(EmailService::Maildir),
             "smtp" => Ok(EmailService::Smtp),
-            "sendgrid" | "aws" | "ses" => Err(format!(
-                "{value:?} is one of FlyteAdmin's emailers, which flyte-notify {VERSION} does not \
-                 have; it sends by smtp, or to a local Maildir when serviceName is empty"
+            "sendgrid" => Ok(EmailService::Sendgrid),
+            "ses" => Ok(EmailService::Ses),
+            // Read as FlyteAdmin's way of asking for SES, which is the queue type, not this key.
+            "aws" => Err(format!(
+                "{value:?} is not a serviceName; FlyteAdmin sends by SES when type is aws and \
+                 serviceName is empty, and flyte-notify sends by SES with serviceName: ses"
             )),
-            _ => Err(unknown_value(&value, &["smtp", "maildir"])),
+            _ => Err(unknown_value(
+                &value,
+                &["smtp", "sendgrid", "ses", "maildir"],
+            )),
         }
     }
 }
@@ -171,8 +188,21 @@ impl From<EmailService> for String {
         match value {
             EmailService::Maildir => "maildir".into(),
             EmailService::Smtp => "smtp".into(),
+            EmailService::Sendgrid => "sendgrid".into(),
+            EmailService::Ses => "ses".into(),
         }
     }
+}
+
+/// An empty or absent serviceName is "not chosen" (FlyteAdmin's Go zero value), not an error.
+fn service_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<EmailService>, D::Error> {
+    let value = Option::<String>::deserialize(d)?.unwrap_or_default();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    EmailService::try_from(value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `flyteNotify.store`: where the ledger lives.
@@ -272,6 +302,26 @@ pub struct ServiceConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub sendgrid: SendgridConfig,
+}
+
+/// Settings of the SendGrid sender that FlyteAdmin's section has no key for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendgridConfig {
+    /// Where the v3 API lives: `https://api.eu.sendgrid.com` for EU subusers, or a local stand-in
+    /// in tests. `/v3/mail/send` is appended.
+    #[serde(default = "defaults::sendgrid_base_url")]
+    pub base_url: String,
+}
+
+impl Default for SendgridConfig {
+    fn default() -> Self {
+        Self {
+            base_url: defaults::sendgrid_base_url(),
+        }
+    }
 }
 
 /// Bearer tokens. Off unless a source is named; then every call needs one of the tokens.
@@ -383,6 +433,7 @@ impl Default for ServiceConfig {
             transport: TransportConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            sendgrid: SendgridConfig::default(),
         }
     }
 }
@@ -536,6 +587,9 @@ mod defaults {
     pub fn keepalive_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn sendgrid_base_url() -> String {
+        "https://api.sendgrid.com".into()
+    }
 }
 
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -625,15 +679,30 @@ impl Config {
             message,
         };
         let server = &self.notifications.emailer.email_server_config;
-        if server.service_name == EmailService::Smtp {
-            if server.smtp_server.is_empty() {
-                return Err(invalid(
-                    "notifications.emailer.emailServerConfig.smtpServer",
-                    "required when serviceName is smtp".into(),
-                ));
+        match self.email_service() {
+            EmailService::Smtp => {
+                if server.smtp_server.is_empty() {
+                    return Err(invalid(
+                        "notifications.emailer.emailServerConfig.smtpServer",
+                        "required when serviceName is smtp".into(),
+                    ));
+                }
+                self.smtp_port()?;
             }
-            self.smtp_port()?;
+            EmailService::Sendgrid => {
+                if server.api_key_env_var.is_empty() && server.api_key_file_path.is_empty() {
+                    return Err(invalid(
+                        "notifications.emailer.emailServerConfig.apiKeyEnvVar",
+                        "serviceName sendgrid needs its API key: set apiKeyEnvVar to the name of \
+                         an environment variable holding it, or apiKeyFilePath to a file"
+                            .into(),
+                    ));
+                }
+            }
+            EmailService::Maildir | EmailService::Ses => {}
         }
+        check_base_url(&self.flyte_notify.sendgrid.base_url)
+            .map_err(|message| invalid("flyteNotify.sendgrid.baseUrl", message))?;
         if !self.notifications.emailer.sender.is_empty()
             && self
                 .notifications
@@ -773,6 +842,27 @@ impl Config {
         notes
     }
 
+    /// How email leaves: `serviceName` when set, else what FlyteAdmin picks for the queue type
+    /// (with `type: aws`, SES: that arm comes with the AWS queue).
+    pub fn email_service(&self) -> EmailService {
+        match (
+            self.notifications.emailer.email_server_config.service_name,
+            self.notifications.queue_type,
+        ) {
+            (Some(service), _) => service,
+            (None, QueueType::Embedded) => EmailService::Maildir,
+        }
+    }
+
+    /// `aws.region`, else FlyteAdmin's deprecated top-level `region`; None leaves the region to
+    /// the AWS SDK's own chain (AWS_REGION, the profile, instance metadata).
+    pub fn aws_region(&self) -> Option<&str> {
+        [&self.notifications.aws.region, &self.notifications.region]
+            .into_iter()
+            .map(|r| r.trim())
+            .find(|r| !r.is_empty())
+    }
+
     pub fn smtp_port(&self) -> Result<u16, ConfigError> {
         let port = &self.notifications.emailer.email_server_config.smtp_port;
         if port.is_empty() {
@@ -796,6 +886,23 @@ impl Config {
         serde_yaml_ng::to_string(&shown)
             .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// An http(s) URL with a host and nothing after the path, to which an API path can be appended.
+fn check_base_url(url: &str) -> Result<(), String> {
+    let parsed = http::Uri::try_from(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{url:?} must start with http:// or https://"));
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if parsed.query().is_some() || url.contains('#') {
+        return Err(format!(
+            "{url:?}: no query or fragment; /v3/mail/send is appended to it"
+        ));
+    }
+    Ok(())
 }
 
 /// serde_yaml's message without the key path and position it appends: we print those ourselves,
@@ -877,8 +984,9 @@ mod tests {
         assert_eq!(c.flyte_notify.listen, defaults::listen());
         assert_eq!(
             c.notifications.emailer.email_server_config.service_name,
-            EmailService::Maildir
+            None
         );
+        assert_eq!(c.email_service(), EmailService::Maildir);
         assert_eq!(c.notifications.queue_type, QueueType::Embedded);
         assert_eq!(c.flyte_notify.store, Store::Sqlite);
     }
@@ -1010,6 +1118,84 @@ flyteNotify:
             let c = Config::from_yaml(text).unwrap();
             assert_eq!(c.flyte_notify.listen, defaults::listen(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn service_names_take_any_case_and_an_empty_one_follows_the_queue_type() {
+        let service = |name: &str| {
+            Config::from_yaml(&format!(
+                "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: \"{name}\"\n      apiKeyEnvVar: K\n      smtpServer: h\n"
+            ))
+            .map(|c| c.email_service())
+        };
+        assert_eq!(service("SendGrid").unwrap(), EmailService::Sendgrid);
+        assert_eq!(service("ses").unwrap(), EmailService::Ses);
+        assert_eq!(service("SMTP").unwrap(), EmailService::Smtp);
+        assert_eq!(service("Maildir").unwrap(), EmailService::Maildir);
+        assert_eq!(service("").unwrap(), EmailService::Maildir);
+        let e = service("sendgird").unwrap_err().to_string();
+        assert!(e.contains("did you mean sendgrid?"), "{e}");
+        assert!(e.contains("serviceName"), "{e}");
+        let e = service("sse").unwrap_err().to_string();
+        assert!(e.contains("did you mean ses?"), "{e}");
+        let e = service("aws").unwrap_err().to_string();
+        assert!(e.contains("serviceName: ses"), "{e}");
+        let c = Config::from_yaml(
+            "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName:\n",
+        )
+        .unwrap();
+        assert_eq!(c.email_service(), EmailService::Maildir);
+    }
+
+    #[test]
+    fn sendgrid_needs_a_key_source_and_a_usable_base_url() {
+        let sendgrid =
+            "notifications:\n  emailer:\n    emailServerConfig:\n      serviceName: sendgrid\n";
+        let e = Config::from_yaml(sendgrid).unwrap_err().to_string();
+        assert!(
+            e.contains("apiKeyEnvVar") && e.contains("apiKeyFilePath"),
+            "{e}"
+        );
+        let c = Config::from_yaml(&format!("{sendgrid}      apiKeyFilePath: /k\n")).unwrap();
+        assert_eq!(c.flyte_notify.sendgrid.base_url, "https://api.sendgrid.com");
+        for (url, ok) in [
+            ("https://api.eu.sendgrid.com", true),
+            ("http://127.0.0.1:8025/", true),
+            ("api.sendgrid.com", false),
+            ("ftp://api.sendgrid.com", false),
+            ("https://", false),
+            ("https://h/?x=1", false),
+            ("not a url", false),
+        ] {
+            let yaml = format!("flyteNotify:\n  sendgrid: {{ baseUrl: \"{url}\" }}\n");
+            let result = Config::from_yaml(&yaml);
+            assert_eq!(result.is_ok(), ok, "{url}: {:?}", result.err());
+            if let Err(e) = result {
+                assert!(
+                    e.to_string().contains("flyteNotify.sendgrid.baseUrl"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_aws_region_falls_back_to_flyteadmins_deprecated_key() {
+        let region = |yaml: &str| {
+            Config::from_yaml(yaml)
+                .unwrap()
+                .aws_region()
+                .map(String::from)
+        };
+        assert_eq!(
+            region("notifications:\n  region: eu-west-1\n  aws: { region: us-east-2 }\n"),
+            Some("us-east-2".into())
+        );
+        assert_eq!(
+            region("notifications:\n  region: eu-west-1\n"),
+            Some("eu-west-1".into())
+        );
+        assert_eq!(region("notifications:\n  type: local\n"), None);
     }
 
     #[test]

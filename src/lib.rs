@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::channels::email::maildir::MaildirSender;
+use crate::channels::email::sendgrid::{SendgridSender, read_api_key};
+use crate::channels::email::ses::SesSender;
 use crate::channels::email::smtp::{SmtpSender, read_secret};
 use crate::channels::{Router, Sender};
 use crate::config::{Config, EmailService, QueueType, Store};
@@ -34,10 +36,10 @@ use crate::queue::Queue;
 use crate::queue::embedded::EmbeddedQueue;
 
 /// The email sender the config selects, ready to use. Secrets are read here, once.
-pub fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
+pub async fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
     let svc = &config.flyte_notify;
     let server = &config.notifications.emailer.email_server_config;
-    Ok(match server.service_name {
+    Ok(match config.email_service() {
         EmailService::Maildir => {
             let root = svc.data_dir.join("maildir");
             let sender = MaildirSender::open(&root)
@@ -67,6 +69,22 @@ pub fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
                 svc.worker.send_timeout,
             ))
         }
+        EmailService::Sendgrid => {
+            let key = read_api_key(&server.api_key_env_var, &server.api_key_file_path)
+                .map_err(anyhow::Error::msg)?;
+            let sender = SendgridSender::new(&svc.sendgrid.base_url, key, svc.worker.send_timeout)
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!(url = %sender.url(), "email goes out through SendGrid");
+            Arc::new(sender)
+        }
+        EmailService::Ses => {
+            let (sender, region) =
+                SesSender::from_environment(config.aws_region(), svc.worker.send_timeout)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            tracing::info!(%region, "email goes out through Amazon SES (v2 API)");
+            Arc::new(sender)
+        }
     })
 }
 
@@ -74,12 +92,19 @@ pub fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
 /// missing secret shows before deployment rather than at the first send.
 pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
     let server = &config.notifications.emailer.email_server_config;
-    if server.service_name == EmailService::Smtp && !server.smtp_password_secret_name.is_empty() {
-        read_secret(
-            &server.smtp_password_secret_name,
-            &config.flyte_notify.secrets_dir,
-        )
-        .map_err(anyhow::Error::msg)?;
+    match config.email_service() {
+        EmailService::Smtp if !server.smtp_password_secret_name.is_empty() => {
+            read_secret(
+                &server.smtp_password_secret_name,
+                &config.flyte_notify.secrets_dir,
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
+        EmailService::Sendgrid => {
+            read_api_key(&server.api_key_env_var, &server.api_key_file_path)
+                .map_err(anyhow::Error::msg)?;
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -118,6 +143,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let svc = &config.flyte_notify;
+    // tonic builds its server TLS config from the process default; an error means one is
+    // installed already (by an embedding program or an earlier run), which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(addr) = svc.metrics_listen {
         telemetry::install(addr)?;
     }
@@ -145,7 +173,7 @@ pub async fn run(
         tracing::info!("the ledger holds undelivered notifications; delivering them now");
     }
 
-    let router = Router::new(email_sender(&config)?);
+    let router = Router::new(email_sender(&config).await?);
     let queue = queue(&config, ledger.clone());
     let renderer = Arc::new(Renderer {
         subject: config.notifications.emailer.subject.clone(),

@@ -242,16 +242,86 @@ fn enum_values_take_any_case_and_typos_get_a_suggestion() {
             && stderr.contains("did you mean smtp?"),
         "{stderr}"
     );
-    // FlyteAdmin's own values that flyte-notify does not have say so, and nothing about builds.
-    for yaml in [
-        smtp("sendgrid"),
-        "notifications:\n  type: aws\n".to_string(),
-    ] {
-        let (code, _, stderr) = check_config(&yaml, &[]);
-        assert_eq!(code, 2, "{yaml}");
-        assert!(stderr.contains("does not"), "{stderr}");
-        assert!(!stderr.contains("build"), "{stderr}");
-    }
+    // FlyteAdmin's cloud queue, which flyte-notify does not read yet, says so, and nothing about
+    // builds.
+    let (code, _, stderr) = check_config("notifications:\n  type: aws\n", &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("does not"), "{stderr}");
+    assert!(!stderr.contains("build"), "{stderr}");
+    // `aws` chooses SES by the queue type in FlyteAdmin, never as a serviceName: the answer says
+    // what does work.
+    let (code, _, stderr) = check_config(&smtp("aws"), &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("serviceName: ses"), "{stderr}");
+    let (code, _, stderr) = check_config(&smtp("sendgird"), &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("did you mean sendgrid?"), "{stderr}");
+    let (code, stdout, stderr) = check_config(&smtp("SES"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("serviceName: ses"), "{stdout}");
+}
+
+const SENDGRID: &str = r#"
+notifications:
+  emailer:
+    sender: flyte@example.com
+    emailServerConfig:
+      serviceName: sendgrid
+      apiKeyEnvVar: FLYTE_NOTIFY_TEST_SG_KEY
+"#;
+
+#[test]
+fn check_config_reads_the_sendgrid_key_and_never_shows_it() {
+    let (code, stdout, stderr) =
+        check_config(SENDGRID, &[("FLYTE_NOTIFY_TEST_SG_KEY", "SG.abc.s3cr3t")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("apiKeyEnvVar: FLYTE_NOTIFY_TEST_SG_KEY"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("baseUrl: https://api.sendgrid.com"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"));
+
+    let (code, _, stderr) = check_config(SENDGRID, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("apiKeyEnvVar: the environment variable FLYTE_NOTIFY_TEST_SG_KEY"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sendgrid-key");
+    let from_file = |path: &std::path::Path| {
+        SENDGRID.replace(
+            "apiKeyEnvVar: FLYTE_NOTIFY_TEST_SG_KEY",
+            &format!("apiKeyFilePath: {}", path.display()),
+        )
+    };
+    let (code, _, stderr) = check_config(&from_file(&key), &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("apiKeyFilePath: cannot read the SendGrid API key from"),
+        "{stderr}"
+    );
+    std::fs::write(&key, "SG.abc.s3cr3t\n").unwrap();
+    let (code, _, stderr) = check_config(&from_file(&key), &[]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // Naming neither is a config error before any secret is looked for.
+    let neither = SENDGRID.replace("      apiKeyEnvVar: FLYTE_NOTIFY_TEST_SG_KEY\n", "");
+    let (code, _, stderr) = check_config(&neither, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("notifications.emailer.emailServerConfig.apiKeyEnvVar"),
+        "{stderr}"
+    );
+    let bad_url = format!("{SENDGRID}flyteNotify:\n  sendgrid: {{ baseUrl: api.sendgrid.com }}\n");
+    let (code, _, stderr) = check_config(&bad_url, &[("FLYTE_NOTIFY_TEST_SG_KEY", "k")]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("flyteNotify.sendgrid.baseUrl"), "{stderr}");
 }
 
 #[test]

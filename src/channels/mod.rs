@@ -49,6 +49,22 @@ impl SendError {
     }
 }
 
+/// `e` and its causes, each once: client libraries' own texts often say only which step failed
+/// ("dispatch failure", "error sending request") and leave the why to their sources.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[async_trait]
 pub trait Sender: Send + Sync + 'static {
     /// A short name for logs, metrics and ListPending errors: "maildir", "smtp", ...

@@ -43,6 +43,13 @@ impl Server {
         Self::spawn(dir.join("data"), config)
     }
 
+    /// As `start`, with extra environment variables for the server process only.
+    pub fn start_env(dir: &Path, config_yaml: &str, env: &[(&str, &str)]) -> Server {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, config_yaml).expect("write config");
+        Self::spawn_env(dir.join("data"), Some(path), env)
+    }
+
     /// Starts again on the same data dir and config (after a kill or a clean stop).
     pub fn restart(&self) -> Server {
         Self::spawn(self.data_dir.clone(), self.config.clone())
@@ -283,9 +290,12 @@ pub struct ParsedMail {
 }
 
 pub fn parse_mail(path: &Path) -> ParsedMail {
-    let raw = std::fs::read(path).expect("read mail");
+    parse_mail_bytes(&std::fs::read(path).expect("read mail"))
+}
+
+pub fn parse_mail_bytes(raw: &[u8]) -> ParsedMail {
     let msg = mail_parser::MessageParser::default()
-        .parse(&raw)
+        .parse(raw)
         .expect("parse mail");
     let addrs = |a: Option<&mail_parser::Address>| -> Vec<String> {
         a.map(|a| {
@@ -443,4 +453,130 @@ pub fn grpcurl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The JSON lines a peer wrote to `path` (none while the file does not exist).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// tests/peers/sendgrid_sink.py on `port`, logging to `log`, answering `script` (see the peer).
+pub fn start_sendgrid_sink(port: u16, log: &Path, script: &str) -> Peer {
+    start_python_peer(
+        "sendgrid_sink.py",
+        &[port.to_string().into(), log.into(), script.into()],
+        port,
+    )
+}
+
+/// moto's server (`pip install 'moto[server]'`), a local stand-in for AWS APIs. Killed when
+/// dropped; each one starts empty.
+pub struct Moto {
+    pub peer: Peer,
+    pub port: u16,
+}
+
+/// The region every SES test uses, in moto and in the server's config alike.
+pub const AWS_REGION: &str = "us-east-1";
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto (pip install 'moto[server]')");
+        let peer = Peer(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto { peer, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment the server needs to reach this moto through the AWS SDK's own
+    /// conventions; instance metadata is off so that nothing leaves this machine.
+    pub fn server_env(&self, endpoint_variable: &'static str) -> Vec<(&'static str, String)> {
+        vec![
+            (endpoint_variable, self.url()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// An SES v2 client of this moto, with moto's test credentials and no retries.
+    pub fn ses_client(&self) -> aws_sdk_sesv2::Client {
+        ses_client_at(&self.url())
+    }
+
+    /// Verifies `address` as a sender identity (SES refuses unverified senders).
+    pub async fn verify_sender(&self, address: &str) {
+        self.ses_client()
+            .create_email_identity()
+            .email_identity(address)
+            .send()
+            .await
+            .expect("moto CreateEmailIdentity");
+    }
+
+    /// The raw messages SES accepted, as moto keeps them: (source, destinations, raw MIME).
+    pub async fn sent_raw_messages(&self) -> Vec<(String, Vec<String>, String)> {
+        let data: serde_json::Value = reqwest::get(format!("{}/moto-api/data.json", self.url()))
+            .await
+            .expect("GET moto-api/data.json")
+            .json()
+            .await
+            .expect("moto's state as JSON");
+        data["ses"]["RawMessage"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let destinations = m["destinations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap().to_string())
+                    .collect();
+                (
+                    m["source"].as_str().unwrap().to_string(),
+                    destinations,
+                    m["raw_data"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// An SES v2 client for `url` with moto's test credentials and no retries.
+pub fn ses_client_at(url: &str) -> aws_sdk_sesv2::Client {
+    use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+    let config = aws_sdk_sesv2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(Region::new(AWS_REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_sesv2::Client::from_conf(config)
 }

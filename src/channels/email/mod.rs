@@ -1,6 +1,8 @@
 //! Email senders and the one place that turns a rendered email into RFC 5322 bytes.
 
 pub mod maildir;
+pub mod sendgrid;
+pub mod ses;
 pub mod smtp;
 
 use lettre::message::{Mailbox, Mailboxes, MultiPart, header};

@@ -122,6 +122,9 @@ pub enum QueueType {
     /// in-process and lost on restart; ours is durable.
     #[default]
     Embedded,
+    /// `aws`: Enqueue publishes to the SNS topic `publisher.topicName`; the processor reads the
+    /// SQS queue `processor.queueName` subscribed to it, FlyteAdmin's messages included.
+    Aws,
 }
 
 impl TryFrom<String> for QueueType {
@@ -130,9 +133,10 @@ impl TryFrom<String> for QueueType {
         // FlyteAdmin's own values are lower case; an operator's `Local` means the same thing.
         match value.to_ascii_lowercase().as_str() {
             "" | "local" | "sandbox" => Ok(QueueType::Embedded),
-            "aws" | "gcp" => Err(format!(
-                "{value:?} is FlyteAdmin's cloud queue, which flyte-notify {VERSION} does not read; \
-                 use local (the embedded queue)"
+            "aws" => Ok(QueueType::Aws),
+            "gcp" => Err(format!(
+                "{value:?} is FlyteAdmin's Pub/Sub queue, which flyte-notify {VERSION} does not \
+                 read yet; use aws or local (the embedded queue)"
             )),
             _ => Err(unknown_value(&value, &["local", "sandbox", "aws", "gcp"])),
         }
@@ -143,6 +147,7 @@ impl From<QueueType> for String {
     fn from(value: QueueType) -> String {
         match value {
             QueueType::Embedded => "local".into(),
+            QueueType::Aws => "aws".into(),
         }
     }
 }
@@ -304,6 +309,18 @@ pub struct ServiceConfig {
     pub tls: TlsConfig,
     #[serde(default)]
     pub sendgrid: SendgridConfig,
+    #[serde(default)]
+    pub aws: AwsEndpoint,
+}
+
+/// Where the AWS services (SNS, SQS, SES) are, when not at AWS itself: LocalStack, moto, a VPC
+/// endpoint. The SDK's own `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` work as well;
+/// this setting, when present, wins over them for every service.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsEndpoint {
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
 }
 
 /// Settings of the SendGrid sender that FlyteAdmin's section has no key for.
@@ -434,6 +451,7 @@ impl Default for ServiceConfig {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             sendgrid: SendgridConfig::default(),
+            aws: AwsEndpoint::default(),
         }
     }
 }
@@ -678,6 +696,22 @@ impl Config {
             key: key.into(),
             message,
         };
+        if self.notifications.queue_type == QueueType::Aws {
+            for (key, value) in [
+                (
+                    "notifications.publisher.topicName",
+                    &self.notifications.publisher.topic_name,
+                ),
+                (
+                    "notifications.processor.queueName",
+                    &self.notifications.processor.queue_name,
+                ),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(invalid(key, "required when type is aws".into()));
+                }
+            }
+        }
         let server = &self.notifications.emailer.email_server_config;
         match self.email_service() {
             EmailService::Smtp => {
@@ -720,6 +754,14 @@ impl Config {
             ));
         }
         let svc = &self.flyte_notify;
+        if let Some(url) = &svc.aws.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "flyteNotify.aws.endpointUrl",
+                "must start with http:// or https://".into(),
+            ));
+        }
         let url = &svc.console_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(invalid(
@@ -851,6 +893,8 @@ impl Config {
         ) {
             (Some(service), _) => service,
             (None, QueueType::Embedded) => EmailService::Maildir,
+            // FlyteAdmin's choice: on AWS with no serviceName, SES.
+            (None, QueueType::Aws) => EmailService::Ses,
         }
     }
 

@@ -33,7 +33,11 @@ use crate::ledger::sqlite::SqliteLedger;
 use crate::notify::Notifier;
 use crate::notify::render::Renderer;
 use crate::queue::Queue;
+use crate::queue::broker::Broker;
+use crate::queue::cloud::CloudQueue;
 use crate::queue::embedded::EmbeddedQueue;
+use crate::queue::processor::Processor;
+use crate::queue::sqs::{SqsBroker, SqsSettings};
 
 /// The email sender the config selects, ready to use. Secrets are read here, once.
 pub async fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
@@ -78,10 +82,13 @@ pub async fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
             Arc::new(sender)
         }
         EmailService::Ses => {
-            let (sender, region) =
-                SesSender::from_environment(config.aws_region(), svc.worker.send_timeout)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+            let (sender, region) = SesSender::from_environment(
+                config.aws_region(),
+                svc.aws.endpoint_url.as_deref(),
+                svc.worker.send_timeout,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
             tracing::info!(%region, "email goes out through Amazon SES (v2 API)");
             Arc::new(sender)
         }
@@ -124,13 +131,76 @@ pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
     })
 }
 
-/// The queue the config selects.
-pub fn queue(config: &Config, ledger: Arc<dyn Ledger>) -> Arc<dyn Queue> {
-    match config.notifications.queue_type {
-        QueueType::Embedded => {
-            // Longer than any send may take, so that a live lease never runs out.
-            let lease_for = config.flyte_notify.worker.send_timeout + Duration::from_secs(30);
-            Arc::new(EmbeddedQueue::new(ledger, lease_for))
+/// The queue the config selects and, for a cloud queue, the processor that records what arrives
+/// on it in the ledger.
+pub async fn queue(
+    config: &Config,
+    ledger: Arc<dyn Ledger>,
+) -> anyhow::Result<(Arc<dyn Queue>, Option<Processor>)> {
+    // Longer than any send may take, so that a live lease never runs out.
+    let lease_for = config.flyte_notify.worker.send_timeout + Duration::from_secs(30);
+    let ledger_queue = Arc::new(EmbeddedQueue::new(ledger.clone(), lease_for));
+    let broker: Arc<dyn Broker> = match config.notifications.queue_type {
+        QueueType::Embedded => return Ok((ledger_queue, None)),
+        QueueType::Aws => {
+            let n = &config.notifications;
+            let settings = || SqsSettings {
+                region: config.aws_region().map(str::to_string),
+                endpoint_url: config.flyte_notify.aws.endpoint_url.clone(),
+                topic_arn: n.publisher.topic_name.clone(),
+                queue_name: n.processor.queue_name.clone(),
+                account_id: n.processor.account_id.clone(),
+            };
+            let broker = connect(config, "SQS", || SqsBroker::connect(settings())).await?;
+            tracing::info!(
+                topic = %n.publisher.topic_name,
+                queue = %n.processor.queue_name,
+                "publishing to SNS; processing the SQS queue"
+            );
+            Arc::new(broker)
+        }
+    };
+    let wake = ledger_queue.clone();
+    let processor = Processor {
+        broker: broker.clone(),
+        ledger,
+        wake: Arc::new(move || wake.wake()),
+        trouble: Arc::new(watch::channel(None).0),
+    };
+    let queue = Arc::new(CloudQueue {
+        ledger_queue,
+        broker,
+    });
+    Ok((queue, Some(processor)))
+}
+
+/// Connects to a broker at start, `reconnectAttempts` more times after a failure with
+/// `reconnectDelaySeconds` between, as FlyteAdmin does; then gives up, naming the cause.
+async fn connect<B, F, Fut>(config: &Config, what: &str, mut attempt: F) -> anyhow::Result<B>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<B, queue::QueueError>>,
+{
+    let retries = config.notifications.reconnect_attempts.max(0) as u64;
+    let delay = Duration::from_secs(config.notifications.reconnect_delay_seconds.max(0) as u64);
+    let mut tried = 0;
+    loop {
+        match attempt().await {
+            Ok(broker) => return Ok(broker),
+            Err(e) if tried < retries => {
+                tried += 1;
+                tracing::warn!(
+                    "cannot reach {what} ({e}); attempt {tried} of {retries} again in {delay:?} \
+                     (notifications.reconnectAttempts, reconnectDelaySeconds)"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot reach {what} after {} attempts: {e}",
+                    tried + 1
+                ));
+            }
         }
     }
 }
@@ -174,7 +244,7 @@ pub async fn run(
     }
 
     let router = Router::new(email_sender(&config).await?);
-    let queue = queue(&config, ledger.clone());
+    let (queue, processor) = queue(&config, ledger.clone()).await?;
     let renderer = Arc::new(Renderer {
         subject: config.notifications.emailer.subject.clone(),
         body: config.notifications.emailer.body.clone(),
@@ -202,6 +272,11 @@ pub async fn run(
     };
     let deadline = svc.shutdown_deadline;
     let worker_task = tokio::spawn(worker.run(stopping.clone(), deadline));
+    let processing = processor.map(|p| {
+        let trouble = p.trouble.subscribe();
+        tokio::spawn(p.run(stopping.clone()));
+        trouble
+    });
 
     let serving = store_health(ledger.clone(), stopping.clone());
     let auth = if svc.auth.enabled() {
@@ -231,6 +306,7 @@ pub async fn run(
             max_request_bytes: svc.limits.max_request_bytes,
             auth,
             tls,
+            processing,
         },
     ));
     let mut stopping_rx = stopping;

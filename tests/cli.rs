@@ -242,9 +242,9 @@ fn enum_values_take_any_case_and_typos_get_a_suggestion() {
             && stderr.contains("did you mean smtp?"),
         "{stderr}"
     );
-    // FlyteAdmin's cloud queue, which flyte-notify does not read yet, says so, and nothing about
-    // builds.
-    let (code, _, stderr) = check_config("notifications:\n  type: aws\n", &[]);
+    // FlyteAdmin's Pub/Sub queue, which flyte-notify does not read yet, says so, and nothing
+    // about builds.
+    let (code, _, stderr) = check_config("notifications:\n  type: gcp\n", &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("does not"), "{stderr}");
     assert!(!stderr.contains("build"), "{stderr}");

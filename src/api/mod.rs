@@ -32,7 +32,14 @@ pub struct ServeOptions {
     /// Bearer-token checks; None when auth is off.
     pub auth: Option<auth::AuthLayer>,
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// On AWS or GCP: why the processor cannot read its queue (None while it can). Health
+    /// reports it as the service `flytenotify.v1.Processor`, so that a probe can tell the
+    /// processing side from the API, which keeps serving.
+    pub processing: Option<watch::Receiver<Option<String>>>,
 }
+
+/// The health service name of the processing side (a cloud queue's consumer).
+pub const PROCESSOR_HEALTH: &str = "flytenotify.v1.Processor";
 
 /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING, and waits for
 /// calls in flight. gRPC health follows `serving` meanwhile (false while the ledger cannot write).
@@ -48,6 +55,7 @@ pub async fn serve(
         max_request_bytes,
         auth,
         tls,
+        processing,
     } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = |up: bool| {
@@ -69,6 +77,21 @@ pub async fn serve(
         }
     });
 
+    let processor_follow = processing.map(|mut processing| {
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            loop {
+                let up = processing.borrow_and_update().is_none();
+                reporter
+                    .set_service_status(PROCESSOR_HEALTH, status(up))
+                    .await;
+                if processing.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
+
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -87,6 +110,9 @@ pub async fn serve(
     let shutdown = async move {
         shutdown.await;
         follow.abort();
+        if let Some(f) = processor_follow {
+            f.abort();
+        }
         reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;

@@ -37,6 +37,7 @@ impl SesSender {
     /// taking precedence over the chain's. Returns the region in use, for the start-up log.
     pub async fn from_environment(
         region: Option<&str>,
+        endpoint_url: Option<&str>,
         timeout: Duration,
     ) -> Result<(Self, String), String> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -44,6 +45,9 @@ impl SesSender {
             .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build());
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_string()));
+        }
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
         // Without a region every send would fail the same way: say so at start-up instead.

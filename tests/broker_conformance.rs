@@ -1,0 +1,280 @@
+//! What every cloud queue must do for the processor to lose nothing and repeat nothing: deliver
+//! what is published, bring back what was not acknowledged (a processor that died mid-message),
+//! delay what was handed back, forget what was acknowledged, and pass poison on as poison. Each
+//! test runs on every backend in `backends()`; Pub/Sub joins with one line there.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use common::*;
+use flyte_notify::ledger::Ledger;
+use flyte_notify::ledger::sqlite::SqliteLedger;
+use flyte_notify::proto::flyteidl::admin::EmailMessage;
+use flyte_notify::queue::broker::{Broker, Outgoing, Received};
+use flyte_notify::queue::ingest::{Ingested, ingest};
+use flyte_notify::queue::sqs::{SqsBroker, SqsSettings};
+use flyte_notify::queue::wire::Inbound;
+
+/// How long an unacknowledged message stays invisible in these tests.
+const VISIBILITY: Duration = Duration::from_secs(1);
+
+/// A running backend: its broker, a way to put a raw (non-FlyteAdmin) message on it, and the
+/// peer process, kept alive as long as this is.
+struct Backend {
+    broker: Arc<dyn Broker>,
+    publish_raw: Box<dyn Fn(&'static str) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+    _peer: Box<dyn std::any::Any + Send>,
+}
+
+async fn sqs() -> Backend {
+    let moto = Moto::start();
+    let credentials = Credentials::new("testing", "testing", None, None, "tests");
+    let sns = aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(moto.url())
+            .region(Region::new(AWS_REGION))
+            .credentials_provider(credentials.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(moto.url())
+            .region(Region::new(AWS_REGION))
+            .credentials_provider(credentials)
+            .build(),
+    );
+    let topic_arn = sns
+        .create_topic()
+        .name("t")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let url = sqs
+        .create_queue()
+        .queue_name("q")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            VISIBILITY.as_secs().to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(arn)
+        .send()
+        .await
+        .unwrap();
+    // The endpoint as an operator would set it in the config; credentials from moto's fixed ones.
+    let broker = {
+        let _guard = ENV.lock().await;
+        // SAFETY: under ENV, and each test sets the same values.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        SqsBroker::connect(SqsSettings {
+            region: Some(AWS_REGION.into()),
+            endpoint_url: Some(moto.url()),
+            topic_arn: topic_arn.clone(),
+            queue_name: "q".into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap()
+    };
+    let publish_raw = {
+        let sns = sns.clone();
+        let topic_arn = topic_arn.clone();
+        Box::new(move |body: &'static str| {
+            let sns = sns.clone();
+            let topic_arn = topic_arn.clone();
+            Box::pin(async move {
+                sns.publish()
+                    .topic_arn(topic_arn)
+                    .subject("garbage")
+                    .message(body)
+                    .send()
+                    .await
+                    .unwrap();
+            }) as futures::future::BoxFuture<'static, ()>
+        })
+    };
+    Backend {
+        broker: Arc::new(broker),
+        publish_raw,
+        _peer: Box::new(moto),
+    }
+}
+
+/// Serializes the credential variables `sqs()` sets while an SDK config reads them.
+static ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn backends() -> Vec<Backend> {
+    vec![sqs().await]
+}
+
+fn email(id: &str) -> Outgoing {
+    Outgoing::Email {
+        delivery_id: id.into(),
+        message: EmailMessage {
+            recipients_email: vec!["a@example.com".into()],
+            sender_email: "flyte@example.com".into(),
+            subject_line: format!("subject {id}"),
+            body: "<p>b</p>".into(),
+        },
+    }
+}
+
+/// Receives until `count` messages arrived or `within` passed.
+async fn receive(broker: &dyn Broker, count: usize, within: Duration) -> Vec<Received> {
+    let deadline = Instant::now() + within;
+    let mut all = Vec::new();
+    while all.len() < count && Instant::now() < deadline {
+        all.extend(broker.receive(10, Duration::from_secs(1)).await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_arrive_with_their_delivery_id_and_acked_ones_are_gone() {
+    for backend in backends().await {
+        let broker = backend.broker.as_ref();
+        broker.publish(email("d1")).await.unwrap();
+        broker
+            .publish(Outgoing::Delivery {
+                delivery_id: "d2".into(),
+            })
+            .await
+            .unwrap();
+        let got = receive(broker, 2, Duration::from_secs(10)).await;
+        let mut ids: Vec<_> = got
+            .iter()
+            .map(|r| match &r.inbound {
+                Inbound::Announced { delivery_id } => delivery_id.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(ids, vec!["d1", "d2"]);
+        for r in &got {
+            broker.ack(&r.receipt).await.unwrap();
+        }
+        // Well past the visibility timeout: acknowledged means gone.
+        tokio::time::sleep(VISIBILITY * 2).await;
+        assert!(receive(broker, 1, Duration::from_secs(2)).await.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_message_comes_back_and_is_recorded_once() {
+    for backend in backends().await {
+        let broker = backend.broker.as_ref();
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite"))
+            .await
+            .unwrap();
+        // FlyteAdmin's own message: no delivery id, so it becomes a delivery when received.
+        broker
+            .publish(Outgoing::Email {
+                delivery_id: String::new(),
+                message: EmailMessage {
+                    recipients_email: vec!["a@example.com".into()],
+                    sender_email: "flyte@example.com".into(),
+                    subject_line: "s".into(),
+                    body: "b".into(),
+                },
+            })
+            .await
+            .unwrap();
+        let first = receive(broker, 1, Duration::from_secs(10)).await;
+        let admin: Vec<&Received> = first
+            .iter()
+            .filter(|r| matches!(r.inbound, Inbound::FlyteAdminEmail(_)))
+            .collect();
+        assert_eq!(admin.len(), 1, "{first:?}");
+        let recorded = ingest(
+            &ledger,
+            broker.name(),
+            &admin[0].message_id,
+            admin[0].inbound.clone(),
+        )
+        .await
+        .unwrap();
+        // The processor "dies" here: no ack. The message comes back with the same id.
+        let again = receive(broker, 1, VISIBILITY * 10).await;
+        let admin_again: Vec<&Received> = again
+            .iter()
+            .filter(|r| matches!(r.inbound, Inbound::FlyteAdminEmail(_)))
+            .collect();
+        assert_eq!(admin_again.len(), 1, "{again:?}");
+        assert_eq!(admin_again[0].message_id, admin[0].message_id);
+        let Ingested::Recorded { delivery_id } = recorded else {
+            panic!("{recorded:?}");
+        };
+        assert_eq!(
+            ingest(
+                &ledger,
+                broker.name(),
+                &admin_again[0].message_id,
+                admin_again[0].inbound.clone()
+            )
+            .await
+            .unwrap(),
+            Ingested::AlreadyRecorded { delivery_id }
+        );
+        ledger.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_back_message_returns_after_its_delay_and_poison_arrives_as_poison() {
+    for backend in backends().await {
+        let broker = backend.broker.as_ref();
+        (backend.publish_raw)("definitely not an EmailMessage").await;
+        let got = receive(broker, 1, Duration::from_secs(10)).await;
+        assert_eq!(got.len(), 1);
+        match &got[0].inbound {
+            Inbound::Poison { error, raw } => {
+                assert!(error.contains("\"garbage\""), "{error}");
+                assert!(!raw.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let handed_back = Instant::now();
+        broker
+            .nack(&got[0].receipt, Duration::from_secs(3))
+            .await
+            .unwrap();
+        let back = receive(broker, 1, Duration::from_secs(10)).await;
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].message_id, got[0].message_id);
+        assert!(
+            handed_back.elapsed() >= Duration::from_secs(2),
+            "came back after {:?}",
+            handed_back.elapsed()
+        );
+        broker.ack(&back[0].receipt).await.unwrap();
+    }
+}

@@ -18,6 +18,8 @@ pub const BATCH_SIZE: &str = "flyte_notify_ledger_batch_size";
 pub const STALE_RECORDS: &str = "flyte_notify_stale_records_total";
 /// Calls refused for want of a valid bearer token, by code (Unauthenticated, PermissionDenied).
 pub const AUTH_REFUSED: &str = "flyte_notify_auth_refused_total";
+/// Announcements a cloud queue did not take (the deliveries are sent anyway).
+pub const ANNOUNCE_FAILED: &str = "flyte_notify_announce_failed_total";
 /// Requests refused with InvalidArgument.
 pub const INVALID: &str = "flyte_notify_invalid_requests_total";
 

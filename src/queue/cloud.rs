@@ -12,6 +12,9 @@ use super::broker::{Broker, Outgoing};
 use super::embedded::EmbeddedQueue;
 use super::{AckHandle, Announcement, Queue, QueueError, QueueItem};
 
+/// How long one announcement may take before it is given up (and logged).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct CloudQueue {
     pub ledger_queue: Arc<EmbeddedQueue>,
     pub broker: Arc<dyn Broker>,
@@ -21,9 +24,14 @@ pub struct CloudQueue {
 impl Queue for CloudQueue {
     async fn publish(&self, announced: &[Announcement]) -> Result<(), QueueError> {
         self.ledger_queue.publish(announced).await?;
-        let mut failed = None;
-        for a in announced {
-            let outgoing = match &a.email {
+        // The ledger holds these already and this process sends them whatever the broker says,
+        // so Enqueue does not wait for SNS or Pub/Sub: a slow or unreachable broker must not
+        // hold up the answer. What the broker would have carried is a wake-up for other
+        // replicas and a copy for FlyteAdmin-format consumers; a failure is logged and counted.
+        let broker = self.broker.clone();
+        let outgoing: Vec<Outgoing> = announced
+            .iter()
+            .map(|a| match &a.email {
                 Some(message) => Outgoing::Email {
                     delivery_id: a.delivery_id.clone(),
                     message: message.clone(),
@@ -31,12 +39,31 @@ impl Queue for CloudQueue {
                 None => Outgoing::Delivery {
                     delivery_id: a.delivery_id.clone(),
                 },
-            };
-            if let Err(e) = self.broker.publish(outgoing).await {
-                failed = Some(e);
+            })
+            .collect();
+        tokio::spawn(async move {
+            for message in outgoing {
+                let id = match &message {
+                    Outgoing::Email { delivery_id, .. } | Outgoing::Delivery { delivery_id } => {
+                        delivery_id.clone()
+                    }
+                };
+                let result = tokio::time::timeout(PUBLISH_TIMEOUT, broker.publish(message)).await;
+                let error = match result {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {PUBLISH_TIMEOUT:?}"),
+                };
+                metrics::counter!(crate::telemetry::ANNOUNCE_FAILED, "queue" => broker.name())
+                    .increment(1);
+                tracing::warn!(
+                    queue = broker.name(),
+                    delivery_id = %id,
+                    "could not announce a delivery ({error}); this process sends it anyway"
+                );
             }
-        }
-        failed.map_or(Ok(()), Err)
+        });
+        Ok(())
     }
 
     fn wants_emails(&self) -> bool {

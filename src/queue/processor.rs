@@ -13,8 +13,10 @@ use crate::ledger::Ledger;
 
 /// Messages one receive asks for (SQS's maximum per call).
 const BATCH: usize = 10;
-/// How long one receive waits for messages (SQS's longest long poll).
-const WAIT: Duration = Duration::from_secs(20);
+/// How long one receive waits for messages. Short enough that a broker which stops answering
+/// mid-poll is noticed (the SQS call's own timeout is a few seconds longer) within seconds, long
+/// enough that an idle processor costs a request every few seconds.
+const WAIT: Duration = Duration::from_secs(5);
 /// Backoff while the broker cannot be reached.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LAST_RETRY: Duration = Duration::from_secs(30);

@@ -70,8 +70,24 @@ impl SqsBroker {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
-        let sns = aws_sdk_sns::Client::new(&shared);
-        let sqs = aws_sdk_sqs::Client::new(&shared);
+        // Bounded calls: a broker that stops answering must surface as an error (and in health),
+        // not as a processor stuck on one call. The processor long-polls for 5 s.
+        let timeouts = |operation: u64| {
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_timeout(Duration::from_secs(operation))
+                .build()
+        };
+        let sns = aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(&shared)
+                .timeout_config(timeouts(10))
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&shared)
+                .timeout_config(timeouts(8))
+                .build(),
+        );
         let mut lookup = sqs.get_queue_url().queue_name(&settings.queue_name);
         if !settings.account_id.is_empty() {
             lookup = lookup.queue_owner_aws_account_id(&settings.account_id);

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
     pub log: Arc<Mutex<String>>,
+    /// The extra environment it was started with; a restart gets the same.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -52,7 +56,12 @@ impl Server {
 
     /// Starts again on the same data dir and config (after a kill or a clean stop).
     pub fn restart(&self) -> Server {
-        Self::spawn(self.data_dir.clone(), self.config.clone())
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self::spawn_env(self.data_dir.clone(), self.config.clone(), &env)
     }
 
     /// Starts the binary on `data_dir` with the config file at `config`, if any.
@@ -108,6 +117,10 @@ impl Server {
             data_dir,
             config,
             log,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -485,7 +498,12 @@ pub const AWS_REGION: &str = "us-east-1";
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// On `port`: a moto restarted where the service expects it (moto keeps nothing across a
+    /// restart; the caller recreates what it needs).
+    pub fn start_on(port: u16) -> Moto {
         let child = Command::new("python3")
             .args([
                 "-m",

@@ -125,6 +125,9 @@ pub enum QueueType {
     /// `aws`: Enqueue publishes to the SNS topic `publisher.topicName`; the processor reads the
     /// SQS queue `processor.queueName` subscribed to it, FlyteAdmin's messages included.
     Aws,
+    /// `gcp`: Enqueue publishes to the Pub/Sub topic `publisher.topicName`; the processor reads
+    /// the subscription `processor.queueName`, both in `gcp.projectId`.
+    Gcp,
 }
 
 impl TryFrom<String> for QueueType {
@@ -134,10 +137,7 @@ impl TryFrom<String> for QueueType {
         match value.to_ascii_lowercase().as_str() {
             "" | "local" | "sandbox" => Ok(QueueType::Embedded),
             "aws" => Ok(QueueType::Aws),
-            "gcp" => Err(format!(
-                "{value:?} is FlyteAdmin's Pub/Sub queue, which flyte-notify {VERSION} does not \
-                 read yet; use aws or local (the embedded queue)"
-            )),
+            "gcp" => Ok(QueueType::Gcp),
             _ => Err(unknown_value(&value, &["local", "sandbox", "aws", "gcp"])),
         }
     }
@@ -148,6 +148,7 @@ impl From<QueueType> for String {
         match value {
             QueueType::Embedded => "local".into(),
             QueueType::Aws => "aws".into(),
+            QueueType::Gcp => "gcp".into(),
         }
     }
 }
@@ -236,8 +237,6 @@ impl From<Store> for String {
         }
     }
 }
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// "unknown value", with the accepted ones and the nearest of them when it is a likely typo.
 fn unknown_value(value: &str, accepted: &[&str]) -> String {
@@ -696,7 +695,18 @@ impl Config {
             key: key.into(),
             message,
         };
-        if self.notifications.queue_type == QueueType::Aws {
+        if self.notifications.queue_type == QueueType::Gcp
+            && self.notifications.gcp.project_id.trim().is_empty()
+        {
+            return Err(invalid(
+                "notifications.gcp.projectId",
+                "required when type is gcp".into(),
+            ));
+        }
+        if matches!(
+            self.notifications.queue_type,
+            QueueType::Aws | QueueType::Gcp
+        ) {
             for (key, value) in [
                 (
                     "notifications.publisher.topicName",
@@ -708,7 +718,7 @@ impl Config {
                 ),
             ] {
                 if value.trim().is_empty() {
-                    return Err(invalid(key, "required when type is aws".into()));
+                    return Err(invalid(key, "required when type is aws or gcp".into()));
                 }
             }
         }
@@ -895,6 +905,8 @@ impl Config {
             (None, QueueType::Embedded) => EmailService::Maildir,
             // FlyteAdmin's choice: on AWS with no serviceName, SES.
             (None, QueueType::Aws) => EmailService::Ses,
+            // FlyteAdmin on GCP sends by SendGrid; its key is then required.
+            (None, QueueType::Gcp) => EmailService::Sendgrid,
         }
     }
 

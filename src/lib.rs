@@ -37,6 +37,7 @@ use crate::queue::broker::Broker;
 use crate::queue::cloud::CloudQueue;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::processor::Processor;
+use crate::queue::pubsub::{PubSubBroker, PubSubSettings};
 use crate::queue::sqs::{SqsBroker, SqsSettings};
 
 /// The email sender the config selects, ready to use. Secrets are read here, once.
@@ -156,6 +157,23 @@ pub async fn queue(
                 topic = %n.publisher.topic_name,
                 queue = %n.processor.queue_name,
                 "publishing to SNS; processing the SQS queue"
+            );
+            Arc::new(broker)
+        }
+        QueueType::Gcp => {
+            let n = &config.notifications;
+            let settings = || PubSubSettings {
+                project_id: n.gcp.project_id.clone(),
+                topic: n.publisher.topic_name.clone(),
+                subscription: n.processor.queue_name.clone(),
+                endpoint: None,
+            };
+            let broker = connect(config, "Pub/Sub", || PubSubBroker::connect(settings())).await?;
+            tracing::info!(
+                project = %n.gcp.project_id,
+                topic = %n.publisher.topic_name,
+                subscription = %n.processor.queue_name,
+                "publishing to Pub/Sub; processing the subscription"
             );
             Arc::new(broker)
         }

@@ -5,16 +5,19 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use common::pubsub::{Emulator, PROJECT};
 use common::*;
 use flyte_notify::ledger::Ledger;
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::proto::flyteidl::admin::EmailMessage;
 use flyte_notify::queue::broker::{Broker, Outgoing, Received};
 use flyte_notify::queue::ingest::{Ingested, ingest};
+use flyte_notify::queue::pubsub::{PubSubBroker, PubSubSettings};
 use flyte_notify::queue::sqs::{SqsBroker, SqsSettings};
 use flyte_notify::queue::wire::Inbound;
 
@@ -25,6 +28,8 @@ const VISIBILITY: Duration = Duration::from_secs(1);
 /// peer process, kept alive as long as this is.
 struct Backend {
     broker: Arc<dyn Broker>,
+    /// Another broker on the same queue: a second process, or the one after a crash.
+    connect: Box<dyn Fn() -> futures::future::BoxFuture<'static, Arc<dyn Broker>> + Send + Sync>,
     publish_raw: Box<dyn Fn(&'static str) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
     _peer: Box<dyn std::any::Any + Send>,
 }
@@ -86,24 +91,27 @@ async fn sqs() -> Backend {
         .await
         .unwrap();
     // The endpoint as an operator would set it in the config; credentials from moto's fixed ones.
-    let broker = {
-        let _guard = ENV.lock().await;
-        // SAFETY: under ENV, and each test sets the same values.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
-        SqsBroker::connect(SqsSettings {
+    // SAFETY: set before any SDK config is loaded in this process, always to the same values.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let url = moto.url();
+    let topic = topic_arn.clone();
+    let connect = move || {
+        let settings = SqsSettings {
             region: Some(AWS_REGION.into()),
-            endpoint_url: Some(moto.url()),
-            topic_arn: topic_arn.clone(),
+            endpoint_url: Some(url.clone()),
+            topic_arn: topic.clone(),
             queue_name: "q".into(),
             account_id: String::new(),
-        })
-        .await
-        .unwrap()
+        };
+        Box::pin(
+            async move { Arc::new(SqsBroker::connect(settings).await.unwrap()) as Arc<dyn Broker> },
+        ) as futures::future::BoxFuture<'static, Arc<dyn Broker>>
     };
+    let broker = connect().await;
     let publish_raw = {
         let sns = sns.clone();
         let topic_arn = topic_arn.clone();
@@ -122,17 +130,55 @@ async fn sqs() -> Backend {
         })
     };
     Backend {
-        broker: Arc::new(broker),
+        broker,
+        connect: Box::new(connect),
         publish_raw,
         _peer: Box::new(moto),
     }
 }
 
-/// Serializes the credential variables `sqs()` sets while an SDK config reads them.
-static ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+async fn pubsub() -> Backend {
+    let emulator = Emulator::start();
+    emulator
+        .create("topic-a", "sub-a", VISIBILITY.as_secs().max(10) as u32)
+        .await;
+    let endpoint = emulator.url();
+    let connect = move || {
+        let settings = PubSubSettings {
+            project_id: PROJECT.into(),
+            topic: "topic-a".into(),
+            subscription: "sub-a".into(),
+            endpoint: Some(endpoint.clone()),
+        };
+        Box::pin(async move {
+            Arc::new(PubSubBroker::connect(settings).await.unwrap()) as Arc<dyn Broker>
+        }) as futures::future::BoxFuture<'static, Arc<dyn Broker>>
+    };
+    let broker = connect().await;
+    let emulator = Arc::new(emulator);
+    let publisher = emulator.clone();
+    let publish_raw = Box::new(move |body: &'static str| {
+        let emulator = publisher.clone();
+        Box::pin(async move {
+            emulator
+                .publish(
+                    "topic-a",
+                    body.as_bytes(),
+                    HashMap::from([("key".to_string(), "garbage".to_string())]),
+                )
+                .await;
+        }) as futures::future::BoxFuture<'static, ()>
+    });
+    Backend {
+        broker,
+        connect: Box::new(connect),
+        publish_raw,
+        _peer: Box::new(emulator),
+    }
+}
 
 async fn backends() -> Vec<Backend> {
-    vec![sqs().await]
+    vec![sqs().await, pubsub().await]
 }
 
 fn email(id: &str) -> Outgoing {
@@ -190,13 +236,18 @@ async fn published_messages_arrive_with_their_delivery_id_and_acked_ones_are_gon
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unacknowledged_message_comes_back_and_is_recorded_once() {
     for backend in backends().await {
-        let broker = backend.broker.as_ref();
+        let Backend {
+            broker: first_broker,
+            connect,
+            _peer,
+            ..
+        } = backend;
         let dir = tempfile::tempdir().unwrap();
         let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite"))
             .await
             .unwrap();
         // FlyteAdmin's own message: no delivery id, so it becomes a delivery when received.
-        broker
+        first_broker
             .publish(Outgoing::Email {
                 delivery_id: String::new(),
                 message: EmailMessage {
@@ -208,42 +259,41 @@ async fn an_unacknowledged_message_comes_back_and_is_recorded_once() {
             })
             .await
             .unwrap();
-        let first = receive(broker, 1, Duration::from_secs(10)).await;
-        let admin: Vec<&Received> = first
-            .iter()
-            .filter(|r| matches!(r.inbound, Inbound::FlyteAdminEmail(_)))
-            .collect();
-        assert_eq!(admin.len(), 1, "{first:?}");
-        let recorded = ingest(
-            &ledger,
-            broker.name(),
-            &admin[0].message_id,
-            admin[0].inbound.clone(),
-        )
-        .await
-        .unwrap();
-        // The processor "dies" here: no ack. The message comes back with the same id.
-        let again = receive(broker, 1, VISIBILITY * 10).await;
-        let admin_again: Vec<&Received> = again
-            .iter()
-            .filter(|r| matches!(r.inbound, Inbound::FlyteAdminEmail(_)))
-            .collect();
-        assert_eq!(admin_again.len(), 1, "{again:?}");
-        assert_eq!(admin_again[0].message_id, admin[0].message_id);
-        let Ingested::Recorded { delivery_id } = recorded else {
-            panic!("{recorded:?}");
+        let first = receive(first_broker.as_ref(), 1, Duration::from_secs(10)).await;
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(
+            matches!(first[0].inbound, Inbound::FlyteAdminEmail(_)),
+            "{first:?}"
+        );
+        let name = first_broker.name();
+        let message_id = first[0].message_id.clone();
+        let Ingested::Recorded { delivery_id } =
+            ingest(&ledger, name, &message_id, first[0].inbound.clone())
+                .await
+                .unwrap()
+        else {
+            panic!("not recorded");
         };
+        // The processor dies here, without an ack; another one takes over and gets the message
+        // again, with the same id, once the first one's hold is gone.
+        drop(first);
+        drop(first_broker);
+        let second = connect().await;
+        let again = receive(second.as_ref(), 1, Duration::from_secs(60)).await;
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].message_id, message_id);
         assert_eq!(
             ingest(
                 &ledger,
-                broker.name(),
-                &admin_again[0].message_id,
-                admin_again[0].inbound.clone()
+                name,
+                &again[0].message_id,
+                again[0].inbound.clone()
             )
             .await
             .unwrap(),
             Ingested::AlreadyRecorded { delivery_id }
         );
+        second.ack(&again[0].receipt).await.unwrap();
         ledger.close().await;
     }
 }

@@ -242,12 +242,16 @@ fn enum_values_take_any_case_and_typos_get_a_suggestion() {
             && stderr.contains("did you mean smtp?"),
         "{stderr}"
     );
-    // FlyteAdmin's Pub/Sub queue, which flyte-notify does not read yet, says so, and nothing
-    // about builds.
+    // A cloud queue needs its names; the error says which.
     let (code, _, stderr) = check_config("notifications:\n  type: gcp\n", &[]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("does not"), "{stderr}");
-    assert!(!stderr.contains("build"), "{stderr}");
+    assert!(stderr.contains("notifications.gcp.projectId"), "{stderr}");
+    let (code, _, stderr) = check_config("notifications:\n  type: AWS\n", &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("notifications.publisher.topicName"),
+        "{stderr}"
+    );
     // `aws` chooses SES by the queue type in FlyteAdmin, never as a serviceName: the answer says
     // what does work.
     let (code, _, stderr) = check_config(&smtp("aws"), &[]);

@@ -20,6 +20,7 @@ pub mod cloud;
 pub mod embedded;
 pub mod ingest;
 pub mod processor;
+pub mod pubsub;
 pub mod sqs;
 pub mod wire;
 

@@ -26,6 +26,10 @@ pub const DELIVERY_ID_ATTRIBUTE: &str = "flyte-notify-delivery-id";
 /// Pub/Sub's attribute that says what the data is (FlyteAdmin's name for it).
 pub const PUBSUB_KIND_ATTRIBUTE: &str = "key";
 
+/// The most recipients one received email may have. No emailer takes more in one message (SES
+/// takes 50, SendGrid 1000), and a message naming more would only be a very large dead entry.
+pub const MAX_RECIPIENTS: usize = 1000;
+
 /// The most raw bytes of an undecodable message kept with its dead entry: enough to recognise it,
 /// bounded so that a huge poison message cannot bloat the ledger.
 pub const MAX_POISON_BYTES: usize = 16 * 1024;
@@ -58,6 +62,13 @@ fn email(bytes: &[u8], raw: &[u8]) -> Inbound {
         Ok(m) if m.sender_email.trim().is_empty() => {
             poison("the EmailMessage has no sender_email", raw)
         }
+        Ok(m) if m.recipients_email.len() > MAX_RECIPIENTS => poison(
+            format!(
+                "the EmailMessage has {} recipients; at most {MAX_RECIPIENTS} can be sent",
+                m.recipients_email.len()
+            ),
+            raw,
+        ),
         Ok(m) => Inbound::FlyteAdminEmail(m),
         Err(e) => poison(format!("not a flyteidl.admin.EmailMessage: {e}"), raw),
     }
@@ -238,6 +249,17 @@ mod tests {
                 assert!(error.contains("\"key\""), "{error}");
                 assert_eq!(raw, vec![0xff; 3]);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn more_recipients_than_any_emailer_takes_is_poison() {
+        let mut m = message();
+        m.recipients_email = vec!["a@example.com".into(); MAX_RECIPIENTS + 1];
+        let (data, attributes) = to_pubsub_email(&m);
+        match from_pubsub(&data, &attributes) {
+            Inbound::Poison { error, .. } => assert!(error.contains("1001 recipients"), "{error}"),
             other => panic!("{other:?}"),
         }
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use common::aws::{Aws, QUEUE, VISIBILITY_TIMEOUT};
 use common::pubsub::{Emulator, PROJECT};
 use common::*;
 use flyte_notify::ledger::Ledger;
@@ -21,8 +21,8 @@ use flyte_notify::queue::pubsub::{PubSubBroker, PubSubSettings};
 use flyte_notify::queue::sqs::{SqsBroker, SqsSettings};
 use flyte_notify::queue::wire::Inbound;
 
-/// How long an unacknowledged message stays invisible in these tests.
-const VISIBILITY: Duration = Duration::from_secs(1);
+/// The Pub/Sub subscription's ack deadline (the service's minimum).
+const ACK_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A running backend: its broker, a way to put a raw (non-FlyteAdmin) message on it, and the
 /// peer process, kept alive as long as this is.
@@ -32,64 +32,16 @@ struct Backend {
     connect: Box<dyn Fn() -> futures::future::BoxFuture<'static, Arc<dyn Broker>> + Send + Sync>,
     publish_raw: Box<dyn Fn(&'static str) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
     _peer: Box<dyn std::any::Any + Send>,
+    /// How long an unacknowledged message stays away before it is delivered again.
+    redelivery_after: Duration,
 }
 
 async fn sqs() -> Backend {
-    let moto = Moto::start();
-    let credentials = Credentials::new("testing", "testing", None, None, "tests");
-    let sns = aws_sdk_sns::Client::from_conf(
-        aws_sdk_sns::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(moto.url())
-            .region(Region::new(AWS_REGION))
-            .credentials_provider(credentials.clone())
-            .build(),
-    );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(moto.url())
-            .region(Region::new(AWS_REGION))
-            .credentials_provider(credentials)
-            .build(),
-    );
-    let topic_arn = sns
-        .create_topic()
-        .name("t")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let url = sqs
-        .create_queue()
-        .queue_name("q")
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            VISIBILITY.as_secs().to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(arn)
-        .send()
-        .await
-        .unwrap();
+    // FlyteAdmin's layout in moto, the same one the end-to-end tests use.
+    let aws = Aws::start().await;
+    let topic_arn = aws.topic_arn.clone();
+    let sns = aws.sns.clone();
+    let moto_url = aws.moto.url();
     // The endpoint as an operator would set it in the config; credentials from moto's fixed ones.
     // SAFETY: set before any SDK config is loaded in this process, always to the same values.
     unsafe {
@@ -97,14 +49,14 @@ async fn sqs() -> Backend {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
         std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     }
-    let url = moto.url();
+    let url = moto_url;
     let topic = topic_arn.clone();
     let connect = move || {
         let settings = SqsSettings {
             region: Some(AWS_REGION.into()),
             endpoint_url: Some(url.clone()),
             topic_arn: topic.clone(),
-            queue_name: "q".into(),
+            queue_name: QUEUE.into(),
             account_id: String::new(),
         };
         Box::pin(
@@ -133,14 +85,15 @@ async fn sqs() -> Backend {
         broker,
         connect: Box::new(connect),
         publish_raw,
-        _peer: Box::new(moto),
+        _peer: Box::new(aws),
+        redelivery_after: VISIBILITY_TIMEOUT,
     }
 }
 
 async fn pubsub() -> Backend {
     let emulator = Emulator::start();
     emulator
-        .create("topic-a", "sub-a", VISIBILITY.as_secs().max(10) as u32)
+        .create("topic-a", "sub-a", ACK_DEADLINE.as_secs() as u32)
         .await;
     let endpoint = emulator.url();
     let connect = move || {
@@ -174,6 +127,7 @@ async fn pubsub() -> Backend {
         connect: Box::new(connect),
         publish_raw,
         _peer: Box::new(emulator),
+        redelivery_after: ACK_DEADLINE,
     }
 }
 
@@ -228,7 +182,7 @@ async fn published_messages_arrive_with_their_delivery_id_and_acked_ones_are_gon
             broker.ack(&r.receipt).await.unwrap();
         }
         // Well past the visibility timeout: acknowledged means gone.
-        tokio::time::sleep(VISIBILITY * 2).await;
+        tokio::time::sleep(backend.redelivery_after + Duration::from_secs(1)).await;
         assert!(receive(broker, 1, Duration::from_secs(2)).await.is_empty());
     }
 }

@@ -10,6 +10,9 @@ use super::*;
 
 pub const SENDER: &str = "flyte@example.com";
 pub const QUEUE: &str = "flyte-notify";
+/// The queues' visibility timeout: a message a killed processor held comes back within the
+/// tests' patience (SQS's default is 30 s).
+pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Aws {
     pub moto: Moto,
@@ -57,14 +60,12 @@ impl Aws {
             .unwrap();
         let mut urls = Vec::new();
         for name in [QUEUE, "observer"] {
-            // A short visibility timeout: a message a killed processor held comes back within
-            // the test's patience (SQS's default is 30 s).
             let url = sqs
                 .create_queue()
                 .queue_name(name)
                 .attributes(
                     aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-                    "5",
+                    VISIBILITY_TIMEOUT.as_secs().to_string(),
                 )
                 .send()
                 .await

@@ -98,28 +98,6 @@ async fn a_sigkill_with_messages_in_flight_loses_none_and_resends_nothing_record
     assert!(!recorded.is_empty());
 }
 
-async fn processor_health(server: &Server) -> i32 {
-    tonic_health::pb::health_client::HealthClient::new(connect(server).await)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "flytenotify.v1.Processor".into(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
-        .unwrap_or(-1)
-}
-
-async fn wait_for_health(server: &Server, status: ServingStatus) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while processor_health(server).await != status as i32 {
-        assert!(
-            Instant::now() < deadline,
-            "processor health never became {status:?}; log:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aws_outage_is_reported_and_everything_accepted_goes_out_afterwards() {
     let aws = Aws::start().await;
@@ -131,7 +109,7 @@ async fn an_aws_outage_is_reported_and_everything_accepted_goes_out_afterwards()
     let env = aws.moto.server_env("AWS_ENDPOINT_URL");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start_env(dir.path(), &config, &env);
-    wait_for_health(&server, ServingStatus::Serving).await;
+    wait_for_processor_health(&server, ServingStatus::Serving).await;
 
     // AWS stops: SNS, SQS and SES at once, every call hanging (SIGSTOP), its state kept.
     let pid = aws.moto.peer.0.id().to_string();
@@ -158,13 +136,14 @@ async fn an_aws_outage_is_reported_and_everything_accepted_goes_out_afterwards()
                     &["oncall@example.com"],
                     "",
                 )],
+                webhooks: Vec::new(),
             })
             .await
             .expect("Enqueue answers while AWS is down: the ledger is local")
             .into_inner();
         ids.extend(r.delivery_ids);
     }
-    wait_for_health(&server, ServingStatus::NotServing).await;
+    wait_for_processor_health(&server, ServingStatus::NotServing).await;
     let retrying = wait_for_pending(
         &server,
         "eq(state,retrying)",
@@ -183,7 +162,7 @@ async fn an_aws_outage_is_reported_and_everything_accepted_goes_out_afterwards()
     }
     // Back, with everything it held.
     signal("-CONT");
-    wait_for_health(&server, ServingStatus::Serving).await;
+    wait_for_processor_health(&server, ServingStatus::Serving).await;
     // Every one goes out. A send that timed out while moto was stopped may have been taken by
     // moto when it resumed, and the retry sent it again: at least once, with the same
     // Message-ID, which is what a timeout allows.

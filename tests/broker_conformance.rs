@@ -133,7 +133,7 @@ async fn pubsub() -> Backend {
         publish_raw,
         _peer: Box::new(emulator),
         redelivery_after: ACK_DEADLINE,
-        hands_over_after_a_crash: false,
+        hands_over_after_a_crash: true,
     }
 }
 

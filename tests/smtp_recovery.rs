@@ -1,5 +1,5 @@
 //! Nothing accepted is lost: with the SMTP server down, deliveries wait in the ledger as retrying,
-//! survive a SIGKILL, and all go out once the server is up.
+//! survive a SIGKILL, and all go out once the server is up; health tells meanwhile.
 
 mod common;
 
@@ -11,6 +11,7 @@ use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
 use flyte_notify::proto::flytenotify::v1::DeliveryState;
 use flyte_notify::proto::flytenotify::v1::EnqueueRequest;
 use futures::StreamExt;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const COUNT: usize = 1000;
 
@@ -44,6 +45,7 @@ flyteNotify:
                         request_id: format!("recovery-{i}"),
                         execution: Some(failed_execution(&format!("exec-{i:04}"))),
                         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+                        webhooks: Vec::new(),
                     })
                     .await
                     .expect("enqueue")
@@ -75,8 +77,14 @@ flyteNotify:
     drop(client);
     server.kill();
 
-    // After the kill, a new process sees all of them, each with its attempts and last error.
+    // After the kill, a new process sees all of them, each with its attempts and last error, and
+    // once its own sends fail again it says so on the processing side; the API keeps serving.
     let server = server.restart();
+    wait_for_processor_health(&server, ServingStatus::NotServing).await;
+    assert_eq!(
+        health_status(connect(&server).await).await.unwrap(),
+        ServingStatus::Serving as i32
+    );
     let mut client = server.client().await;
     let pending = list_all(&mut client, "").await;
     assert_eq!(pending.len(), COUNT);
@@ -98,6 +106,7 @@ flyteNotify:
     let _sink = SmtpSink::start(port, &sink_dir);
     let files = wait_for_messages(&sink_dir, COUNT, Duration::from_secs(180));
     assert_eq!(files.len(), COUNT, "log:\n{}", server.log());
+    wait_for_processor_health(&server, ServingStatus::Serving).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !list_all(&mut client, "").await.is_empty() {
         assert!(

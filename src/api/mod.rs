@@ -32,13 +32,13 @@ pub struct ServeOptions {
     /// Bearer-token checks; None when auth is off.
     pub auth: Option<auth::AuthLayer>,
     pub tls: Option<tonic::transport::ServerTlsConfig>,
-    /// On AWS or GCP: why the processor cannot read its queue (None while it can). Health
-    /// reports it as the service `flytenotify.v1.Processor`, so that a probe can tell the
-    /// processing side from the API, which keeps serving.
+    /// Why the processing side cannot do its job (None while it can): a cloud queue that cannot
+    /// be read, a sender that keeps failing. Health reports it as the service
+    /// `flytenotify.v1.Processor`, so that a probe can tell it from the API, which keeps serving.
     pub processing: Option<watch::Receiver<Option<String>>>,
 }
 
-/// The health service name of the processing side (a cloud queue's consumer).
+/// The health service name of the processing side: the cloud queue's consumer and the senders.
 pub const PROCESSOR_HEALTH: &str = "flytenotify.v1.Processor";
 
 /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING, and waits for

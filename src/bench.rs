@@ -86,6 +86,7 @@ fn preview_request() -> PreviewRequest {
     PreviewRequest {
         execution: Some(execution),
         notifications: enqueue_request(0, 0).notifications,
+        webhooks: Vec::new(),
     }
 }
 
@@ -118,6 +119,7 @@ fn enqueue_request(caller: usize, n: u64) -> EnqueueRequest {
                 template: String::new(),
             })),
         }],
+        webhooks: Vec::new(),
     }
 }
 

@@ -2,6 +2,8 @@
 //! our own `flyteNotify:` section. Everything is validated when loaded so that a typo fails at
 //! start-up with the key's path rather than as a missing email hours later.
 
+pub mod channels;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -310,6 +312,12 @@ pub struct ServiceConfig {
     pub sendgrid: SendgridConfig,
     #[serde(default)]
     pub aws: AwsEndpoint,
+    #[serde(default)]
+    pub slack: channels::SlackConfig,
+    #[serde(default)]
+    pub pagerduty: channels::PagerDutyConfig,
+    #[serde(default)]
+    pub webhooks: channels::WebhooksConfig,
 }
 
 /// Where the AWS services (SNS, SQS, SES) are, when not at AWS itself: LocalStack, moto, a VPC
@@ -451,6 +459,9 @@ impl Default for ServiceConfig {
             tls: TlsConfig::default(),
             sendgrid: SendgridConfig::default(),
             aws: AwsEndpoint::default(),
+            slack: Default::default(),
+            pagerduty: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -747,6 +758,13 @@ impl Config {
         }
         check_base_url(&self.flyte_notify.sendgrid.base_url)
             .map_err(|message| invalid("flyteNotify.sendgrid.baseUrl", message))?;
+        let svc = &self.flyte_notify;
+        channels::validate(&svc.slack, &svc.pagerduty, &svc.webhooks)
+            .map_err(|(key, message)| invalid(&key, message))?;
+        check_base_url(&svc.slack.api_base_url)
+            .map_err(|message| invalid("flyteNotify.slack.apiBaseUrl", message))?;
+        check_base_url(&svc.pagerduty.events_url)
+            .map_err(|message| invalid("flyteNotify.pagerduty.eventsUrl", message))?;
         if !self.notifications.emailer.sender.is_empty()
             && self
                 .notifications
@@ -955,7 +973,7 @@ fn check_base_url(url: &str) -> Result<(), String> {
     }
     if parsed.query().is_some() || url.contains('#') {
         return Err(format!(
-            "{url:?}: no query or fragment; /v3/mail/send is appended to it"
+            "{url:?}: no query or fragment; the API's path is appended to it"
         ));
     }
     Ok(())

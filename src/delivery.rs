@@ -70,6 +70,33 @@ pub enum Content {
     /// A queue message that could not be read, kept (its first bytes, and why) for an operator
     /// to see. Its first attempt records it dead with `error`; it is never sent.
     Unreadable { raw: Vec<u8>, error: String },
+    /// A webhook (`flytenotify.v1.WebhookNotification`): rendered at send time like a template.
+    Webhook(WebhookSpec),
+}
+
+/// Where a webhook goes: a URL the request named, or a destination in the config (whose URL,
+/// signing secret and headers stay in the config, and may change without touching the ledger).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookTarget {
+    Url(String),
+    Destination(String),
+}
+
+/// What a `WebhookNotification` asked for, as stored with its delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSpec {
+    pub target: WebhookTarget,
+    /// Upper case: "POST", "PUT", ...
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// FlyteAdmin `{{ var }}` template; empty for the built-in JSON body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body_template: String,
+    /// Per attempt; None for the worker's sendTimeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// FlyteAdmin's rendered email: its body is HTML.
@@ -117,6 +144,7 @@ enum StoredPayload {
 enum StoredContent {
     Rendered(RenderedEmail),
     Unreadable { raw: String, error: String },
+    Webhook(WebhookSpec),
 }
 
 impl Payload {
@@ -142,6 +170,11 @@ impl Payload {
                     raw: BASE64.encode(raw),
                     error: error.clone(),
                 },
+            },
+            Content::Webhook(spec) => StoredPayload::V3 {
+                channel,
+                recipients,
+                content: StoredContent::Webhook(spec.clone()),
             },
         };
         serde_json::to_string(&stored).expect("a payload always serializes")
@@ -194,6 +227,7 @@ impl Payload {
                             .map_err(|e| format!("the stored raw message is not base64: {e}"))?,
                         error,
                     },
+                    StoredContent::Webhook(spec) => Content::Webhook(spec),
                 };
                 (
                     Payload {
@@ -309,13 +343,17 @@ pub struct PagerDutyEvent {
     pub links: Vec<(String, String)>,
 }
 
-/// One HTTP request to a webhook route; the URL is the route's (often a secret).
+/// One HTTP request to a webhook. A configured destination's URL, signing secret and headers are
+/// the sender's to add (they are secrets); `headers` are the notification's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRequest {
     pub recipients: Vec<String>,
+    pub target: WebhookTarget,
     pub method: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Per attempt; None for the worker's sendTimeout.
+    pub timeout: Option<Duration>,
 }
 
 /// What a sender puts on the wire: one variant per channel.
@@ -374,6 +412,13 @@ mod tests {
                 raw: vec![0, 0xff, b'x'],
                 error: "not an SNS envelope".into(),
             },
+            Content::Webhook(WebhookSpec {
+                target: WebhookTarget::Destination("ops".into()),
+                method: "POST".into(),
+                headers: vec![("X-Team".into(), "ml".into())],
+                body_template: "{\"n\": \"{{ name }}\"}".into(),
+                timeout_ms: Some(5000),
+            }),
         ] {
             let payload = Payload {
                 channel: Channel::Email,

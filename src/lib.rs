@@ -192,6 +192,38 @@ pub async fn queue(
     Ok((queue, Some(processor)))
 }
 
+/// Why the processing side cannot do its job, None while it can: the cloud queue cannot be read
+/// (when there is one) or a sender keeps failing. Either one is news to an operator whose API
+/// still answers.
+fn processing_health(
+    queue: Option<watch::Receiver<Option<String>>>,
+    mut senders: watch::Receiver<Option<String>>,
+) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let (mut queue, has_queue) = match queue {
+            Some(q) => (q, true),
+            None => (watch::channel(None).1, false),
+        };
+        loop {
+            let why: Vec<String> = [
+                queue.borrow_and_update().clone(),
+                senders.borrow_and_update().clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            tx.send_replace((!why.is_empty()).then(|| why.join("; ")));
+            tokio::select! {
+                r = queue.changed(), if has_queue => if r.is_err() { return },
+                r = senders.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
 /// Connects to a broker at start, `reconnectAttempts` more times after a failure with
 /// `reconnectDelaySeconds` between, as FlyteAdmin does; then gives up, naming the cause.
 async fn connect<B, F, Fut>(config: &Config, what: &str, mut attempt: F) -> anyhow::Result<B>
@@ -278,6 +310,7 @@ pub async fn run(
     ));
 
     let (stopping_tx, stopping) = watch::channel(false);
+    let sender_health = Arc::new(channels::health::SenderHealth::default());
     let worker = worker::Worker {
         queue,
         renderer,
@@ -287,14 +320,16 @@ pub async fn run(
         concurrency: svc.worker.concurrency,
         send_timeout: svc.worker.send_timeout,
         poll_interval: svc.worker.poll_interval,
+        sender_health: sender_health.clone(),
     };
     let deadline = svc.shutdown_deadline;
     let worker_task = tokio::spawn(worker.run(stopping.clone(), deadline));
-    let processing = processor.map(|p| {
+    let queue_trouble = processor.map(|p| {
         let trouble = p.trouble.subscribe();
         tokio::spawn(p.run(stopping.clone()));
         trouble
     });
+    let processing = processing_health(queue_trouble, sender_health.subscribe());
 
     let serving = store_health(ledger.clone(), stopping.clone());
     let auth = if svc.auth.enabled() {
@@ -324,7 +359,7 @@ pub async fn run(
             max_request_bytes: svc.limits.max_request_bytes,
             auth,
             tls,
-            processing,
+            processing: Some(processing),
         },
     ));
     let mut stopping_rx = stopping;

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::channels::health::SenderHealth;
 use crate::channels::{Router, SendError};
 use crate::config::RetryPolicy;
 use crate::delivery::{DeliveryRef, Outcome, Rendered};
@@ -32,6 +33,8 @@ pub struct Worker {
     pub concurrency: usize,
     pub send_timeout: Duration,
     pub poll_interval: Duration,
+    /// Told every send's result: a sender failing again and again is reported by health.
+    pub sender_health: Arc<SenderHealth>,
 }
 
 /// The delay before attempt `attempt + 1`, given that `attempt` attempts failed: exponential
@@ -172,9 +175,12 @@ impl Worker {
     async fn deliver(&self, handle: &AckHandle, leased: LeasedDelivery) {
         let delivery = leased.delivery;
         let routed = leased.content.and_then(|(payload, context)| {
-            let sender = self.router.route(payload.channel).ok_or_else(|| {
-                format!("no sender is configured for {} deliveries", payload.channel)
-            })?;
+            let sender = self
+                .router
+                .route(payload.channel, &payload.recipients)
+                .ok_or_else(|| {
+                    format!("no sender is configured for {} deliveries", payload.channel)
+                })?;
             let rendered =
                 crate::notify::render_stored(&self.renderer, sender.channel(), &payload, &context)?;
             Ok((sender.clone(), rendered))
@@ -182,10 +188,11 @@ impl Worker {
         let (sender_name, result) = match routed {
             // A row that cannot be read or routed: no retry can mend it.
             Err(e) => ("none", Err(SendError::permanent(e))),
-            Ok((sender, rendered)) => (
-                sender.name(),
-                self.send(sender.as_ref(), &delivery, &rendered).await,
-            ),
+            Ok((sender, rendered)) => {
+                let result = self.send(sender.as_ref(), &delivery, &rendered).await;
+                self.sender_health.record(sender.name(), &result);
+                (sender.name(), result)
+            }
         };
         match &result {
             Ok(()) => tracing::info!(sender = sender_name, "delivered"),

@@ -19,6 +19,7 @@ fn enqueue_with(token: Option<&str>, id: &str) -> tonic::Request<EnqueueRequest>
         request_id: id.into(),
         execution: Some(failed_execution(id)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+        webhooks: Vec::new(),
     });
     if let Some(token) = token {
         request

@@ -53,6 +53,7 @@ flyteNotify:
             request_id: "crash-mid-send".into(),
             execution: Some(failed_execution("exec-crash")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -177,6 +178,7 @@ notifications:
             request_id: "fixture-slack".into(),
             execution: Some(failed_execution("something-else")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -186,6 +188,7 @@ notifications:
             request_id: "after-migration".into(),
             execution: Some(failed_execution("exec-new")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap();

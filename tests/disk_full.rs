@@ -81,6 +81,7 @@ fn request(i: usize) -> EnqueueRequest {
             &["oncall@example.com"],
             "{{ name }}",
         )],
+        webhooks: Vec::new(),
     }
 }
 

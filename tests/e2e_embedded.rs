@@ -86,6 +86,7 @@ async fn a_failed_execution_is_mailed_substituted_and_leaves_the_pending_list() 
                 &["oncall@example.com", "ml@example.com"],
                 "",
             )],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -150,6 +151,7 @@ async fn a_phase_no_notification_names_queues_nothing_and_says_so() {
                 email(&[Phase::Failed], &["a@example.com"], ""),
                 slack(&[Phase::Failed, Phase::TimedOut], &["c@x.slack.com"]),
             ],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -189,6 +191,7 @@ async fn preview_shows_byte_for_byte_what_the_maildir_receives() {
         .preview(PreviewRequest {
             execution: Some(execution.clone()),
             notifications: notifications.clone(),
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -217,6 +220,7 @@ async fn preview_shows_byte_for_byte_what_the_maildir_receives() {
             request_id: "acceptance-4".into(),
             execution: Some(execution),
             notifications,
+            webhooks: Vec::new(),
         })
         .await
         .unwrap();
@@ -281,6 +285,7 @@ async fn config_templates_substitute_all_thirteen_variables_and_leave_the_rest_v
         .preview(PreviewRequest {
             execution: Some(failed_execution("exec-a5")),
             notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -324,6 +329,7 @@ async fn config_templates_substitute_all_thirteen_variables_and_leave_the_rest_v
         .preview(PreviewRequest {
             execution: Some(execution),
             notifications: vec![email(&[Phase::Failed], &["a@example.com"], "[{{ error }}]")],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -343,6 +349,7 @@ async fn the_same_request_id_twice_gives_the_same_ids_and_one_delivery() {
             email(&[Phase::Failed], &["a@example.com"], ""),
             slack(&[Phase::Failed], &["c@x.slack.com"]),
         ],
+        webhooks: Vec::new(),
     };
     let first = client.enqueue(request.clone()).await.unwrap().into_inner();
     let second = client.enqueue(request.clone()).await.unwrap().into_inner();
@@ -392,6 +399,7 @@ async fn list_pending_filters_and_pages_oldest_first() {
                 } else {
                     email(&[Phase::Failed], &["a@example.com"], "")
                 }],
+                webhooks: Vec::new(),
             })
             .await
             .unwrap()
@@ -471,6 +479,7 @@ async fn sigterm_drains_and_exits_cleanly_keeping_what_is_pending() {
             request_id: "drain".into(),
             execution: Some(failed_execution("exec-term")),
             notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -529,6 +538,7 @@ async fn prometheus_metrics_count_accepted_sent_and_refused() {
                 email(&[Phase::Failed], &["a@example.com"], ""),
                 slack(&[Phase::Failed], &["c@x.slack.com"]),
             ],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap();
@@ -537,6 +547,7 @@ async fn prometheus_metrics_count_accepted_sent_and_refused() {
             request_id: "metrics-bad".into(),
             execution: None,
             notifications: vec![],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -626,6 +637,7 @@ async fn an_unreadable_ledger_row_dies_alone_and_the_rest_are_delivered() {
                 request_id: name.into(),
                 execution: Some(failed_execution(name)),
                 notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+                webhooks: Vec::new(),
             })
             .await
             .unwrap()

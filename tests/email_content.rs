@@ -34,6 +34,7 @@ async fn a_flyteadmin_style_html_body_gives_a_text_part_with_no_tags_and_the_lin
         .preview(PreviewRequest {
             execution: request.execution.clone(),
             notifications: request.notifications.clone(),
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()
@@ -100,6 +101,7 @@ async fn the_built_in_email_shows_the_servers_time_when_the_request_has_none() {
         .preview(PreviewRequest {
             execution: request.execution.clone(),
             notifications: request.notifications.clone(),
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()

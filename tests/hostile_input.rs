@@ -48,6 +48,7 @@ async fn amplifying_and_quadratic_templates_are_refused_and_the_server_keeps_ser
             request_id: "amplify".into(),
             execution: Some(execution.clone()),
             notifications: vec![amplifying.clone()],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -62,6 +63,7 @@ async fn amplifying_and_quadratic_templates_are_refused_and_the_server_keeps_ser
         .preview(PreviewRequest {
             execution: Some(execution.clone()),
             notifications: vec![amplifying],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -78,6 +80,7 @@ async fn amplifying_and_quadratic_templates_are_refused_and_the_server_keeps_ser
         .preview(PreviewRequest {
             execution: Some(failed_execution("q")),
             notifications: vec![quadratic; 15],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -118,6 +121,7 @@ async fn a_stored_delivery_that_renders_too_large_dies_alone_and_restarts_cleanl
                 &["oncall@example.com"],
                 &"{{ name }}".repeat(2000),
             )],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap();
@@ -186,6 +190,7 @@ async fn damaged_ledger_rows_die_alone_while_everything_else_goes_on() {
                 request_id: name.into(),
                 execution: Some(failed_execution(name)),
                 notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+                webhooks: Vec::new(),
             })
             .await
             .unwrap();
@@ -225,6 +230,7 @@ async fn damaged_ledger_rows_die_alone_while_everything_else_goes_on() {
                         request_id: format!("meanwhile-{i}"),
                         execution: Some(failed_execution(&format!("meanwhile-{i}"))),
                         notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+                        webhooks: Vec::new(),
                     })
                     .await
             })
@@ -280,6 +286,7 @@ async fn a_ledger_file_deleted_while_running_stops_acknowledgements_loudly() {
         request_id: id.into(),
         execution: Some(failed_execution(id)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+        webhooks: Vec::new(),
     };
     client.enqueue(ordinary("before")).await.unwrap();
     std::fs::remove_file(server.data_dir.join("ledger.sqlite")).unwrap();

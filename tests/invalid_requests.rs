@@ -16,6 +16,7 @@ fn valid() -> EnqueueRequest {
         request_id: "ok".into(),
         execution: Some(failed_execution("exec-bad")),
         notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
+        webhooks: Vec::new(),
     }
 }
 
@@ -229,6 +230,7 @@ async fn each_invalid_request_names_its_field_and_the_service_keeps_serving() {
                     .preview(PreviewRequest {
                         execution: request.execution.clone(),
                         notifications: request.notifications.clone(),
+                        webhooks: Vec::new(),
                     })
                     .await
                     .map(|_| ())

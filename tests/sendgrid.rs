@@ -54,6 +54,7 @@ fn request(name: &str, recipients: &[&str]) -> EnqueueRequest {
         request_id: name.into(),
         execution: Some(execution),
         notifications: vec![email(&[Phase::Failed], recipients, "")],
+        webhooks: Vec::new(),
     }
 }
 
@@ -70,6 +71,7 @@ async fn the_request_is_sendgrids_mail_send_with_both_parts_and_the_delivery_id(
         .preview(PreviewRequest {
             execution: req.execution.clone(),
             notifications: req.notifications.clone(),
+            webhooks: Vec::new(),
         })
         .await
         .unwrap()

@@ -42,6 +42,7 @@ fn request(name: &str) -> EnqueueRequest {
             &["oncall@example.com", "team@example.com"],
             "",
         )],
+        webhooks: Vec::new(),
     }
 }
 

@@ -75,6 +75,7 @@ async fn enqueue_one(server: &Server) {
             request_id: "tls".into(),
             execution: Some(failed_execution("exec-tls")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+            webhooks: Vec::new(),
         })
         .await
         .unwrap();
@@ -175,6 +176,7 @@ async fn a_username_with_a_server_that_offers_no_auth_is_a_warning() {
                 request_id: format!("no-auth-{i}"),
                 execution: Some(failed_execution(&format!("exec-no-auth-{i}"))),
                 notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+                webhooks: Vec::new(),
             })
             .await
             .unwrap();

@@ -9,7 +9,8 @@ use crate::notify::Notifier;
 use crate::proto::flytenotify::v1::{
     DiscardRequest, DiscardResponse, EnqueueRequest, EnqueueResponse, GetDeliveryRequest,
     GetDeliveryResponse, ListPendingRequest, ListPendingResponse, PreviewRequest, PreviewResponse,
-    RedriveRequest, RedriveResponse, notification_service_server::NotificationService,
+    RedriveRequest, RedriveResponse, SendTestRequest, SendTestResponse,
+    notification_service_server::NotificationService,
 };
 
 pub struct GrpcNotificationService {
@@ -88,6 +89,17 @@ impl NotificationService for GrpcNotificationService {
     ) -> Result<Response<GetDeliveryResponse>, Status> {
         self.notifier
             .get_delivery(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn send_test(
+        &self,
+        request: Request<SendTestRequest>,
+    ) -> Result<Response<SendTestResponse>, Status> {
+        self.notifier
+            .send_test(request.into_inner())
             .await
             .map(Response::new)
             .map_err(to_status)

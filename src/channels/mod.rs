@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub mod email;
+pub mod health;
+pub mod secret;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -76,6 +78,33 @@ pub trait Sender: Send + Sync + 'static {
     /// Sends one attempt of `delivery`. Ids the peer sees (Message-ID, dedup keys) are derived
     /// from `delivery.id`, so that a re-send after a crash is recognisable as the same message.
     async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError>;
+
+    /// Whether this sender has somewhere to send a message for `recipients`. A native channel
+    /// has routes for some recipients only; the router emails the others, as FlyteAdmin does.
+    fn handles(&self, _recipients: &[String]) -> bool {
+        true
+    }
+
+    /// The destination `message` goes to and its rate limit, for per-destination token buckets
+    /// (a Slack channel, a PagerDuty routing key, a webhook URL). The key is opaque and must not
+    /// hold a secret in clear (hash it, or use the route's name). None: no limit.
+    fn destination(&self, _message: &Rendered) -> Option<Destination> {
+        None
+    }
+}
+
+/// A destination for rate limiting: see `Sender::destination`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    pub key: String,
+    pub limit: RateLimit,
+}
+
+/// At most `events` sends per `per`, with bursts of up to `events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub events: u32,
+    pub per: Duration,
 }
 
 /// Picks the sender for a delivery's channel: its own when one is configured, else email for
@@ -98,12 +127,27 @@ impl Router {
         self
     }
 
-    /// None when nothing can send `channel` (a webhook with no webhook sender).
-    pub fn route(&self, channel: Channel) -> Option<&Arc<dyn Sender>> {
-        self.senders.get(&channel).or(match channel {
+    /// The sender for a delivery of `channel` to `recipients`: the channel's own when it has a
+    /// route for them, else email for Slack and PagerDuty. None when nothing can send it (a
+    /// webhook with no webhook sender).
+    pub fn route(&self, channel: Channel, recipients: &[String]) -> Option<&Arc<dyn Sender>> {
+        let native = self
+            .senders
+            .get(&channel)
+            .filter(|s| channel == Channel::Email || s.handles(recipients));
+        native.or(match channel {
             Channel::Slack | Channel::Pagerduty => self.senders.get(&Channel::Email),
             Channel::Email | Channel::Webhook => None,
         })
+    }
+
+    /// Whether a native sender has a route for `recipients` of `channel`.
+    pub fn is_native(&self, channel: Channel, recipients: &[String]) -> bool {
+        channel != Channel::Email
+            && self
+                .senders
+                .get(&channel)
+                .is_some_and(|s| s.handles(recipients))
     }
 }
 
@@ -129,7 +173,7 @@ mod tests {
     #[test]
     fn native_senders_win_and_email_is_the_fallback_for_slack_and_pagerduty() {
         let router = Router::new(Arc::new(Fake(Channel::Email, "mail")));
-        let name = |r: &Router, c| r.route(c).map(|s| s.name());
+        let name = |r: &Router, c| r.route(c, &[]).map(|s| s.name());
         assert_eq!(name(&router, Channel::Email), Some("mail"));
         assert_eq!(name(&router, Channel::Slack), Some("mail"));
         assert_eq!(name(&router, Channel::Pagerduty), Some("mail"));

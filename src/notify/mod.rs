@@ -4,6 +4,8 @@
 pub mod html_text;
 mod operator;
 pub mod render;
+pub mod routes;
+mod send_test;
 pub mod template;
 pub mod validate;
 
@@ -297,6 +299,8 @@ impl Notifier {
                         html_body: msg.html_body,
                         text_body: msg.text_body,
                         notification_index: m.index,
+                        destination: "email".into(),
+                        ..Default::default()
                     });
                 }
                 Err(e) => violations.push(FieldViolation::new(
@@ -401,6 +405,7 @@ pub fn render_stored(
         Content::Unreadable { error, .. } => {
             return Err(format!("the queue message cannot be read: {error}"));
         }
+        Content::Webhook(_) => return Err("webhooks cannot be rendered yet".into()),
     };
     let execution = api::ExecutionContext::decode(execution)
         .map_err(|e| format!("the stored execution context does not decode: {e}"))?;
@@ -480,6 +485,9 @@ fn content_fingerprint(request: &api::EnqueueRequest) -> String {
     for notification in &request.notifications {
         prost::encoding::message::encode(3, notification, &mut content);
     }
+    for webhook in &request.webhooks {
+        prost::encoding::message::encode(4, webhook, &mut content);
+    }
     hex(&Sha256::digest(&content))
 }
 
@@ -518,6 +526,10 @@ mod tests {
                 ..Default::default()
             }),
             notifications: vec![Notification::default(), Notification::default()],
+            webhooks: vec![api::WebhookNotification {
+                url: "https://hooks.example.com/x".into(),
+                ..Default::default()
+            }],
         };
         let mut cleared = request.clone();
         cleared.request_id.clear();
@@ -527,6 +539,9 @@ mod tests {
         );
         let mut other = request.clone();
         other.notifications.pop();
+        assert_ne!(content_fingerprint(&request), content_fingerprint(&other));
+        let mut other = request.clone();
+        other.webhooks[0].url.push('y');
         assert_ne!(content_fingerprint(&request), content_fingerprint(&other));
     }
 }

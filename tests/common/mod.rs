@@ -453,6 +453,7 @@ pub fn failed_email_request(name: &str) -> flyte_notify::proto::flytenotify::v1:
         request_id: name.into(),
         execution: Some(failed_execution(name)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
+        webhooks: Vec::new(),
     }
 }
 
@@ -598,4 +599,31 @@ pub fn ses_client_at(url: &str) -> aws_sdk_sesv2::Client {
         .retry_config(RetryConfig::disabled())
         .build();
     aws_sdk_sesv2::Client::from_conf(config)
+}
+
+/// The health of the processing side (`flytenotify.v1.Processor`), -1 when it cannot be asked.
+pub async fn processor_health(server: &Server) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(connect(server).await)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "flytenotify.v1.Processor".into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+/// Waits up to a minute for the processing side to report `status`.
+pub async fn wait_for_processor_health(
+    server: &Server,
+    status: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processor_health(server).await != status as i32 {
+        assert!(
+            Instant::now() < deadline,
+            "processor health never became {status:?}; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

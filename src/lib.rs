@@ -192,6 +192,47 @@ pub async fn queue(
     Ok((queue, Some(processor)))
 }
 
+/// Which Slack and PagerDuty recipients the config routes natively, and when PagerDuty is told.
+fn routes(config: &Config) -> notify::routes::Routes {
+    use proto::flyteidl::core::workflow_execution::Phase;
+    let svc = &config.flyte_notify;
+    let trigger_on = svc
+        .pagerduty
+        .trigger_on
+        .iter()
+        .filter_map(|name| Phase::from_str_name(&name.to_ascii_uppercase()))
+        .map(|p| p as i32)
+        .collect();
+    notify::routes::Routes::new(
+        &svc.slack
+            .routes
+            .iter()
+            .map(|r| r.recipients.clone())
+            .collect::<Vec<_>>(),
+        &svc.pagerduty
+            .routes
+            .iter()
+            .map(|r| r.recipients.clone())
+            .collect::<Vec<_>>(),
+        trigger_on,
+        svc.pagerduty.resolve_on_success,
+    )
+}
+
+/// The webhook targets Enqueue accepts: configured destinations by name, and URLs that the SSRF
+/// guard admits.
+fn webhook_targets(config: &Config) -> notify::webhooks::WebhookTargets {
+    let webhooks = &config.flyte_notify.webhooks;
+    notify::webhooks::WebhookTargets {
+        guard: None,
+        destinations: webhooks
+            .destinations
+            .iter()
+            .map(|d| d.name.clone())
+            .collect(),
+    }
+}
+
 /// Why the processing side cannot do its job, None while it can: the cloud queue cannot be read
 /// (when there is one) or a sender keeps failing. Either one is news to an operator whose API
 /// still answers.
@@ -302,12 +343,15 @@ pub async fn run(
         console_url: svc.console_url.clone(),
         max_rendered_bytes: svc.limits.max_rendered_bytes,
     });
-    let notifier = Arc::new(Notifier::new(
-        ledger.clone(),
-        queue.clone(),
-        renderer.clone(),
-        svc.limits.clone(),
-    ));
+    let notifier = Arc::new(
+        Notifier::new(
+            ledger.clone(),
+            queue.clone(),
+            renderer.clone(),
+            svc.limits.clone(),
+        )
+        .with_routes(routes(&config), webhook_targets(&config)),
+    );
 
     let (stopping_tx, stopping) = watch::channel(false);
     let sender_health = Arc::new(channels::health::SenderHealth::default());
@@ -321,6 +365,7 @@ pub async fn run(
         send_timeout: svc.worker.send_timeout,
         poll_interval: svc.worker.poll_interval,
         sender_health: sender_health.clone(),
+        rate_limiter: Arc::new(channels::rate_limit::RateLimiter::default()),
     };
     let deadline = svc.shutdown_deadline;
     let worker_task = tokio::spawn(worker.run(stopping.clone(), deadline));

@@ -43,6 +43,9 @@ enum Command {
     Discard(flyte_notify::operator_cli::ActArgs),
     /// One delivery, in any state, with its history.
     Show(flyte_notify::operator_cli::ShowArgs),
+    /// Send a message marked as a test through a route, a webhook or to email recipients, and
+    /// wait for the outcome: checks a route or credentials before a real failure needs them.
+    SendTest(flyte_notify::operator_cli::SendTestArgs),
     /// Measure Enqueue against a no-op RPC (gRPC health) on a fresh server.
     Bench(flyte_notify::bench::BenchArgs),
 }
@@ -132,6 +135,7 @@ async fn main() -> ExitCode {
         Command::Redrive(args) => finish(flyte_notify::operator_cli::redrive(args).await),
         Command::Discard(args) => finish(flyte_notify::operator_cli::discard(args).await),
         Command::Show(args) => finish(flyte_notify::operator_cli::show(args).await),
+        Command::SendTest(args) => finish(flyte_notify::operator_cli::send_test(args).await),
     }
 }
 

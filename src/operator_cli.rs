@@ -1,4 +1,4 @@
-//! `flyte-notify redrive | discard | show`: the operator's commands, as a gRPC client of a running
+//! `flyte-notify redrive | discard | show | send-test`: the operator's commands, as a gRPC client of a running
 //! service (the ledger belongs to that process, and a replica's peers must see the change too).
 
 use std::path::PathBuf;
@@ -7,9 +7,13 @@ use anyhow::Context as _;
 use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::proto::flyteidl::admin::{
+    EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
+};
 use crate::proto::flytenotify::v1::{
-    DeliveryState, DiscardRequest, GetDeliveryRequest, RedriveRequest, SkippedDelivery,
-    delivery_event::Kind, notification_service_client::NotificationServiceClient,
+    DeliveryState, DiscardRequest, GetDeliveryRequest, RedriveRequest, SendTestRequest,
+    SkippedDelivery, WebhookNotification, delivery_event::Kind,
+    notification_service_client::NotificationServiceClient, send_test_request::Target,
 };
 
 /// Where the service is and how to reach it.
@@ -53,6 +57,42 @@ pub struct ActArgs {
 pub struct ShowArgs {
     /// The delivery id.
     pub id: String,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Where a test message goes: exactly one of these.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct TestTarget {
+    /// Email recipients (repeat the flag for several).
+    #[arg(long)]
+    pub email: Vec<String>,
+    /// A Slack recipient with a route in flyteNotify.slack.routes, e.g. '#ml-alerts' (a recipient
+    /// with none is emailed, as FlyteAdmin does).
+    #[arg(long)]
+    pub slack: Vec<String>,
+    /// A PagerDuty recipient with a route in flyteNotify.pagerduty.routes.
+    #[arg(long)]
+    pub pagerduty: Vec<String>,
+    /// A destination in flyteNotify.webhooks.destinations.
+    #[arg(long)]
+    pub webhook_destination: Option<String>,
+    /// A webhook URL the allow-list admits.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SendTestArgs {
+    #[command(flatten)]
+    pub target: TestTarget,
+    /// Print the delivery id and return at once instead of waiting for the outcome.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the outcome.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -225,4 +265,95 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
         println!("  {}  {what}{detail}", when(e.at.as_ref()));
     }
     Ok(())
+}
+
+fn test_target(t: TestTarget) -> Target {
+    let notification = |kind| {
+        Target::Notification(Notification {
+            phases: Vec::new(),
+            r#type: Some(kind),
+        })
+    };
+    if let Some(destination) = t.webhook_destination {
+        return Target::Webhook(WebhookNotification {
+            destination,
+            ..Default::default()
+        });
+    }
+    if let Some(url) = t.webhook_url {
+        return Target::Webhook(WebhookNotification {
+            url,
+            ..Default::default()
+        });
+    }
+    if !t.slack.is_empty() {
+        return notification(notification::Type::Slack(SlackNotification {
+            recipients_email: t.slack,
+            template: String::new(),
+        }));
+    }
+    if !t.pagerduty.is_empty() {
+        return notification(notification::Type::PagerDuty(PagerDutyNotification {
+            recipients_email: t.pagerduty,
+            template: String::new(),
+        }));
+    }
+    notification(notification::Type::Email(EmailNotification {
+        recipients_email: t.email,
+        template: String::new(),
+    }))
+}
+
+/// Sends a test message and, unless told not to, waits for it to be delivered or to fail for
+/// good, so that the command's exit status says whether the route works.
+pub async fn send_test(args: SendTestArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.connection).await?;
+    let r = client
+        .send_test(SendTestRequest {
+            target: Some(test_target(args.target)),
+        })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    println!("test delivery {}", r.delivery_id);
+    if args.no_wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + args.timeout;
+    let mut said = String::new();
+    loop {
+        let d = client
+            .get_delivery(GetDeliveryRequest {
+                delivery_id: r.delivery_id.clone(),
+            })
+            .await
+            .map_err(failed)?
+            .into_inner()
+            .delivery
+            .context("the service answered without the delivery")?;
+        let state = DeliveryState::try_from(d.state).unwrap_or(DeliveryState::Unspecified);
+        match state {
+            DeliveryState::Delivered => {
+                println!("delivered to {} by {}", d.recipients.join(", "), d.channel);
+                return Ok(());
+            }
+            DeliveryState::Dead | DeliveryState::Discarded => {
+                anyhow::bail!("the test message failed: {}", d.last_error);
+            }
+            _ => {
+                if !d.last_error.is_empty() && d.last_error != said {
+                    println!("attempt failed, retrying: {}", d.last_error);
+                    said = d.last_error.clone();
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "not delivered within {}; `flyte-notify show {}` follows it",
+                humantime::format_duration(args.timeout),
+                r.delivery_id
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -22,6 +22,8 @@ pub const AUTH_REFUSED: &str = "flyte_notify_auth_refused_total";
 pub const ANNOUNCE_FAILED: &str = "flyte_notify_announce_failed_total";
 /// Requests refused with InvalidArgument.
 pub const INVALID: &str = "flyte_notify_invalid_requests_total";
+/// Sends that waited for (or were put off by) their destination's rate limit, by sender.
+pub const RATE_LIMITED: &str = "flyte_notify_rate_limited_total";
 
 /// `parts` joined by `/` for a log field, with control characters escaped (`\n`, `\u{1b}`), so
 /// that a caller's execution name cannot end a log line early or forge another one.

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::channels::health::SenderHealth;
+use crate::channels::rate_limit::RateLimiter;
 use crate::channels::{Router, SendError};
 use crate::config::RetryPolicy;
 use crate::delivery::{DeliveryRef, Outcome, Rendered};
@@ -23,6 +24,12 @@ use crate::telemetry;
 
 /// How soon work that could not be recorded is offered again.
 const UNRECORDED_RETRY: Duration = Duration::from_secs(5);
+
+/// The longest a send waits in the worker for its destination's rate-limit slot. A longer wait
+/// puts the delivery back in the ledger until its slot, so that a busy destination does not hold
+/// worker slots that other destinations' deliveries need (and the wait stays well inside the
+/// lease, which is sendTimeout + 30 s).
+const MAX_RATE_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     pub queue: Arc<dyn Queue>,
@@ -35,6 +42,7 @@ pub struct Worker {
     pub poll_interval: Duration,
     /// Told every send's result: a sender failing again and again is reported by health.
     pub sender_health: Arc<SenderHealth>,
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 /// The delay before attempt `attempt + 1`, given that `attempt` attempts failed: exponential
@@ -59,6 +67,11 @@ pub fn outcome(
 ) -> Outcome {
     match result {
         Ok(()) => Outcome::Delivered,
+        // A deferral is no attempt that failed: even the last attempt's deferral waits.
+        Err(SendError::Deferred { retry_after }) => Outcome::Retry {
+            delay: retry_after,
+            error: format!("attempt {attempt}: waiting for the destination's rate limit"),
+        },
         Err(SendError::Permanent { message }) => Outcome::Dead {
             error: format!("permanent failure on attempt {attempt}: {message}"),
         },
@@ -238,17 +251,42 @@ impl Worker {
         delivery: &DeliveryRef,
         rendered: &Rendered,
     ) -> Result<(), SendError> {
+        let destination = sender.destination(rendered);
+        if let Some(d) = &destination {
+            let wait = self.rate_limiter.reserve(d);
+            if wait > MAX_RATE_WAIT {
+                self.rate_limiter.release(d);
+                metrics::counter!(telemetry::RATE_LIMITED, "sender" => sender.name()).increment(1);
+                return Err(SendError::Deferred { retry_after: wait });
+            }
+            if !wait.is_zero() {
+                metrics::counter!(telemetry::RATE_LIMITED, "sender" => sender.name()).increment(1);
+                tokio::time::sleep(wait).await;
+            }
+        }
         let started = std::time::Instant::now();
         let sent = tokio::time::timeout(self.send_timeout, sender.send(delivery, rendered)).await;
         metrics::histogram!(telemetry::SEND_SECONDS, "sender" => sender.name())
             .record(started.elapsed().as_secs_f64());
-        sent.unwrap_or_else(|_| {
+        let result = sent.unwrap_or_else(|_| {
             Err(SendError::retryable(format!(
                 "{} send timed out after {}",
                 sender.name(),
                 humantime::format_duration(self.send_timeout)
             )))
-        })
+        });
+        // The destination said when it takes more: every delivery to it waits until then.
+        if let (
+            Some(d),
+            Err(SendError::Retryable {
+                retry_after: Some(wait),
+                ..
+            }),
+        ) = (&destination, &result)
+        {
+            self.rate_limiter.pause(d, *wait);
+        }
+        result
     }
 }
 

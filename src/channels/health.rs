@@ -56,7 +56,7 @@ impl SenderHealth {
                     );
                 }
             }
-            Err(SendError::Permanent { .. }) => return,
+            Err(SendError::Permanent { .. } | SendError::Deferred { .. }) => return,
         }
         let mut down: Vec<String> = failing
             .iter()

@@ -12,6 +12,7 @@ use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub mod email;
 pub mod health;
+pub mod rate_limit;
 pub mod secret;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +27,10 @@ pub enum SendError {
     /// Will never work as it is: a rejected address, a malformed message, bad credentials.
     #[error("{message}")]
     Permanent { message: String },
+    /// Not tried: the destination's rate limit has no slot before `retry_after`. Not a failure:
+    /// it uses up no attempt budget and says nothing about the sender's health.
+    #[error("waiting {} for the destination's rate limit", humantime::format_duration(*.retry_after))]
+    Deferred { retry_after: Duration },
 }
 
 impl SendError {

@@ -8,6 +8,7 @@ pub mod routes;
 mod send_test;
 pub mod template;
 pub mod validate;
+pub mod webhooks;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -27,7 +28,9 @@ use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
 use crate::proto::flytenotify::v1 as api;
 use crate::queue::{Announcement, Queue};
 use render::{Expanded, Renderer};
+use routes::Routes;
 use validate::Target;
+use webhooks::WebhookTargets;
 
 /// Page size when ListPendingRequest.limit is 0, and the largest allowed.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -41,6 +44,8 @@ pub struct Notifier {
     queue: Arc<dyn Queue>,
     renderer: Arc<Renderer>,
     limits: Limits,
+    routes: Routes,
+    webhook_targets: WebhookTargets,
 }
 
 /// A request that passed validation, and what validation found in it.
@@ -50,25 +55,61 @@ struct Valid<'a> {
     targets: Vec<Target<'a>>,
 }
 
-/// The notifications whose phases contain the execution's phase, and how many did not match.
+/// The deliveries the notifications ask for at the execution's phase, and how many notifications
+/// asked for none. A notification names the phases it fires in; recipients with a native route
+/// become deliveries of their own, one per route (see `routes`).
 fn expand<'a>(
     execution: &api::ExecutionContext,
     targets: &[Target<'a>],
+    routes: &Routes,
 ) -> (Vec<Expanded<'a>>, u32) {
     let mut matched = Vec::new();
     let mut unmatched = 0;
     for (i, t) in targets.iter().enumerate() {
-        if t.phases.contains(&execution.phase) {
+        let named = t.phases.contains(&execution.phase);
+        let before = matched.len();
+        for group in routes.split(t.channel, t.recipients) {
+            let wanted = if group.routed {
+                routes.routed_wants(t.channel, execution.phase, named)
+            } else {
+                named
+            };
+            if !wanted {
+                continue;
+            }
+            // The common case, one group of all recipients, borrows them.
+            let recipients = if group.recipients.len() == t.recipients.len() {
+                Cow::Borrowed(t.recipients)
+            } else {
+                Cow::Owned(group.recipients)
+            };
             matched.push(Expanded {
                 index: i as u32,
                 channel: t.channel,
-                recipients: t.recipients,
+                recipients,
                 template: t.template,
+                native: group.routed,
             });
-        } else {
+        }
+        if matched.len() == before {
             unmatched += 1;
         }
     }
+    (matched, unmatched)
+}
+
+/// The webhooks whose phases contain the execution's phase, and how many did not match.
+fn expand_webhooks<'a>(
+    execution: &api::ExecutionContext,
+    webhooks: &'a [api::WebhookNotification],
+) -> (Vec<(u32, &'a api::WebhookNotification)>, u32) {
+    let mut matched = Vec::new();
+    for (i, w) in webhooks.iter().enumerate() {
+        if w.phases.contains(&execution.phase) {
+            matched.push((i as u32, w));
+        }
+    }
+    let unmatched = (webhooks.len() - matched.len()) as u32;
     (matched, unmatched)
 }
 
@@ -112,7 +153,16 @@ impl Notifier {
             queue,
             renderer,
             limits,
+            routes: Routes::default(),
+            webhook_targets: WebhookTargets::default(),
         }
+    }
+
+    /// Native routes for Slack and PagerDuty recipients, and the webhook targets Enqueue accepts.
+    pub fn with_routes(mut self, routes: Routes, webhook_targets: WebhookTargets) -> Self {
+        self.routes = routes;
+        self.webhook_targets = webhook_targets;
+        self
     }
 
     fn check<'a>(
@@ -120,6 +170,7 @@ impl Notifier {
         size: usize,
         execution: Option<&'a api::ExecutionContext>,
         notifications: &'a [Notification],
+        webhooks: &[api::WebhookNotification],
         mut violations: Vec<FieldViolation>,
     ) -> Result<Valid<'a>, Error> {
         validate::request_size(size, &self.limits, &mut violations);
@@ -127,7 +178,20 @@ impl Notifier {
             return Err(Error::InvalidArgument(violations));
         }
         let execution = validate::execution(execution, &mut violations);
-        let targets = validate::notifications(notifications, &self.limits, &mut violations);
+        let targets = validate::notifications(
+            notifications,
+            webhooks.len(),
+            &self.limits,
+            &self.routes,
+            &mut violations,
+        );
+        validate::webhooks(
+            webhooks,
+            notifications.len(),
+            &self.limits,
+            &self.webhook_targets,
+            &mut violations,
+        );
         match execution {
             Some((execution, execution_id)) if violations.is_empty() => Ok(Valid {
                 execution,
@@ -147,13 +211,18 @@ impl Notifier {
         delivery_ids: &[String],
     ) -> Vec<Announcement> {
         let wants_emails = self.queue.wants_emails();
+        // Webhook deliveries follow the notifications' and are announced by id alone.
+        let webhooks = delivery_ids
+            .iter()
+            .skip(matched.len())
+            .map(Announcement::id);
         matched
             .iter()
             .zip(delivery_ids)
             .map(|(m, id)| Announcement {
                 delivery_id: id.clone(),
                 // The check before accepting made sure this renders.
-                email: (wants_emails && m.channel == Channel::Email)
+                email: (wants_emails && m.channel == Channel::Email && !m.native)
                     .then(|| self.renderer.render(execution, m).ok())
                     .flatten()
                     .map(|e| crate::proto::flyteidl::admin::EmailMessage {
@@ -163,7 +232,24 @@ impl Notifier {
                         body: e.html_body,
                     }),
             })
+            .chain(webhooks)
             .collect()
+    }
+
+    /// Whether a webhook's body renders within `limits.maxRenderedBytes`: measured, not built.
+    fn render_webhook(
+        &self,
+        execution: &api::ExecutionContext,
+        spec: &crate::delivery::WebhookSpec,
+    ) -> Result<(), String> {
+        let size = webhooks::body_len(spec, &render::values(execution));
+        let max = self.renderer.max_rendered_bytes;
+        if size > max {
+            return Err(format!(
+                "the webhook body would be {size} bytes; at most {max} (limits.maxRenderedBytes)"
+            ));
+        }
+        Ok(())
     }
 
     pub async fn enqueue(
@@ -176,19 +262,39 @@ impl Notifier {
             request.encoded_len(),
             request.execution.as_ref(),
             &request.notifications,
+            &request.webhooks,
             violations,
         )?;
+        // A webhook host that resolves to an address the guard refuses is refused now; the
+        // sender checks again when it connects, so a later DNS answer cannot slip past either.
+        let unresolvable: Vec<FieldViolation> = self
+            .webhook_targets
+            .check_resolved(&request.webhooks)
+            .await
+            .into_iter()
+            .map(|(i, problem)| FieldViolation::new(format!("webhooks[{i}].url"), problem))
+            .collect();
+        if !unresolvable.is_empty() {
+            return Err(Error::InvalidArgument(unresolvable));
+        }
         let filled = with_server_time(valid.execution);
         let execution: &api::ExecutionContext = &filled;
         let id = valid.execution_id;
-        let (matched, unmatched) = expand(execution, &valid.targets);
+        let (matched, unmatched) = expand(execution, &valid.targets, &self.routes);
+        let (webhooks, unmatched_webhooks) = expand_webhooks(execution, &request.webhooks);
+        let unmatched = unmatched + unmatched_webhooks;
         // What would render too large is refused now, not found dead at send time.
-        let too_large: Vec<FieldViolation> = self
+        let mut too_large: Vec<FieldViolation> = self
             .renderer
             .check_all(execution, &matched)
             .into_iter()
             .map(|(index, e)| FieldViolation::new(format!("notifications[{index}]"), e.to_string()))
             .collect();
+        for (index, webhook) in &webhooks {
+            if let Err(e) = self.render_webhook(execution, &webhooks::spec(webhook)) {
+                too_large.push(FieldViolation::new(format!("webhooks[{index}]"), e));
+            }
+        }
         if !too_large.is_empty() {
             return Err(Error::InvalidArgument(too_large));
         }
@@ -205,6 +311,7 @@ impl Notifier {
             name: id.name.clone(),
             org: id.org.clone(),
         };
+        let first_webhook_index = request.notifications.len() as u32;
         let deliveries = matched
             .iter()
             .map(|m| NewDelivery {
@@ -217,6 +324,20 @@ impl Notifier {
                     content: Content::Template(m.template.to_string()),
                 },
             })
+            .chain(webhooks.iter().map(|(index, webhook)| {
+                let spec = webhooks::spec(webhook);
+                NewDelivery {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    // After the notifications', so that ids come back in the documented order.
+                    notification_index: first_webhook_index + index,
+                    phase: execution.phase,
+                    payload: Payload {
+                        channel: Channel::Webhook,
+                        recipients: vec![webhooks::shown_as(&spec.target)],
+                        content: Content::Webhook(spec),
+                    },
+                }
+            }))
             .collect();
         let outcome = self
             .ledger
@@ -235,6 +356,8 @@ impl Notifier {
                     metrics::counter!(crate::telemetry::ACCEPTED, "channel" => m.channel.as_str())
                         .increment(1);
                 }
+                metrics::counter!(crate::telemetry::ACCEPTED, "channel" => Channel::Webhook.as_str())
+                    .increment(webhooks.len() as u64);
                 let announced = self.announcements(execution, &matched, &delivery_ids);
                 if !announced.is_empty()
                     && let Err(e) = self.queue.publish(&announced).await
@@ -279,34 +402,59 @@ impl Notifier {
             request.encoded_len(),
             request.execution.as_ref(),
             &request.notifications,
+            &request.webhooks,
             Vec::new(),
         )?;
         let filled = with_server_time(valid.execution);
         let execution: &api::ExecutionContext = &filled;
-        let (matched, unmatched) = expand(execution, &valid.targets);
-        let mut messages = Vec::with_capacity(matched.len());
+        let (matched, unmatched) = expand(execution, &valid.targets, &self.routes);
+        let (webhooks, unmatched_webhooks) = expand_webhooks(execution, &request.webhooks);
+        // Each goes through the very function the worker renders with, from the payload Enqueue
+        // would store, so that Preview cannot drift from what is sent.
+        let items = matched
+            .iter()
+            .map(|m| {
+                let wire = if m.native { m.channel } else { Channel::Email };
+                let payload = Payload {
+                    channel: m.channel,
+                    recipients: m.recipients.to_vec(),
+                    content: Content::Template(m.template.to_string()),
+                };
+                (
+                    format!("notifications[{}]", m.index),
+                    m.index,
+                    wire,
+                    payload,
+                )
+            })
+            .chain(webhooks.iter().map(|(index, w)| {
+                let spec = webhooks::spec(w);
+                let payload = Payload {
+                    channel: Channel::Webhook,
+                    recipients: vec![webhooks::shown_as(&spec.target)],
+                    content: Content::Webhook(spec),
+                };
+                (
+                    format!("webhooks[{index}]"),
+                    *index,
+                    Channel::Webhook,
+                    payload,
+                )
+            }));
+        let mut messages = Vec::with_capacity(matched.len() + webhooks.len());
         let mut violations = Vec::new();
         let mut total = 0;
-        for m in &matched {
-            match self.renderer.render(execution, m) {
-                Ok(msg) => {
-                    total += msg.subject.len() + msg.html_body.len() + msg.text_body.len();
-                    messages.push(api::RenderedMessage {
-                        channel: m.channel.as_str().to_string(),
-                        recipients: msg.recipients,
-                        sender: msg.sender,
-                        subject: msg.subject,
-                        html_body: msg.html_body,
-                        text_body: msg.text_body,
-                        notification_index: m.index,
-                        destination: "email".into(),
-                        ..Default::default()
-                    });
+        for (field, index, wire, payload) in items {
+            match render_payload(&self.renderer, wire, &payload, execution) {
+                Ok(rendered) => {
+                    let message = preview_message(payload.channel, index, rendered);
+                    total += message.subject.len()
+                        + message.html_body.len()
+                        + message.text_body.len()
+                        + message.body.len();
+                    messages.push(message);
                 }
-                Err(e) => violations.push(FieldViolation::new(
-                    format!("notifications[{}]", m.index),
-                    e.to_string(),
-                )),
+                Err(e) => violations.push(FieldViolation::new(field, e)),
             }
             if total > MAX_PREVIEW_BYTES {
                 violations.push(FieldViolation::new(
@@ -324,7 +472,7 @@ impl Notifier {
         }
         Ok(api::PreviewResponse {
             messages,
-            unmatched_notifications: unmatched,
+            unmatched_notifications: unmatched + unmatched_webhooks,
         })
     }
 
@@ -389,6 +537,24 @@ pub fn render_stored(
     payload: &Payload,
     execution: &[u8],
 ) -> Result<Rendered, String> {
+    if let Content::Template(_) | Content::Webhook(_) = payload.content {
+        let execution = api::ExecutionContext::decode(execution)
+            .map_err(|e| format!("the stored execution context does not decode: {e}"))?;
+        render_payload(renderer, wire, payload, &execution)
+    } else {
+        // Content from a queue carries no execution of ours.
+        render_payload(renderer, wire, payload, &api::ExecutionContext::default())
+    }
+}
+
+/// What goes on the wire for `payload` when sent by a `wire` sender: the one rendering path of
+/// both the worker and Preview.
+fn render_payload(
+    renderer: &Renderer,
+    wire: Channel,
+    payload: &Payload,
+    execution: &api::ExecutionContext,
+) -> Result<Rendered, String> {
     let template = match &payload.content {
         Content::Template(template) => template,
         Content::Rendered(email) => {
@@ -405,25 +571,86 @@ pub fn render_stored(
         Content::Unreadable { error, .. } => {
             return Err(format!("the queue message cannot be read: {error}"));
         }
-        Content::Webhook(_) => return Err("webhooks cannot be rendered yet".into()),
+        Content::Webhook(_spec) => {
+            return match wire {
+                Channel::Webhook => Err("webhooks cannot be rendered yet".into()),
+                other => Err(format!("a webhook cannot go as {other}")),
+            };
+        }
     };
-    let execution = api::ExecutionContext::decode(execution)
-        .map_err(|e| format!("the stored execution context does not decode: {e}"))?;
     let expanded = Expanded {
         index: 0,
         channel: payload.channel,
-        recipients: &payload.recipients,
+        recipients: Cow::Borrowed(&payload.recipients),
         template,
+        native: wire != Channel::Email,
     };
     match wire {
         Channel::Email => renderer
-            .render(&execution, &expanded)
+            .render(execution, &expanded)
             .map(Rendered::Email)
             .map_err(|e| format!("the message cannot be sent: {e}")),
-        // Native Slack, PagerDuty and webhook senders bring their renderers with them; until
-        // then the router only ever picks email.
         other => Err(format!("no renderer for native {other} messages")),
     }
+}
+
+/// A rendered message as Preview shows it: secrets (routing keys, signatures) are the senders' to
+/// add and so are never in it.
+fn preview_message(channel: Channel, index: u32, rendered: Rendered) -> api::RenderedMessage {
+    let mut message = api::RenderedMessage {
+        channel: channel.as_str().to_string(),
+        notification_index: index,
+        ..Default::default()
+    };
+    match rendered {
+        Rendered::Email(e) => {
+            message.recipients = e.recipients;
+            message.sender = e.sender;
+            message.subject = e.subject;
+            message.html_body = e.html_body;
+            message.text_body = e.text_body;
+            message.destination = "email".into();
+        }
+        Rendered::Slack(s) => {
+            message.destination = s.recipients.first().cloned().unwrap_or_default();
+            message.recipients = s.recipients;
+            message.text_body = s.text.clone();
+            message.body = serde_json::json!({ "text": s.text, "blocks": s.blocks }).to_string();
+        }
+        Rendered::PagerDuty(p) => {
+            message.destination = p.recipients.first().cloned().unwrap_or_default();
+            message.recipients = p.recipients.clone();
+            message.subject = p.summary.clone();
+            message.body = pagerduty_preview(&p).to_string();
+        }
+        Rendered::Webhook(w) => {
+            message.destination = w.recipients.first().cloned().unwrap_or_default();
+            message.recipients = w.recipients;
+            message.method = w.method;
+            message.headers = w.headers.into_iter().collect();
+            message.body = w.body;
+        }
+    }
+    message
+}
+
+/// The Events API v2 body less its routing key.
+fn pagerduty_preview(p: &crate::delivery::PagerDutyEvent) -> serde_json::Value {
+    let action = match p.action {
+        crate::delivery::PagerDutyAction::Trigger => "trigger",
+        crate::delivery::PagerDutyAction::Resolve => "resolve",
+    };
+    serde_json::json!({
+        "event_action": action,
+        "dedup_key": p.dedup_key,
+        "payload": {
+            "summary": p.summary,
+            "severity": p.severity,
+            "source": p.source,
+            "custom_details": p.custom_details,
+        },
+        "links": p.links.iter().map(|(href, text)| serde_json::json!({"href": href, "text": text})).collect::<Vec<_>>(),
+    })
 }
 
 fn timestamp(millis: i64) -> prost_types::Timestamp {

@@ -50,13 +50,17 @@ pub struct Renderer {
     pub max_rendered_bytes: usize,
 }
 
-/// What one matching notification asks for.
+/// One delivery a matching notification asks for: all its recipients, or (for Slack and
+/// PagerDuty with routes) the ones on one route, or the ones on none.
 #[derive(Debug, Clone)]
 pub struct Expanded<'a> {
     pub index: u32,
     pub channel: Channel,
-    pub recipients: &'a [String],
+    pub recipients: std::borrow::Cow<'a, [String]>,
     pub template: &'a str,
+    /// Sent by the channel's native sender (a routed Slack or PagerDuty group); otherwise it is
+    /// an email, also for Slack and PagerDuty, as FlyteAdmin sends them.
+    pub native: bool,
 }
 
 #[derive(Template)]
@@ -300,6 +304,10 @@ impl Renderer {
         let mut custom_bodies: HashMap<&str, Result<(), TooLarge>> = HashMap::new();
         let mut too_large = Vec::new();
         for notification in notifications {
+            if notification.native {
+                // Slack and PagerDuty messages are cut to their services' limits, never refused.
+                continue;
+            }
             let checked = subject
                 .clone()
                 .and_then(|()| match self.custom_body(notification) {
@@ -533,8 +541,9 @@ mod tests {
         Expanded {
             index: 0,
             channel: Channel::Email,
-            recipients: &[],
+            recipients: std::borrow::Cow::Borrowed(&[]),
             template,
+            native: false,
         }
     }
 

@@ -2,7 +2,9 @@
 //! flooding the service. Every problem is reported, each with the path of its field, so a caller
 //! can fix a request in one round trip.
 
+use super::routes::Routes;
 use super::template;
+use super::webhooks::WebhookTargets;
 use crate::config::Limits;
 use crate::delivery::Channel;
 use crate::error::FieldViolation;
@@ -10,6 +12,7 @@ use crate::proto::flyteidl::admin::{Notification, notification::Type};
 use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
 use crate::proto::flyteidl::core::workflow_execution::Phase;
 use crate::proto::flytenotify::v1::ExecutionContext;
+use crate::proto::flytenotify::v1::WebhookNotification;
 
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// Project, domain, name, org and version of the execution, workflow and launch plan ids.
@@ -177,13 +180,15 @@ pub fn execution<'a>(
 /// goes to `out`.
 pub fn notifications<'a>(
     notifications: &'a [Notification],
+    webhooks: usize,
     limits: &Limits,
+    routes: &Routes,
     out: &mut Vec<FieldViolation>,
 ) -> Vec<Target<'a>> {
-    if notifications.is_empty() {
+    if notifications.is_empty() && webhooks == 0 {
         out.push(FieldViolation::new(
             "notifications",
-            "at least one notification is required",
+            "at least one notification (or webhook) is required",
         ));
     }
     if notifications.len() > limits.max_notifications {
@@ -222,7 +227,7 @@ pub fn notifications<'a>(
             continue;
         };
         let path = format!("{path}.{}", t.field);
-        recipients(&path, t.recipients, limits, out);
+        recipients(&path, t.channel, t.recipients, limits, routes, out);
         if t.template.len() > limits.max_template_bytes {
             out.push(FieldViolation::new(
                 format!("{path}.template"),
@@ -242,7 +247,16 @@ pub fn notifications<'a>(
     targets
 }
 
-fn recipients(path: &str, recipients: &[String], limits: &Limits, out: &mut Vec<FieldViolation>) {
+/// A recipient with a native route may be any name the route lists (`#ml-alerts`); every other
+/// one is emailed, so it must be an address that can be sent to.
+fn recipients(
+    path: &str,
+    channel: Channel,
+    recipients: &[String],
+    limits: &Limits,
+    routes: &Routes,
+    out: &mut Vec<FieldViolation>,
+) {
     let field = format!("{path}.recipients_email");
     if recipients.is_empty() {
         out.push(FieldViolation::new(field, "missing recipients"));
@@ -263,8 +277,68 @@ fn recipients(path: &str, recipients: &[String], limits: &Limits, out: &mut Vec<
         let field = format!("{field}[{k}]");
         if r.trim().is_empty() {
             out.push(FieldViolation::new(field, "missing recipient"));
+        } else if routes.is_routed(channel, r) {
+            // The route says where it goes.
         } else if let Err(problem) = crate::delivery::email_address(r) {
             out.push(FieldViolation::new(field, problem));
+        }
+    }
+}
+
+/// Every problem of each webhook, except the DNS check, which Enqueue does afterwards.
+pub fn webhooks(
+    webhooks: &[WebhookNotification],
+    notifications: usize,
+    limits: &Limits,
+    targets: &WebhookTargets,
+    out: &mut Vec<FieldViolation>,
+) {
+    if notifications + webhooks.len() > limits.max_notifications {
+        out.push(FieldViolation::new(
+            "webhooks",
+            format!(
+                "{} notifications and webhooks; at most {} per request",
+                notifications + webhooks.len(),
+                limits.max_notifications
+            ),
+        ));
+        return;
+    }
+    for (i, w) in webhooks.iter().enumerate() {
+        let path = format!("webhooks[{i}]");
+        if w.phases.is_empty() {
+            out.push(FieldViolation::new(
+                format!("{path}.phases"),
+                "at least one phase is required",
+            ));
+        }
+        for (j, phase) in w.phases.iter().enumerate() {
+            if !is_terminal(*phase) {
+                out.push(FieldViolation::new(
+                    format!("{path}.phases[{j}]"),
+                    "invalid value for phase: only SUCCEEDED, FAILED, ABORTED and TIMED_OUT trigger webhooks",
+                ));
+            }
+        }
+        if w.body_template.len() > limits.max_template_bytes {
+            out.push(FieldViolation::new(
+                format!("{path}.body_template"),
+                format!(
+                    "{} bytes; at most {}",
+                    w.body_template.len(),
+                    limits.max_template_bytes
+                ),
+            ));
+        } else {
+            for problem in template::problems(&w.body_template) {
+                out.push(FieldViolation::new(
+                    format!("{path}.body_template"),
+                    problem,
+                ));
+            }
+        }
+        for (field, problem) in targets.check(w) {
+            out.push(FieldViolation::new(format!("{path}.{field}"), problem));
         }
     }
 }

@@ -139,7 +139,13 @@ pub fn enqueue(data: &[u8]) {
     validate::request_id(&request.request_id, &mut v);
     validate::request_size(prost::Message::encoded_len(&request), &limits, &mut v);
     let execution = validate::execution(request.execution.as_ref(), &mut v);
-    let targets = validate::notifications(&request.notifications, &limits, &mut v);
+    let targets = validate::notifications(
+        &request.notifications,
+        request.webhooks.len(),
+        &limits,
+        &Default::default(),
+        &mut v,
+    );
 
     for n in &request.notifications {
         use flyte_notify::proto::flyteidl::admin::notification::Type;
@@ -203,8 +209,9 @@ pub fn enqueue(data: &[u8]) {
         let expanded = Expanded {
             index: index as u32,
             channel: t.channel,
-            recipients: t.recipients,
+            recipients: std::borrow::Cow::Borrowed(t.recipients),
             template: t.template,
+            native: false,
         };
         for renderer in &renderers {
             let checked = renderer.check(execution, &expanded);

@@ -335,6 +335,7 @@ impl Sender for SendgridSender {
                 retry_after,
             },
             SendError::Permanent { message } => SendError::permanent(self.scrub(message)),
+            deferred @ SendError::Deferred { .. } => deferred,
         })
     }
 }

@@ -13,57 +13,74 @@ from google.protobuf.internal import builder as _builder
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from flyteidl.admin import common_pb2 as flyteidl_dot_admin_dot_common__pb2
 from flyteidl.core import execution_pb2 as flyteidl_dot_core_dot_execution__pb2
 from flyteidl.core import identifier_pb2 as flyteidl_dot_core_dot_identifier__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)flytenotify/v1/notification_service.proto\x12\x0e\x66lytenotify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1b\x66lyteidl/admin/common.proto\x1a\x1d\x66lyteidl/core/execution.proto\x1a\x1e\x66lyteidl/core/identifier.proto\"\xc7\x02\n\x10\x45xecutionContext\x12@\n\x0c\x65xecution_id\x18\x01 \x01(\x0b\x32*.flyteidl.core.WorkflowExecutionIdentifier\x12.\n\x0blaunch_plan\x18\x02 \x01(\x0b\x32\x19.flyteidl.core.Identifier\x12+\n\x08workflow\x18\x03 \x01(\x0b\x32\x19.flyteidl.core.Identifier\x12\x35\n\x05phase\x18\x04 \x01(\x0e\x32&.flyteidl.core.WorkflowExecution.Phase\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1d.flyteidl.core.ExecutionError\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0e\x45nqueueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\texecution\x18\x02 \x01(\x0b\x32 .flytenotify.v1.ExecutionContext\x12\x33\n\rnotifications\x18\x03 \x03(\x0b\x32\x1c.flyteidl.admin.Notification\"o\n\x0f\x45nqueueResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x1f\n\x17unmatched_notifications\x18\x02 \x01(\r\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"z\n\x0ePreviewRequest\x12\x33\n\texecution\x18\x01 \x01(\x0b\x32 .flytenotify.v1.ExecutionContext\x12\x33\n\rnotifications\x18\x02 \x03(\x0b\x32\x1c.flyteidl.admin.Notification\"\x99\x01\n\x0fRenderedMessage\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nrecipients\x18\x02 \x03(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x11\n\thtml_body\x18\x05 \x01(\t\x12\x11\n\ttext_body\x18\x06 \x01(\t\x12\x1a\n\x12notification_index\x18\x07 \x01(\r\"e\n\x0fPreviewResponse\x12\x31\n\x08messages\x18\x01 \x03(\x0b\x32\x1f.flytenotify.v1.RenderedMessage\x12\x1f\n\x17unmatched_notifications\x18\x02 \x01(\r\"C\n\x12ListPendingRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07\x66ilters\x18\x03 \x01(\t\"\x81\x03\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12@\n\x0c\x65xecution_id\x18\x02 \x01(\x0b\x32*.flyteidl.core.WorkflowExecutionIdentifier\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x12\n\nrecipients\x18\x04 \x03(\t\x12\x35\n\x05phase\x18\x05 \x01(\x0e\x32&.flyteidl.core.WorkflowExecution.Phase\x12,\n\x05state\x18\x06 \x01(\x0e\x32\x1d.flytenotify.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\r\x12\x33\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0b \x01(\t\"R\n\x13ListPendingResponse\x12,\n\ndeliveries\x18\x01 \x03(\x0b\x32\x18.flytenotify.v1.Delivery\x12\r\n\x05token\x18\x02 \x01(\t\"T\n\x0eRedriveRequest\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x0f\n\x07\x66ilters\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0c\n\x04note\x18\x04 \x01(\t\"g\n\x0fRedriveResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x30\n\x07skipped\x18\x02 \x03(\x0b\x32\x1f.flytenotify.v1.SkippedDelivery\x12\x0c\n\x04more\x18\x03 \x01(\x08\"T\n\x0e\x44iscardRequest\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x0f\n\x07\x66ilters\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0c\n\x04note\x18\x04 \x01(\t\"g\n\x0f\x44iscardResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x30\n\x07skipped\x18\x02 \x03(\x0b\x32\x1f.flytenotify.v1.SkippedDelivery\x12\x0c\n\x04more\x18\x03 \x01(\x08\"6\n\x0fSkippedDelivery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x12GetDeliveryRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\"\x84\x02\n\rDeliveryEvent\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".flytenotify.v1.DeliveryEvent.Kind\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"w\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_FAILED\x10\x01\x12\r\n\tKIND_DEAD\x10\x02\x12\x12\n\x0eKIND_DELIVERED\x10\x03\x12\x11\n\rKIND_REDRIVEN\x10\x04\x12\x12\n\x0eKIND_DISCARDED\x10\x05\"q\n\x13GetDeliveryResponse\x12*\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x18.flytenotify.v1.Delivery\x12.\n\x07history\x18\x02 \x03(\x0b\x32\x1d.flytenotify.v1.DeliveryEvent*\xbd\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_STATE_RETRYING\x10\x02\x12\x17\n\x13\x44\x45LIVERY_STATE_DEAD\x10\x03\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x04\x12\x1c\n\x18\x44\x45LIVERY_STATE_DISCARDED\x10\x05\x32\xf5\x03\n\x13NotificationService\x12J\n\x07\x45nqueue\x12\x1e.flytenotify.v1.EnqueueRequest\x1a\x1f.flytenotify.v1.EnqueueResponse\x12V\n\x0bListPending\x12\".flytenotify.v1.ListPendingRequest\x1a#.flytenotify.v1.ListPendingResponse\x12J\n\x07Preview\x12\x1e.flytenotify.v1.PreviewRequest\x1a\x1f.flytenotify.v1.PreviewResponse\x12J\n\x07Redrive\x12\x1e.flytenotify.v1.RedriveRequest\x1a\x1f.flytenotify.v1.RedriveResponse\x12J\n\x07\x44iscard\x12\x1e.flytenotify.v1.DiscardRequest\x1a\x1f.flytenotify.v1.DiscardResponse\x12V\n\x0bGetDelivery\x12\".flytenotify.v1.GetDeliveryRequest\x1a#.flytenotify.v1.GetDeliveryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)flytenotify/v1/notification_service.proto\x12\x0e\x66lytenotify.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1b\x66lyteidl/admin/common.proto\x1a\x1d\x66lyteidl/core/execution.proto\x1a\x1e\x66lyteidl/core/identifier.proto\"\xc7\x02\n\x10\x45xecutionContext\x12@\n\x0c\x65xecution_id\x18\x01 \x01(\x0b\x32*.flyteidl.core.WorkflowExecutionIdentifier\x12.\n\x0blaunch_plan\x18\x02 \x01(\x0b\x32\x19.flyteidl.core.Identifier\x12+\n\x08workflow\x18\x03 \x01(\x0b\x32\x19.flyteidl.core.Identifier\x12\x35\n\x05phase\x18\x04 \x01(\x0e\x32&.flyteidl.core.WorkflowExecution.Phase\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1d.flyteidl.core.ExecutionError\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x01\n\x0e\x45nqueueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\texecution\x18\x02 \x01(\x0b\x32 .flytenotify.v1.ExecutionContext\x12\x33\n\rnotifications\x18\x03 \x03(\x0b\x32\x1c.flyteidl.admin.Notification\x12\x35\n\x08webhooks\x18\x04 \x03(\x0b\x32#.flytenotify.v1.WebhookNotification\"\xd1\x02\n\x13WebhookNotification\x12\x0b\n\x03url\x18\x01 \x01(\t\x12*\n\x06method\x18\x02 \x01(\x0e\x32\x1a.flytenotify.v1.HttpMethod\x12\x41\n\x07headers\x18\x03 \x03(\x0b\x32\x30.flytenotify.v1.WebhookNotification.HeadersEntry\x12\x15\n\rbody_template\x18\x04 \x01(\t\x12\x36\n\x06phases\x18\x05 \x03(\x0e\x32&.flyteidl.core.WorkflowExecution.Phase\x12\x13\n\x0b\x64\x65stination\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"o\n\x0f\x45nqueueResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x1f\n\x17unmatched_notifications\x18\x02 \x01(\r\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"\xb1\x01\n\x0ePreviewRequest\x12\x33\n\texecution\x18\x01 \x01(\x0b\x32 .flytenotify.v1.ExecutionContext\x12\x33\n\rnotifications\x18\x02 \x03(\x0b\x32\x1c.flyteidl.admin.Notification\x12\x35\n\x08webhooks\x18\x03 \x03(\x0b\x32#.flytenotify.v1.WebhookNotification\"\xbb\x02\n\x0fRenderedMessage\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x12\n\nrecipients\x18\x02 \x03(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x11\n\thtml_body\x18\x05 \x01(\t\x12\x11\n\ttext_body\x18\x06 \x01(\t\x12\x1a\n\x12notification_index\x18\x07 \x01(\r\x12\x0c\n\x04\x62ody\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\t \x01(\t\x12\x0e\n\x06method\x18\n \x01(\t\x12=\n\x07headers\x18\x0b \x03(\x0b\x32,.flytenotify.v1.RenderedMessage.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"e\n\x0fPreviewResponse\x12\x31\n\x08messages\x18\x01 \x03(\x0b\x32\x1f.flytenotify.v1.RenderedMessage\x12\x1f\n\x17unmatched_notifications\x18\x02 \x01(\r\"C\n\x12ListPendingRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07\x66ilters\x18\x03 \x01(\t\"\x81\x03\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12@\n\x0c\x65xecution_id\x18\x02 \x01(\x0b\x32*.flyteidl.core.WorkflowExecutionIdentifier\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x12\n\nrecipients\x18\x04 \x03(\t\x12\x35\n\x05phase\x18\x05 \x01(\x0e\x32&.flyteidl.core.WorkflowExecution.Phase\x12,\n\x05state\x18\x06 \x01(\x0e\x32\x1d.flytenotify.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\r\x12\x33\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0b \x01(\t\"R\n\x13ListPendingResponse\x12,\n\ndeliveries\x18\x01 \x03(\x0b\x32\x18.flytenotify.v1.Delivery\x12\r\n\x05token\x18\x02 \x01(\t\"T\n\x0eRedriveRequest\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x0f\n\x07\x66ilters\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0c\n\x04note\x18\x04 \x01(\t\"g\n\x0fRedriveResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x30\n\x07skipped\x18\x02 \x03(\x0b\x32\x1f.flytenotify.v1.SkippedDelivery\x12\x0c\n\x04more\x18\x03 \x01(\x08\"T\n\x0e\x44iscardRequest\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x0f\n\x07\x66ilters\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0c\n\x04note\x18\x04 \x01(\t\"g\n\x0f\x44iscardResponse\x12\x14\n\x0c\x64\x65livery_ids\x18\x01 \x03(\t\x12\x30\n\x07skipped\x18\x02 \x03(\x0b\x32\x1f.flytenotify.v1.SkippedDelivery\x12\x0c\n\x04more\x18\x03 \x01(\x08\"6\n\x0fSkippedDelivery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x89\x01\n\x0fSendTestRequest\x12\x34\n\x0cnotification\x18\x01 \x01(\x0b\x32\x1c.flyteidl.admin.NotificationH\x00\x12\x36\n\x07webhook\x18\x02 \x01(\x0b\x32#.flytenotify.v1.WebhookNotificationH\x00\x42\x08\n\x06target\";\n\x10SendTestResponse\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\")\n\x12GetDeliveryRequest\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\"\x84\x02\n\rDeliveryEvent\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".flytenotify.v1.DeliveryEvent.Kind\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"w\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_FAILED\x10\x01\x12\r\n\tKIND_DEAD\x10\x02\x12\x12\n\x0eKIND_DELIVERED\x10\x03\x12\x11\n\rKIND_REDRIVEN\x10\x04\x12\x12\n\x0eKIND_DISCARDED\x10\x05\"q\n\x13GetDeliveryResponse\x12*\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x18.flytenotify.v1.Delivery\x12.\n\x07history\x18\x02 \x03(\x0b\x32\x1d.flytenotify.v1.DeliveryEvent*\xf7\x01\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x14\n\x10HTTP_METHOD_HEAD\x10\x02\x12\x14\n\x10HTTP_METHOD_POST\x10\x03\x12\x13\n\x0fHTTP_METHOD_PUT\x10\x04\x12\x16\n\x12HTTP_METHOD_DELETE\x10\x05\x12\x17\n\x13HTTP_METHOD_CONNECT\x10\x06\x12\x17\n\x13HTTP_METHOD_OPTIONS\x10\x07\x12\x15\n\x11HTTP_METHOD_TRACE\x10\x08\x12\x15\n\x11HTTP_METHOD_PATCH\x10\t*\xbd\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_STATE_RETRYING\x10\x02\x12\x17\n\x13\x44\x45LIVERY_STATE_DEAD\x10\x03\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x04\x12\x1c\n\x18\x44\x45LIVERY_STATE_DISCARDED\x10\x05\x32\xc4\x04\n\x13NotificationService\x12J\n\x07\x45nqueue\x12\x1e.flytenotify.v1.EnqueueRequest\x1a\x1f.flytenotify.v1.EnqueueResponse\x12V\n\x0bListPending\x12\".flytenotify.v1.ListPendingRequest\x1a#.flytenotify.v1.ListPendingResponse\x12J\n\x07Preview\x12\x1e.flytenotify.v1.PreviewRequest\x1a\x1f.flytenotify.v1.PreviewResponse\x12J\n\x07Redrive\x12\x1e.flytenotify.v1.RedriveRequest\x1a\x1f.flytenotify.v1.RedriveResponse\x12J\n\x07\x44iscard\x12\x1e.flytenotify.v1.DiscardRequest\x1a\x1f.flytenotify.v1.DiscardResponse\x12V\n\x0bGetDelivery\x12\".flytenotify.v1.GetDeliveryRequest\x1a#.flytenotify.v1.GetDeliveryResponse\x12M\n\x08SendTest\x12\x1f.flytenotify.v1.SendTestRequest\x1a .flytenotify.v1.SendTestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flytenotify.v1.notification_service_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_DELIVERYSTATE']._serialized_start=2558
-  _globals['_DELIVERYSTATE']._serialized_end=2747
-  _globals['_EXECUTIONCONTEXT']._serialized_start=187
-  _globals['_EXECUTIONCONTEXT']._serialized_end=514
-  _globals['_ENQUEUEREQUEST']._serialized_start=517
-  _globals['_ENQUEUEREQUEST']._serialized_end=659
-  _globals['_ENQUEUERESPONSE']._serialized_start=661
-  _globals['_ENQUEUERESPONSE']._serialized_end=772
-  _globals['_PREVIEWREQUEST']._serialized_start=774
-  _globals['_PREVIEWREQUEST']._serialized_end=896
-  _globals['_RENDEREDMESSAGE']._serialized_start=899
-  _globals['_RENDEREDMESSAGE']._serialized_end=1052
-  _globals['_PREVIEWRESPONSE']._serialized_start=1054
-  _globals['_PREVIEWRESPONSE']._serialized_end=1155
-  _globals['_LISTPENDINGREQUEST']._serialized_start=1157
-  _globals['_LISTPENDINGREQUEST']._serialized_end=1224
-  _globals['_DELIVERY']._serialized_start=1227
-  _globals['_DELIVERY']._serialized_end=1612
-  _globals['_LISTPENDINGRESPONSE']._serialized_start=1614
-  _globals['_LISTPENDINGRESPONSE']._serialized_end=1696
-  _globals['_REDRIVEREQUEST']._serialized_start=1698
-  _globals['_REDRIVEREQUEST']._serialized_end=1782
-  _globals['_REDRIVERESPONSE']._serialized_start=1784
-  _globals['_REDRIVERESPONSE']._serialized_end=1887
-  _globals['_DISCARDREQUEST']._serialized_start=1889
-  _globals['_DISCARDREQUEST']._serialized_end=1973
-  _globals['_DISCARDRESPONSE']._serialized_start=1975
-  _globals['_DISCARDRESPONSE']._serialized_end=2078
-  _globals['_SKIPPEDDELIVERY']._serialized_start=2080
-  _globals['_SKIPPEDDELIVERY']._serialized_end=2134
-  _globals['_GETDELIVERYREQUEST']._serialized_start=2136
-  _globals['_GETDELIVERYREQUEST']._serialized_end=2177
-  _globals['_DELIVERYEVENT']._serialized_start=2180
-  _globals['_DELIVERYEVENT']._serialized_end=2440
-  _globals['_DELIVERYEVENT_KIND']._serialized_start=2321
-  _globals['_DELIVERYEVENT_KIND']._serialized_end=2440
-  _globals['_GETDELIVERYRESPONSE']._serialized_start=2442
-  _globals['_GETDELIVERYRESPONSE']._serialized_end=2555
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=2750
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=3251
+  _globals['_WEBHOOKNOTIFICATION_HEADERSENTRY']._options = None
+  _globals['_WEBHOOKNOTIFICATION_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_RENDEREDMESSAGE_HEADERSENTRY']._options = None
+  _globals['_RENDEREDMESSAGE_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_HTTPMETHOD']._serialized_start=3404
+  _globals['_HTTPMETHOD']._serialized_end=3651
+  _globals['_DELIVERYSTATE']._serialized_start=3654
+  _globals['_DELIVERYSTATE']._serialized_end=3843
+  _globals['_EXECUTIONCONTEXT']._serialized_start=219
+  _globals['_EXECUTIONCONTEXT']._serialized_end=546
+  _globals['_ENQUEUEREQUEST']._serialized_start=549
+  _globals['_ENQUEUEREQUEST']._serialized_end=746
+  _globals['_WEBHOOKNOTIFICATION']._serialized_start=749
+  _globals['_WEBHOOKNOTIFICATION']._serialized_end=1086
+  _globals['_WEBHOOKNOTIFICATION_HEADERSENTRY']._serialized_start=1040
+  _globals['_WEBHOOKNOTIFICATION_HEADERSENTRY']._serialized_end=1086
+  _globals['_ENQUEUERESPONSE']._serialized_start=1088
+  _globals['_ENQUEUERESPONSE']._serialized_end=1199
+  _globals['_PREVIEWREQUEST']._serialized_start=1202
+  _globals['_PREVIEWREQUEST']._serialized_end=1379
+  _globals['_RENDEREDMESSAGE']._serialized_start=1382
+  _globals['_RENDEREDMESSAGE']._serialized_end=1697
+  _globals['_RENDEREDMESSAGE_HEADERSENTRY']._serialized_start=1040
+  _globals['_RENDEREDMESSAGE_HEADERSENTRY']._serialized_end=1086
+  _globals['_PREVIEWRESPONSE']._serialized_start=1699
+  _globals['_PREVIEWRESPONSE']._serialized_end=1800
+  _globals['_LISTPENDINGREQUEST']._serialized_start=1802
+  _globals['_LISTPENDINGREQUEST']._serialized_end=1869
+  _globals['_DELIVERY']._serialized_start=1872
+  _globals['_DELIVERY']._serialized_end=2257
+  _globals['_LISTPENDINGRESPONSE']._serialized_start=2259
+  _globals['_LISTPENDINGRESPONSE']._serialized_end=2341
+  _globals['_REDRIVEREQUEST']._serialized_start=2343
+  _globals['_REDRIVEREQUEST']._serialized_end=2427
+  _globals['_REDRIVERESPONSE']._serialized_start=2429
+  _globals['_REDRIVERESPONSE']._serialized_end=2532
+  _globals['_DISCARDREQUEST']._serialized_start=2534
+  _globals['_DISCARDREQUEST']._serialized_end=2618
+  _globals['_DISCARDRESPONSE']._serialized_start=2620
+  _globals['_DISCARDRESPONSE']._serialized_end=2723
+  _globals['_SKIPPEDDELIVERY']._serialized_start=2725
+  _globals['_SKIPPEDDELIVERY']._serialized_end=2779
+  _globals['_SENDTESTREQUEST']._serialized_start=2782
+  _globals['_SENDTESTREQUEST']._serialized_end=2919
+  _globals['_SENDTESTRESPONSE']._serialized_start=2921
+  _globals['_SENDTESTRESPONSE']._serialized_end=2980
+  _globals['_GETDELIVERYREQUEST']._serialized_start=2982
+  _globals['_GETDELIVERYREQUEST']._serialized_end=3023
+  _globals['_DELIVERYEVENT']._serialized_start=3026
+  _globals['_DELIVERYEVENT']._serialized_end=3286
+  _globals['_DELIVERYEVENT_KIND']._serialized_start=3167
+  _globals['_DELIVERYEVENT_KIND']._serialized_end=3286
+  _globals['_GETDELIVERYRESPONSE']._serialized_start=3288
+  _globals['_GETDELIVERYRESPONSE']._serialized_end=3401
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=3846
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=4426
 # @@protoc_insertion_point(module_scope)

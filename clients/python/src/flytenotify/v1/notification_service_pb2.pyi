@@ -1,4 +1,5 @@
 # Generated from proto/flytenotify/v1 by grpcio-tools==1.62.3; do not edit. Regenerate with clients/python/scripts/generate.sh.
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from flyteidl.admin import common_pb2 as _common_pb2
 from flyteidl.core import execution_pb2 as _execution_pb2
@@ -11,6 +12,19 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HttpMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HTTP_METHOD_UNSPECIFIED: _ClassVar[HttpMethod]
+    HTTP_METHOD_GET: _ClassVar[HttpMethod]
+    HTTP_METHOD_HEAD: _ClassVar[HttpMethod]
+    HTTP_METHOD_POST: _ClassVar[HttpMethod]
+    HTTP_METHOD_PUT: _ClassVar[HttpMethod]
+    HTTP_METHOD_DELETE: _ClassVar[HttpMethod]
+    HTTP_METHOD_CONNECT: _ClassVar[HttpMethod]
+    HTTP_METHOD_OPTIONS: _ClassVar[HttpMethod]
+    HTTP_METHOD_TRACE: _ClassVar[HttpMethod]
+    HTTP_METHOD_PATCH: _ClassVar[HttpMethod]
+
 class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DELIVERY_STATE_UNSPECIFIED: _ClassVar[DeliveryState]
@@ -19,6 +33,16 @@ class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_STATE_DEAD: _ClassVar[DeliveryState]
     DELIVERY_STATE_DELIVERED: _ClassVar[DeliveryState]
     DELIVERY_STATE_DISCARDED: _ClassVar[DeliveryState]
+HTTP_METHOD_UNSPECIFIED: HttpMethod
+HTTP_METHOD_GET: HttpMethod
+HTTP_METHOD_HEAD: HttpMethod
+HTTP_METHOD_POST: HttpMethod
+HTTP_METHOD_PUT: HttpMethod
+HTTP_METHOD_DELETE: HttpMethod
+HTTP_METHOD_CONNECT: HttpMethod
+HTTP_METHOD_OPTIONS: HttpMethod
+HTTP_METHOD_TRACE: HttpMethod
+HTTP_METHOD_PATCH: HttpMethod
 DELIVERY_STATE_UNSPECIFIED: DeliveryState
 DELIVERY_STATE_PENDING: DeliveryState
 DELIVERY_STATE_RETRYING: DeliveryState
@@ -43,14 +67,41 @@ class ExecutionContext(_message.Message):
     def __init__(self, execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., launch_plan: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., workflow: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("request_id", "execution", "notifications")
+    __slots__ = ("request_id", "execution", "notifications", "webhooks")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     execution: ExecutionContext
     notifications: _containers.RepeatedCompositeFieldContainer[_common_pb2.Notification]
-    def __init__(self, request_id: _Optional[str] = ..., execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ...) -> None: ...
+    webhooks: _containers.RepeatedCompositeFieldContainer[WebhookNotification]
+    def __init__(self, request_id: _Optional[str] = ..., execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookNotification, _Mapping]]] = ...) -> None: ...
+
+class WebhookNotification(_message.Message):
+    __slots__ = ("url", "method", "headers", "body_template", "phases", "destination", "timeout")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODY_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    method: HttpMethod
+    headers: _containers.ScalarMap[str, str]
+    body_template: str
+    phases: _containers.RepeatedScalarFieldContainer[_execution_pb2.WorkflowExecution.Phase]
+    destination: str
+    timeout: _duration_pb2.Duration
+    def __init__(self, url: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., body_template: _Optional[str] = ..., phases: _Optional[_Iterable[_Union[_execution_pb2.WorkflowExecution.Phase, str]]] = ..., destination: _Optional[str] = ..., timeout: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
     __slots__ = ("delivery_ids", "unmatched_notifications", "request_id", "duplicate")
@@ -65,15 +116,24 @@ class EnqueueResponse(_message.Message):
     def __init__(self, delivery_ids: _Optional[_Iterable[str]] = ..., unmatched_notifications: _Optional[int] = ..., request_id: _Optional[str] = ..., duplicate: bool = ...) -> None: ...
 
 class PreviewRequest(_message.Message):
-    __slots__ = ("execution", "notifications")
+    __slots__ = ("execution", "notifications", "webhooks")
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
     execution: ExecutionContext
     notifications: _containers.RepeatedCompositeFieldContainer[_common_pb2.Notification]
-    def __init__(self, execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ...) -> None: ...
+    webhooks: _containers.RepeatedCompositeFieldContainer[WebhookNotification]
+    def __init__(self, execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookNotification, _Mapping]]] = ...) -> None: ...
 
 class RenderedMessage(_message.Message):
-    __slots__ = ("channel", "recipients", "sender", "subject", "html_body", "text_body", "notification_index")
+    __slots__ = ("channel", "recipients", "sender", "subject", "html_body", "text_body", "notification_index", "body", "destination", "method", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +141,10 @@ class RenderedMessage(_message.Message):
     HTML_BODY_FIELD_NUMBER: _ClassVar[int]
     TEXT_BODY_FIELD_NUMBER: _ClassVar[int]
     NOTIFICATION_INDEX_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
     channel: str
     recipients: _containers.RepeatedScalarFieldContainer[str]
     sender: str
@@ -88,7 +152,11 @@ class RenderedMessage(_message.Message):
     html_body: str
     text_body: str
     notification_index: int
-    def __init__(self, channel: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., sender: _Optional[str] = ..., subject: _Optional[str] = ..., html_body: _Optional[str] = ..., text_body: _Optional[str] = ..., notification_index: _Optional[int] = ...) -> None: ...
+    body: str
+    destination: str
+    method: str
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, channel: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., sender: _Optional[str] = ..., subject: _Optional[str] = ..., html_body: _Optional[str] = ..., text_body: _Optional[str] = ..., notification_index: _Optional[int] = ..., body: _Optional[str] = ..., destination: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PreviewResponse(_message.Message):
     __slots__ = ("messages", "unmatched_notifications")
@@ -193,6 +261,22 @@ class SkippedDelivery(_message.Message):
     delivery_id: str
     reason: str
     def __init__(self, delivery_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SendTestRequest(_message.Message):
+    __slots__ = ("notification", "webhook")
+    NOTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    notification: _common_pb2.Notification
+    webhook: WebhookNotification
+    def __init__(self, notification: _Optional[_Union[_common_pb2.Notification, _Mapping]] = ..., webhook: _Optional[_Union[WebhookNotification, _Mapping]] = ...) -> None: ...
+
+class SendTestResponse(_message.Message):
+    __slots__ = ("delivery_id", "request_id")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    request_id: str
+    def __init__(self, delivery_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetDeliveryRequest(_message.Message):
     __slots__ = ("delivery_id",)

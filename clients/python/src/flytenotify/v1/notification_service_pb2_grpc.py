@@ -45,6 +45,11 @@ class NotificationServiceStub(object):
                 request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryRequest.SerializeToString,
                 response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryResponse.FromString,
                 )
+        self.SendTest = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/SendTest',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestResponse.FromString,
+                )
 
 
 class NotificationServiceServicer(object):
@@ -93,6 +98,15 @@ class NotificationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendTest(self, request, context):
+        """Sends a message marked as a test through one notification (a Slack or PagerDuty route, email
+        recipients) or one webhook, recorded like any delivery: checks a route or credentials before
+        the first real failure needs them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +139,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.GetDelivery,
                     request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryRequest.FromString,
                     response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryResponse.SerializeToString,
+            ),
+            'SendTest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTest,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -235,5 +254,22 @@ class NotificationService(object):
         return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/GetDelivery',
             flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryRequest.SerializeToString,
             flytenotify_dot_v1_dot_notification__service__pb2.GetDeliveryResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SendTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/SendTest',
+            flytenotify_dot_v1_dot_notification__service__pb2.SendTestRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.SendTestResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

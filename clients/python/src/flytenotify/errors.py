@@ -59,6 +59,10 @@ class ConflictError(NotifyError):
     """The request_id was already used for a request with different content."""
 
 
+class NotFoundError(NotifyError):
+    """The named delivery is not in the server's ledger (get_delivery)."""
+
+
 class UnavailableError(NotifyError):
     """The server could not be reached or is shutting down; retrying with the same request_id is safe."""
 
@@ -82,6 +86,7 @@ class InternalError(NotifyError):
 _BY_CODE: dict[grpc.StatusCode, type[NotifyError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.ALREADY_EXISTS: ConflictError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,

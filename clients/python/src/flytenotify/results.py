@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 
 from flyteidl.core import execution_pb2, identifier_pb2
 from google.protobuf import timestamp_pb2
@@ -43,14 +45,24 @@ class EnqueueResult:
 @dataclass(frozen=True)
 class RenderedMessage:
     channel: str
-    """"email", "slack" or "pagerduty"."""
+    """"email", "slack", "pagerduty" or "webhook"."""
     recipients: tuple[str, ...]
     sender: str
     subject: str
     html_body: str
     text_body: str
     notification_index: int
-    """Index of the notification that produced this message."""
+    """Index of the notification that produced this message; of the webhook in `webhooks` when
+    channel is "webhook"."""
+    body: str = ""
+    """Native Slack, PagerDuty and webhook messages: the request body exactly as sent, less secrets
+    (a routing key, a signature). Empty for email."""
+    destination: str = ""
+    """Where it goes, without secrets: "email", a route's recipient, a webhook's host and path."""
+    method: str = ""
+    """Webhooks: the HTTP method, e.g. "POST"."""
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """Webhooks: the headers sent, read-only (signature headers are made at send time)."""
 
     @classmethod
     def from_proto(cls, message: api.RenderedMessage) -> RenderedMessage:
@@ -62,6 +74,10 @@ class RenderedMessage:
             html_body=message.html_body,
             text_body=message.text_body,
             notification_index=message.notification_index,
+            body=message.body,
+            destination=message.destination,
+            method=message.method,
+            headers=MappingProxyType(dict(sorted(message.headers.items()))),
         )
 
 
@@ -84,7 +100,11 @@ class DeliveryState(enum.Enum):
     RETRYING = api.DELIVERY_STATE_RETRYING
     """Failed with a retryable error; tried again at next_attempt_at."""
     DEAD = api.DELIVERY_STATE_DEAD
-    """Failed permanently or ran out of attempts."""
+    """Failed permanently or ran out of attempts. `redrive` sends it again; `discard` sets it aside."""
+    DELIVERED = api.DELIVERY_STATE_DELIVERED
+    """Sent. Only `get_delivery` shows these; `list_pending` does not."""
+    DISCARDED = api.DELIVERY_STATE_DISCARDED
+    """Dead, then discarded by an operator. Only `get_delivery` shows these."""
     UNSPECIFIED = api.DELIVERY_STATE_UNSPECIFIED
 
 
@@ -99,7 +119,7 @@ class Delivery:
     state: DeliveryState
     attempts: int
     next_attempt_at: datetime | None
-    """None when the delivery is dead."""
+    """None when the delivery is dead, delivered or discarded."""
     last_error: str
     created_at: datetime
     request_id: str
@@ -123,4 +143,108 @@ class Delivery:
             last_error=d.last_error,
             created_at=_datetime(d.created_at),
             request_id=d.request_id,
+        )
+
+
+@dataclass(frozen=True)
+class SendTestResult:
+    delivery_id: str
+    """The test message's delivery: follow it with get_delivery."""
+    request_id: str
+    """The request_id the server recorded it under (it names the test execution)."""
+
+    @classmethod
+    def from_proto(cls, response: api.SendTestResponse) -> SendTestResult:
+        return cls(delivery_id=response.delivery_id, request_id=response.request_id)
+
+
+@dataclass(frozen=True)
+class SkippedDelivery:
+    """A selected delivery that redrive or discard left alone, and why."""
+
+    delivery_id: str
+    reason: str
+    """E.g. "not found" or "not dead: it is pending"."""
+
+
+@dataclass(frozen=True)
+class _Acted:
+    delivery_ids: tuple[str, ...]
+    """The deliveries that changed state."""
+    skipped: tuple[SkippedDelivery, ...]
+    """Named deliveries that were not dead (or not found) and so were left alone."""
+    more: bool
+    """With filters: more dead deliveries matched than the limit; call again for the rest."""
+
+
+@dataclass(frozen=True)
+class RedriveResult(_Acted):
+    """`delivery_ids` are pending again, due now, with a fresh attempt budget."""
+
+    @classmethod
+    def from_proto(cls, response: api.RedriveResponse) -> RedriveResult:
+        return cls(
+            delivery_ids=tuple(response.delivery_ids),
+            skipped=tuple(SkippedDelivery(s.delivery_id, s.reason) for s in response.skipped),
+            more=response.more,
+        )
+
+
+@dataclass(frozen=True)
+class DiscardResult(_Acted):
+    """`delivery_ids` are discarded: out of list_pending, still shown by get_delivery."""
+
+    @classmethod
+    def from_proto(cls, response: api.DiscardResponse) -> DiscardResult:
+        return cls(
+            delivery_ids=tuple(response.delivery_ids),
+            skipped=tuple(SkippedDelivery(s.delivery_id, s.reason) for s in response.skipped),
+            more=response.more,
+        )
+
+
+class DeliveryEventKind(enum.Enum):
+    FAILED = api.DeliveryEvent.KIND_FAILED
+    """A send failed; it will be tried again."""
+    DEAD = api.DeliveryEvent.KIND_DEAD
+    """A send failed for good, or the last attempt did."""
+    DELIVERED = api.DeliveryEvent.KIND_DELIVERED
+    REDRIVEN = api.DeliveryEvent.KIND_REDRIVEN
+    DISCARDED = api.DeliveryEvent.KIND_DISCARDED
+    UNSPECIFIED = api.DeliveryEvent.KIND_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """One thing that happened to a delivery after it was accepted."""
+
+    at: datetime
+    kind: DeliveryEventKind
+    attempts: int
+    """Attempts recorded at that moment."""
+    detail: str
+    """The error of a failed send, or the operator's note of a redrive or discard."""
+
+    @classmethod
+    def from_proto(cls, event: api.DeliveryEvent) -> DeliveryEvent:
+        try:
+            kind = DeliveryEventKind(event.kind)
+        except ValueError:  # a kind added to the server after this client
+            kind = DeliveryEventKind.UNSPECIFIED
+        return cls(at=_datetime(event.at), kind=kind, attempts=event.attempts, detail=event.detail)
+
+
+@dataclass(frozen=True)
+class DeliveryDetails:
+    """One delivery in any state, with its history."""
+
+    delivery: Delivery
+    history: tuple[DeliveryEvent, ...]
+    """Oldest first; empty while nothing has happened since it was accepted."""
+
+    @classmethod
+    def from_proto(cls, response: api.GetDeliveryResponse) -> DeliveryDetails:
+        return cls(
+            delivery=Delivery.from_proto(response.delivery),
+            history=tuple(DeliveryEvent.from_proto(e) for e in response.history),
         )

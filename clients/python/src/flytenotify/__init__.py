@@ -22,12 +22,27 @@ from flytenotify.errors import (
     FieldViolation,
     InternalError,
     InvalidArgumentError,
+    NotFoundError,
     NotifyError,
     PermissionDeniedError,
     UnauthenticatedError,
     UnavailableError,
 )
-from flytenotify.results import Delivery, DeliveryState, EnqueueResult, PreviewResult, RenderedMessage
+from flytenotify.results import (
+    Delivery,
+    DeliveryDetails,
+    DeliveryEvent,
+    DeliveryEventKind,
+    DeliveryState,
+    DiscardResult,
+    EnqueueResult,
+    PreviewResult,
+    RedriveResult,
+    RenderedMessage,
+    SendTestResult,
+    SkippedDelivery,
+)
+from flytenotify.webhook import Webhook
 
 __version__ = "0.1.0"
 
@@ -36,16 +51,25 @@ __all__ = [
     "ConflictError",
     "DeadlineExceededError",
     "Delivery",
+    "DeliveryDetails",
+    "DeliveryEvent",
+    "DeliveryEventKind",
     "DeliveryState",
+    "DiscardResult",
     "EnqueueResult",
     "FieldViolation",
     "InternalError",
     "InvalidArgumentError",
+    "NotFoundError",
     "NotificationClient",
     "NotifyError",
     "PermissionDeniedError",
     "PreviewResult",
+    "RedriveResult",
     "RenderedMessage",
+    "SendTestResult",
+    "SkippedDelivery",
     "UnauthenticatedError",
     "UnavailableError",
+    "Webhook",
 ]

@@ -12,9 +12,25 @@ import grpc.aio
 
 from flytenotify import convert
 from flytenotify.client import DEFAULT_TIMEOUT, TlsLike, auth_metadata, channel_credentials, new_request_id
-from flytenotify.convert import ErrorLike, ExecutionIdLike, IdentifierLike, NotificationLike, PhaseLike
+from flytenotify.convert import (
+    DeliveryIdLike,
+    ErrorLike,
+    ExecutionIdLike,
+    IdentifierLike,
+    NotificationLike,
+    PhaseLike,
+    WebhookLike,
+)
 from flytenotify.errors import from_rpc_error
-from flytenotify.results import Delivery, EnqueueResult, PreviewResult
+from flytenotify.results import (
+    Delivery,
+    DeliveryDetails,
+    DiscardResult,
+    EnqueueResult,
+    PreviewResult,
+    RedriveResult,
+    SendTestResult,
+)
 from flytenotify.v1 import notification_service_pb2 as api
 from flytenotify.v1.notification_service_pb2_grpc import NotificationServiceStub
 
@@ -68,8 +84,9 @@ class AsyncNotificationClient:
         self,
         execution_id: ExecutionIdLike,
         phase: PhaseLike,
-        notifications: Iterable[NotificationLike],
+        notifications: Iterable[NotificationLike] = (),
         *,
+        webhooks: Iterable[WebhookLike] = (),
         launch_plan: IdentifierLike | None = None,
         workflow: IdentifierLike | None = None,
         error: ErrorLike | None = None,
@@ -82,15 +99,16 @@ class AsyncNotificationClient:
         execution = convert.execution_context(
             execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
         )
-        request = convert.enqueue_request(request_id, execution, notifications)
+        request = convert.enqueue_request(request_id, execution, notifications, webhooks)
         return EnqueueResult.from_proto(await self._call(self._stub.Enqueue, request, request_id))
 
     async def preview(
         self,
         execution_id: ExecutionIdLike,
         phase: PhaseLike,
-        notifications: Iterable[NotificationLike],
+        notifications: Iterable[NotificationLike] = (),
         *,
+        webhooks: Iterable[WebhookLike] = (),
         launch_plan: IdentifierLike | None = None,
         workflow: IdentifierLike | None = None,
         error: ErrorLike | None = None,
@@ -100,8 +118,42 @@ class AsyncNotificationClient:
         execution = convert.execution_context(
             execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
         )
-        request = convert.preview_request(execution, notifications)
+        request = convert.preview_request(execution, notifications, webhooks)
         return PreviewResult.from_proto(await self._call(self._stub.Preview, request))
+
+    async def send_test(self, target: NotificationLike | WebhookLike) -> SendTestResult:
+        """See NotificationClient.send_test."""
+        request = convert.send_test_request(target)
+        return SendTestResult.from_proto(await self._call(self._stub.SendTest, request))
+
+    async def redrive(
+        self,
+        ids: Iterable[DeliveryIdLike] | None = None,
+        *,
+        filters: str = "",
+        limit: int | None = None,
+        note: str = "",
+    ) -> RedriveResult:
+        """See NotificationClient.redrive."""
+        request = api.RedriveRequest(**convert.act_request(ids, filters, limit, note))
+        return RedriveResult.from_proto(await self._call(self._stub.Redrive, request))
+
+    async def discard(
+        self,
+        ids: Iterable[DeliveryIdLike] | None = None,
+        *,
+        filters: str = "",
+        limit: int | None = None,
+        note: str = "",
+    ) -> DiscardResult:
+        """See NotificationClient.discard."""
+        request = api.DiscardRequest(**convert.act_request(ids, filters, limit, note))
+        return DiscardResult.from_proto(await self._call(self._stub.Discard, request))
+
+    async def get_delivery(self, delivery_id: DeliveryIdLike) -> DeliveryDetails:
+        """See NotificationClient.get_delivery."""
+        request = api.GetDeliveryRequest(delivery_id=convert.delivery_id(delivery_id, "delivery_id"))
+        return DeliveryDetails.from_proto(await self._call(self._stub.GetDelivery, request))
 
     async def list_pending(self, filters: str = "", page_size: int = 100) -> AsyncIterator[Delivery]:
         """See NotificationClient.list_pending."""

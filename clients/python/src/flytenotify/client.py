@@ -11,9 +11,25 @@ from typing import Any, Callable, Union
 import grpc
 
 from flytenotify import convert
-from flytenotify.convert import ErrorLike, ExecutionIdLike, IdentifierLike, NotificationLike, PhaseLike
+from flytenotify.convert import (
+    DeliveryIdLike,
+    ErrorLike,
+    ExecutionIdLike,
+    IdentifierLike,
+    NotificationLike,
+    PhaseLike,
+    WebhookLike,
+)
 from flytenotify.errors import from_rpc_error
-from flytenotify.results import Delivery, EnqueueResult, PreviewResult
+from flytenotify.results import (
+    Delivery,
+    DeliveryDetails,
+    DiscardResult,
+    EnqueueResult,
+    PreviewResult,
+    RedriveResult,
+    SendTestResult,
+)
 from flytenotify.v1 import notification_service_pb2 as api
 from flytenotify.v1.notification_service_pb2_grpc import NotificationServiceStub
 
@@ -104,15 +120,17 @@ class NotificationClient:
         self,
         execution_id: ExecutionIdLike,
         phase: PhaseLike,
-        notifications: Iterable[NotificationLike],
+        notifications: Iterable[NotificationLike] = (),
         *,
+        webhooks: Iterable[WebhookLike] = (),
         launch_plan: IdentifierLike | None = None,
         workflow: IdentifierLike | None = None,
         error: ErrorLike | None = None,
         occurred_at: datetime | None = None,
         request_id: str | None = None,
     ) -> EnqueueResult:
-        """Records one delivery per notification whose phases include `phase`.
+        """Records one delivery per notification, and per webhook, whose phases include `phase`.
+        The webhooks' delivery ids follow the notifications' in the result.
 
         Without `request_id` a fresh one is generated and returned; pass the same one again to
         retry safely (the server answers with the same delivery ids and duplicate=True).
@@ -123,15 +141,16 @@ class NotificationClient:
         execution = convert.execution_context(
             execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
         )
-        request = convert.enqueue_request(request_id, execution, notifications)
+        request = convert.enqueue_request(request_id, execution, notifications, webhooks)
         return EnqueueResult.from_proto(self._call(self._stub.Enqueue, request, request_id))
 
     def preview(
         self,
         execution_id: ExecutionIdLike,
         phase: PhaseLike,
-        notifications: Iterable[NotificationLike],
+        notifications: Iterable[NotificationLike] = (),
         *,
+        webhooks: Iterable[WebhookLike] = (),
         launch_plan: IdentifierLike | None = None,
         workflow: IdentifierLike | None = None,
         error: ErrorLike | None = None,
@@ -141,8 +160,59 @@ class NotificationClient:
         execution = convert.execution_context(
             execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
         )
-        request = convert.preview_request(execution, notifications)
+        request = convert.preview_request(execution, notifications, webhooks)
         return PreviewResult.from_proto(self._call(self._stub.Preview, request))
+
+    def send_test(self, target: NotificationLike | WebhookLike) -> SendTestResult:
+        """Sends one message marked as a test through `target` (its phases are ignored), by the
+        path a real failure takes: checks SMTP credentials, a Slack or PagerDuty route or a
+        webhook before the first real failure needs them.
+
+        `target` is a notification (flytekit Email/Slack/PagerDuty, a flyteidl.admin.Notification
+        or its dict form) or a webhook (Webhook, WebhookNotification, or a dict with "url" or
+        "destination"). Email recipients get a test email; the result's delivery_id is recorded
+        like any delivery, so get_delivery shows whether it went out.
+        """
+        request = convert.send_test_request(target)
+        return SendTestResult.from_proto(self._call(self._stub.SendTest, request))
+
+    def redrive(
+        self,
+        ids: Iterable[DeliveryIdLike] | None = None,
+        *,
+        filters: str = "",
+        limit: int | None = None,
+        note: str = "",
+    ) -> RedriveResult:
+        """Puts dead deliveries back to pending, due now, with a fresh attempt budget.
+
+        Select them by `ids` (at most 1000; delivery ids or Delivery objects) or by `filters`
+        (list_pending's syntax; only dead ones match, oldest first, at most `limit`: the server's
+        default is 1000, its maximum 10000), not both. `note` is kept in each one's history, e.g.
+        "SMTP relay fixed, INC-1234". Named deliveries that are not dead are left alone and listed
+        in `skipped`; with filters, `more` says to call again for the rest.
+        """
+        request = api.RedriveRequest(**convert.act_request(ids, filters, limit, note))
+        return RedriveResult.from_proto(self._call(self._stub.Redrive, request))
+
+    def discard(
+        self,
+        ids: Iterable[DeliveryIdLike] | None = None,
+        *,
+        filters: str = "",
+        limit: int | None = None,
+        note: str = "",
+    ) -> DiscardResult:
+        """Takes dead deliveries out of list_pending for good; get_delivery still shows them.
+        Selects as redrive does."""
+        request = api.DiscardRequest(**convert.act_request(ids, filters, limit, note))
+        return DiscardResult.from_proto(self._call(self._stub.Discard, request))
+
+    def get_delivery(self, delivery_id: DeliveryIdLike) -> DeliveryDetails:
+        """One delivery in any state (delivered and discarded ones too), with its history.
+        Raises NotFoundError for an id the server has never recorded."""
+        request = api.GetDeliveryRequest(delivery_id=convert.delivery_id(delivery_id, "delivery_id"))
+        return DeliveryDetails.from_proto(self._call(self._stub.GetDelivery, request))
 
     def list_pending(self, filters: str = "", page_size: int = 100) -> Iterator[Delivery]:
         """Every undelivered delivery (pending, retrying or dead), oldest first, fetching pages of

@@ -8,16 +8,18 @@ else is parsed into them, and a bad input fails here, naming its argument, befor
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar, Union, cast
 
 from flyteidl.admin import common_pb2
 from flyteidl.core import execution_pb2, identifier_pb2
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from flytenotify.results import Delivery
 from flytenotify.v1 import notification_service_pb2 as api
+from flytenotify.webhook import HttpMethodLike, Webhook
 
 
 class SupportsToFlyteIdl(Protocol):
@@ -38,6 +40,13 @@ NotificationLike = Union[common_pb2.Notification, Mapping[str, Any], SupportsToF
 """flytekit.Email/Slack/PagerDuty, a flyteidl.admin.Notification, or its dict form, e.g.
 {"phases": ["FAILED"], "email": {"recipients_email": ["a@example.com"]}}."""
 
+WebhookLike = Union[Webhook, api.WebhookNotification, Mapping[str, Any]]
+"""flytenotify.Webhook, the generated flytenotify.v1 WebhookNotification, or its dict form, e.g.
+{"url": "https://hooks.example.com/x", "phases": ["FAILED"], "method": "put"}."""
+
+DeliveryIdLike = Union[str, Delivery]
+"""A delivery id, or a Delivery from list_pending or get_delivery."""
+
 IdentifierLike = Union[identifier_pb2.Identifier, Mapping[str, Any], SupportsToFlyteIdl]
 ErrorLike = Union[execution_pb2.ExecutionError, Mapping[str, Any], str, SupportsToFlyteIdl]
 """An ExecutionError proto, its dict form, flytekit's ExecutionError, or just the message."""
@@ -45,6 +54,8 @@ ErrorLike = Union[execution_pb2.ExecutionError, Mapping[str, Any], str, Supports
 M = TypeVar("M", bound=Message)
 
 _PHASE = execution_pb2.WorkflowExecution.Phase
+_METHOD_PREFIX = "HTTP_METHOD_"
+_METHODS = [n[len(_METHOD_PREFIX) :] for n in api.HttpMethod.keys() if n != "HTTP_METHOD_UNSPECIFIED"]
 _STRINGS = (str, bytes, bytearray)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -158,6 +169,31 @@ def phase(value: PhaseLike, what: str = "phase") -> int:
     raise TypeError(f"{what}: expected a phase value or name, got {type(value).__name__}")
 
 
+def http_method(value: HttpMethodLike, what: str) -> api.HttpMethod:
+    if isinstance(value, bool):
+        raise TypeError(f"{what}: expected an HTTP method, got {value!r}")
+    if isinstance(value, int):
+        return cast(api.HttpMethod, int(value))  # unknown numbers go through; the server names them
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if not name.startswith(_METHOD_PREFIX):
+            name = _METHOD_PREFIX + name
+        if name in api.HttpMethod.keys() and name != "HTTP_METHOD_UNSPECIFIED":
+            return cast(api.HttpMethod, api.HttpMethod.Value(name))
+        raise ValueError(f"{what}: unknown HTTP method {value!r}; expected one of {', '.join(_METHODS)}")
+    raise TypeError(f"{what}: expected an HTTP method name such as 'POST', got {type(value).__name__}")
+
+
+def duration(value: Any, what: str) -> duration_pb2.Duration:
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{what}: expected a datetime.timedelta, got {type(value).__name__} {_short_repr(value)}")
+    # Exact integer arithmetic; seconds and nanos carry the same sign, as Duration requires.
+    micros = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+    sign = -1 if micros < 0 else 1
+    seconds, rest = divmod(abs(micros), 1_000_000)
+    return duration_pb2.Duration(seconds=sign * seconds, nanos=sign * rest * 1000)
+
+
 def execution_id(value: ExecutionIdLike) -> identifier_pb2.WorkflowExecutionIdentifier:
     if isinstance(value, str):
         parts = value.split("/")
@@ -171,24 +207,163 @@ def execution_id(value: ExecutionIdLike) -> identifier_pb2.WorkflowExecutionIden
     return to_proto(value, identifier_pb2.WorkflowExecutionIdentifier, "execution_id")
 
 
-def notification(value: NotificationLike, index: int) -> common_pb2.Notification:
-    what = f"notifications[{index}]"
+def _phases(phases: Any, what: str) -> list[int]:
+    require_list(phases, what, "phases")
+    return [phase(p, f"{what}[{i}]") for i, p in enumerate(phases)]
+
+
+def notification(value: NotificationLike, what: str) -> common_pb2.Notification:
+    if _is_webhook(value) and not isinstance(value, Mapping):
+        raise TypeError(f"{what}: got a webhook ({type(value).__name__}); pass webhooks in webhooks=[...]")
     if isinstance(value, Mapping) and "phases" in value:
         # Let dicts name phases the way the rest of this API does ("failed" as well as "FAILED").
-        phases = value["phases"]
-        require_list(phases, f"{what}.phases", "phases")
-        value = {**value, "phases": [phase(p, f"{what}.phases[{i}]") for i, p in enumerate(phases)]}
+        value = {**value, "phases": _phases(value["phases"], f"{what}.phases")}
     return to_proto(value, common_pb2.Notification, what)
 
 
-def notifications(values: Iterable[NotificationLike]) -> list[common_pb2.Notification]:
-    if isinstance(values, (Mapping, Message)) or hasattr(values, "to_flyte_idl"):
+def _single(values: Any, noun: str) -> None:
+    """Raises TypeError for one item given where a list of them belongs."""
+    if isinstance(values, (Mapping, Message, Webhook)) or hasattr(values, "to_flyte_idl"):
         raise TypeError(
-            f"notifications: expected a list of notifications, got a single one ({type(values).__name__}); "
-            "pass it in a list"
+            f"{noun}: expected a list of {noun}, got a single one ({type(values).__name__}); pass it in a list"
         )
+
+
+def notifications(values: Iterable[NotificationLike]) -> list[common_pb2.Notification]:
+    _single(values, "notifications")
     require_list(values, "notifications", "notifications", suggest=False)
-    return [notification(v, i) for i, v in enumerate(values)]
+    return [notification(v, f"notifications[{i}]") for i, v in enumerate(values)]
+
+
+def _require_str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what}: expected a str, got {type(value).__name__} {_short_repr(value)}")
+    return value
+
+
+def _headers(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what}: expected a dict of header names to values, got {type(value).__name__}")
+    for name, header in value.items():
+        _require_str(name, f"{what} name {_short_repr(name)}")
+        _require_str(header, f"{what}[{name!r}]")
+    return dict(value)
+
+
+def webhook(value: WebhookLike, what: str) -> api.WebhookNotification:
+    if isinstance(value, Webhook):
+        proto = api.WebhookNotification(
+            url=_require_str(value.url, f"{what}.url"),
+            method=http_method(value.method, f"{what}.method"),
+            headers=_headers(value.headers, f"{what}.headers"),
+            body_template=_require_str(value.body_template, f"{what}.body_template"),
+            phases=_phases(value.phases, f"{what}.phases"),
+            destination=_require_str(value.destination, f"{what}.destination"),
+        )
+        if value.timeout is not None:
+            proto.timeout.CopyFrom(duration(value.timeout, f"{what}.timeout"))
+        return proto
+    if isinstance(value, Mapping):
+        # protobuf's JSON form, with this API's leniency: phase and method names in any case
+        # ("failed", "put"), and a timedelta where JSON wants "5s".
+        fields = dict(value)
+        timeout = fields.pop("timeout", None)
+        if "phases" in fields:
+            fields["phases"] = _phases(fields["phases"], f"{what}.phases")
+        if "method" in fields:
+            fields["method"] = http_method(fields["method"], f"{what}.method")
+        if "headers" in fields:
+            fields["headers"] = _headers(fields["headers"], f"{what}.headers")
+        proto = to_proto(fields, api.WebhookNotification, what)
+        if isinstance(timeout, timedelta):
+            proto.timeout.CopyFrom(duration(timeout, f"{what}.timeout"))
+        elif timeout is not None:
+            try:
+                json_format.ParseDict({"timeout": timeout}, proto)
+            except json_format.ParseError as e:
+                raise ValueError(f"{what}.timeout: {e} (pass a timedelta or a string such as '5s')") from None
+        return proto
+    if isinstance(value, str):
+        raise TypeError(
+            f"{what}: expected a webhook, got str {_short_repr(value)}; "
+            f"pass e.g. Webhook(url={_short_repr(value)}, phases=['FAILED'])"
+        )
+    if isinstance(value, Message):
+        return to_proto(value, api.WebhookNotification, what)
+    raise TypeError(
+        f"{what}: expected a flytenotify.Webhook, a flytenotify.v1 WebhookNotification or a dict; "
+        f"got {type(value).__name__}"
+    )
+
+
+def webhooks(values: Iterable[WebhookLike]) -> list[api.WebhookNotification]:
+    _single(values, "webhooks")
+    if isinstance(values, str):
+        raise TypeError(
+            f"webhooks: expected a list of webhooks, got str {_short_repr(values)}; "
+            f"pass e.g. [Webhook(url={_short_repr(values)}, phases=['FAILED'])]"
+        )
+    require_list(values, "webhooks", "webhooks", suggest=False)
+    return [webhook(v, f"webhooks[{i}]") for i, v in enumerate(values)]
+
+
+def _is_webhook(value: Any) -> bool:
+    if isinstance(value, (Webhook, api.WebhookNotification)):
+        return True
+    if isinstance(value, Message):
+        return value.DESCRIPTOR.full_name == api.WebhookNotification.DESCRIPTOR.full_name
+    # A notification has neither field, so a dict with one of them is a webhook.
+    return isinstance(value, Mapping) and any(k in value for k in ("url", "destination"))
+
+
+def send_test_request(target: NotificationLike | WebhookLike) -> api.SendTestRequest:
+    """SendTest's oneof, picked by the target's type; fields are named as the server names them
+    ("notification.email...", "webhook.url")."""
+    if _is_webhook(target):
+        return api.SendTestRequest(webhook=webhook(cast(WebhookLike, target), "webhook"))
+    if isinstance(target, _STRINGS):
+        raise TypeError(
+            f"target: expected a notification or a webhook, got {type(target).__name__} {_short_repr(target)}; "
+            "for an email pass e.g. {'email': {'recipients_email': [...]}}"
+        )
+    if isinstance(target, (list, tuple)):
+        raise TypeError(f"target: expected one notification or webhook, got a {type(target).__name__}")
+    if not (isinstance(target, (Mapping, Message)) or callable(getattr(target, "to_flyte_idl", None))):
+        raise TypeError(
+            "target: expected a notification (flytekit Email/Slack/PagerDuty, flyteidl.admin.Notification "
+            f"or a dict) or a webhook (Webhook, WebhookNotification); got {type(target).__name__}"
+        )
+    return api.SendTestRequest(notification=notification(cast(NotificationLike, target), "notification"))
+
+
+def delivery_id(value: DeliveryIdLike, what: str) -> str:
+    if isinstance(value, Delivery):
+        return value.id
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"{what}: expected a delivery id (str) or a Delivery, got {type(value).__name__}")
+
+
+def act_request(
+    ids: Iterable[DeliveryIdLike] | None, filters: str, limit: int | None, note: str
+) -> dict[str, Any]:
+    """The fields Redrive and Discard share. Which of ids and filters to give, and the bounds,
+    are the server's to judge; here only what cannot be encoded is refused."""
+    delivery_ids: list[str] = []
+    if ids is not None:
+        if isinstance(ids, Delivery):
+            raise TypeError("ids: expected a list of delivery ids, got a single Delivery; pass [delivery]")
+        require_list(ids, "ids", "delivery ids")
+        delivery_ids = [delivery_id(v, f"ids[{i}]") for i, v in enumerate(ids)]
+    _require_str(filters, "filters")
+    _require_str(note, "note")
+    if limit is None:
+        limit = 0  # the server's default
+    elif isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit: expected an int, got {type(limit).__name__}")
+    elif not 1 <= limit <= 0xFFFFFFFF:
+        raise ValueError(f"limit: expected a positive number, got {limit} (omit it for the server's default)")
+    return {"delivery_ids": delivery_ids, "filters": filters, "limit": limit, "note": note}
 
 
 def identifier(value: IdentifierLike, resource_type: int, what: str) -> identifier_pb2.Identifier:
@@ -241,12 +416,21 @@ def enqueue_request(
     request_id: str,
     execution: api.ExecutionContext,
     notifications_: Iterable[NotificationLike],
+    webhooks_: Iterable[WebhookLike] = (),
 ) -> api.EnqueueRequest:
-    return api.EnqueueRequest(request_id=request_id, execution=execution, notifications=notifications(notifications_))
+    return api.EnqueueRequest(
+        request_id=request_id,
+        execution=execution,
+        notifications=notifications(notifications_),
+        webhooks=webhooks(webhooks_),
+    )
 
 
 def preview_request(
     execution: api.ExecutionContext,
     notifications_: Iterable[NotificationLike],
+    webhooks_: Iterable[WebhookLike] = (),
 ) -> api.PreviewRequest:
-    return api.PreviewRequest(execution=execution, notifications=notifications(notifications_))
+    return api.PreviewRequest(
+        execution=execution, notifications=notifications(notifications_), webhooks=webhooks(webhooks_)
+    )

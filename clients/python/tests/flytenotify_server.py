@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.policy
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -132,3 +133,98 @@ def recipients(message: EmailMessage) -> set[str]:
 def parts(message: EmailMessage) -> dict[str, str]:
     """{content type: decoded text} of the leaf parts."""
     return {p.get_content_type(): p.get_content() for p in message.walk() if not p.is_multipart()}
+
+
+class SmtpSink:
+    """A minimal plaintext SMTP server on 127.0.0.1 that keeps what it accepts. It answers RCPT
+    with a permanent 550 for the addresses in `refused`, so a send to one of them dies at once;
+    take the address out and a redriven delivery goes through."""
+
+    def __init__(self) -> None:
+        self.refused: set[str] = set()
+        self.messages: list[EmailMessage] = []
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port: int = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def refuse(self, address: str) -> None:
+        with self._lock:
+            self.refused.add(address.lower())
+
+    def accept(self, address: str) -> None:
+        with self._lock:
+            self.refused.discard(address.lower())
+
+    def received(self, matches: Callable[[EmailMessage], bool]) -> list[EmailMessage]:
+        with self._lock:
+            return [m for m in self.messages if matches(m)]
+
+    def wait_for(self, matches: Callable[[EmailMessage], bool], count: int, timeout: float = 20.0) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.received(matches)
+            if len(found) >= count or time.monotonic() > deadline:
+                assert len(found) >= count, f"expected {count} messages, got {[m['Subject'] for m in found]}"
+                return found
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed by stop()
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+
+            def reply(text: str) -> None:
+                conn.sendall(text.encode() + b"\r\n")
+
+            reply("220 sink ESMTP")
+            recipients: list[str] = []
+            for raw in lines:
+                command = raw.decode("utf-8", "replace").strip()
+                verb = command[:4].upper()
+                if verb in ("EHLO", "HELO"):
+                    reply("250 sink")
+                elif verb == "MAIL":
+                    recipients = []
+                    reply("250 OK")
+                elif verb == "RCPT":
+                    address = command.partition("<")[2].partition(">")[0].lower()
+                    with self._lock:
+                        refused = address in self.refused
+                    if refused:
+                        reply(f"550 5.1.1 <{address}>: mailbox unavailable")
+                    else:
+                        recipients.append(address)
+                        reply("250 OK")
+                elif verb == "DATA":
+                    if not recipients:
+                        reply("503 5.5.1 no valid recipients")
+                        continue
+                    reply("354 end with .")
+                    body = bytearray()
+                    for line in lines:
+                        if line in (b".\r\n", b".\n"):
+                            break
+                        body += line[1:] if line.startswith(b"..") else line
+                    message = BytesParser(policy=email.policy.default).parsebytes(bytes(body))
+                    with self._lock:
+                        self.messages.append(message)
+                    reply("250 OK queued")
+                elif verb in ("RSET", "NOOP"):
+                    reply("250 OK")
+                elif verb == "QUIT":
+                    reply("221 bye")
+                    return
+                else:
+                    reply("502 5.5.2 not implemented")

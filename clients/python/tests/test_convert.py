@@ -75,3 +75,97 @@ def test_flytekit_recipients_in_a_tuple_are_accepted() -> None:
     flytekit = pytest.importorskip("flytekit")
     email = flytekit.Email(phases=[flytekit.WorkflowExecutionPhase.FAILED], recipients_email=("a@example.com",))
     assert list(convert.notifications([email])[0].email.recipients_email) == ["a@example.com"]
+
+
+def test_webhook_fields_are_converted_exactly() -> None:
+    from flyteidl.core import execution_pb2
+
+    from flytenotify import Webhook
+    from flytenotify.v1 import notification_service_pb2 as api
+
+    (proto,) = convert.webhooks(
+        [
+            Webhook(
+                "https://hooks.example.com/flyte?team=ml",
+                phases=["failed", execution_pb2.WorkflowExecution.TIMED_OUT],
+                method="put",
+                headers={"X-Team": "ml", "Content-Type": "text/plain"},
+                body_template="{{ project }}/{{ domain }}/{{ name }}: {{ phase }}",
+                timeout=timedelta(seconds=2, microseconds=500_001),
+            )
+        ]
+    )
+    assert proto.url == "https://hooks.example.com/flyte?team=ml"
+    assert list(proto.phases) == [execution_pb2.WorkflowExecution.FAILED, execution_pb2.WorkflowExecution.TIMED_OUT]
+    assert proto.method == api.HTTP_METHOD_PUT
+    assert dict(proto.headers) == {"X-Team": "ml", "Content-Type": "text/plain"}
+    assert proto.body_template == "{{ project }}/{{ domain }}/{{ name }}: {{ phase }}"
+    assert (proto.timeout.seconds, proto.timeout.nanos) == (2, 500_001_000)
+    assert proto.destination == ""
+
+
+def test_webhook_defaults() -> None:
+    from flytenotify import Webhook
+    from flytenotify.v1 import notification_service_pb2 as api
+
+    (proto,) = convert.webhooks([Webhook(destination="ops-alerts", phases=["FAILED"])])
+    assert proto.method == api.HTTP_METHOD_POST
+    assert not proto.HasField("timeout")  # the server's sendTimeout
+    assert (proto.url, proto.body_template, dict(proto.headers)) == ("", "", {})
+
+
+def test_webhook_forms_give_the_same_message() -> None:
+    from flytenotify import Webhook
+    from flytenotify.v1 import notification_service_pb2 as api
+
+    webhook = Webhook(destination="d", phases=["ABORTED"], method="DELETE", headers={"A": "b"}, timeout=timedelta(seconds=3))
+    (expected,) = convert.webhooks([webhook])
+    forms: list[object] = [
+        expected,
+        {"destination": "d", "phases": ["aborted"], "method": "delete", "headers": {"A": "b"}, "timeout": "3s"},
+        {"destination": "d", "phases": ["ABORTED"], "method": "HTTP_METHOD_DELETE", "headers": {"A": "b"}, "timeout": timedelta(seconds=3)},
+        {"destination": "d", "phases": ["ABORTED"], "method": api.HTTP_METHOD_DELETE, "headers": {"A": "b"}, "timeout": "3s"},
+    ]
+    assert convert.webhooks(forms) == [expected] * len(forms)  # type: ignore[arg-type]
+
+
+def test_negative_timeouts_keep_one_sign_for_the_server_to_refuse() -> None:
+    stamp = convert.duration(timedelta(milliseconds=-1500), "timeout")
+    assert (stamp.seconds, stamp.nanos) == (-1, -500_000_000)
+
+
+def test_send_test_picks_the_oneof_by_type() -> None:
+    from flytenotify import Webhook
+
+    assert convert.send_test_request({"email": {"recipients_email": ["a@example.com"]}}).WhichOneof("target") == "notification"
+    assert convert.send_test_request({"slack": {"recipientsEmail": ["a@example.com"]}}).WhichOneof("target") == "notification"
+    assert convert.send_test_request(Webhook(destination="d")).WhichOneof("target") == "webhook"
+    assert convert.send_test_request({"url": "https://h.example.com"}).WhichOneof("target") == "webhook"
+    assert convert.send_test_request({"destination": "d"}).WhichOneof("target") == "webhook"
+
+
+def test_rendered_message_headers_are_read_only_and_results_stay_hashable() -> None:
+    from flytenotify import PreviewResult
+    from flytenotify.v1 import notification_service_pb2 as api
+
+    response = api.PreviewResponse(
+        messages=[api.RenderedMessage(channel="webhook", method="POST", body="{}", destination="h.example.com/x", headers={"b": "2", "a": "1"})]
+    )
+    result = PreviewResult.from_proto(response)
+    (message,) = result.messages
+    assert dict(message.headers) == {"a": "1", "b": "2"}
+    assert (message.channel, message.method, message.body, message.destination) == ("webhook", "POST", "{}", "h.example.com/x")
+    with pytest.raises(TypeError):
+        message.headers["c"] = "3"  # type: ignore[index]
+    assert result == PreviewResult.from_proto(response)
+    assert len({result, PreviewResult.from_proto(response)}) == 1
+
+
+def test_states_and_event_kinds_from_a_newer_server_are_unspecified() -> None:
+    from flytenotify import DeliveryEventKind, DeliveryState
+    from flytenotify.results import Delivery, DeliveryEvent
+    from flytenotify.v1 import notification_service_pb2 as api
+
+    assert Delivery.from_proto(api.Delivery(state=99)).state is DeliveryState.UNSPECIFIED  # type: ignore[arg-type]
+    assert Delivery.from_proto(api.Delivery(state=api.DELIVERY_STATE_DISCARDED)).state is DeliveryState.DISCARDED
+    assert DeliveryEvent.from_proto(api.DeliveryEvent(kind=99)).kind is DeliveryEventKind.UNSPECIFIED  # type: ignore[arg-type]

@@ -11,7 +11,14 @@ import pytest
 from flyteidl.admin import common_pb2
 from flyteidl.core import execution_pb2
 
-from flytenotify import AsyncNotificationClient, InvalidArgumentError, NotificationClient, NotifyError, UnavailableError
+from flytenotify import (
+    AsyncNotificationClient,
+    InvalidArgumentError,
+    NotificationClient,
+    NotifyError,
+    UnavailableError,
+    Webhook,
+)
 
 FAILED = execution_pb2.WorkflowExecution.FAILED
 
@@ -268,3 +275,164 @@ def test_async_client_raises_type_error_before_any_call(closed_port: int) -> Non
     for method in ("enqueue", "preview"):
         with pytest.raises(TypeError, match=r"notifications\[0\]\.slack\.recipients_email: expected a list of strings"):
             asyncio.run(main(method))
+
+
+WEBHOOK = Webhook("https://hooks.example.com/flyte", phases=["FAILED"])
+
+
+@pytest.mark.parametrize("method", ["enqueue", "preview"])
+@pytest.mark.parametrize(
+    ("webhooks", "exception", "text"),
+    [
+        pytest.param(
+            "https://hooks.example.com/flyte",
+            TypeError,
+            "webhooks: expected a list of webhooks, got str 'https://hooks.example.com/flyte'; "
+            "pass e.g. [Webhook(url='https://hooks.example.com/flyte', phases=['FAILED'])]",
+            id="webhooks-str",
+        ),
+        pytest.param(WEBHOOK, TypeError, "webhooks: expected a list of webhooks, got a single one (Webhook)", id="single-Webhook"),
+        pytest.param(
+            {"url": "https://hooks.example.com/flyte"},
+            TypeError,
+            "webhooks: expected a list of webhooks, got a single one (dict)",
+            id="single-dict",
+        ),
+        pytest.param(
+            ["https://hooks.example.com/flyte"],
+            TypeError,
+            "webhooks[0]: expected a webhook, got str 'https://hooks.example.com/flyte'; pass e.g. Webhook(",
+            id="url-in-list",
+        ),
+        pytest.param([WEBHOOK, 42], TypeError, "webhooks[1]: expected a flytenotify.Webhook", id="int"),
+        pytest.param(
+            [Webhook("https://h.example.com/x", phases="FAILED")],  # type: ignore[arg-type]
+            TypeError,
+            "webhooks[0].phases: expected a list of phases, got str 'FAILED'; pass a list, e.g. ['FAILED']",
+            id="phases-str",
+        ),
+        pytest.param(
+            [{"url": "https://h.example.com/x", "phases": "FAILED"}],
+            TypeError,
+            "webhooks[0].phases: expected a list of phases, got str 'FAILED'",
+            id="dict-phases-str",
+        ),
+        pytest.param([Webhook(phases=["FAILED", "EXPLODED"])], ValueError, "webhooks[0].phases[1]: unknown phase 'EXPLODED'", id="phase-name"),
+        pytest.param([Webhook(phases=["FAILED"], method="FETCH")], ValueError, "webhooks[0].method: unknown HTTP method 'FETCH'", id="method"),
+        pytest.param([Webhook(phases=["FAILED"], method=True)], TypeError, "webhooks[0].method", id="method-bool"),
+        pytest.param(
+            [Webhook(phases=["FAILED"], headers=[("X-A", "1")])],  # type: ignore[arg-type]
+            TypeError,
+            "webhooks[0].headers: expected a dict of header names to values, got list",
+            id="headers-list",
+        ),
+        pytest.param(
+            [Webhook(phases=["FAILED"], headers={"X-Retries": 3})],  # type: ignore[dict-item]
+            TypeError,
+            "webhooks[0].headers['X-Retries']: expected a str, got int 3",
+            id="header-int",
+        ),
+        pytest.param(
+            [Webhook(phases=["FAILED"], timeout=5)],  # type: ignore[arg-type]
+            TypeError,
+            "webhooks[0].timeout: expected a datetime.timedelta, got int 5",
+            id="timeout-seconds",
+        ),
+        pytest.param(
+            [{"destination": "d", "phases": ["FAILED"], "timeout": "soon"}],
+            ValueError,
+            "webhooks[0].timeout",
+            id="dict-timeout",
+        ),
+        pytest.param([Webhook(url=None, phases=["FAILED"])], TypeError, "webhooks[0].url: expected a str", id="url-none"),  # type: ignore[arg-type]
+        pytest.param([{"url": "u", "phases": ["FAILED"], "verb": "POST"}], ValueError, "webhooks[0]", id="dict-unknown-field"),
+    ],
+)
+def test_webhooks_that_cannot_be_encoded_fail_before_any_call(
+    offline: tuple[NotificationClient, list[str]], method: str, webhooks: object, exception: type, text: str
+) -> None:
+    client, calls = offline
+    with pytest.raises(exception) as caught:
+        getattr(client, method)("p/d/n", "FAILED", [], webhooks=webhooks)
+    assert text in str(caught.value)
+    assert calls == []
+
+
+def test_a_webhook_among_the_notifications_is_pointed_to_webhooks(offline: tuple[NotificationClient, list[str]]) -> None:
+    client, calls = offline
+    with pytest.raises(TypeError, match=r"notifications\[0\]: got a webhook \(Webhook\); pass webhooks in webhooks="):
+        client.enqueue("p/d/n", "FAILED", [WEBHOOK])
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("call", "exception", "text"),
+    [
+        pytest.param(
+            lambda c: c.send_test("oncall@example.com"),
+            TypeError,
+            "target: expected a notification or a webhook, got str 'oncall@example.com'",
+            id="send_test-str",
+        ),
+        pytest.param(
+            lambda c: c.send_test([{"email": {"recipients_email": ["a@example.com"]}}]),
+            TypeError,
+            "target: expected one notification or webhook, got a list",
+            id="send_test-list",
+        ),
+        pytest.param(lambda c: c.send_test(42), TypeError, "target: expected a notification", id="send_test-int"),
+        pytest.param(
+            lambda c: c.send_test({"email": {"recipients_email": "oncall@example.com"}}),
+            TypeError,
+            "notification.email.recipients_email: expected a list of strings, got str 'oncall@example.com'",
+            id="send_test-recipients-str",
+        ),
+        pytest.param(
+            lambda c: c.send_test(Webhook(destination="d", headers={"X": 1})),
+            TypeError,
+            "webhook.headers['X']: expected a str",
+            id="send_test-webhook-header",
+        ),
+        pytest.param(
+            lambda c: c.redrive("01a21c1e-543a-77e8-a5cb-bdfce67ebad1"),
+            TypeError,
+            "ids: expected a list of delivery ids, got str '01a21c1e-543a-77e8-a5cb-bdfce67ebad1'; "
+            "pass a list, e.g. ['01a21c1e-543a-77e8-a5cb-bdfce67ebad1']",
+            id="redrive-id-str",
+        ),
+        pytest.param(lambda c: c.discard(["a", 7]), TypeError, "ids[1]: expected a delivery id (str) or a Delivery, got int", id="discard-id-int"),
+        pytest.param(lambda c: c.redrive(filters="eq(state,dead)", limit=0), ValueError, "limit: expected a positive number", id="limit-0"),
+        pytest.param(lambda c: c.discard(filters="eq(state,dead)", limit=-1), ValueError, "limit", id="limit-negative"),
+        pytest.param(lambda c: c.redrive(filters="eq(state,dead)", limit="10"), TypeError, "limit: expected an int", id="limit-str"),
+        pytest.param(lambda c: c.redrive(filters=["eq(state,dead)"]), TypeError, "filters: expected a str", id="filters-list"),
+        pytest.param(lambda c: c.discard(["a"], note=None), TypeError, "note: expected a str", id="note-none"),
+        pytest.param(lambda c: c.get_delivery(42), TypeError, "delivery_id: expected a delivery id (str) or a Delivery", id="get_delivery-int"),
+        pytest.param(lambda c: c.get_delivery(["a"]), TypeError, "delivery_id: expected a delivery id", id="get_delivery-list"),
+    ],
+)
+def test_operator_and_send_test_inputs_that_cannot_be_encoded_fail_before_any_call(
+    offline: tuple[NotificationClient, list[str]], call: Callable[[NotificationClient], object], exception: type, text: str
+) -> None:
+    client, calls = offline
+    with pytest.raises(exception) as caught:
+        call(client)
+    assert text in str(caught.value)
+    assert calls == []
+
+
+def test_async_client_checks_the_new_calls_before_any_call(closed_port: int) -> None:
+    async def main(call: Callable[[AsyncNotificationClient], Any]) -> None:
+        async with AsyncNotificationClient(f"127.0.0.1:{closed_port}", timeout=5) as client:
+            await call(client)
+
+    cases: list[tuple[Callable[[AsyncNotificationClient], Any], str]] = [
+        (lambda c: c.enqueue("p/d/n", "FAILED", webhooks=[Webhook(phases="FAILED")]), r"webhooks\[0\]\.phases: expected a list"),
+        (lambda c: c.preview("p/d/n", "FAILED", webhooks="https://x"), "webhooks: expected a list of webhooks"),
+        (lambda c: c.send_test("a@example.com"), "target: expected a notification or a webhook"),
+        (lambda c: c.redrive("some-id"), "ids: expected a list of delivery ids"),
+        (lambda c: c.discard(["a", 1]), r"ids\[1\]"),
+        (lambda c: c.get_delivery(None), "delivery_id: expected a delivery id"),
+    ]
+    for call, pattern in cases:
+        with pytest.raises(TypeError, match=pattern):
+            asyncio.run(main(call))

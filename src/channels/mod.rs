@@ -12,6 +12,7 @@ use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub mod email;
 pub mod health;
+pub mod net_guard;
 pub mod secret;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

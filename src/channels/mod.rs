@@ -14,6 +14,7 @@ pub mod email;
 pub mod health;
 pub mod net_guard;
 pub mod secret;
+pub mod webhook;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

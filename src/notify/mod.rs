@@ -8,6 +8,7 @@ pub mod routes;
 mod send_test;
 pub mod template;
 pub mod validate;
+pub mod webhook_body;
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -2,11 +2,12 @@
 //!
 //! A caller of Enqueue names the URL. Without a guard, any caller could make the service reach
 //! what only the service can reach: a cloud metadata endpoint, an admin port on localhost, a
-//! database on the private network. The operator's allow-list (`flyteNotify.webhooks.
-//! allowedHosts`) says which hosts may be called at all; a private, loopback or otherwise
-//! non-public address also needs an entry of its own (an exact host name, the address, or a CIDR
-//! holding it), also when an allowed name merely resolves to one. `allowPrivate` admits
-//! non-public addresses wholesale, except the few that are never a webhook (see `Kind::covered_by_allow_private`).
+//! database on the private network. The operator's allow-list
+//! (`flyteNotify.webhooks.allowedHosts`) says which hosts may be called at all; a private,
+//! loopback or otherwise non-public address also needs an entry of its own (an exact host name,
+//! the address, or a CIDR holding it), also when an allowed name merely resolves to one.
+//! `allowPrivate` admits non-public addresses wholesale, except the few that are never a webhook
+//! (see `Kind::covered_by_allow_private`).
 //!
 //! One policy, three checks:
 //! - `check_url` when a URL is read: scheme, credentials, the host against the list, and an
@@ -817,7 +818,8 @@ mod tests {
         for (url, shown) in [
             (
                 "http://10.0.0.5/",
-                "host 10.0.0.5 is a private address; add it to flyteNotify.webhooks.allowedHosts to allow it",
+                "host 10.0.0.5 is a private address; add it to flyteNotify.webhooks.allowedHosts \
+                 to allow it",
             ),
             (
                 "http://127.0.0.1:8091/",

@@ -608,7 +608,8 @@ mod tests {
                     },
                     "error": {
                         "code": "USER:ValueError",
-                        "message": "\", \"admin\": true, \"x\": \"a\"b\\c\nd</script><script>alert(1)</script>&\u{2028}\u{1}",
+                        "message": "\", \"admin\": true, \"x\": \"a\"b\\c\nd</script>\
+                                    <script>alert(1)</script>&\u{2028}\u{1}",
                     },
                     "occurred_at": "2026-11-27T05:00:00Z",
                     "console_link": "https://console.example.com/x",

@@ -3,12 +3,13 @@
 //! and headers stay in the config and may change without touching the ledger).
 //!
 //! The request carries the rendered method and body; `Content-Type: application/json` unless the
-//! notification or the destination sets another; the notification's headers, then the
-//! destination's, which replace any of the same name; `Idempotency-Key: <delivery id>`, the same
-//! on every attempt, so that a receiver can drop a repeat; and, when a signing secret applies,
-//! the Standard Webhooks headers (`webhook-id` = the delivery id, `webhook-timestamp`,
-//! `webhook-signature`; see `signing`). Inline URLs are signed with the default secret
-//! (`flyteNotify.webhooks.signingSecretEnvVar`), destinations with their own, when set.
+//! notification sets another (the body was escaped for it); the notification's headers, then
+//! the destination's, which replace any of the same name (but never Content-Type);
+//! `Idempotency-Key: <delivery id>`, the same on every attempt, so that a receiver can drop a
+//! repeat; and, when a signing secret applies, the Standard Webhooks headers (`webhook-id` = the
+//! delivery id, `webhook-timestamp`, `webhook-signature`; see `signing`). Inline URLs are signed
+//! with the default secret (`flyteNotify.webhooks.signingSecretEnvVar`), destinations with their
+//! own, when set; a destination without one is not signed.
 //!
 //! Configured destinations are not held to the allow-list: the operator wrote them, and listing
 //! an internal host there would open it to every caller's inline URLs too. Inline URLs go
@@ -342,7 +343,16 @@ fn configure(key: &str, d: &WebhookDestination) -> Result<Configured, (String, S
         .headers
         .iter()
         .map(|(name, value)| {
-            rules::header(name, value).map_err(|e| (format!("{key}.headers[{name:?}]"), e))
+            let field = format!("{key}.headers[{name:?}]");
+            // The body is escaped for the notification's Content-Type when it is rendered;
+            // a destination relabelling it would make JSON-escaped text claim to be a form.
+            if name.eq_ignore_ascii_case("content-type") {
+                return Err((
+                    field,
+                    "Content-Type is the notification's to set: the body is rendered for it".into(),
+                ));
+            }
+            rules::header(name, value).map_err(|e| (field, e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut secrets = vec![d.url.expose().to_string()];
@@ -500,13 +510,15 @@ mod tests {
         let (key, _) = WebhookSender::new(settings(twice)).err().unwrap();
         assert_eq!(key, "flyteNotify.webhooks.destinations[1].name");
 
-        let mut reserved = destination("ops", secret_url);
-        reserved.headers = vec![("Idempotency-Key".into(), "x".into())];
-        let (key, _) = WebhookSender::new(settings(vec![reserved])).err().unwrap();
-        assert_eq!(
-            key,
-            "flyteNotify.webhooks.destinations[0].headers[\"Idempotency-Key\"]"
-        );
+        for name in ["Idempotency-Key", "content-type"] {
+            let mut reserved = destination("ops", secret_url);
+            reserved.headers = vec![(name.into(), "x".into())];
+            let (key, _) = WebhookSender::new(settings(vec![reserved])).err().unwrap();
+            assert_eq!(
+                key,
+                format!("flyteNotify.webhooks.destinations[0].headers[{name:?}]")
+            );
+        }
 
         let mut unsigned = destination("ops", secret_url);
         unsigned.signing_secret = Some(Secret::new("whsec_!!"));

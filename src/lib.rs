@@ -7,6 +7,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod ledger;
+mod native_channels;
 pub mod notify;
 pub mod operator_cli;
 pub mod proto;
@@ -139,7 +140,13 @@ pub async fn queue(
     ledger: Arc<dyn Ledger>,
 ) -> anyhow::Result<(Arc<dyn Queue>, Option<Processor>)> {
     // Longer than any send may take, so that a live lease never runs out.
-    let lease_for = config.flyte_notify.worker.send_timeout + Duration::from_secs(30);
+    // A webhook may ask for up to a minute per attempt, over sendTimeout.
+    let longest_send = config
+        .flyte_notify
+        .worker
+        .send_timeout
+        .max(notify::webhook_body::MAX_TIMEOUT);
+    let lease_for = longest_send + Duration::from_secs(30);
     let ledger_queue = Arc::new(EmbeddedQueue::new(ledger.clone(), lease_for));
     let broker: Arc<dyn Broker> = match config.notifications.queue_type {
         QueueType::Embedded => return Ok((ledger_queue, None)),
@@ -190,47 +197,6 @@ pub async fn queue(
         broker,
     });
     Ok((queue, Some(processor)))
-}
-
-/// Which Slack and PagerDuty recipients the config routes natively, and when PagerDuty is told.
-fn routes(config: &Config) -> notify::routes::Routes {
-    use proto::flyteidl::core::workflow_execution::Phase;
-    let svc = &config.flyte_notify;
-    let trigger_on = svc
-        .pagerduty
-        .trigger_on
-        .iter()
-        .filter_map(|name| Phase::from_str_name(&name.to_ascii_uppercase()))
-        .map(|p| p as i32)
-        .collect();
-    notify::routes::Routes::new(
-        &svc.slack
-            .routes
-            .iter()
-            .map(|r| r.recipients.clone())
-            .collect::<Vec<_>>(),
-        &svc.pagerduty
-            .routes
-            .iter()
-            .map(|r| r.recipients.clone())
-            .collect::<Vec<_>>(),
-        trigger_on,
-        svc.pagerduty.resolve_on_success,
-    )
-}
-
-/// The webhook targets Enqueue accepts: configured destinations by name, and URLs that the SSRF
-/// guard admits.
-fn webhook_targets(config: &Config) -> notify::webhooks::WebhookTargets {
-    let webhooks = &config.flyte_notify.webhooks;
-    notify::webhooks::WebhookTargets {
-        guard: None,
-        destinations: webhooks
-            .destinations
-            .iter()
-            .map(|d| d.name.clone())
-            .collect(),
-    }
 }
 
 /// Why the processing side cannot do its job, None while it can: the cloud queue cannot be read
@@ -334,7 +300,11 @@ pub async fn run(
         tracing::info!("the ledger holds undelivered notifications; delivering them now");
     }
 
-    let router = Router::new(email_sender(&config).await?);
+    let native = native_channels::build(&config)?;
+    let router = native
+        .senders
+        .into_iter()
+        .fold(Router::new(email_sender(&config).await?), Router::with);
     let (queue, processor) = queue(&config, ledger.clone()).await?;
     let renderer = Arc::new(Renderer {
         subject: config.notifications.emailer.subject.clone(),
@@ -350,7 +320,7 @@ pub async fn run(
             renderer.clone(),
             svc.limits.clone(),
         )
-        .with_routes(routes(&config), webhook_targets(&config)),
+        .with_routes(native.routes, native.webhook_targets),
     );
 
     let (stopping_tx, stopping) = watch::channel(false);

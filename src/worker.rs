@@ -264,15 +264,20 @@ impl Worker {
                 tokio::time::sleep(wait).await;
             }
         }
+        // A webhook may set its own timeout (at most a minute, which the lease allows for).
+        let timeout = match rendered {
+            Rendered::Webhook(w) => w.timeout.unwrap_or(self.send_timeout),
+            _ => self.send_timeout,
+        };
         let started = std::time::Instant::now();
-        let sent = tokio::time::timeout(self.send_timeout, sender.send(delivery, rendered)).await;
+        let sent = tokio::time::timeout(timeout, sender.send(delivery, rendered)).await;
         metrics::histogram!(telemetry::SEND_SECONDS, "sender" => sender.name())
             .record(started.elapsed().as_secs_f64());
         let result = sent.unwrap_or_else(|_| {
             Err(SendError::retryable(format!(
                 "{} send timed out after {}",
                 sender.name(),
-                humantime::format_duration(self.send_timeout)
+                humantime::format_duration(timeout)
             )))
         });
         // The destination said when it takes more: every delivery to it waits until then.

@@ -1,6 +1,9 @@
-//! Every email sender passes the same checks, through the `Sender` trait alone, each against a
-//! real peer: a Maildir on disk, aiosmtpd, the SendGrid stand-in, and moto's SES. A new sender
-//! gets a backend function here and so the same checks.
+//! Every sender passes the same checks, through the `Sender` trait alone, each against a real
+//! peer. Email senders: a Maildir on disk, aiosmtpd, the SendGrid stand-in, and moto's SES.
+//! Native senders over HTTP (webhooks): a receiver that answers from a script
+//! (tests/peers/webhook_sink.py), which also shows that a sender tells a retryable failure from
+//! a permanent one, gives up on a silent peer, and never puts a secret in its errors. A new
+//! sender gets a backend function here and so the same checks.
 
 mod common;
 
@@ -9,13 +12,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::http_sink::WebhookSink;
 use common::*;
 use flyte_notify::channels::email::maildir::MaildirSender;
 use flyte_notify::channels::email::sendgrid::SendgridSender;
 use flyte_notify::channels::email::ses::SesSender;
 use flyte_notify::channels::email::smtp::SmtpSender;
+use flyte_notify::channels::net_guard::WebhookPolicy;
+use flyte_notify::channels::secret::Secret;
+use flyte_notify::channels::webhook::{
+    DEFAULT_RATE_LIMIT, WebhookDestination, WebhookSender, WebhookSettings,
+};
 use flyte_notify::channels::{SendError, Sender};
-use flyte_notify::delivery::{DeliveryRef, EmailMessage, LeaseToken, Rendered};
+use flyte_notify::delivery::{
+    DeliveryRef, EmailMessage, LeaseToken, Rendered, WebhookRequest, WebhookTarget,
+};
 use futures::future::BoxFuture;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -248,4 +259,152 @@ async fn sendgrid_conforms() {
 #[tokio::test]
 async fn ses_conforms() {
     conformance(ses().await).await;
+}
+
+/// A native sender over HTTP, made for a peer at `base` (`http://127.0.0.1:PORT`) with
+/// `timeout` per attempt, and the message it sends there.
+type MakeHttp = Box<dyn Fn(&str, Duration) -> (Arc<dyn Sender>, Rendered)>;
+
+struct HttpBackend {
+    make: MakeHttp,
+    /// The receiver's key, when requests are signed: the sink checks each signature with it.
+    signing_secret: Option<&'static str>,
+    /// Texts no error may hold, whatever the peer echoes back.
+    secrets: Vec<&'static str>,
+}
+
+async fn http_conformance(backend: HttpBackend) {
+    let timeout = Duration::from_millis(500);
+    let fails = |script: &str| {
+        let sink = WebhookSink::start(script, backend.signing_secret);
+        let (sender, message) = (backend.make)(&format!("http://127.0.0.1:{}", sink.port), timeout);
+        (sink, sender, message)
+    };
+    let no_secret = |name: &str, e: &SendError| {
+        for secret in &backend.secrets {
+            assert!(!e.to_string().contains(secret), "{name}: {secret:?} in {e}");
+        }
+    };
+
+    // Accepted: sent once, signed if it should be.
+    let (sink, sender, message) = fails("");
+    let name = sender.name();
+    sender
+        .send(&delivery("0194-http-ok"), &message)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = sink.requests();
+    assert_eq!(seen.len(), 1, "{name}: {seen:#?}");
+    if backend.signing_secret.is_some() {
+        assert_eq!(seen[0]["signature"], "valid", "{name}: {:#}", seen[0]);
+    }
+
+    // A busy or broken peer is worth another try, with its Retry-After; a refusal is not.
+    for (script, retryable, retry_after) in [
+        ("503", true, None),
+        ("429@3", true, Some(Duration::from_secs(3))),
+        ("400", false, None),
+        ("403", false, None),
+    ] {
+        let (_sink, sender, message) = fails(script);
+        let e = sender
+            .send(&delivery("0194-http-fail"), &message)
+            .await
+            .expect_err(name);
+        match &e {
+            SendError::Retryable {
+                retry_after: got, ..
+            } if retryable => assert_eq!(*got, retry_after, "{name} {script}"),
+            SendError::Permanent { .. } if !retryable => {}
+            other => panic!("{name} {script}: {other:?}"),
+        }
+        no_secret(name, &e);
+    }
+
+    // A peer that never answers: given up on within the timeout, retryable.
+    let (_sink, sender, message) = fails("sleep");
+    let started = std::time::Instant::now();
+    let e = sender
+        .send(&delivery("0194-http-slow"), &message)
+        .await
+        .expect_err(name);
+    assert!(matches!(e, SendError::Retryable { .. }), "{name}: {e:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{name}");
+    no_secret(name, &e);
+
+    // A peer that is down.
+    let (sender, message) = (backend.make)(&format!("http://127.0.0.1:{}", free_port()), timeout);
+    let e = sender
+        .send(&delivery("0194-http-down"), &message)
+        .await
+        .expect_err(name);
+    assert!(matches!(e, SendError::Retryable { .. }), "{name}: {e:?}");
+    no_secret(name, &e);
+}
+
+const WEBHOOK_SECRET: &str = "whsec_Y29uZm9ybWFuY2Uta2V5LW9mLXRoZS13ZWJob29r";
+
+fn webhook_message(target: WebhookTarget) -> Rendered {
+    Rendered::Webhook(WebhookRequest {
+        recipients: Vec::new(),
+        target,
+        method: "POST".into(),
+        headers: vec![("X-Team".into(), "ml".into())],
+        body: r#"{"text": "flytesnacks/development/exec-1 failed"}"#.into(),
+        timeout: None,
+    })
+}
+
+fn webhook_settings(timeout: Duration) -> WebhookSettings {
+    WebhookSettings {
+        policy: Arc::new(WebhookPolicy::new(&["127.0.0.1".into()], false).unwrap()),
+        destinations: Vec::new(),
+        default_signing_secret: Some(Secret::new(WEBHOOK_SECRET)),
+        timeout,
+        per_url: DEFAULT_RATE_LIMIT,
+    }
+}
+
+/// A URL named in the request, with the caller's token in its query.
+fn webhook_inline() -> HttpBackend {
+    HttpBackend {
+        make: Box::new(|base, timeout| {
+            let sender = WebhookSender::new(webhook_settings(timeout)).unwrap();
+            let url = format!("{base}/hooks/flyte?token=inline-t0k3n");
+            (Arc::new(sender), webhook_message(WebhookTarget::Url(url)))
+        }),
+        signing_secret: Some(WEBHOOK_SECRET),
+        secrets: vec!["inline-t0k3n", WEBHOOK_SECRET],
+    }
+}
+
+/// A configured destination, whose URL is a secret.
+fn webhook_destination() -> HttpBackend {
+    HttpBackend {
+        make: Box::new(|base, timeout| {
+            let mut settings = webhook_settings(timeout);
+            settings.destinations = vec![WebhookDestination {
+                name: "ops".into(),
+                url: Secret::new(format!("{base}/services/T0001/dest-s3cr3t?key=dest-k3y")),
+                signing_secret: Some(Secret::new(WEBHOOK_SECRET)),
+                headers: vec![("X-Api".into(), "from-config".into())],
+            }];
+            let sender = WebhookSender::new(settings).unwrap();
+            let message = webhook_message(WebhookTarget::Destination("ops".into()));
+            (Arc::new(sender), message)
+        }),
+        signing_secret: Some(WEBHOOK_SECRET),
+        secrets: vec!["dest-s3cr3t", "dest-k3y", "T0001", WEBHOOK_SECRET],
+    }
+}
+
+#[tokio::test]
+async fn webhook_to_a_url_conforms() {
+    http_conformance(webhook_inline()).await;
+}
+
+#[tokio::test]
+async fn webhook_to_a_destination_conforms() {
+    http_conformance(webhook_destination()).await;
 }

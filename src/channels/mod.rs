@@ -12,8 +12,10 @@ use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub mod email;
 pub mod health;
+pub mod net_guard;
 pub mod rate_limit;
 pub mod secret;
+pub mod webhook;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

@@ -8,6 +8,7 @@ pub mod routes;
 mod send_test;
 pub mod template;
 pub mod validate;
+pub mod webhook_body;
 pub mod webhooks;
 
 use std::borrow::Cow;
@@ -17,7 +18,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::{EmailerConfig, Limits};
-use crate::delivery::{Channel, Content, Payload, Rendered};
+use crate::delivery::{Channel, Content, Payload, Rendered, WebhookSpec};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{
     self, AcceptOutcome, ExecutionKey, Ledger, NewDelivery, NewRequest, PageToken, PendingQuery,
@@ -53,6 +54,8 @@ struct Valid<'a> {
     execution: &'a api::ExecutionContext,
     execution_id: &'a WorkflowExecutionIdentifier,
     targets: Vec<Target<'a>>,
+    /// One per webhook, in order.
+    webhooks: Vec<WebhookSpec>,
 }
 
 /// The deliveries the notifications ask for at the execution's phase, and how many notifications
@@ -98,17 +101,20 @@ fn expand<'a>(
     (matched, unmatched)
 }
 
-/// The webhooks whose phases contain the execution's phase, and how many did not match.
+/// The webhooks whose phases contain the execution's phase (with what is stored for each), and
+/// how many did not match.
 fn expand_webhooks<'a>(
     execution: &api::ExecutionContext,
-    webhooks: &'a [api::WebhookNotification],
-) -> (Vec<(u32, &'a api::WebhookNotification)>, u32) {
-    let mut matched = Vec::new();
-    for (i, w) in webhooks.iter().enumerate() {
-        if w.phases.contains(&execution.phase) {
-            matched.push((i as u32, w));
-        }
-    }
+    webhooks: &[api::WebhookNotification],
+    specs: &'a [WebhookSpec],
+) -> (Vec<(u32, &'a WebhookSpec)>, u32) {
+    let matched: Vec<(u32, &WebhookSpec)> = webhooks
+        .iter()
+        .zip(specs)
+        .enumerate()
+        .filter(|(_, (w, _))| w.phases.contains(&execution.phase))
+        .map(|(i, (_, spec))| (i as u32, spec))
+        .collect();
     let unmatched = (webhooks.len() - matched.len()) as u32;
     (matched, unmatched)
 }
@@ -185,7 +191,7 @@ impl Notifier {
             &self.routes,
             &mut violations,
         );
-        validate::webhooks(
+        let webhooks = validate::webhooks(
             webhooks,
             notifications.len(),
             &self.limits,
@@ -197,6 +203,7 @@ impl Notifier {
                 execution,
                 execution_id,
                 targets,
+                webhooks,
             }),
             _ => Err(Error::InvalidArgument(violations)),
         }
@@ -236,22 +243,6 @@ impl Notifier {
             .collect()
     }
 
-    /// Whether a webhook's body renders within `limits.maxRenderedBytes`: measured, not built.
-    fn render_webhook(
-        &self,
-        execution: &api::ExecutionContext,
-        spec: &crate::delivery::WebhookSpec,
-    ) -> Result<(), String> {
-        let size = webhooks::body_len(spec, &render::values(execution));
-        let max = self.renderer.max_rendered_bytes;
-        if size > max {
-            return Err(format!(
-                "the webhook body would be {size} bytes; at most {max} (limits.maxRenderedBytes)"
-            ));
-        }
-        Ok(())
-    }
-
     pub async fn enqueue(
         &self,
         request: api::EnqueueRequest,
@@ -269,7 +260,7 @@ impl Notifier {
         // sender checks again when it connects, so a later DNS answer cannot slip past either.
         let unresolvable: Vec<FieldViolation> = self
             .webhook_targets
-            .check_resolved(&request.webhooks)
+            .check_resolved(&valid.webhooks)
             .await
             .into_iter()
             .map(|(i, problem)| FieldViolation::new(format!("webhooks[{i}].url"), problem))
@@ -281,7 +272,8 @@ impl Notifier {
         let execution: &api::ExecutionContext = &filled;
         let id = valid.execution_id;
         let (matched, unmatched) = expand(execution, &valid.targets, &self.routes);
-        let (webhooks, unmatched_webhooks) = expand_webhooks(execution, &request.webhooks);
+        let (webhooks, unmatched_webhooks) =
+            expand_webhooks(execution, &request.webhooks, &valid.webhooks);
         let unmatched = unmatched + unmatched_webhooks;
         // What would render too large is refused now, not found dead at send time.
         let mut too_large: Vec<FieldViolation> = self
@@ -290,8 +282,15 @@ impl Notifier {
             .into_iter()
             .map(|(index, e)| FieldViolation::new(format!("notifications[{index}]"), e.to_string()))
             .collect();
-        for (index, webhook) in &webhooks {
-            if let Err(e) = self.render_webhook(execution, &webhooks::spec(webhook)) {
+        for (index, spec) in &webhooks {
+            let rendered = webhook_body::webhook_request(
+                execution,
+                spec,
+                &[],
+                None,
+                self.renderer.max_rendered_bytes,
+            );
+            if let Err(e) = rendered {
                 too_large.push(FieldViolation::new(format!("webhooks[{index}]"), e));
             }
         }
@@ -324,8 +323,8 @@ impl Notifier {
                     content: Content::Template(m.template.to_string()),
                 },
             })
-            .chain(webhooks.iter().map(|(index, webhook)| {
-                let spec = webhooks::spec(webhook);
+            .chain(webhooks.iter().map(|(index, spec)| {
+                let spec = (*spec).clone();
                 NewDelivery {
                     id: uuid::Uuid::now_v7().to_string(),
                     // After the notifications', so that ids come back in the documented order.
@@ -408,7 +407,8 @@ impl Notifier {
         let filled = with_server_time(valid.execution);
         let execution: &api::ExecutionContext = &filled;
         let (matched, unmatched) = expand(execution, &valid.targets, &self.routes);
-        let (webhooks, unmatched_webhooks) = expand_webhooks(execution, &request.webhooks);
+        let (webhooks, unmatched_webhooks) =
+            expand_webhooks(execution, &request.webhooks, &valid.webhooks);
         // Each goes through the very function the worker renders with, from the payload Enqueue
         // would store, so that Preview cannot drift from what is sent.
         let items = matched
@@ -427,8 +427,8 @@ impl Notifier {
                     payload,
                 )
             })
-            .chain(webhooks.iter().map(|(index, w)| {
-                let spec = webhooks::spec(w);
+            .chain(webhooks.iter().map(|(index, spec)| {
+                let spec = (*spec).clone();
                 let payload = Payload {
                     channel: Channel::Webhook,
                     recipients: vec![webhooks::shown_as(&spec.target)],
@@ -571,9 +571,16 @@ fn render_payload(
         Content::Unreadable { error, .. } => {
             return Err(format!("the queue message cannot be read: {error}"));
         }
-        Content::Webhook(_spec) => {
+        Content::Webhook(spec) => {
             return match wire {
-                Channel::Webhook => Err("webhooks cannot be rendered yet".into()),
+                Channel::Webhook => webhook_body::webhook_request(
+                    execution,
+                    spec,
+                    &payload.recipients,
+                    renderer.console_link_for(execution),
+                    renderer.max_rendered_bytes,
+                )
+                .map(Rendered::Webhook),
                 other => Err(format!("a webhook cannot go as {other}")),
             };
         }

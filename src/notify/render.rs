@@ -187,6 +187,12 @@ impl Renderer {
         }
     }
 
+    /// The console link of `execution`, when `consoleUrl` is set.
+    pub fn console_link_for(&self, execution: &ExecutionContext) -> Option<String> {
+        let id = execution.execution_id.as_ref()?;
+        self.console_link(&id.project, &id.domain, &id.name)
+    }
+
     fn console_link(&self, project: &str, domain: &str, name: &str) -> Option<String> {
         if self.console_url.is_empty() {
             return None;

@@ -4,9 +4,11 @@
 
 use super::routes::Routes;
 use super::template;
+use super::webhook_body::webhook_spec;
 use super::webhooks::WebhookTargets;
 use crate::config::Limits;
 use crate::delivery::Channel;
+use crate::delivery::WebhookSpec;
 use crate::error::FieldViolation;
 use crate::proto::flyteidl::admin::{Notification, notification::Type};
 use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
@@ -285,14 +287,15 @@ fn recipients(
     }
 }
 
-/// Every problem of each webhook, except the DNS check, which Enqueue does afterwards.
+/// Every problem of each webhook but the DNS check (Enqueue's, afterwards), and what is stored
+/// for each one that has none.
 pub fn webhooks(
     webhooks: &[WebhookNotification],
     notifications: usize,
     limits: &Limits,
     targets: &WebhookTargets,
     out: &mut Vec<FieldViolation>,
-) {
+) -> Vec<WebhookSpec> {
     if notifications + webhooks.len() > limits.max_notifications {
         out.push(FieldViolation::new(
             "webhooks",
@@ -302,8 +305,9 @@ pub fn webhooks(
                 limits.max_notifications
             ),
         ));
-        return;
+        return Vec::new();
     }
+    let mut specs = Vec::with_capacity(webhooks.len());
     for (i, w) in webhooks.iter().enumerate() {
         let path = format!("webhooks[{i}]");
         if w.phases.is_empty() {
@@ -320,25 +324,19 @@ pub fn webhooks(
                 ));
             }
         }
-        if w.body_template.len() > limits.max_template_bytes {
-            out.push(FieldViolation::new(
-                format!("{path}.body_template"),
-                format!(
-                    "{} bytes; at most {}",
-                    w.body_template.len(),
-                    limits.max_template_bytes
-                ),
-            ));
-        } else {
-            for problem in template::problems(&w.body_template) {
-                out.push(FieldViolation::new(
-                    format!("{path}.body_template"),
-                    problem,
-                ));
+        match webhook_spec(w, limits.max_template_bytes) {
+            Ok(spec) => {
+                if let Some((field, problem)) = targets.check(&spec) {
+                    out.push(FieldViolation::new(format!("{path}.{field}"), problem));
+                }
+                specs.push(spec);
+            }
+            Err(problems) => {
+                for (field, problem) in problems {
+                    out.push(FieldViolation::new(format!("{path}.{field}"), problem));
+                }
             }
         }
-        for (field, problem) in targets.check(w) {
-            out.push(FieldViolation::new(format!("{path}.{field}"), problem));
-        }
     }
+    specs
 }

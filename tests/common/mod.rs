@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod http_sink;
 pub mod pubsub;
 
 use std::io::{BufRead, BufReader};

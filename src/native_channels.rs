@@ -1,0 +1,148 @@
+//! Builds the native senders (Slack, PagerDuty, webhooks) and Enqueue's route and webhook checks
+//! from the config: part of the wiring in `lib`, kept apart because each channel reads its own
+//! section and loads its own secrets. A secret that cannot be read stops the start, naming the
+//! config key that points at it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::channels::net_guard::{GuardError, WebhookPolicy};
+use crate::channels::secret::Secret;
+use crate::channels::webhook::{WebhookDestination, WebhookSender, WebhookSettings};
+use crate::channels::{RateLimit, Sender};
+use crate::config::Config;
+use crate::config::channels::{Rate, SecretRef};
+use crate::notify::routes::Routes;
+use crate::notify::webhooks::{UrlGuard, WebhookTargets};
+use crate::proto::flyteidl::core::workflow_execution::Phase;
+
+fn secret(r: SecretRef<'_>) -> anyhow::Result<Secret> {
+    Secret::load(&r.key, r.env_var, r.file).map_err(anyhow::Error::msg)
+}
+
+fn optional_secret(r: SecretRef<'_>) -> anyhow::Result<Option<Secret>> {
+    if r.is_set() {
+        secret(r).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn limit(r: Rate) -> RateLimit {
+    RateLimit {
+        events: r.events,
+        per: r.per,
+    }
+}
+
+/// The native senders the config sets up, and what Enqueue needs to accept their deliveries.
+pub struct Native {
+    pub senders: Vec<Arc<dyn Sender>>,
+    pub routes: Routes,
+    pub webhook_targets: WebhookTargets,
+}
+
+pub fn build(config: &Config) -> anyhow::Result<Native> {
+    let svc = &config.flyte_notify;
+    let timeout = svc.worker.send_timeout;
+    let mut senders: Vec<Arc<dyn Sender>> = Vec::new();
+    let (webhook_sender, webhook_targets) = webhooks(config, timeout)?;
+    senders.push(Arc::new(webhook_sender));
+    Ok(Native {
+        senders,
+        routes: routes(config),
+        webhook_targets,
+    })
+}
+
+/// Which Slack and PagerDuty recipients are routed natively, and when PagerDuty is told.
+fn routes(config: &Config) -> Routes {
+    let svc = &config.flyte_notify;
+    let trigger_on = svc
+        .pagerduty
+        .trigger_on
+        .iter()
+        .filter_map(|name| Phase::from_str_name(&name.to_ascii_uppercase()))
+        .map(|p| p as i32)
+        .collect();
+    let slack: Vec<Vec<String>> = svc
+        .slack
+        .routes
+        .iter()
+        .map(|r| r.recipients.clone())
+        .collect();
+    let pagerduty: Vec<Vec<String>> = svc
+        .pagerduty
+        .routes
+        .iter()
+        .map(|r| r.recipients.clone())
+        .collect();
+    Routes::new(
+        &slack,
+        &pagerduty,
+        trigger_on,
+        svc.pagerduty.resolve_on_success,
+    )
+}
+
+/// The SSRF guard, as Enqueue asks it.
+struct Guard(Arc<WebhookPolicy>);
+
+#[async_trait]
+impl UrlGuard for Guard {
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        self.0.check_url(url).map(|_| ())
+    }
+
+    async fn check_resolved(&self, url: &str) -> Result<(), String> {
+        match self.0.check_resolved(url).await {
+            Ok(_) => Ok(()),
+            Err(GuardError::Refused(why)) => Err(why),
+            // DNS did not answer now: the guarded resolver checks again when the send connects.
+            Err(GuardError::Lookup(why)) => {
+                tracing::debug!("accepting a webhook URL whose host does not resolve now: {why}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The webhook sender (always there: a configured destination, or an allowed URL, may be named by
+/// any request) and the targets Enqueue accepts.
+fn webhooks(config: &Config, timeout: Duration) -> anyhow::Result<(WebhookSender, WebhookTargets)> {
+    let c = &config.flyte_notify.webhooks;
+    let policy = Arc::new(
+        WebhookPolicy::new(&c.allowed_hosts, c.allow_private)
+            .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
+    );
+    let mut destinations = Vec::with_capacity(c.destinations.len());
+    for (i, d) in c.destinations.iter().enumerate() {
+        let key = format!("flyteNotify.webhooks.destinations[{i}]");
+        destinations.push(WebhookDestination {
+            name: d.name.clone(),
+            url: secret(d.url(&key))?,
+            signing_secret: optional_secret(d.signing_secret(&key))?,
+            headers: d
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+    }
+    let sender = WebhookSender::new(WebhookSettings {
+        policy: policy.clone(),
+        destinations,
+        default_signing_secret: optional_secret(c.signing_secret())?,
+        timeout,
+        per_url: limit(c.rate_limit),
+    })
+    .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
+    let targets = WebhookTargets {
+        guard: (!c.allowed_hosts.is_empty() || c.allow_private)
+            .then(|| Arc::new(Guard(policy)) as Arc<dyn UrlGuard>),
+        destinations: c.destinations.iter().map(|d| d.name.clone()).collect(),
+    };
+    Ok((sender, targets))
+}

@@ -12,8 +12,12 @@ use crate::delivery::{Channel, DeliveryRef, Rendered};
 
 pub mod email;
 pub mod health;
+pub mod pagerduty;
 pub mod rate_limit;
+mod rest;
+mod routes;
 pub mod secret;
+pub mod slack;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

@@ -2,6 +2,7 @@
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
 pub mod html_text;
+pub mod native;
 mod operator;
 pub mod render;
 pub mod routes;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::channels::net_guard::{GuardError, WebhookPolicy};
+use crate::channels::pagerduty::{PagerDutyRoute, PagerDutySender, PagerDutySettings};
 use crate::channels::secret::Secret;
+use crate::channels::slack::{SlackDestination, SlackRoute, SlackSender, SlackSettings};
 use crate::channels::webhook::{WebhookDestination, WebhookSender, WebhookSettings};
 use crate::channels::{RateLimit, Sender};
 use crate::config::Config;
@@ -50,6 +52,12 @@ pub fn build(config: &Config) -> anyhow::Result<Native> {
     let mut senders: Vec<Arc<dyn Sender>> = Vec::new();
     let (webhook_sender, webhook_targets) = webhooks(config, timeout)?;
     senders.push(Arc::new(webhook_sender));
+    if let Some(slack) = slack(config, timeout)? {
+        senders.push(Arc::new(slack));
+    }
+    if let Some(pagerduty) = pagerduty(config, timeout)? {
+        senders.push(Arc::new(pagerduty));
+    }
     Ok(Native {
         senders,
         routes: routes(config),
@@ -85,6 +93,65 @@ fn routes(config: &Config) -> Routes {
         trigger_on,
         svc.pagerduty.resolve_on_success,
     )
+}
+
+/// The native Slack sender, when any recipient has a route.
+fn slack(config: &Config, timeout: Duration) -> anyhow::Result<Option<SlackSender>> {
+    let c = &config.flyte_notify.slack;
+    if c.routes.is_empty() {
+        return Ok(None);
+    }
+    let mut routes = Vec::with_capacity(c.routes.len());
+    for (i, r) in c.routes.iter().enumerate() {
+        let key = format!("flyteNotify.slack.routes[{i}]");
+        let webhook = r.webhook_url(&key);
+        let destination = if webhook.is_set() {
+            SlackDestination::IncomingWebhook {
+                url: secret(webhook)?,
+            }
+        } else {
+            SlackDestination::PostMessage {
+                token: secret(r.token(&key))?,
+                channel: r.channel.clone(),
+            }
+        };
+        routes.push(SlackRoute {
+            recipients: r.recipients.clone(),
+            destination,
+        });
+    }
+    let sender = SlackSender::new(SlackSettings {
+        api_base_url: c.api_base_url.clone(),
+        routes,
+        timeout,
+        per_channel: limit(c.rate_limit),
+    })
+    .map_err(|e| anyhow::anyhow!("flyteNotify.slack: {e}"))?;
+    Ok(Some(sender))
+}
+
+/// The native PagerDuty sender, when any recipient has a route.
+fn pagerduty(config: &Config, timeout: Duration) -> anyhow::Result<Option<PagerDutySender>> {
+    let c = &config.flyte_notify.pagerduty;
+    if c.routes.is_empty() {
+        return Ok(None);
+    }
+    let mut routes = Vec::with_capacity(c.routes.len());
+    for (i, r) in c.routes.iter().enumerate() {
+        let key = format!("flyteNotify.pagerduty.routes[{i}]");
+        routes.push(PagerDutyRoute {
+            recipients: r.recipients.clone(),
+            routing_key: secret(r.routing_key(&key))?,
+        });
+    }
+    let sender = PagerDutySender::new(PagerDutySettings {
+        events_url: c.events_url.clone(),
+        routes,
+        timeout,
+        per_routing_key: limit(c.rate_limit),
+    })
+    .map_err(|e| anyhow::anyhow!("flyteNotify.pagerduty: {e}"))?;
+    Ok(Some(sender))
 }
 
 /// The SSRF guard, as Enqueue asks it.

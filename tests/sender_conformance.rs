@@ -1,9 +1,12 @@
 //! Every sender passes the same checks, through the `Sender` trait alone, each against a real
-//! peer. Email senders: a Maildir on disk, aiosmtpd, the SendGrid stand-in, and moto's SES.
-//! Native senders over HTTP (webhooks): a receiver that answers from a script
-//! (tests/peers/webhook_sink.py), which also shows that a sender tells a retryable failure from
-//! a permanent one, gives up on a silent peer, and never puts a secret in its errors. A new
+//! peer. Email senders: a Maildir on disk, aiosmtpd, the SendGrid stand-in, and moto's SES. A new
 //! sender gets a backend function here and so the same checks.
+//!
+//! Native senders over HTTP pass the same checks as each other: delivered once; a 5xx, a 429
+//! (with its Retry-After), no answer and no peer are retryable; the service's refusal is
+//! permanent; and the secret is in no error, even one the peer quotes it in. Webhooks run them
+//! against tests/peers/webhook_sink.py (which also verifies signatures), Slack's incoming webhooks
+//! and chat.postMessage and PagerDuty's Events v2 against tests/peers/slack_pagerduty_sink.py.
 
 mod common;
 
@@ -19,13 +22,20 @@ use flyte_notify::channels::email::sendgrid::SendgridSender;
 use flyte_notify::channels::email::ses::SesSender;
 use flyte_notify::channels::email::smtp::SmtpSender;
 use flyte_notify::channels::net_guard::WebhookPolicy;
+use flyte_notify::channels::pagerduty::{
+    DEFAULT_PER_ROUTING_KEY, PagerDutyRoute, PagerDutySender, PagerDutySettings,
+};
 use flyte_notify::channels::secret::Secret;
+use flyte_notify::channels::slack::{
+    DEFAULT_PER_CHANNEL, SlackDestination, SlackRoute, SlackSender, SlackSettings,
+};
 use flyte_notify::channels::webhook::{
     DEFAULT_RATE_LIMIT, WebhookDestination, WebhookSender, WebhookSettings,
 };
 use flyte_notify::channels::{SendError, Sender};
 use flyte_notify::delivery::{
-    DeliveryRef, EmailMessage, LeaseToken, Rendered, WebhookRequest, WebhookTarget,
+    DeliveryRef, EmailMessage, LeaseToken, PagerDutyAction, PagerDutyEvent, Rendered, SlackMessage,
+    WebhookRequest, WebhookTarget,
 };
 use futures::future::BoxFuture;
 
@@ -407,4 +417,252 @@ async fn webhook_to_a_url_conforms() {
 #[tokio::test]
 async fn webhook_to_a_destination_conforms() {
     http_conformance(webhook_destination()).await;
+}
+
+/// A native sender against the stand-in: how to build it, what to send, and what the service
+/// answers when it refuses the message for good.
+struct Native {
+    /// The sender with its peer at `url` (`http://127.0.0.1:PORT`), each request within `timeout`.
+    sender: fn(url: &str, timeout: Duration) -> Arc<dyn Sender>,
+    message: fn() -> Rendered,
+    /// What the route holds that no error may show.
+    secret: &'static str,
+    /// A script answer the service gives for a message it will never take.
+    permanent: &'static str,
+    /// A script answer quoting the secret back (see the peer's {auth}, {path}, {routing_key}).
+    echo: &'static str,
+    /// Checks one recorded request for `message`: path, headers, body.
+    check_request: fn(&serde_json::Value),
+}
+
+fn recipients(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn slack_message() -> Rendered {
+    Rendered::Slack(SlackMessage {
+        recipients: recipients(&["#ml-alerts"]),
+        text: "Flyte execution p/d/exec-1 failed: x &lt; 0".into(),
+        blocks: serde_json::json!([{"type": "section", "text": {"type": "mrkdwn", "text": "*x*"}}]),
+    })
+}
+
+const SLACK_HOOK_SECRET: &str = "cOnF0rmanceW3bhookS3cret";
+
+fn slack_webhook(url: &str, timeout: Duration) -> Arc<dyn Sender> {
+    Arc::new(
+        SlackSender::new(SlackSettings {
+            api_base_url: format!("{url}/api"),
+            routes: vec![SlackRoute {
+                recipients: recipients(&["#ml-alerts"]),
+                destination: SlackDestination::IncomingWebhook {
+                    url: Secret::new(format!("{url}/services/T1/B2/{SLACK_HOOK_SECRET}")),
+                },
+            }],
+            timeout,
+            per_channel: DEFAULT_PER_CHANNEL,
+        })
+        .unwrap(),
+    )
+}
+
+const SLACK_TOKEN: &str = "xoxb-conformance-s3cr3t-t0ken";
+
+fn slack_bot(url: &str, timeout: Duration) -> Arc<dyn Sender> {
+    Arc::new(
+        SlackSender::new(SlackSettings {
+            api_base_url: format!("{url}/api"),
+            routes: vec![SlackRoute {
+                recipients: recipients(&["#ml-alerts"]),
+                destination: SlackDestination::PostMessage {
+                    token: Secret::new(SLACK_TOKEN),
+                    channel: "C0ML".into(),
+                },
+            }],
+            timeout,
+            per_channel: DEFAULT_PER_CHANNEL,
+        })
+        .unwrap(),
+    )
+}
+
+const ROUTING_KEY: &str = "c0nf0rmanceR0utingK3yS3cr3t0000";
+
+fn pagerduty(url: &str, timeout: Duration) -> Arc<dyn Sender> {
+    Arc::new(
+        PagerDutySender::new(PagerDutySettings {
+            events_url: format!("{url}/v2/enqueue"),
+            routes: vec![PagerDutyRoute {
+                recipients: recipients(&["oncall@acme.pagerduty.com"]),
+                routing_key: Secret::new(ROUTING_KEY),
+            }],
+            timeout,
+            per_routing_key: DEFAULT_PER_ROUTING_KEY,
+        })
+        .unwrap(),
+    )
+}
+
+fn pagerduty_message() -> Rendered {
+    Rendered::PagerDuty(PagerDutyEvent {
+        recipients: recipients(&["oncall@acme.pagerduty.com"]),
+        action: PagerDutyAction::Trigger,
+        dedup_key: "flyte/launch_plan/p/d/lp".into(),
+        summary: "Flyte execution p/d/exec-1 FAILED: x < 0".into(),
+        severity: "error".into(),
+        source: "p/d/wf".into(),
+        custom_details: serde_json::json!({"phase": "FAILED"}),
+        links: Vec::new(),
+    })
+}
+
+fn slack_body(r: &serde_json::Value) {
+    let Rendered::Slack(m) = slack_message() else {
+        unreachable!()
+    };
+    assert_eq!(r["body"]["text"], m.text.as_str());
+    assert_eq!(r["body"]["blocks"], m.blocks);
+}
+
+async fn native_conformance(backend: Native) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("requests.jsonl");
+    // One answer per check below, in order; the hang last, as it holds its connection.
+    let script = format!("ok,500,429@2,{},{},hang", backend.permanent, backend.echo);
+    let _sink = start_python_peer(
+        "slack_pagerduty_sink.py",
+        &[port.to_string().into(), log.clone().into(), script.into()],
+        port,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let sender = (backend.sender)(&url, TIMEOUT);
+    let name = sender.name();
+    let message = (backend.message)();
+    let attempt = delivery("0194-native");
+    let send = || sender.send(&attempt, &message);
+    let mut errors = Vec::new();
+
+    // Delivered, once, as the service expects it.
+    send().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+    let requests = read_jsonl(&log);
+    assert_eq!(requests.len(), 1, "{name}: {requests:#?}");
+    (backend.check_request)(&requests[0]);
+    assert!(
+        sender.destination(&message).is_some(),
+        "{name}: a native destination is rate-limited"
+    );
+
+    // A server error is worth another try.
+    let e = send().await.expect_err(name);
+    assert!(matches!(e, SendError::Retryable { .. }), "{name}: {e:?}");
+    errors.push(e);
+
+    // So is a rate limit, no sooner than the service says.
+    let e = send().await.expect_err(name);
+    match &e {
+        SendError::Retryable { retry_after, .. } => assert!(
+            retry_after.is_some_and(|d| d >= Duration::from_secs(2)),
+            "{name}: {e:?}"
+        ),
+        other => panic!("{name}: a 429 must be retryable: {other:?}"),
+    }
+    errors.push(e);
+
+    // The service's refusal ends the delivery.
+    let e = send().await.expect_err(name);
+    assert!(matches!(e, SendError::Permanent { .. }), "{name}: {e:?}");
+    errors.push(e);
+
+    // A peer quoting the secret back: the error still says what happened, without it.
+    let e = send().await.expect_err(name);
+    assert!(e.to_string().contains("[secret]"), "{name}: {e}");
+    errors.push(e);
+
+    // No answer within the timeout.
+    let impatient = (backend.sender)(&url, Duration::from_millis(500));
+    let e = impatient
+        .send(&delivery("0194-native"), &message)
+        .await
+        .expect_err(name);
+    assert!(matches!(e, SendError::Retryable { .. }), "{name}: {e:?}");
+    errors.push(e);
+
+    // No peer at all.
+    let down = (backend.sender)(&format!("http://127.0.0.1:{}", free_port()), TIMEOUT);
+    let e = down
+        .send(&delivery("0194-native"), &message)
+        .await
+        .expect_err(name);
+    assert!(matches!(e, SendError::Retryable { .. }), "{name}: {e:?}");
+    errors.push(e);
+
+    for e in &errors {
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains(backend.secret), "{name}: {text}");
+    }
+    assert_eq!(read_jsonl(&log).len(), 6, "{name}: one request per send");
+}
+
+#[tokio::test]
+async fn slack_incoming_webhook_conforms() {
+    native_conformance(Native {
+        sender: slack_webhook,
+        message: slack_message,
+        secret: SLACK_HOOK_SECRET,
+        permanent: "404:channel_not_found",
+        echo: "404:no_service for {path}",
+        check_request: |r| {
+            assert_eq!(
+                r["path"],
+                format!("/services/T1/B2/{SLACK_HOOK_SECRET}").as_str()
+            );
+            assert_eq!(r["headers"].get("authorization"), None);
+            slack_body(r);
+        },
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slack_chat_post_message_conforms() {
+    native_conformance(Native {
+        sender: slack_bot,
+        message: slack_message,
+        secret: SLACK_TOKEN,
+        permanent: "200:channel_not_found",
+        echo: "200:invalid_auth {auth}",
+        check_request: |r| {
+            assert_eq!(r["path"], "/api/chat.postMessage");
+            assert_eq!(
+                r["headers"]["authorization"],
+                format!("Bearer {SLACK_TOKEN}").as_str()
+            );
+            assert_eq!(r["body"]["channel"], "C0ML");
+            slack_body(r);
+        },
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pagerduty_conforms() {
+    native_conformance(Native {
+        sender: pagerduty,
+        message: pagerduty_message,
+        secret: ROUTING_KEY,
+        permanent: "400:Event object is invalid",
+        echo: "400:unknown routing key {routing_key}",
+        check_request: |r| {
+            assert_eq!(r["path"], "/v2/enqueue");
+            assert_eq!(r["body"]["routing_key"], ROUTING_KEY);
+            assert_eq!(r["body"]["event_action"], "trigger");
+            assert_eq!(r["body"]["dedup_key"], "flyte/launch_plan/p/d/lp");
+            assert_eq!(
+                r["body"]["payload"]["summary"],
+                "Flyte execution p/d/exec-1 FAILED: x < 0"
+            );
+        },
+    })
+    .await;
 }

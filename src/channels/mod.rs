@@ -13,8 +13,12 @@ use crate::delivery::{Channel, DeliveryRef, Rendered};
 pub mod email;
 pub mod health;
 pub mod net_guard;
+pub mod pagerduty;
 pub mod rate_limit;
+mod rest;
+mod routes;
 pub mod secret;
+pub mod slack;
 pub mod webhook;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

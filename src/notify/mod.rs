@@ -2,6 +2,7 @@
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
 pub mod html_text;
+pub mod native;
 mod operator;
 pub mod render;
 pub mod routes;
@@ -597,7 +598,17 @@ fn render_payload(
             .render(execution, &expanded)
             .map(Rendered::Email)
             .map_err(|e| format!("the message cannot be sent: {e}")),
-        other => Err(format!("no renderer for native {other} messages")),
+        Channel::Slack => Ok(Rendered::Slack(native::slack_message(
+            renderer,
+            execution,
+            &payload.recipients,
+        ))),
+        Channel::Pagerduty => Ok(Rendered::PagerDuty(native::pagerduty_event(
+            renderer,
+            execution,
+            &payload.recipients,
+        ))),
+        Channel::Webhook => Err("a webhook delivery has no webhook to send".into()),
     }
 }
 

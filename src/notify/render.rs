@@ -164,7 +164,16 @@ fn crlf(s: &str) -> String {
     out
 }
 
-fn identifier(id: Option<&crate::proto::flyteidl::core::Identifier>) -> String {
+/// When the execution reached its phase, as messages show it.
+pub(crate) fn occurred_at(execution: &ExecutionContext) -> Option<String> {
+    let t = execution.occurred_at.as_ref()?;
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+}
+
+/// `project/domain/name@version`, or empty when there is no name: how messages show a workflow
+/// or launch plan.
+pub(crate) fn identifier(id: Option<&crate::proto::flyteidl::core::Identifier>) -> String {
     match id {
         Some(id) if !id.name.is_empty() => {
             let mut s = format!("{}/{}/{}", id.project, id.domain, id.name);
@@ -193,7 +202,8 @@ impl Renderer {
         self.console_link(&id.project, &id.domain, &id.name)
     }
 
-    fn console_link(&self, project: &str, domain: &str, name: &str) -> Option<String> {
+    /// The execution's page in the Flyte console, when `console_url` is set.
+    pub(crate) fn console_link(&self, project: &str, domain: &str, name: &str) -> Option<String> {
         if self.console_url.is_empty() {
             return None;
         }
@@ -443,10 +453,7 @@ impl Renderer {
             phase: values.get(Variable::Phase),
             workflow: identifier(execution.workflow.as_ref()),
             launch_plan: identifier(execution.launch_plan.as_ref()),
-            occurred_at: execution.occurred_at.as_ref().and_then(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            }),
+            occurred_at: occurred_at(execution),
             error: execution.error.as_ref(),
             console_link: self.console_link(project, domain, name),
         };

@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod pubsub;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -1,11 +1,14 @@
 //! SMTP against a real server (aiosmtpd) that offers TLS and AUTH. Through the binary: the client
 //! upgrades with STARTTLS and authenticates with PLAIN using the password from FlyteAdmin's
 //! secret convention, and a wrong password makes the delivery dead with a reason. Through
-//! `SmtpSender` itself: implicit TLS, required STARTTLS, a refused login, a silent server.
+//! `SmtpSender` itself: implicit TLS, required STARTTLS, a refused login, one connection reused
+//! for many messages, and a server that dropped the connection replaced without the caller
+//! noticing.
 
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::smtp::{PeerTls, SMTP_PASSWORD, SMTP_USER, TlsSmtpPeer};
@@ -89,6 +92,17 @@ fn message(subject: &str) -> Rendered {
         html_body: "<p>Execution <b>exec-1</b> failed</p>".into(),
         text_body: "Execution exec-1 failed".into(),
     })
+}
+
+/// Sends `count` messages one after the other, each of which must succeed.
+async fn send_in_turn(sender: &SmtpSender, ids: std::ops::Range<usize>) {
+    for i in ids {
+        let id = format!("0194-seq-{i}");
+        sender
+            .send(&delivery(&id), &message(&format!("message {i}")))
+            .await
+            .unwrap_or_else(|e| panic!("message {i}: {e}"));
+    }
 }
 
 #[tokio::test]
@@ -291,6 +305,88 @@ async fn a_refused_login_is_permanent_and_names_the_user_not_the_password() {
     assert!(!text.contains(password), "the password leaked: {text}");
     assert_eq!(peer.events("auth")[0]["password_ok"], false);
     assert!(maildir_messages(&peer.maildir).is_empty());
+}
+
+/// TCP, TLS and AUTH once for a run of messages, not once per message.
+#[tokio::test]
+async fn five_messages_in_turn_share_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let peer = TlsSmtpPeer::start(dir.path(), port, PeerTls::StartTls);
+    let sender = sender(port, SMTP_PASSWORD, SmtpTls::Auto);
+    send_in_turn(&sender, 0..5).await;
+
+    let files = wait_for_messages(&peer.maildir, 5, Duration::from_secs(20));
+    assert_eq!(files.len(), 5);
+    assert_eq!(peer.connections(), 1, "{:?}", peer.events("ehlo"));
+    assert_eq!(peer.events("auth").len(), 1, "one login for all five");
+    let ports: Vec<_> = peer
+        .events("message")
+        .iter()
+        .map(|m| m["peer"].clone())
+        .collect();
+    assert!(ports.windows(2).all(|w| w[0] == w[1]), "{ports:?}");
+}
+
+/// Sends at the same time each need a connection; once done, the next round reuses them all.
+#[tokio::test]
+async fn concurrent_sends_each_get_a_connection_and_the_next_round_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let peer = TlsSmtpPeer::start(dir.path(), port, PeerTls::StartTls);
+    let sender = Arc::new(sender(port, SMTP_PASSWORD, SmtpTls::Auto));
+    for round in 0..2 {
+        let sends = (0..4).map(|i| {
+            let sender = sender.clone();
+            async move {
+                let id = format!("0194-r{round}-{i}");
+                sender.send(&delivery(&id), &message(&id)).await
+            }
+        });
+        for outcome in futures::future::join_all(sends).await {
+            outcome.expect("a concurrent send");
+        }
+    }
+    let files = wait_for_messages(&peer.maildir, 8, Duration::from_secs(20));
+    assert_eq!(files.len(), 8);
+    assert_eq!(peer.connections(), 4, "{:?}", peer.events("ehlo"));
+}
+
+/// The server restarts between two sends: the second finds its connection dead before any of
+/// the message went out, and sends on a new one. The caller sees two successes.
+#[tokio::test]
+async fn a_server_restart_between_sends_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sender = sender(port, SMTP_PASSWORD, SmtpTls::Auto);
+    let peer = TlsSmtpPeer::start(dir.path(), port, PeerTls::StartTls);
+    send_in_turn(&sender, 0..1).await;
+    drop(peer);
+    let peer = TlsSmtpPeer::start(dir.path(), port, PeerTls::StartTls);
+    send_in_turn(&sender, 1..3).await;
+
+    let files = wait_for_messages(&peer.maildir, 3, Duration::from_secs(20));
+    assert_eq!(files.len(), 3, "each message once");
+    assert_eq!(peer.connections(), 2, "{:?}", peer.events("ehlo"));
+    assert_eq!(peer.events("auth").len(), 2, "one login per connection");
+}
+
+/// A server that closes a connection left idle (with a 421, as aiosmtpd and Postfix do) costs
+/// the next send a reconnect, not a failure.
+#[tokio::test]
+async fn a_connection_the_server_closed_for_idling_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let peer = TlsSmtpPeer::start_with_idle_timeout(dir.path(), port, PeerTls::StartTls, Some(0.5));
+    let sender = sender(port, SMTP_PASSWORD, SmtpTls::Auto);
+    send_in_turn(&sender, 0..1).await;
+    // Well past the server's idle limit, well within ours.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    send_in_turn(&sender, 1..2).await;
+
+    let files = wait_for_messages(&peer.maildir, 2, Duration::from_secs(20));
+    assert_eq!(files.len(), 2);
+    assert_eq!(peer.connections(), 2, "{:?}", peer.events("ehlo"));
 }
 
 /// A server that accepts the connection and never says a word: the send ends, retryable, at the

@@ -83,6 +83,16 @@ impl Errors {
     }
 }
 
+/// Whether `e` says the connection itself is gone (the peer closed it, reset it, or answered
+/// 421 "closing"), as opposed to an answer about the message: on a connection that sat idle,
+/// that is a server that dropped it, and a new connection may well succeed.
+pub(super) fn is_connection_trouble(e: &Error) -> bool {
+    match e.status() {
+        Some(code) => code.to_string() == "421",
+        None => !e.is_client(),
+    }
+}
+
 fn secret_forms(user: &str, password: &str) -> Vec<String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;

@@ -313,6 +313,8 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub aws: AwsEndpoint,
     #[serde(default)]
+    pub smtp: SmtpSettings,
+    #[serde(default)]
     pub slack: channels::SlackConfig,
     #[serde(default)]
     pub pagerduty: channels::PagerDutyConfig,
@@ -328,6 +330,57 @@ pub struct ServiceConfig {
 pub struct AwsEndpoint {
     #[serde(default)]
     pub endpoint_url: Option<String>,
+}
+
+/// SMTP settings FlyteAdmin's section has no key for.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// `auto` (implicit TLS on port 465, else STARTTLS when offered: FlyteAdmin's behaviour),
+    /// `implicit`, `starttls` (required: never send in clear) or `none`.
+    #[serde(default)]
+    pub tls: SmtpTlsMode,
+    /// The password from a file, instead of `smtpPasswordSecretName`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SmtpTlsMode {
+    #[default]
+    Auto,
+    Implicit,
+    StartTls,
+    None,
+}
+
+impl TryFrom<String> for SmtpTlsMode {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(SmtpTlsMode::Auto),
+            "implicit" => Ok(SmtpTlsMode::Implicit),
+            "starttls" => Ok(SmtpTlsMode::StartTls),
+            "none" => Ok(SmtpTlsMode::None),
+            _ => Err(unknown_value(
+                &value,
+                &["auto", "implicit", "starttls", "none"],
+            )),
+        }
+    }
+}
+
+impl From<SmtpTlsMode> for String {
+    fn from(value: SmtpTlsMode) -> String {
+        match value {
+            SmtpTlsMode::Auto => "auto",
+            SmtpTlsMode::Implicit => "implicit",
+            SmtpTlsMode::StartTls => "starttls",
+            SmtpTlsMode::None => "none",
+        }
+        .into()
+    }
 }
 
 /// Settings of the SendGrid sender that FlyteAdmin's section has no key for.
@@ -459,6 +512,7 @@ impl Default for ServiceConfig {
             tls: TlsConfig::default(),
             sendgrid: SendgridConfig::default(),
             aws: AwsEndpoint::default(),
+            smtp: SmtpSettings::default(),
             slack: Default::default(),
             pagerduty: Default::default(),
             webhooks: Default::default(),

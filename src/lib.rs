@@ -26,9 +26,9 @@ use tokio::sync::watch;
 use crate::channels::email::maildir::MaildirSender;
 use crate::channels::email::sendgrid::{SendgridSender, read_api_key};
 use crate::channels::email::ses::SesSender;
-use crate::channels::email::smtp::{SmtpSender, read_secret};
+use crate::channels::email::smtp::{SmtpSender, SmtpTls, smtp_password};
 use crate::channels::{Router, Sender};
-use crate::config::{Config, EmailService, QueueType, Store};
+use crate::config::{Config, EmailService, QueueType, SmtpTlsMode, Store};
 use crate::ledger::Ledger;
 use crate::ledger::sqlite::SqliteLedger;
 use crate::notify::Notifier;
@@ -57,23 +57,32 @@ pub async fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
             let credentials = if server.smtp_username.is_empty() {
                 None
             } else {
-                let password = if server.smtp_password_secret_name.is_empty() {
-                    String::new()
-                } else {
-                    read_secret(&server.smtp_password_secret_name, &svc.secrets_dir)
-                        .map_err(anyhow::Error::msg)?
-                };
+                let password = smtp_password(
+                    &server.smtp_password_secret_name,
+                    svc.smtp.password_file.as_deref(),
+                    &svc.secrets_dir,
+                )
+                .map_err(anyhow::Error::msg)?;
                 Some((server.smtp_username.clone(), password))
             };
             let port = config.smtp_port()?;
-            tracing::info!(server = %server.smtp_server, port, "email goes out over SMTP");
-            Arc::new(SmtpSender::new(
-                server.smtp_server.clone(),
-                port,
-                server.smtp_skip_tls_verify,
-                credentials,
-                svc.worker.send_timeout,
-            ))
+            let tls = match svc.smtp.tls {
+                SmtpTlsMode::Auto => SmtpTls::Auto,
+                SmtpTlsMode::Implicit => SmtpTls::Implicit,
+                SmtpTlsMode::StartTls => SmtpTls::StartTls,
+                SmtpTlsMode::None => SmtpTls::None,
+            };
+            tracing::info!(server = %server.smtp_server, port, %tls, "email goes out over SMTP");
+            Arc::new(
+                SmtpSender::new(
+                    server.smtp_server.clone(),
+                    port,
+                    server.smtp_skip_tls_verify,
+                    credentials,
+                    svc.worker.send_timeout,
+                )
+                .with_tls(tls),
+            )
         }
         EmailService::Sendgrid => {
             let key = read_api_key(&server.api_key_env_var, &server.api_key_file_path)
@@ -102,9 +111,10 @@ pub async fn email_sender(config: &Config) -> anyhow::Result<Arc<dyn Sender>> {
 pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
     let server = &config.notifications.emailer.email_server_config;
     match config.email_service() {
-        EmailService::Smtp if !server.smtp_password_secret_name.is_empty() => {
-            read_secret(
+        EmailService::Smtp => {
+            smtp_password(
                 &server.smtp_password_secret_name,
+                config.flyte_notify.smtp.password_file.as_deref(),
                 &config.flyte_notify.secrets_dir,
             )
             .map_err(anyhow::Error::msg)?;
@@ -115,6 +125,8 @@ pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    // Slack, PagerDuty and webhook secrets, and the webhook allow-list.
+    native_channels::build(config)?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Every sender passes the same checks, through the `Sender` trait alone, each against a real
-//! peer. Email senders: a Maildir on disk, aiosmtpd, the SendGrid stand-in, and moto's SES. A new
+//! peer. Email senders: a Maildir on disk, aiosmtpd (plain, STARTTLS and implicit TLS), the SendGrid stand-in, and moto's SES. A new
 //! sender gets a backend function here and so the same checks.
 //!
 //! Native senders over HTTP pass the same checks as each other: delivered once; a 5xx, a 429
@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::http_sink::WebhookSink;
+use common::smtp::{PeerTls, SMTP_PASSWORD, SMTP_USER, TlsSmtpPeer};
 use common::*;
 use flyte_notify::channels::email::maildir::MaildirSender;
 use flyte_notify::channels::email::sendgrid::SendgridSender;
 use flyte_notify::channels::email::ses::SesSender;
-use flyte_notify::channels::email::smtp::SmtpSender;
+use flyte_notify::channels::email::smtp::{SmtpSender, SmtpTls};
 use flyte_notify::channels::net_guard::WebhookPolicy;
 use flyte_notify::channels::pagerduty::{
     DEFAULT_PER_ROUTING_KEY, PagerDutyRoute, PagerDutySender, PagerDutySettings,
@@ -106,6 +107,23 @@ async fn smtp() -> Backend {
         sender: Arc::new(smtp(port)),
         down: Arc::new(smtp(free_port())),
         received: maildir_reader(dir.path().join("sink")),
+        _keep: vec![Box::new(sink) as Box<dyn Any>, Box::new(dir)],
+    }
+}
+
+/// aiosmtpd with TLS (`peer`) and AUTH, and a sender in `mode` that logs in.
+async fn smtp_tls(peer: PeerTls, mode: SmtpTls) -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = TlsSmtpPeer::start(dir.path(), port, peer);
+    let smtp = |port| {
+        let login = Some((SMTP_USER.to_string(), SMTP_PASSWORD.to_string()));
+        SmtpSender::new("127.0.0.1".into(), port, true, login, TIMEOUT).with_tls(mode)
+    };
+    Backend {
+        sender: Arc::new(smtp(port)),
+        down: Arc::new(smtp(free_port())),
+        received: maildir_reader(sink.maildir.clone()),
         _keep: vec![Box::new(sink) as Box<dyn Any>, Box::new(dir)],
     }
 }
@@ -259,6 +277,16 @@ async fn maildir_conforms() {
 #[tokio::test]
 async fn smtp_conforms() {
     conformance(smtp().await).await;
+}
+
+#[tokio::test]
+async fn smtp_starttls_auth_conforms() {
+    conformance(smtp_tls(PeerTls::StartTls, SmtpTls::StartTls).await).await;
+}
+
+#[tokio::test]
+async fn smtp_implicit_tls_conforms() {
+    conformance(smtp_tls(PeerTls::Implicit, SmtpTls::Implicit).await).await;
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod http_sink;
 pub mod pubsub;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

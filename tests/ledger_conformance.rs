@@ -1,42 +1,143 @@
 //! The behaviour every ledger store must have. Each test runs against every backend in
-//! `backends()`; a new store (PostgreSQL, ...) joins by adding one line there.
+//! `backends()`; a new store joins by adding one line there.
+//!
+//! PostgreSQL: the server FLYTE_NOTIFY_TEST_POSTGRES names (by default
+//! postgres://postgres@127.0.0.1:5432/postgres); each test creates a database of its own there and
+//! drops it afterwards, so tests run in parallel.
 
-use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flyte_notify::delivery::{Channel, Content, DeliveryRef, Outcome, Payload};
+use flyte_notify::ledger::postgres::{PostgresLedger, PostgresOptions};
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery,
     Ledger, NewDelivery, NewRequest, OperatorAction, PendingQuery, Selection, Skip, State,
 };
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
     Sqlite,
+    Postgres,
 }
 
 fn backends() -> Vec<Backend> {
-    vec![Backend::Sqlite]
+    vec![Backend::Sqlite, Backend::Postgres]
 }
 
-/// Opens the backend's store in `dir`; opening again in the same dir sees the same data.
-async fn open(backend: Backend, dir: &Path) -> Arc<dyn Ledger> {
-    match backend {
-        Backend::Sqlite => Arc::new(
-            SqliteLedger::open(&dir.join("ledger.sqlite"))
-                .await
-                .unwrap(),
-        ),
+/// Where one test's store lives, for as long as this lives: a temporary directory, or a database
+/// of its own on the test server.
+struct Store {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl Store {
+    async fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            dir: tempfile::tempdir().unwrap(),
+            database: match backend {
+                Backend::Sqlite => None,
+                Backend::Postgres => Some(TestDatabase::create().await),
+            },
+        }
+    }
+
+    /// Opens the store; opening it again (a restart, or another replica) sees the same data.
+    async fn open(&self) -> Arc<dyn Ledger> {
+        match self.backend {
+            Backend::Sqlite => Arc::new(
+                SqliteLedger::open(&self.dir.path().join("ledger.sqlite"))
+                    .await
+                    .unwrap(),
+            ),
+            Backend::Postgres => Arc::new(self.replica().await),
+        }
+    }
+
+    /// Another process on the same PostgreSQL database.
+    async fn replica(&self) -> PostgresLedger {
+        PostgresLedger::connect(&self.db().dsn(), PostgresOptions::default())
+            .await
+            .unwrap()
+    }
+
+    fn db(&self) -> &TestDatabase {
+        self.database.as_ref().expect("a PostgreSQL store")
     }
 }
 
-/// An empty store of `backend`; the directory lives as long as the returned guard.
-async fn fresh(backend: Backend) -> (tempfile::TempDir, Arc<dyn Ledger>) {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(backend, dir.path()).await;
-    (dir, ledger)
+/// An empty store of `backend`, and the place it lives.
+async fn fresh(backend: Backend) -> (Store, Arc<dyn Ledger>) {
+    let store = Store::new(backend).await;
+    let ledger = store.open().await;
+    (store, ledger)
+}
+
+fn postgres_server() -> url::Url {
+    let dsn = std::env::var("FLYTE_NOTIFY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    url::Url::parse(&dsn).expect("FLYTE_NOTIFY_TEST_POSTGRES is a postgres:// URL")
+}
+
+/// A database created for one test and dropped with it.
+struct TestDatabase {
+    name: String,
+}
+
+impl TestDatabase {
+    async fn create() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "flyte_notify_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = PgConnection::connect(postgres_server().as_str())
+            .await
+            .expect("a PostgreSQL server for the tests (FLYTE_NOTIFY_TEST_POSTGRES)");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        Self { name }
+    }
+
+    fn dsn(&self) -> String {
+        let mut url = postgres_server();
+        url.set_path(&self.name);
+        url.to_string()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs on the test's runtime, which cannot wait for itself: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(postgres_server().as_str()).await {
+                    // FORCE: a ledger the test left open still has connections.
+                    let _ = sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 fn delivery(id: &str, index: u32, channel: Channel) -> NewDelivery {
@@ -115,7 +216,7 @@ const SHORT_LEASE: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         let new = || {
             request(
                 "r1",
@@ -157,7 +258,7 @@ async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
 #[tokio::test]
 async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
     for backend in backends() {
-        let (dir, ledger) = fresh(backend).await;
+        let (store, ledger) = fresh(backend).await;
         let mut tasks = Vec::new();
         for i in 0..300 {
             let ledger = ledger.clone();
@@ -204,7 +305,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
         ledger.close().await;
         assert!(ledger.accept(request("late", "fp", vec![])).await.is_err());
 
-        let reopened = open(backend, dir.path()).await;
+        let reopened = store.open().await;
         assert_eq!(
             pending_ids(&*reopened, vec![]).await.len(),
             301,
@@ -217,7 +318,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
 #[tokio::test]
 async fn leases_hide_a_delivery_until_they_run_out() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",
@@ -250,7 +351,7 @@ async fn leases_hide_a_delivery_until_they_run_out() {
 #[tokio::test]
 async fn a_lease_is_not_handed_to_another_caller_until_it_expires_and_each_lease_counts() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
             .await
@@ -277,7 +378,7 @@ async fn a_lease_is_not_handed_to_another_caller_until_it_expires_and_each_lease
 #[tokio::test]
 async fn a_record_with_a_stale_lease_token_is_refused_and_changes_nothing() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
             .await
@@ -327,7 +428,7 @@ async fn a_record_with_a_stale_lease_token_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_released_lease_makes_the_delivery_due_again_after_the_delay() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
             .await
@@ -353,7 +454,7 @@ async fn a_released_lease_makes_the_delivery_due_again_after_the_delay() {
 #[tokio::test]
 async fn outcomes_move_deliveries_between_states() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",
@@ -427,7 +528,7 @@ async fn outcomes_move_deliveries_between_states() {
 #[tokio::test]
 async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         for i in 0..10 {
             ledger
                 .accept(request(
@@ -483,7 +584,7 @@ async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
 #[tokio::test]
 async fn filters_select_by_execution_channel_and_state() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request_for(
                 "r1",
@@ -598,11 +699,13 @@ async fn filters_select_by_execution_channel_and_state() {
 }
 
 /// The single-process store owns every lease in it: reopening it (a restart after a crash) ends
-/// them all, so nothing waits out a dead process's lease. A shared store (PostgreSQL) must not.
+/// them all, so nothing waits out a dead process's lease. A shared store (PostgreSQL) must not:
+/// its other replicas' leases are alive (`a_replica_starting_leaves_the_others_leases_alone`), and
+/// a dead replica's run out by themselves (`a_late_record_from_a_replica_whose_lease_ran_out_...`).
 #[tokio::test]
 async fn reopening_the_single_process_store_ends_the_leases_a_dead_process_left() {
     let backend = Backend::Sqlite;
-    let (dir, ledger) = fresh(backend).await;
+    let (store, ledger) = fresh(backend).await;
     ledger
         .accept(request(
             "r",
@@ -617,7 +720,7 @@ async fn reopening_the_single_process_store_ends_the_leases_a_dead_process_left(
     let lost = refs(&ledger.lease_due(10, LEASE).await.unwrap());
     assert_eq!(lost.len(), 2);
     ledger.close().await;
-    let reopened = open(backend, dir.path()).await;
+    let reopened = store.open().await;
     let leased = reopened.lease_due(10, LEASE).await.unwrap();
     assert_eq!(ids(&leased), vec!["d1", "d2"]);
     assert!(leased.iter().all(|d| d.delivery.attempt == 2));
@@ -630,7 +733,8 @@ async fn reopening_the_single_process_store_ends_the_leases_a_dead_process_left(
     reopened.close().await;
 }
 
-/// The single-process store refuses a second opener while the first holds it.
+/// The single-process store refuses a second opener while the first holds it. Not PostgreSQL:
+/// several replicas on one database is what that store is for (the tests at the end).
 #[tokio::test]
 async fn the_single_process_store_refuses_a_second_opener() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,7 +756,7 @@ async fn the_single_process_store_refuses_a_second_opener() {
 #[tokio::test]
 async fn one_failing_call_in_a_shared_commit_fails_only_its_own_caller() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "first",
@@ -738,7 +842,7 @@ fn project_is(project: &str) -> Vec<Filter> {
 #[tokio::test]
 async fn redrive_gives_dead_deliveries_a_fresh_budget_and_leaves_the_rest_alone() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request_for(
                 "r1",
@@ -841,7 +945,7 @@ async fn redrive_gives_dead_deliveries_a_fresh_budget_and_leaves_the_rest_alone(
 #[tokio::test]
 async fn a_filtered_action_takes_at_most_its_limit_oldest_first_and_says_there_is_more() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         for i in 0..5 {
             ledger
                 .accept(request(
@@ -876,7 +980,7 @@ async fn a_filtered_action_takes_at_most_its_limit_oldest_first_and_says_there_i
 #[tokio::test]
 async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
     for backend in backends() {
-        let (dir, ledger) = fresh(backend).await;
+        let (store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",
@@ -916,7 +1020,7 @@ async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
         ledger.close().await;
 
         // All of it survives a restart.
-        let ledger = open(backend, dir.path()).await;
+        let ledger = store.open().await;
         let (d, history) = ledger.get("dead-x").await.unwrap().unwrap();
         assert_eq!(d.state, State::Discarded);
         assert_eq!(

@@ -1,42 +1,159 @@
 //! The behaviour every ledger store must have. Each test runs against every backend in
-//! `backends()`; a new store (PostgreSQL, ...) joins by adding one line there.
+//! `backends()`; a new store joins by adding one line there.
+//!
+//! PostgreSQL: the server FLYTE_NOTIFY_TEST_POSTGRES names (by default
+//! postgres://postgres@127.0.0.1:5432/postgres); each test creates a database of its own there and
+//! drops it afterwards, so tests run in parallel.
 
-use std::path::Path;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use flyte_notify::delivery::{Channel, Content, DeliveryRef, Outcome, Payload};
+use flyte_notify::ledger::postgres::{PostgresLedger, PostgresOptions};
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery,
-    Ledger, NewDelivery, NewRequest, OperatorAction, PendingQuery, Selection, Skip, State,
+    Ledger, LedgerError, NewDelivery, NewRequest, OperatorAction, PendingQuery, Selection, Skip,
+    State,
 };
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
     Sqlite,
+    Postgres,
 }
 
 fn backends() -> Vec<Backend> {
-    vec![Backend::Sqlite]
+    vec![Backend::Sqlite, Backend::Postgres]
 }
 
-/// Opens the backend's store in `dir`; opening again in the same dir sees the same data.
-async fn open(backend: Backend, dir: &Path) -> Arc<dyn Ledger> {
-    match backend {
-        Backend::Sqlite => Arc::new(
-            SqliteLedger::open(&dir.join("ledger.sqlite"))
-                .await
-                .unwrap(),
-        ),
+/// Where one test's store lives, for as long as this lives: a temporary directory, or a database
+/// of its own on the test server.
+struct Store {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl Store {
+    async fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            dir: tempfile::tempdir().unwrap(),
+            database: match backend {
+                Backend::Sqlite => None,
+                Backend::Postgres => Some(TestDatabase::create().await),
+            },
+        }
+    }
+
+    /// Opens the store; opening it again (a restart, or another replica) sees the same data.
+    async fn open(&self) -> Arc<dyn Ledger> {
+        match self.backend {
+            Backend::Sqlite => Arc::new(
+                SqliteLedger::open(&self.dir.path().join("ledger.sqlite"))
+                    .await
+                    .unwrap(),
+            ),
+            Backend::Postgres => Arc::new(self.replica().await),
+        }
+    }
+
+    /// Another process on the same PostgreSQL database.
+    async fn replica(&self) -> PostgresLedger {
+        PostgresLedger::connect(&self.db().dsn(), PostgresOptions::default())
+            .await
+            .unwrap()
+    }
+
+    fn db(&self) -> &TestDatabase {
+        self.database.as_ref().expect("a PostgreSQL store")
     }
 }
 
-/// An empty store of `backend`; the directory lives as long as the returned guard.
-async fn fresh(backend: Backend) -> (tempfile::TempDir, Arc<dyn Ledger>) {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(backend, dir.path()).await;
-    (dir, ledger)
+/// An empty store of `backend`, and the place it lives.
+async fn fresh(backend: Backend) -> (Store, Arc<dyn Ledger>) {
+    let store = Store::new(backend).await;
+    let ledger = store.open().await;
+    (store, ledger)
+}
+
+fn postgres_server() -> url::Url {
+    let dsn = std::env::var("FLYTE_NOTIFY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    url::Url::parse(&dsn).expect("FLYTE_NOTIFY_TEST_POSTGRES is a postgres:// URL")
+}
+
+/// A database created for one test and dropped with it.
+struct TestDatabase {
+    name: String,
+}
+
+impl TestDatabase {
+    async fn create() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "flyte_notify_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = PgConnection::connect(postgres_server().as_str())
+            .await
+            .expect("a PostgreSQL server for the tests (FLYTE_NOTIFY_TEST_POSTGRES)");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        Self { name }
+    }
+
+    fn dsn(&self) -> String {
+        let mut url = postgres_server();
+        url.set_path(&self.name);
+        url.to_string()
+    }
+
+    /// The same database through another host and port (a proxy).
+    fn dsn_via(&self, port: u16) -> String {
+        let mut url = postgres_server();
+        url.set_path(&self.name);
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(port)).unwrap();
+        url.to_string()
+    }
+
+    /// A plain connection of the test's own, to look at or disturb the database.
+    async fn session(&self) -> PgConnection {
+        PgConnection::connect(&self.dsn()).await.unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs on the test's runtime, which cannot wait for itself: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(postgres_server().as_str()).await {
+                    // FORCE: a ledger the test left open still has connections.
+                    let _ = sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 fn delivery(id: &str, index: u32, channel: Channel) -> NewDelivery {
@@ -115,7 +232,7 @@ const SHORT_LEASE: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         let new = || {
             request(
                 "r1",
@@ -157,7 +274,7 @@ async fn accept_is_idempotent_per_request_id_and_refuses_other_content() {
 #[tokio::test]
 async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
     for backend in backends() {
-        let (dir, ledger) = fresh(backend).await;
+        let (store, ledger) = fresh(backend).await;
         let mut tasks = Vec::new();
         for i in 0..300 {
             let ledger = ledger.clone();
@@ -204,7 +321,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
         ledger.close().await;
         assert!(ledger.accept(request("late", "fp", vec![])).await.is_err());
 
-        let reopened = open(backend, dir.path()).await;
+        let reopened = store.open().await;
         assert_eq!(
             pending_ids(&*reopened, vec![]).await.len(),
             301,
@@ -217,7 +334,7 @@ async fn concurrent_accepts_are_all_recorded_and_survive_reopening() {
 #[tokio::test]
 async fn leases_hide_a_delivery_until_they_run_out() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",
@@ -250,7 +367,7 @@ async fn leases_hide_a_delivery_until_they_run_out() {
 #[tokio::test]
 async fn a_lease_is_not_handed_to_another_caller_until_it_expires_and_each_lease_counts() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
             .await
@@ -277,7 +394,7 @@ async fn a_lease_is_not_handed_to_another_caller_until_it_expires_and_each_lease
 #[tokio::test]
 async fn a_record_with_a_stale_lease_token_is_refused_and_changes_nothing() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
             .await
@@ -327,7 +444,7 @@ async fn a_record_with_a_stale_lease_token_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_released_lease_makes_the_delivery_due_again_after_the_delay() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
             .await
@@ -353,7 +470,7 @@ async fn a_released_lease_makes_the_delivery_due_again_after_the_delay() {
 #[tokio::test]
 async fn outcomes_move_deliveries_between_states() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",
@@ -427,7 +544,7 @@ async fn outcomes_move_deliveries_between_states() {
 #[tokio::test]
 async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         for i in 0..10 {
             ledger
                 .accept(request(
@@ -483,7 +600,7 @@ async fn pages_are_oldest_first_and_stable_while_rows_arrive_and_leave() {
 #[tokio::test]
 async fn filters_select_by_execution_channel_and_state() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request_for(
                 "r1",
@@ -598,11 +715,13 @@ async fn filters_select_by_execution_channel_and_state() {
 }
 
 /// The single-process store owns every lease in it: reopening it (a restart after a crash) ends
-/// them all, so nothing waits out a dead process's lease. A shared store (PostgreSQL) must not.
+/// them all, so nothing waits out a dead process's lease. A shared store (PostgreSQL) must not:
+/// its other replicas' leases are alive (`a_replica_starting_leaves_the_others_leases_alone`), and
+/// a dead replica's run out by themselves (`a_late_record_from_a_replica_whose_lease_ran_out_...`).
 #[tokio::test]
 async fn reopening_the_single_process_store_ends_the_leases_a_dead_process_left() {
     let backend = Backend::Sqlite;
-    let (dir, ledger) = fresh(backend).await;
+    let (store, ledger) = fresh(backend).await;
     ledger
         .accept(request(
             "r",
@@ -617,7 +736,7 @@ async fn reopening_the_single_process_store_ends_the_leases_a_dead_process_left(
     let lost = refs(&ledger.lease_due(10, LEASE).await.unwrap());
     assert_eq!(lost.len(), 2);
     ledger.close().await;
-    let reopened = open(backend, dir.path()).await;
+    let reopened = store.open().await;
     let leased = reopened.lease_due(10, LEASE).await.unwrap();
     assert_eq!(ids(&leased), vec!["d1", "d2"]);
     assert!(leased.iter().all(|d| d.delivery.attempt == 2));
@@ -630,7 +749,8 @@ async fn reopening_the_single_process_store_ends_the_leases_a_dead_process_left(
     reopened.close().await;
 }
 
-/// The single-process store refuses a second opener while the first holds it.
+/// The single-process store refuses a second opener while the first holds it. Not PostgreSQL:
+/// several replicas on one database is what that store is for (the tests at the end).
 #[tokio::test]
 async fn the_single_process_store_refuses_a_second_opener() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,7 +772,7 @@ async fn the_single_process_store_refuses_a_second_opener() {
 #[tokio::test]
 async fn one_failing_call_in_a_shared_commit_fails_only_its_own_caller() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "first",
@@ -738,7 +858,7 @@ fn project_is(project: &str) -> Vec<Filter> {
 #[tokio::test]
 async fn redrive_gives_dead_deliveries_a_fresh_budget_and_leaves_the_rest_alone() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         ledger
             .accept(request_for(
                 "r1",
@@ -841,7 +961,7 @@ async fn redrive_gives_dead_deliveries_a_fresh_budget_and_leaves_the_rest_alone(
 #[tokio::test]
 async fn a_filtered_action_takes_at_most_its_limit_oldest_first_and_says_there_is_more() {
     for backend in backends() {
-        let (_dir, ledger) = fresh(backend).await;
+        let (_store, ledger) = fresh(backend).await;
         for i in 0..5 {
             ledger
                 .accept(request(
@@ -876,7 +996,7 @@ async fn a_filtered_action_takes_at_most_its_limit_oldest_first_and_says_there_i
 #[tokio::test]
 async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
     for backend in backends() {
-        let (dir, ledger) = fresh(backend).await;
+        let (store, ledger) = fresh(backend).await;
         ledger
             .accept(request(
                 "r",
@@ -916,7 +1036,7 @@ async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
         ledger.close().await;
 
         // All of it survives a restart.
-        let ledger = open(backend, dir.path()).await;
+        let ledger = store.open().await;
         let (d, history) = ledger.get("dead-x").await.unwrap().unwrap();
         assert_eq!(d.state, State::Discarded);
         assert_eq!(
@@ -927,4 +1047,491 @@ async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
         assert_eq!(pending_ids(&*ledger, Vec::new()).await, vec!["dead-y"]);
         ledger.close().await;
     }
+}
+
+// PostgreSQL: several replicas (processes) share one database.
+
+#[tokio::test]
+async fn replicas_leasing_concurrently_never_get_the_same_delivery() {
+    let store = Store::new(Backend::Postgres).await;
+    let replicas = [
+        Arc::new(store.replica().await),
+        Arc::new(store.replica().await),
+    ];
+    for r in 0..20 {
+        let deliveries = (0..10)
+            .map(|i| delivery(&format!("d{r:02}-{i}"), i, Channel::Email))
+            .collect();
+        replicas[r % 2]
+            .accept(request(&format!("r{r}"), "fp", deliveries))
+            .await
+            .unwrap();
+    }
+    // Four workers on each replica lease small batches as fast as they can until nothing is due.
+    let mut workers = Vec::new();
+    for replica in &replicas {
+        for _ in 0..4 {
+            let replica = replica.clone();
+            workers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let leased = replica.lease_due(7, LEASE).await.unwrap();
+                    if leased.is_empty() {
+                        return got;
+                    }
+                    got.extend(ids(&leased).iter().map(|id| id.to_string()));
+                    let outcomes = refs(&leased)
+                        .into_iter()
+                        .map(|d| (d, Outcome::Delivered))
+                        .collect();
+                    assert!(replica.record(outcomes).await.unwrap().stale.is_empty());
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "a delivery was leased twice");
+    assert_eq!(all.len(), 200);
+    assert!(pending_ids(&*replicas[0], vec![]).await.is_empty());
+    for replica in replicas {
+        replica.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_late_record_from_a_replica_whose_lease_ran_out_is_refused() {
+    let store = Store::new(Backend::Postgres).await;
+    let a = store.replica().await;
+    let b = store.replica().await;
+    a.accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
+        .await
+        .unwrap();
+    let lost = refs(&a.lease_due(10, SHORT_LEASE).await.unwrap());
+    assert_eq!(lost.len(), 1);
+    // Replica A stalls (or dies) past its lease; replica B takes the delivery over.
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(200)).await;
+    let taken = refs(&b.lease_due(10, LEASE).await.unwrap());
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].attempt, 2);
+    assert!(a.lease_due(10, LEASE).await.unwrap().is_empty());
+
+    let late = a
+        .record(vec![(lost[0].clone(), Outcome::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(late.stale, vec!["d".to_string()]);
+    let (d, history) = b.get("d").await.unwrap().unwrap();
+    assert_eq!((d.state, d.attempts), (State::Pending, 0));
+    assert!(history.is_empty());
+
+    let current = b
+        .record(vec![(
+            taken[0].clone(),
+            Outcome::Retry {
+                delay: Duration::from_secs(60),
+                error: "421".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(current.stale.is_empty());
+    let (d, history) = a.get("d").await.unwrap().unwrap();
+    assert_eq!((d.state, d.attempts), (State::Retrying, 1));
+    assert_eq!(history.len(), 1);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_replica_starting_leaves_the_others_leases_alone() {
+    let store = Store::new(Backend::Postgres).await;
+    let a = store.replica().await;
+    a.accept(request("r", "fp", vec![delivery("d", 0, Channel::Email)]))
+        .await
+        .unwrap();
+    let held = refs(&a.lease_due(10, LEASE).await.unwrap());
+    // A second replica starts (its migrations find the schema up to date) while A sends.
+    let b = store.replica().await;
+    assert!(b.lease_due(10, LEASE).await.unwrap().is_empty());
+    let recorded = a
+        .record(vec![(held[0].clone(), Outcome::Delivered)])
+        .await
+        .unwrap();
+    assert!(recorded.stale.is_empty());
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn replicas_starting_together_share_one_schema_and_one_request_is_recorded_once() {
+    let store = Store::new(Backend::Postgres).await;
+    let dsn = store.db().dsn();
+    // Four replicas migrate a fresh database at once: the migrator's lock lets one do it.
+    let replicas = futures::future::join_all(
+        (0..4).map(|_| PostgresLedger::connect(&dsn, PostgresOptions::default())),
+    )
+    .await
+    .into_iter()
+    .map(|r| Arc::new(r.unwrap()))
+    .collect::<Vec<_>>();
+    // The same request reaches every replica at once (a client retrying against each): one
+    // records it, the others answer with its delivery ids.
+    let outcomes = futures::future::join_all(replicas.iter().enumerate().map(|(i, replica)| {
+        replica.accept(request(
+            "same",
+            "fp",
+            vec![delivery(&format!("d-from-{i}"), 0, Channel::Email)],
+        ))
+    }))
+    .await;
+    let mut accepted = Vec::new();
+    let mut duplicates = Vec::new();
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            AcceptOutcome::Accepted { delivery_ids } => accepted.push(delivery_ids),
+            AcceptOutcome::Duplicate { delivery_ids, .. } => duplicates.push(delivery_ids),
+            AcceptOutcome::Conflict => panic!("the same content is no conflict"),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert!(duplicates.iter().all(|ids| *ids == accepted[0]));
+    assert_eq!(pending_ids(&*replicas[3], vec![]).await, accepted[0]);
+    // And other content under that id is a conflict on any replica.
+    assert_eq!(
+        replicas[1]
+            .accept(request("same", "other", vec![]))
+            .await
+            .unwrap(),
+        AcceptOutcome::Conflict
+    );
+    for replica in replicas {
+        replica.close().await;
+    }
+}
+
+/// Ungranted locks held by sessions on `database`: calls waiting for another transaction.
+async fn lock_waits(admin: &mut PgConnection, database: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid \
+         WHERE NOT l.granted AND a.datname = $1",
+    )
+    .bind(database)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+/// Sequence values are handed out before commit, so with a plain sequence a row can become visible
+/// after rows with higher values: a page token taken from those would pass over it for good. Here
+/// replica A's delivery takes its place, then waits (on a unique index, held by another session)
+/// while replica B records two more; a page ending at B's first one is read, then A commits.
+/// Following the token must still show A's delivery (or the first page must not have ended past
+/// it).
+#[tokio::test]
+async fn a_delivery_that_commits_after_later_ones_is_not_skipped_by_paging() {
+    let store = Store::new(Backend::Postgres).await;
+    let a = Arc::new(store.replica().await);
+    let b = Arc::new(store.replica().await);
+    a.accept(request("r0", "fp", vec![delivery("d0", 0, Channel::Email)]))
+        .await
+        .unwrap();
+    let mut admin = store.db().session().await;
+    let mut blocker = store.db().session().await;
+    let mut blocking = blocker.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO requests (request_id, fingerprint, unmatched, created_at, execution) \
+         VALUES ('blocker', '', 0, 0, '')",
+    )
+    .execute(&mut *blocking)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, org, \
+             channel, phase, state, created_at, updated_at, payload) \
+         VALUES ('dX', 'blocker', 0, '', '', '', '', 'email', 0, 'pending', 0, 0, '')",
+    )
+    .execute(&mut *blocking)
+    .await
+    .unwrap();
+
+    let late = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.accept(request("rX", "fp", vec![delivery("dX", 0, Channel::Email)]))
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lock_waits(&mut admin, &store.db().name).await < 1 {
+        assert!(Instant::now() < deadline, "replica A's accept never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let later = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let (x, y) = tokio::join!(
+                b.accept(request("rB", "fp", vec![delivery("dB", 0, Channel::Email)])),
+                b.accept(request("rC", "fp", vec![delivery("dC", 0, Channel::Email)])),
+            );
+            (x.unwrap(), y.unwrap())
+        })
+    };
+    // B's deliveries are recorded, or wait behind A's (as a store paging by commit order must
+    // make them).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !later.is_finished() && lock_waits(&mut admin, &store.db().name).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "replica B's accepts neither finished nor waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = b
+        .list_pending(PendingQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A's delivery commits now, after the page was read.
+    blocking.rollback().await.unwrap();
+    assert!(matches!(
+        late.await.unwrap().unwrap(),
+        AcceptOutcome::Accepted { .. }
+    ));
+    later.await.unwrap();
+
+    let mut seen: Vec<String> = first.deliveries.iter().map(|d| d.id.clone()).collect();
+    match first.next {
+        Some(token) => {
+            let mut after = Some(token);
+            while let Some(token) = after {
+                let page = a
+                    .list_pending(PendingQuery {
+                        limit: 2,
+                        after: Some(token),
+                        filters: vec![],
+                    })
+                    .await
+                    .unwrap();
+                seen.extend(page.deliveries.iter().map(|d| d.id.clone()));
+                after = page.next;
+            }
+        }
+        // The first page was the last one: a caller lists again from the start.
+        None => seen = pending_ids(&*a, vec![]).await,
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["d0", "dB", "dC", "dX"],
+        "first page: {:?}",
+        first.deliveries.iter().map(|d| &d.id).collect::<Vec<_>>()
+    );
+    a.close().await;
+    b.close().await;
+}
+
+/// A TCP proxy in front of the test server that can cut the network: while cut, every connection
+/// through it stays open but nothing passes (as with a partition or a host that died), so only a
+/// timeout ends a call; the server sees its sessions end. Restored, it passes traffic again, and
+/// the connections it held through the cut are closed.
+struct Proxy {
+    port: u16,
+    cut: Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let server = postgres_server();
+        let upstream: SocketAddr = tokio::net::lookup_host((
+            server.host_str().unwrap_or("127.0.0.1"),
+            server.port().unwrap_or(5432),
+        ))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(tokio::sync::watch::channel(false).0);
+        let switch = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut cut = switch.subscribe();
+                tokio::spawn(async move {
+                    if !*cut.borrow() {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let was_cut = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                            _ = cut.wait_for(|cut| *cut) => true,
+                        };
+                        if !was_cut {
+                            return;
+                        }
+                    }
+                    // Cut: the server's side goes, the client's is held, silent, until restored.
+                    let _ = cut.wait_for(|cut| !*cut).await;
+                    drop(client);
+                });
+            }
+        });
+        Self { port, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.restore();
+    }
+}
+
+/// Runs a ledger call that must come back on its own, cut off or not: it may fail, not hang.
+async fn answers<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("a ledger call hung while the database was cut off")
+}
+
+fn unavailable<T: std::fmt::Debug>(result: Result<T, LedgerError>) -> String {
+    match result {
+        Err(LedgerError::Unavailable(reason)) => reason,
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cut_off_from_the_database_calls_fail_fast_and_all_resume_when_it_returns() {
+    let store = Store::new(Backend::Postgres).await;
+    let proxy = Proxy::start().await;
+    let options = PostgresOptions {
+        connect_timeout: Duration::from_secs(1),
+        statement_timeout: Duration::from_secs(1),
+        ..PostgresOptions::default()
+    };
+    let ledger = PostgresLedger::connect(&store.db().dsn_via(proxy.port), options)
+        .await
+        .unwrap();
+    ledger
+        .accept(request("r1", "fp", vec![delivery("d1", 0, Channel::Email)]))
+        .await
+        .unwrap();
+    let held = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+    assert_eq!(ledger.trouble(), None);
+
+    proxy.cut();
+    let started = Instant::now();
+    let reason = unavailable(
+        answers(ledger.accept(request("r2", "fp", vec![delivery("d2", 0, Channel::Email)]))).await,
+    );
+    let first_failure = started.elapsed();
+    assert!(
+        reason.contains(&format!("127.0.0.1:{}", proxy.port)),
+        "the reason names the database: {reason}"
+    );
+    let trouble = ledger.trouble().expect("health reports the outage");
+    assert!(trouble.contains("ledger's database"), "{trouble}");
+    // Known to be cut off, the other calls do not wait out a timeout each.
+    let started = Instant::now();
+    unavailable(answers(ledger.lease_due(10, LEASE)).await);
+    unavailable(answers(ledger.list_pending(PendingQuery::default())).await);
+    unavailable(answers(ledger.record(vec![(held[0].clone(), Outcome::Delivered)])).await);
+    unavailable(answers(ledger.next_due()).await);
+    unavailable(answers(ledger.get("d1")).await);
+    let then_each = started.elapsed() / 5;
+    eprintln!(
+        "cut off: first call failed after {first_failure:?}, the next ones after {then_each:?} each"
+    );
+    // It stays reported while it lasts (the probe keeps checking).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(ledger.trouble().is_some());
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ledger.trouble().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "still in trouble after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Everything works again, in the same process. The request refused meanwhile was not
+    // recorded; a retry is.
+    assert!(matches!(
+        ledger
+            .accept(request("r2", "fp", vec![delivery("d2", 0, Channel::Email)]))
+            .await
+            .unwrap(),
+        AcceptOutcome::Accepted { .. }
+    ));
+    let recorded = ledger
+        .record(vec![(held[0].clone(), Outcome::Delivered)])
+        .await
+        .unwrap();
+    assert!(recorded.stale.is_empty());
+    assert_eq!(pending_ids(&ledger, vec![]).await, vec!["d2"]);
+    assert_eq!(ids(&ledger.lease_due(10, LEASE).await.unwrap()), vec!["d2"]);
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn a_database_restart_is_survived_without_restarting_the_replica() {
+    let (store, ledger) = fresh(Backend::Postgres).await;
+    ledger
+        .accept(request("r1", "fp", vec![delivery("d1", 0, Channel::Email)]))
+        .await
+        .unwrap();
+    // Every session on the database ends, as at a server restart or failover.
+    let mut admin = PgConnection::connect(postgres_server().as_str())
+        .await
+        .unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(&store.db().name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty());
+    // At most a call or two hears about it; then everything works on new connections.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match ledger
+            .accept(request("r2", "fp", vec![delivery("d2", 0, Channel::Email)]))
+            .await
+        {
+            Ok(_) => break,
+            Err(LedgerError::Unavailable(reason)) => {
+                assert!(Instant::now() < deadline, "not back: {reason}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(pending_ids(&*ledger, vec![]).await, vec!["d1", "d2"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ledger.trouble().is_some() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ledger.close().await;
 }

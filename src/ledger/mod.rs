@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 pub mod filters;
 pub mod page_token;
+pub mod postgres;
 pub mod sqlite;
 
 pub use filters::{Filter, FilterField, FilterOp};

@@ -1,0 +1,1242 @@
+//! The shared ledger: one PostgreSQL database that several replicas (processes) write at once.
+//!
+//! Nothing here is owned by one process, unlike the SQLite store: every lease is a row lock taken
+//! with `FOR UPDATE SKIP LOCKED` and an expiry, so competing replicas never lease the same row and
+//! the rows a dead replica leased become due again when their leases run out. Every time (due
+//! times, lease expiries, creation, history) comes from the database's clock (`ledger_now()` in
+//! the schema), never from a replica's.
+//!
+//! Enqueue calls go through one writer task per replica that drains whatever calls are waiting
+//! and commits them in one transaction (group commit), as in the SQLite store. Everything else
+//! (leases, outcomes, operator actions, reads) runs as its own short statement on the pool:
+//! PostgreSQL already lets those run side by side, and flushes concurrent commits together.
+//!
+//! When the database cannot be reached, calls fail within a few seconds with `Unavailable` and a
+//! reason, `trouble()` says so meanwhile, and a probe notices when the database is back.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::error::Elapsed;
+
+use super::{
+    AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterOp, HistoryEvent, LeasedDelivery,
+    Ledger, LedgerError, NewDelivery, NewRequest, OperatorAction, PageToken, PendingPage,
+    PendingQuery, Recorded, Selection, Skip, State, StoredDelivery,
+};
+use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
+
+/// How a replica talks to the database.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Connections this replica opens at most (the writer takes one per batch).
+    pub max_connections: u32,
+    /// How long a call waits for a connection, connecting included, before it fails with
+    /// `Unavailable`.
+    pub connect_timeout: Duration,
+    /// How long one statement (and one whole transaction, on the client's side) may take before
+    /// the call fails with `Unavailable`. Also the server's `idle_in_transaction_session_timeout`,
+    /// so that a replica cut off in the middle of a transaction cannot hold its locks for long.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How many Enqueue calls one transaction takes at most; bounds the time one commit takes.
+const MAX_BATCH: usize = 1024;
+
+/// How often the probe checks the database while it is in trouble, and while it is not.
+const PROBE_IN_TROUBLE: Duration = Duration::from_secs(1);
+const PROBE_HEALTHY: Duration = Duration::from_secs(5);
+
+/// The states ListPending shows (the deliveries_open index's condition).
+const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
+
+const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
+                       attempts, next_attempt_at, last_error, created_at, payload";
+
+struct AcceptOp {
+    request: Box<NewRequest>,
+    reply: oneshot::Sender<Result<AcceptOutcome, LedgerError>>,
+}
+
+pub struct PostgresLedger {
+    link: Arc<Link>,
+    writer: Mutex<Option<mpsc::Sender<AcceptOp>>>,
+    writer_task: Mutex<Option<JoinHandle<()>>>,
+    probe_task: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+/// The pool and what the replica knows about the database's health: shared by the calls, the
+/// writer and the probe.
+struct Link {
+    pool: PgPool,
+    /// For the probe's own connections, which say why connecting fails where the pool only times
+    /// out.
+    connect: PgConnectOptions,
+    /// host:port/database, for messages (never the DSN: it may hold a password).
+    target: String,
+    options: PostgresOptions,
+    trouble: Mutex<Option<String>>,
+    /// Wakes the probe when a call finds trouble, so that it checks a second later rather than
+    /// at its next healthy round.
+    troubled: tokio::sync::Notify,
+}
+
+impl PostgresLedger {
+    /// Connects to the database `dsn` names (a `postgres://` URL), brings its schema up to date,
+    /// and starts this replica's writer and health probe. Replicas starting together are fine:
+    /// the migrator holds an advisory lock while it works. Fails with `Unavailable` when the
+    /// database cannot be reached within `options.connect_timeout`.
+    pub async fn connect(dsn: &str, options: PostgresOptions) -> Result<Self, LedgerError> {
+        let mut base = PgConnectOptions::from_str(dsn)?;
+        if base.get_application_name().is_none() {
+            base = base.application_name("flyte-notify");
+        }
+        let target = match base.get_socket() {
+            Some(socket) => format!("{}/{}", socket.display(), base.get_database().unwrap_or("")),
+            None => format!(
+                "{}:{}/{}",
+                base.get_host(),
+                base.get_port(),
+                base.get_database().unwrap_or("")
+            ),
+        };
+        let mut conn =
+            match tokio::time::timeout(options.connect_timeout, PgConnection::connect_with(&base))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    return Err(LedgerError::Unavailable(format!(
+                        "cannot connect to the ledger's database at {target}: {e}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(LedgerError::Unavailable(format!(
+                        "no answer from the ledger's database at {target} within {:?}",
+                        options.connect_timeout
+                    )));
+                }
+            };
+        // On the base options, without the statement timeout: a migration may take as long as
+        // it takes, and a replica waiting for another one's migration waits on its lock.
+        sqlx::migrate!("src/ledger/migrations/postgres")
+            .run(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+
+        let millis = |d: Duration| d.as_millis().max(1).to_string();
+        let session = base.clone().options([
+            ("statement_timeout", millis(options.statement_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                millis(options.statement_timeout),
+            ),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(session.clone());
+        let link = Arc::new(Link {
+            pool,
+            connect: session,
+            target,
+            options,
+            trouble: Mutex::new(None),
+            troubled: tokio::sync::Notify::new(),
+        });
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let writer_task = tokio::spawn(write(link.clone(), rx));
+        let probe_task = tokio::spawn(probe(link.clone()));
+        Ok(Self {
+            link,
+            writer: Mutex::new(Some(tx)),
+            writer_task: Mutex::new(Some(writer_task)),
+            probe_task: Mutex::new(Some(probe_task)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Closed, or known to be cut off from the database: either way, say so at once.
+    fn ready(&self) -> Result<(), LedgerError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LedgerError::Closed);
+        }
+        self.link.refuse()
+    }
+}
+
+impl Drop for PostgresLedger {
+    fn drop(&mut self) {
+        // The writer stops by itself once its channel is gone; the probe would run forever.
+        if let Some(task) = self.probe_task.lock().expect("probe lock poisoned").take() {
+            task.abort();
+        }
+    }
+}
+
+impl Link {
+    /// Fails fast while the database is known to be unreachable: the probe clears this within a
+    /// second of it coming back, and until then a call would only wait out a timeout.
+    fn refuse(&self) -> Result<(), LedgerError> {
+        match self.trouble.lock().expect("trouble lock poisoned").as_ref() {
+            Some(reason) => Err(LedgerError::Unavailable(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Logged when it starts or changes, not at every refused call.
+    fn set_trouble(&self, reason: &str) {
+        let mut trouble = self.trouble.lock().expect("trouble lock poisoned");
+        if trouble.as_deref() != Some(reason) {
+            tracing::error!(problem = %reason, "the ledger's database cannot be used; refusing calls with UNAVAILABLE until it can");
+            *trouble = Some(reason.to_string());
+            self.troubled.notify_one();
+        }
+    }
+
+    fn clear_trouble(&self) {
+        if self
+            .trouble
+            .lock()
+            .expect("trouble lock poisoned")
+            .take()
+            .is_some()
+        {
+            tracing::warn!(database = %self.target, "the ledger's database answers again; accepting notifications");
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> LedgerError {
+        self.set_trouble(&reason);
+        LedgerError::Unavailable(reason)
+    }
+
+    /// A short, actionable reason when `e` means the database cannot be used now (rather than
+    /// that one call was wrong): the caller should retry later, so it answers UNAVAILABLE.
+    fn problem(&self, e: &sqlx::Error) -> Option<String> {
+        let target = &self.target;
+        Some(match e {
+            sqlx::Error::PoolTimedOut => format!(
+                "no connection to the ledger's database at {target} within {:?}",
+                self.options.connect_timeout
+            ),
+            sqlx::Error::Io(e) => {
+                format!("lost the connection to the ledger's database at {target}: {e}")
+            }
+            sqlx::Error::Tls(e) => {
+                format!("TLS with the ledger's database at {target} failed: {e}")
+            }
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+                format!("the connection to the ledger's database at {target} broke: {e}")
+            }
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                let message = db.message();
+                match &*code {
+                    "57014" => format!(
+                        "the ledger's database at {target} did not finish a statement within {:?}",
+                        self.options.statement_timeout
+                    ),
+                    "57P01" | "57P02" | "57P03" => format!(
+                        "the ledger's database at {target} is shutting down or starting up: {message}"
+                    ),
+                    "53100" => format!("the ledger's database at {target} is out of disk space"),
+                    "53200" => format!("the ledger's database at {target} is out of memory"),
+                    "53300" => format!(
+                        "the ledger's database at {target} has no free connection slots: {message}"
+                    ),
+                    "25006" => format!(
+                        "the ledger's database at {target} is read-only (a standby?): {message}"
+                    ),
+                    "3D000" => format!("the ledger's database {target} does not exist"),
+                    c if c.starts_with("08") => format!(
+                        "lost the connection to the ledger's database at {target}: {message}"
+                    ),
+                    c if c.starts_with("28") => {
+                        format!("the ledger's database at {target} refused the login: {message}")
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// What a failed statement comes to for the caller, noting trouble on the way.
+    fn failed(&self, e: sqlx::Error) -> LedgerError {
+        if matches!(e, sqlx::Error::PoolClosed) {
+            return LedgerError::Closed;
+        }
+        match self.problem(&e) {
+            Some(reason) => self.unavailable(reason),
+            None => LedgerError::Database(e),
+        }
+    }
+
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>, LedgerError> {
+        self.pool.acquire().await.map_err(|e| self.failed(e))
+    }
+
+    /// The client's bound on one call's statements on an acquired connection: a little over the
+    /// server's statement timeout, so that the server's clean error usually comes first, but
+    /// also there when the server is cut off and nothing at all comes back.
+    fn budget(&self) -> Duration {
+        self.options.statement_timeout + Duration::from_secs(1)
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<Result<T, sqlx::Error>, Elapsed> {
+        tokio::time::timeout(self.budget(), work).await
+    }
+
+    /// What a bounded call on `conn` came to. A connection whose call timed out or broke is closed
+    /// rather than pooled: what it is in the middle of is unknown, and a ping on a connection cut
+    /// off without a reset would hold its pool slot until TCP gives up, long after the database
+    /// came back.
+    fn settle<T>(
+        &self,
+        mut conn: PoolConnection<Postgres>,
+        result: Result<Result<T, sqlx::Error>, Elapsed>,
+    ) -> Result<T, LedgerError> {
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if matches!(
+                    e,
+                    sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_)
+                ) {
+                    conn.close_on_drop();
+                }
+                Err(self.failed(e))
+            }
+            Err(_) => {
+                conn.close_on_drop();
+                Err(self.unavailable(format!(
+                    "the ledger's database at {} did not answer within {:?}",
+                    self.target,
+                    self.budget()
+                )))
+            }
+        }
+    }
+
+    /// Records a batch of Enqueue calls in one transaction.
+    async fn accept(&self, requests: &[&NewRequest]) -> Result<Vec<AcceptOutcome>, LedgerError> {
+        self.refuse()?;
+        let mut conn = self.acquire().await?;
+        let result = self.bounded(accept_all(&mut conn, requests)).await;
+        self.settle(conn, result)
+    }
+
+    /// Whether the database answers, and can be written to; the reason when it cannot.
+    async fn check(&self) -> Result<(), String> {
+        let in_trouble = self
+            .trouble
+            .lock()
+            .expect("trouble lock poisoned")
+            .is_some();
+        if !in_trouble {
+            let mut conn = self.acquire().await.map_err(|e| e.to_string())?;
+            let result = self.bounded(read_only(&mut conn)).await;
+            return match self.settle(conn, result) {
+                Ok(false) => Ok(()),
+                Ok(true) => Err(self.read_only_reason()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        // A connection of its own: the pool would only say it timed out; this says why (refused,
+        // unknown host, login refused, starting up...).
+        let connecting = PgConnection::connect_with(&self.connect);
+        let mut conn = match tokio::time::timeout(self.options.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(self.problem(&e).unwrap_or_else(|| {
+                    format!(
+                        "cannot connect to the ledger's database at {}: {e}",
+                        self.target
+                    )
+                }));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "no answer from the ledger's database at {} within {:?}",
+                    self.target, self.options.connect_timeout
+                ));
+            }
+        };
+        let result = self.bounded(read_only(&mut conn)).await;
+        let _ = tokio::time::timeout(self.options.connect_timeout, conn.close()).await;
+        match result {
+            Ok(Ok(false)) => Ok(()),
+            Ok(Ok(true)) => Err(self.read_only_reason()),
+            Ok(Err(e)) => Err(self
+                .problem(&e)
+                .unwrap_or_else(|| format!("the ledger's database at {}: {e}", self.target))),
+            Err(_) => Err(format!(
+                "the ledger's database at {} did not answer within {:?}",
+                self.target,
+                self.budget()
+            )),
+        }
+    }
+
+    fn read_only_reason(&self) -> String {
+        format!(
+            "the ledger's database at {} is read-only (a standby?)",
+            self.target
+        )
+    }
+}
+
+async fn read_only(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let value: String = sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(value == "on")
+}
+
+/// Checks the database now and then: often while it is in trouble, so that calls resume soon
+/// after it comes back, and now and then while it is not, so that health notices an outage even
+/// when no call is made.
+async fn probe(link: Arc<Link>) {
+    loop {
+        let in_trouble = link
+            .trouble
+            .lock()
+            .expect("trouble lock poisoned")
+            .is_some();
+        if !in_trouble {
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_HEALTHY) => {}
+                _ = link.troubled.notified() => {}
+            }
+        }
+        // In trouble (or just found in trouble): a moment for the database to come back.
+        if link
+            .trouble
+            .lock()
+            .expect("trouble lock poisoned")
+            .is_some()
+        {
+            tokio::time::sleep(PROBE_IN_TROUBLE).await;
+        }
+        match link.check().await {
+            Ok(()) => link.clear_trouble(),
+            Err(reason) => link.set_trouble(&reason),
+        }
+    }
+}
+
+/// The writer: takes Enqueue calls as they come and commits whatever is waiting in one
+/// transaction, so that under load many calls share one commit. If the batch fails, each call is
+/// tried again alone, so one call that cannot be recorded fails only its own caller; when the
+/// database cannot be used, everyone hears so at once.
+async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!(crate::telemetry::BATCH_SIZE).record(batch.len() as f64);
+        let ops = std::mem::take(&mut batch);
+        let requests: Vec<&NewRequest> = ops.iter().map(|op| &*op.request).collect();
+        match link.accept(&requests).await {
+            Ok(outcomes) => {
+                for (op, outcome) in ops.into_iter().zip(outcomes) {
+                    let _ = op.reply.send(Ok(outcome));
+                }
+            }
+            Err(LedgerError::Unavailable(reason)) => {
+                for op in ops {
+                    let _ = op.reply.send(Err(LedgerError::Unavailable(reason.clone())));
+                }
+            }
+            Err(e) => {
+                if ops.len() > 1 {
+                    tracing::warn!(error = %e, size = ops.len(), "ledger batch failed; applying its calls one by one");
+                }
+                for op in ops {
+                    let result = link
+                        .accept(&[&*op.request])
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0));
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "ledger: a call failed and was rolled back");
+                    }
+                    let _ = op.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Ledger for PostgresLedger {
+    async fn accept(&self, request: NewRequest) -> Result<AcceptOutcome, LedgerError> {
+        self.ready()?;
+        let sender = self
+            .writer
+            .lock()
+            .expect("writer lock poisoned")
+            .clone()
+            .ok_or(LedgerError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        sender
+            .send(AcceptOp {
+                request: Box::new(request),
+                reply,
+            })
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        // The writer bounds each batch; this bounds the wait for the batch ahead of ours as well,
+        // should that one hang too.
+        let bound = 2 * (self.link.options.connect_timeout + self.link.budget());
+        match tokio::time::timeout(bound, rx).await {
+            Ok(result) => result.map_err(|_| LedgerError::Closed)?,
+            Err(_) => Err(self.link.unavailable(format!(
+                "the ledger's database at {} did not record the request within {bound:?}; \
+                 it may have been recorded: retry with the same request_id",
+                self.link.target
+            ))),
+        }
+    }
+
+    async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError> {
+        self.ready()?;
+        // Keyset paging on seq, as in SQLite, which is only correct because seq order is commit
+        // order here too. A plain identity column would not be: nextval() hands a value out when
+        // the row is inserted, not when its transaction commits, so replica A can take seq 7,
+        // replica B seq 8 and commit first; a page ending at 8 hands out the token "after 8", A
+        // commits, and row 7 is behind every token already given out: no page ever shows it.
+        //
+        // Other ways considered: (created_at, id) with created_at from now() has the same flaw,
+        // now() being the transaction's start, not its commit. A watermark from the reader's
+        // snapshot (list only rows whose inserting transaction is older than any still running)
+        // needs no lock, but one long transaction anywhere in the database, such as an
+        // operator's idle psql session, would hide every new delivery meanwhile. Commit
+        // timestamps need a server setting, and their order is not visibility order either.
+        //
+        // So an accept locks delivery_commit_order just before inserting its deliveries and holds
+        // it to its commit (accept_all): seq values are taken by one transaction at a time, and
+        // the next one gets the lock only once the previous commit is visible (PostgreSQL
+        // releases locks after it marks the transaction committed). Every seq still in flight is
+        // thus above every committed one, and no row can commit behind a token. The lock is held
+        // for one multi-row INSERT and the commit, once per batch of Enqueue calls per replica.
+        let mut sql =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE {OPEN}"));
+        if let Some(PageToken::After { seq }) = query.after {
+            sql.push(" AND seq > ").push_bind(seq);
+        }
+        push_filters(&mut sql, &query.filters);
+        // One row more than asked tells whether another page exists.
+        let limit = query.limit.max(1);
+        sql.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let mut conn = self.link.acquire().await?;
+        let result = self.link.bounded(sql.build().fetch_all(&mut *conn)).await;
+        let rows = self.link.settle(conn, result)?;
+        let mut deliveries = rows
+            .iter()
+            .map(decode_listed)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = deliveries.len() > limit as usize;
+        deliveries.truncate(limit as usize);
+        let next = if more {
+            deliveries
+                .last()
+                .map(|(seq, _)| PageToken::After { seq: *seq })
+        } else {
+            None
+        };
+        Ok(PendingPage {
+            deliveries: deliveries.into_iter().map(|(_, d)| d).collect(),
+            next,
+        })
+    }
+
+    async fn lease_due(
+        &self,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<LeasedDelivery>, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self.link.bounded(lease(&mut conn, max, lease_for)).await;
+        self.link.settle(conn, result)
+    }
+
+    async fn record(&self, outcomes: Vec<(DeliveryRef, Outcome)>) -> Result<Recorded, LedgerError> {
+        if outcomes.is_empty() {
+            return Ok(Recorded::default());
+        }
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self.link.bounded(record(&mut conn, &outcomes)).await;
+        let applied = self.link.settle(conn, result)?;
+        let stale: Vec<String> = outcomes
+            .iter()
+            .map(|(d, _)| &d.id)
+            .filter(|id| !applied.contains(*id))
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            metrics::counter!(crate::telemetry::STALE_RECORDS).increment(stale.len() as u64);
+            tracing::warn!(
+                ids = ?stale,
+                "refused outcomes from lost leases: another attempt owns these deliveries now"
+            );
+        }
+        Ok(Recorded { stale })
+    }
+
+    async fn release(&self, delivery: &DeliveryRef, delay: Duration) -> Result<(), LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(
+                sqlx::query(
+                    "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, \
+                     next_attempt_at = ledger_now() + $1, updated_at = ledger_now() \
+                     WHERE id = $2 AND lease_token = $3",
+                )
+                .bind(millis(delay))
+                .bind(&delivery.id)
+                .bind(delivery.lease.0)
+                .execute(&mut *conn),
+            )
+            .await;
+        self.link.settle(conn, result).map(|_| ())
+    }
+
+    async fn next_due(&self) -> Result<Option<Duration>, LedgerError> {
+        self.ready()?;
+        // A leased row is due again when its lease runs out: the replica that holds it may have
+        // died. The two halves follow the deliveries_due and deliveries_leased indexes.
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(
+                sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT LEAST( \
+                         (SELECT MIN(next_attempt_at) FROM deliveries \
+                          WHERE state IN ('pending', 'retrying') AND lease_until IS NULL), \
+                         (SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM deliveries \
+                          WHERE lease_until IS NOT NULL AND state IN ('pending', 'retrying')) \
+                     ) - ledger_now()",
+                )
+                .fetch_one(&mut *conn),
+            )
+            .await;
+        let until = self.link.settle(conn, result)?;
+        Ok(until.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+    }
+
+    async fn act(
+        &self,
+        action: OperatorAction,
+        selection: Selection,
+        note: String,
+    ) -> Result<Acted, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(act(&mut conn, action, &selection, &note))
+            .await;
+        self.link.settle(conn, result)
+    }
+
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<(StoredDelivery, Vec<HistoryEvent>)>, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self.link.bounded(get(&mut conn, id)).await;
+        self.link.settle(conn, result)
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.link
+            .trouble
+            .lock()
+            .expect("trouble lock poisoned")
+            .clone()
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Dropping the last sender lets the writer finish what is queued, then stop; each of its
+        // batches is bounded, so this is too.
+        self.writer.lock().expect("writer lock poisoned").take();
+        let task = self
+            .writer_task
+            .lock()
+            .expect("writer lock poisoned")
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let probe = self.probe_task.lock().expect("probe lock poisoned").take();
+        if let Some(probe) = probe {
+            probe.abort();
+        }
+        let _ =
+            tokio::time::timeout(self.link.options.connect_timeout, self.link.pool.close()).await;
+    }
+}
+
+/// Records a batch of requests and their deliveries in one transaction.
+async fn accept_all(
+    conn: &mut PgConnection,
+    requests: &[&NewRequest],
+) -> Result<Vec<AcceptOutcome>, sqlx::Error> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Only the first call with a given request_id in this batch may insert it; later ones are
+    // resolved against it, and ids recorded before against what is stored.
+    let mut first: HashMap<&str, &NewRequest> = HashMap::new();
+    let candidates: Vec<&NewRequest> = requests
+        .iter()
+        .copied()
+        .filter(|r| first.insert(r.request_id.as_str(), r).is_none())
+        .collect();
+    let mut tx = conn.begin().await?;
+    // Sorted by request_id, so that two batches carrying the same ids (two replicas given the same
+    // retried request) wait for each other in one order and never deadlock. ON CONFLICT waits for
+    // a concurrent insert of the same id to end, then does nothing if it committed.
+    let inserted: HashSet<String> = sqlx::query_scalar(
+        "INSERT INTO requests (request_id, fingerprint, unmatched, created_at, execution) \
+         SELECT request_id, fingerprint, unmatched, ledger_now(), execution \
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bytea[]) \
+             AS r(request_id, fingerprint, unmatched, execution) \
+         ORDER BY request_id \
+         ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+    )
+    .bind(
+        candidates
+            .iter()
+            .map(|r| &*r.request_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        candidates
+            .iter()
+            .map(|r| &*r.fingerprint)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        candidates
+            .iter()
+            .map(|r| i64::from(r.unmatched))
+            .collect::<Vec<_>>(),
+    )
+    .bind(candidates.iter().map(|r| &*r.execution).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // Requests recorded before, here or by another replica: what they produced. Read before the
+    // commit-order lock, to hold it as briefly as possible.
+    let earlier: Vec<&str> = candidates
+        .iter()
+        .map(|r| r.request_id.as_str())
+        .filter(|id| !inserted.contains(*id))
+        .collect();
+    let mut recorded: HashMap<String, (String, i64, Vec<String>)> = HashMap::new();
+    if !earlier.is_empty() {
+        let rows = sqlx::query(
+            "SELECT r.request_id, r.fingerprint, r.unmatched, \
+                    array_remove(array_agg(d.id ORDER BY d.notification_index), NULL) \
+             FROM requests AS r LEFT JOIN deliveries AS d ON d.request_id = r.request_id \
+             WHERE r.request_id = ANY($1) GROUP BY r.request_id",
+        )
+        .bind(&earlier)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            recorded.insert(
+                row.try_get(0)?,
+                (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?),
+            );
+        }
+    }
+
+    let new: Vec<(&NewRequest, &NewDelivery)> = candidates
+        .iter()
+        .filter(|r| inserted.contains(&r.request_id))
+        .flat_map(|r| r.deliveries.iter().map(move |d| (*r, d)))
+        .collect();
+    if !new.is_empty() {
+        // Held to the commit: see list_pending for why seq must be handed out in commit order.
+        sqlx::query("LOCK TABLE delivery_commit_order IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let payloads: Vec<String> = new.iter().map(|(_, d)| d.payload.encode()).collect();
+        // WITH ORDINALITY / ORDER BY: seq follows the batch's order, and so ListPending's.
+        sqlx::query(
+            "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, \
+                 org, channel, phase, state, attempts, next_attempt_at, created_at, updated_at, \
+                 payload) \
+             SELECT id, request_id, notification_index, project, domain, name, org, channel, \
+                 phase, 'pending', 0, ledger_now(), ledger_now(), ledger_now(), payload \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::int[], $10::text[]) WITH ORDINALITY \
+                 AS d(id, request_id, notification_index, project, domain, name, org, channel, \
+                      phase, payload, n) \
+             ORDER BY n",
+        )
+        .bind(new.iter().map(|(_, d)| &*d.id).collect::<Vec<_>>())
+        .bind(new.iter().map(|(r, _)| &*r.request_id).collect::<Vec<_>>())
+        .bind(
+            new.iter()
+                .map(|(_, d)| i64::from(d.notification_index))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(r, _)| &*r.execution_key.project)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(r, _)| &*r.execution_key.domain)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(r, _)| &*r.execution_key.name)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(r, _)| &*r.execution_key.org)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|(_, d)| d.payload.channel.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(new.iter().map(|(_, d)| d.phase).collect::<Vec<_>>())
+        .bind(&payloads)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+
+    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut claimed = HashSet::new();
+    for r in requests {
+        let id = r.request_id.as_str();
+        // The call that inserted a request_id owns it; every other call with that id (in this
+        // batch or later) is a duplicate or a conflict.
+        outcomes.push(if inserted.contains(id) {
+            if claimed.insert(id) {
+                AcceptOutcome::Accepted {
+                    delivery_ids: r.deliveries.iter().map(|d| d.id.clone()).collect(),
+                }
+            } else {
+                let owner = first[id];
+                if owner.fingerprint != r.fingerprint {
+                    AcceptOutcome::Conflict
+                } else {
+                    AcceptOutcome::Duplicate {
+                        delivery_ids: owner.deliveries.iter().map(|d| d.id.clone()).collect(),
+                        unmatched: owner.unmatched,
+                    }
+                }
+            }
+        } else {
+            // Not inserted means a committed row with this id exists, and rows are never deleted.
+            let (fingerprint, unmatched, delivery_ids) =
+                recorded.get(id).ok_or(sqlx::Error::RowNotFound)?;
+            if *fingerprint != r.fingerprint {
+                AcceptOutcome::Conflict
+            } else {
+                AcceptOutcome::Duplicate {
+                    delivery_ids: delivery_ids.clone(),
+                    unmatched: u32::try_from(*unmatched).unwrap_or(0),
+                }
+            }
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Leases up to `max` due deliveries in one statement. SKIP LOCKED: a row another replica is
+/// leasing (or recording) right now is left to it, never waited for nor leased twice; a row it
+/// leased and committed no longer matches (its lease_until is in the future) when this statement
+/// locks it. A row whose lease ran out matches again: its replica died or lost it, and the new
+/// lease gets a fresh token, so the old holder's outcome is refused. MATERIALIZED: the locking
+/// subquery runs exactly once; inlined into a join, a rescan could lock and lease more than `max`.
+async fn lease(
+    conn: &mut PgConnection,
+    max: usize,
+    lease_for: Duration,
+) -> Result<Vec<LeasedDelivery>, sqlx::Error> {
+    let rows = sqlx::query(
+        "WITH due AS MATERIALIZED ( \
+             SELECT seq FROM deliveries \
+             WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ledger_now() \
+               AND (lease_until IS NULL OR lease_until <= ledger_now()) \
+             ORDER BY next_attempt_at, seq \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE deliveries AS d \
+         SET lease_until = ledger_now() + $2, lease_token = nextval('lease_tokens'), \
+             leases = d.leases + 1 \
+         FROM due, requests AS r \
+         WHERE d.seq = due.seq AND r.request_id = d.request_id \
+         RETURNING d.seq, d.id, d.request_id, d.project, d.domain, d.name, d.org, d.leases, \
+                   d.lease_token, d.payload, r.execution",
+    )
+    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+    .bind(millis(lease_for))
+    .fetch_all(&mut *conn)
+    .await?;
+    // Deliveries of one request share one copy of its context.
+    let mut contexts: HashMap<String, Arc<[u8]>> = HashMap::new();
+    let mut leased = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq: i64 = row.try_get("seq")?;
+        let request_id: String = row.try_get("request_id")?;
+        let context = match contexts.get(&request_id) {
+            Some(context) => context.clone(),
+            None => {
+                let context: Arc<[u8]> = Arc::from(row.try_get::<Vec<u8>, _>("execution")?);
+                contexts.insert(request_id.clone(), context.clone());
+                context
+            }
+        };
+        let payload: String = row.try_get("payload")?;
+        // A payload this binary cannot read (written by a newer version) must not stop every
+        // other lease: it travels as an error, and the worker records it dead.
+        let content = Payload::decode(&payload)
+            .map(|(payload, own)| (payload, own.map(Arc::from).unwrap_or(context)));
+        leased.push((
+            seq,
+            LeasedDelivery {
+                delivery: DeliveryRef {
+                    id: row.try_get("id")?,
+                    request_id,
+                    attempt: u32::try_from(row.try_get::<i64, _>("leases")?).unwrap_or(u32::MAX),
+                    lease: LeaseToken(row.try_get("lease_token")?),
+                },
+                execution: execution_key(row)?,
+                content,
+            },
+        ));
+    }
+    leased.sort_by_key(|(seq, _)| *seq);
+    Ok(leased.into_iter().map(|(_, d)| d).collect())
+}
+
+/// Applies the outcomes whose lease token is still current, each with an event in its history, in
+/// one statement; returns the ids applied.
+async fn record(
+    conn: &mut PgConnection,
+    outcomes: &[(DeliveryRef, Outcome)],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut tokens = Vec::with_capacity(outcomes.len());
+    let mut states = Vec::with_capacity(outcomes.len());
+    let mut delays = Vec::with_capacity(outcomes.len());
+    let mut errors = Vec::with_capacity(outcomes.len());
+    for (delivery, outcome) in outcomes {
+        let (state, delay, error) = match outcome {
+            Outcome::Delivered => (State::Delivered, None, ""),
+            Outcome::Retry { delay, error } => {
+                (State::Retrying, Some(millis(*delay)), error.as_str())
+            }
+            Outcome::Dead { error } => (State::Dead, None, error.as_str()),
+        };
+        ids.push(delivery.id.as_str());
+        tokens.push(delivery.lease.0);
+        states.push(state.as_str());
+        delays.push(delay);
+        errors.push(error);
+    }
+    let applied: Vec<String> = sqlx::query_scalar(
+        "WITH outcome AS ( \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[]) \
+                 AS o(id, lease_token, state, delay, error)), \
+         applied AS ( \
+             UPDATE deliveries AS d \
+             SET state = o.state, attempts = d.attempts + 1, \
+                 next_attempt_at = ledger_now() + o.delay, last_error = o.error, \
+                 lease_until = NULL, lease_token = NULL, updated_at = ledger_now() \
+             FROM outcome AS o \
+             WHERE d.id = o.id AND d.lease_token = o.lease_token \
+             RETURNING d.id, d.attempts, d.state, d.last_error), \
+         events AS ( \
+             INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+             SELECT id, ledger_now(), \
+                    CASE state WHEN 'delivered' THEN 'delivered' \
+                               WHEN 'retrying' THEN 'failed' ELSE 'dead' END, \
+                    attempts, last_error \
+             FROM applied) \
+         SELECT id FROM applied",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&states)
+    .bind(&delays)
+    .bind(&errors)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(applied.into_iter().collect())
+}
+
+/// Redrive or discard. Only dead rows are locked and changed, and no lease or outcome ever touches
+/// a dead row, so this never waits for a worker; two operators acting on the same rows wait for
+/// each other, and the second finds them no longer dead.
+async fn act(
+    conn: &mut PgConnection,
+    action: OperatorAction,
+    selection: &Selection,
+    note: &str,
+) -> Result<Acted, sqlx::Error> {
+    let (set, kind) = match action {
+        // A fresh budget: the attempt count restarts; the history keeps the old attempts.
+        OperatorAction::Redrive => (
+            "state = 'pending', attempts = 0, leases = 0, last_error = '', lease_until = NULL, \
+             lease_token = NULL, next_attempt_at = ledger_now(), updated_at = ledger_now()",
+            EventKind::Redriven,
+        ),
+        OperatorAction::Discard => (
+            "state = 'discarded', next_attempt_at = NULL, updated_at = ledger_now()",
+            EventKind::Discarded,
+        ),
+    };
+    // `old` is read under the lock, so the event carries the attempts the delivery died with.
+    let change = format!(
+        "), changed AS ( \
+             UPDATE deliveries AS d SET {set} FROM old WHERE d.seq = old.seq \
+             RETURNING d.seq, d.id, old.attempts), \
+         events AS ( \
+             INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+             SELECT id, ledger_now(), '{}', attempts, ",
+        kind.as_str()
+    );
+    let mut acted = Acted::default();
+    match selection {
+        Selection::Ids(ids) => {
+            let mut seen = HashSet::new();
+            let ids: Vec<&str> = ids
+                .iter()
+                .map(String::as_str)
+                .filter(|id| seen.insert(*id))
+                .collect();
+            if ids.is_empty() {
+                return Ok(acted);
+            }
+            let mut sql = QueryBuilder::<Postgres>::new(
+                "WITH old AS MATERIALIZED ( \
+                     SELECT seq, id, attempts FROM deliveries \
+                     WHERE state = 'dead' AND id = ANY(",
+            );
+            sql.push_bind(ids.clone())
+                .push(") ORDER BY id FOR UPDATE")
+                .push(&change)
+                .push_bind(note.to_string())
+                .push(" FROM changed) SELECT id FROM changed");
+            let changed: HashSet<String> = sql
+                .build_query_scalar::<String>()
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+            let unchanged: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| !changed.contains(*id))
+                .collect();
+            let mut states: HashMap<String, String> = HashMap::new();
+            if !unchanged.is_empty() {
+                for row in sqlx::query("SELECT id, state FROM deliveries WHERE id = ANY($1)")
+                    .bind(&unchanged)
+                    .fetch_all(&mut *conn)
+                    .await?
+                {
+                    states.insert(row.try_get(0)?, row.try_get(1)?);
+                }
+            }
+            for id in ids {
+                if changed.contains(id) {
+                    acted.changed.push(id.to_string());
+                    continue;
+                }
+                let skip = match states.get(id) {
+                    None => Skip::NotFound,
+                    Some(state) => Skip::NotDead(State::parse(state).unwrap_or(State::Dead)),
+                };
+                acted.skipped.push((id.to_string(), skip));
+            }
+        }
+        Selection::Filter { filters, limit } => {
+            // SKIP LOCKED: dead rows another operator is acting on right now are theirs.
+            let mut sql = QueryBuilder::<Postgres>::new(
+                "WITH matched AS MATERIALIZED ( \
+                     SELECT seq, id, attempts FROM deliveries WHERE state = 'dead'",
+            );
+            push_filters(&mut sql, filters);
+            sql.push(" ORDER BY seq LIMIT ")
+                .push_bind(i64::from(*limit) + 1)
+                .push(" FOR UPDATE SKIP LOCKED), old AS (SELECT * FROM matched ORDER BY seq LIMIT ")
+                .push_bind(i64::from(*limit))
+                .push(&change)
+                .push_bind(note.to_string())
+                .push(
+                    " FROM changed) \
+                     SELECT COALESCE((SELECT array_agg(id ORDER BY seq) FROM changed), '{}'), \
+                            (SELECT count(*) FROM matched)",
+                );
+            let row = sql.build().fetch_one(&mut *conn).await?;
+            acted.changed = row.try_get(0)?;
+            acted.more = row.try_get::<i64, _>(1)? > i64::from(*limit);
+        }
+    }
+    Ok(acted)
+}
+
+/// One delivery and its history, read from one snapshot.
+async fn get(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<Option<(StoredDelivery, Vec<HistoryEvent>)>, sqlx::Error> {
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let mut sql =
+        QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE id = "));
+    sql.push_bind(id);
+    let Some(row) = sql.build().fetch_optional(&mut *tx).await? else {
+        return Ok(None);
+    };
+    let (_, delivery) = decode_listed(&row)?;
+    let rows = sqlx::query(
+        "SELECT at, kind, attempts, detail FROM delivery_events WHERE delivery_id = $1 \
+         ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut history = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let kind: String = row.try_get(1)?;
+        // Only this binary writes events; a kind it does not know is from a newer one.
+        let Some(kind) = EventKind::parse(&kind) else {
+            continue;
+        };
+        history.push(HistoryEvent {
+            at: row.try_get(0)?,
+            kind,
+            attempts: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+            detail: row.try_get(3)?,
+        });
+    }
+    Ok(Some((delivery, history)))
+}
+
+/// ` AND ...` for each filter; values are bound, never spliced.
+fn push_filters(sql: &mut QueryBuilder<Postgres>, filters: &[Filter]) {
+    for filter in filters {
+        let column = filter.field.column();
+        match filter.op {
+            FilterOp::Eq => {
+                sql.push(format!(" AND {column} = "))
+                    .push_bind(filter.values[0].clone());
+            }
+            FilterOp::Ne => {
+                sql.push(format!(" AND {column} <> "))
+                    .push_bind(filter.values[0].clone());
+            }
+            FilterOp::Contains => {
+                // strpos, not LIKE: the value is taken literally, % and _ included.
+                sql.push(format!(" AND strpos({column}, "))
+                    .push_bind(filter.values[0].clone())
+                    .push(") > 0");
+            }
+            FilterOp::ValueIn => {
+                sql.push(format!(" AND {column} = ANY("))
+                    .push_bind(filter.values.clone())
+                    .push(")");
+            }
+        }
+    }
+}
+
+fn execution_key(row: &PgRow) -> Result<ExecutionKey, sqlx::Error> {
+    Ok(ExecutionKey {
+        project: row.try_get("project")?,
+        domain: row.try_get("domain")?,
+        name: row.try_get("name")?,
+        org: row.try_get("org")?,
+    })
+}
+
+/// One row for ListPending, whatever state it is in. The columns are typed, so only what this
+/// binary interprets can be unreadable (a state or payload from a newer version); such a row is
+/// shown with its payload as an error that says why.
+fn decode_listed(row: &PgRow) -> Result<(i64, StoredDelivery), sqlx::Error> {
+    let seq: i64 = row.try_get("seq")?;
+    let payload: String = row.try_get("payload")?;
+    let mut payload = Payload::decode(&payload).map(|(p, _)| p);
+    let state: String = row.try_get("state")?;
+    let state = State::parse(&state).unwrap_or_else(|| {
+        payload = Err(format!(
+            "the stored row cannot be read: state {state:?} is not a state"
+        ));
+        State::Dead
+    });
+    let channel: String = row.try_get("channel")?;
+    let delivery = StoredDelivery {
+        id: row.try_get("id")?,
+        request_id: row.try_get("request_id")?,
+        execution: execution_key(row)?,
+        phase: row.try_get("phase")?,
+        channel: Channel::parse(&channel),
+        state,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        payload,
+    };
+    Ok((seq, delivery))
+}

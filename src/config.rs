@@ -220,6 +220,8 @@ pub enum Store {
     /// One SQLite file in the data dir; one process.
     #[default]
     Sqlite,
+    /// A PostgreSQL database (`flyteNotify.postgres`), shared by any number of replicas.
+    Postgres,
 }
 
 impl TryFrom<String> for Store {
@@ -227,7 +229,8 @@ impl TryFrom<String> for Store {
     fn try_from(value: String) -> Result<Self, String> {
         match value.to_ascii_lowercase().as_str() {
             "sqlite" => Ok(Store::Sqlite),
-            _ => Err(unknown_value(&value, &["sqlite"])),
+            "postgres" | "postgresql" => Ok(Store::Postgres),
+            _ => Err(unknown_value(&value, &["sqlite", "postgres"])),
         }
     }
 }
@@ -236,6 +239,7 @@ impl From<Store> for String {
     fn from(value: Store) -> String {
         match value {
             Store::Sqlite => "sqlite".into(),
+            Store::Postgres => "postgres".into(),
         }
     }
 }
@@ -315,6 +319,8 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub smtp: SmtpSettings,
     #[serde(default)]
+    pub postgres: PostgresConfig,
+    #[serde(default)]
     pub slack: channels::SlackConfig,
     #[serde(default)]
     pub pagerduty: channels::PagerDutyConfig,
@@ -330,6 +336,51 @@ pub struct ServiceConfig {
 pub struct AwsEndpoint {
     #[serde(default)]
     pub endpoint_url: Option<String>,
+}
+
+/// Where the PostgreSQL ledger is (`store: postgres`). The environment variable
+/// `FLYTE_NOTIFY_POSTGRES_DSN`, when set, wins over `dsn`, so that a DSN with a password can stay
+/// out of the file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// e.g. `postgres://flyte-notify@db.internal:5432/flyte_notify?sslmode=require`.
+    #[serde(default)]
+    pub dsn: String,
+    /// Connections per replica.
+    #[serde(default = "defaults::postgres_pool")]
+    pub max_connections: u32,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            dsn: String::new(),
+            max_connections: defaults::postgres_pool(),
+        }
+    }
+}
+
+/// The environment variable that holds the PostgreSQL DSN, winning over `postgres.dsn`.
+pub const POSTGRES_DSN_ENV: &str = "FLYTE_NOTIFY_POSTGRES_DSN";
+
+impl Config {
+    /// The PostgreSQL DSN: `FLYTE_NOTIFY_POSTGRES_DSN` when set, else `flyteNotify.postgres.dsn`.
+    pub fn postgres_dsn(&self) -> Result<String, ConfigError> {
+        match std::env::var(POSTGRES_DSN_ENV) {
+            Ok(dsn) if !dsn.trim().is_empty() => Ok(dsn.trim().to_string()),
+            _ if !self.flyte_notify.postgres.dsn.trim().is_empty() => {
+                Ok(self.flyte_notify.postgres.dsn.trim().to_string())
+            }
+            _ => Err(ConfigError::Invalid {
+                key: "flyteNotify.postgres.dsn".into(),
+                message: format!(
+                    "store: postgres needs a DSN, here or in the environment variable \
+                     {POSTGRES_DSN_ENV}"
+                ),
+            }),
+        }
+    }
 }
 
 /// SMTP settings FlyteAdmin's section has no key for.
@@ -513,6 +564,7 @@ impl Default for ServiceConfig {
             sendgrid: SendgridConfig::default(),
             aws: AwsEndpoint::default(),
             smtp: SmtpSettings::default(),
+            postgres: PostgresConfig::default(),
             slack: Default::default(),
             pagerduty: Default::default(),
             webhooks: Default::default(),
@@ -620,6 +672,9 @@ mod defaults {
     }
     pub fn max_attempts() -> u32 {
         12
+    }
+    pub fn postgres_pool() -> u32 {
+        10
     }
     pub fn concurrency() -> usize {
         16

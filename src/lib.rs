@@ -30,6 +30,7 @@ use crate::channels::email::smtp::{SmtpSender, SmtpTls, smtp_password};
 use crate::channels::{Router, Sender};
 use crate::config::{Config, EmailService, QueueType, SmtpTlsMode, Store};
 use crate::ledger::Ledger;
+use crate::ledger::postgres::{PostgresLedger, PostgresOptions};
 use crate::ledger::sqlite::SqliteLedger;
 use crate::notify::Notifier;
 use crate::notify::render::Renderer;
@@ -141,6 +142,17 @@ pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
                     .await
                     .with_context(|| format!("cannot open the ledger {}", path.display()))?,
             )
+        }
+        Store::Postgres => {
+            let options = PostgresOptions {
+                max_connections: svc.postgres.max_connections,
+                ..PostgresOptions::default()
+            };
+            let ledger = PostgresLedger::connect(&config.postgres_dsn()?, options)
+                .await
+                .context("cannot open the ledger on PostgreSQL")?;
+            tracing::info!("the ledger is on PostgreSQL; replicas on the same database share it");
+            Arc::new(ledger)
         }
     })
 }

@@ -2,7 +2,8 @@
 that records every request and answers from a script.
 
 Each request is appended to LOG as one JSON line: method, path, headers (names in lower case),
-the JSON body (or null when it is not JSON), and the status it was answered with. The path picks
+the JSON body (or null when it is not JSON), the status it was answered with, and when it
+arrived (`at`, seconds since the epoch). The path picks
 the service:
 
   POST /v2/enqueue              PagerDuty: success is 202 {"status": "success", ...}
@@ -109,6 +110,7 @@ def main() -> None:
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "body": body,
                     "status": status,
+                    "at": time.time(),
                 }
                 with open(log_path, "a", encoding="utf-8") as log:
                     log.write(json.dumps(record) + "\n")

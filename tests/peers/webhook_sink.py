@@ -2,8 +2,8 @@
 
 Each request is appended to LOG as one JSON line: method, path (with its query), headers (names
 in lower case), the body as text, the body parsed as JSON (or null), the status it was answered
-with, and `signature`: what the official Standard Webhooks library (`pip install
-standardwebhooks`) says of the request's webhook-* headers, checked against SECRET (the
+with, when it arrived (`at`, seconds since the epoch), and `signature`: what the official
+Standard Webhooks library (`pip install standardwebhooks`) says of the request's webhook-* headers, checked against SECRET (the
 fourth argument, if any): "valid", "absent" (no webhook-signature header),
 "unchecked" (no secret given), or the library's error. A `whsec_` secret is given to the library
 as the string it is; any other as its bytes, which is how flyte-notify reads a secret without
@@ -75,6 +75,7 @@ def main() -> None:
                     "json": parsed,
                     "status": status,
                     "signature": verify(secret, raw, headers),
+                    "at": time.time(),
                 }
                 with open(log_path, "a", encoding="utf-8") as log:
                     log.write(json.dumps(record) + "\n")

@@ -48,10 +48,11 @@ async fn every_readme_grpcurl_command_works_as_written() {
     let blocks = readme_grpcurl_blocks();
     assert_eq!(
         blocks.len(),
-        9,
+        11,
         "the README's grpcurl examples changed: {blocks:#?}"
     );
     for block in &blocks {
+        let mails_before = maildir_messages(&server.maildir()).len();
         let (ok, out, err) = run(block, &server.addr);
         let first = block.lines().next().unwrap();
         if first.contains(" list") {
@@ -71,6 +72,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
                 "rpc Redrive",
                 "rpc Discard",
                 "rpc GetDelivery",
+                "rpc SendTest",
             ] {
                 assert!(out.contains(rpc), "{out}");
             }
@@ -121,6 +123,21 @@ async fn every_readme_grpcurl_command_works_as_written() {
             assert!(
                 err.contains(r#""field":"notifications[0].email.recipients_email[0]""#),
                 "{err}"
+            );
+        } else if block.contains("/SendTest") {
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert!(v["deliveryId"].is_string(), "{out}");
+            let files = wait_for_messages(
+                &server.maildir(),
+                mails_before + 1,
+                std::time::Duration::from_secs(10),
+            );
+            assert!(
+                files
+                    .iter()
+                    .any(|f| parse_mail(f).text.contains("This is a test message")),
+                "no test message in the Maildir"
             );
         } else {
             panic!("no check for README block {block}");

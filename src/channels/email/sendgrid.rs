@@ -10,15 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 
 use super::{email_of, message_id};
-use crate::channels::{SendError, Sender, error_chain};
+use crate::channels::{SendError, Sender, error_chain, rest};
 use crate::delivery::{Channel, DeliveryRef, EmailMessage, Rendered, email_address};
 
 /// FlyteAdmin's display name for the sender; ours too unless the configured sender has its own.
@@ -27,9 +27,6 @@ const FROM_NAME: &str = "Flyte Notifications";
 /// The custom_args key that carries the delivery id into SendGrid's event webhook and activity
 /// feed, where an operator can match an event to `flyte-notify show`.
 pub const DELIVERY_ID_ARG: &str = "flyte_notify_delivery_id";
-
-/// Enough of an error answer to show SendGrid's messages; the rest is not read.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 pub struct SendgridSender {
     url: String,
@@ -194,21 +191,6 @@ fn mail_send<'a>(
     })
 }
 
-/// Retry-After as delay-seconds or an HTTP date; a date in the past means now.
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let now = chrono::DateTime::<chrono::Utc>::from(now);
-    Some(
-        (at.with_timezone(&chrono::Utc) - now)
-            .to_std()
-            .unwrap_or_default(),
-    )
-}
-
 /// SendGrid's `errors[].message` (with the field it names), or the start of whatever else came.
 fn error_text(body: &str) -> String {
     #[derive(serde::Deserialize)]
@@ -272,18 +254,6 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -> Se
     }
 }
 
-async fn read_bounded(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < MAX_ERROR_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    body.truncate(MAX_ERROR_BODY);
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 #[async_trait]
 impl Sender for SendgridSender {
     fn name(&self) -> &'static str {
@@ -320,12 +290,8 @@ impl Sender for SendgridSender {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = read_bounded(response).await;
+        let retry_after = rest::retry_after(response.headers());
+        let text = rest::read_bounded(response).await;
         Err(match classify(status, retry_after, &text) {
             SendError::Retryable {
                 message,
@@ -473,24 +439,6 @@ mod tests {
         let e = classify(StatusCode::BAD_GATEWAY, None, &"x".repeat(1000));
         assert!(e.to_string().ends_with('…'), "{e}");
         assert!(e.to_string().len() < 300, "{e}");
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_an_http_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 2015-10-21 07:28:00 UTC
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

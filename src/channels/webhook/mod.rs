@@ -406,7 +406,7 @@ impl Sender for WebhookSender {
             if status.is_success() {
                 return Ok(());
             }
-            let retry_after = reply::retry_after(response.headers(), SystemTime::now());
+            let retry_after = super::rest::retry_after(response.headers());
             let excerpt = reply::excerpt(response).await;
             Err(reply::classify(&what, status, retry_after, &excerpt))
         }

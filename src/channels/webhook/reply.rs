@@ -4,44 +4,17 @@
 //! checked. Every other status will not change by retrying: permanent, with the start of the
 //! answer so that whoever reads the dead delivery sees the receiver's own reason.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::channels::SendError;
-
-/// How much of an error answer is read; the rest is left unread.
-const MAX_READ: usize = 16 * 1024;
+use crate::channels::{SendError, rest};
 /// How much of it is shown in the error.
 const MAX_SHOWN_CHARS: usize = 200;
 
-/// Retry-After as delay-seconds or an HTTP date (a date in the past means now).
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let now = chrono::DateTime::<chrono::Utc>::from(now);
-    Some(
-        (at.with_timezone(&chrono::Utc) - now)
-            .to_std()
-            .unwrap_or_default(),
-    )
-}
-
-/// The start of an answer's body, on one line: at most `MAX_READ` bytes are read.
-pub async fn excerpt(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < MAX_READ {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    body.truncate(MAX_READ);
-    shown(&String::from_utf8_lossy(&body))
+/// The start of an answer's body, on one line.
+pub async fn excerpt(response: reqwest::Response) -> String {
+    shown(&rest::read_bounded(response).await)
 }
 
 /// `text` with line breaks and control characters as spaces (it goes into one error line),
@@ -139,23 +112,5 @@ mod tests {
         let long = shown(&"é".repeat(1000));
         assert_eq!(long.chars().count(), MAX_SHOWN_CHARS + 1);
         assert!(long.ends_with('…'));
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_an_http_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(RETRY_AFTER, v.parse().unwrap());
-            retry_after(&h, now)
-        };
-        assert_eq!(with("2"), Some(Duration::from_secs(2)));
-        assert_eq!(
-            with("Wed, 21 Oct 2015 07:28:30 GMT"),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(with("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
-        assert_eq!(with("soon"), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 }

@@ -36,6 +36,24 @@ impl PageToken {
     }
 }
 
+/// One page of ListPending from rows fetched oldest first with one more than `limit` (each with
+/// its sequence number): the extra row only says that another page exists, after the last one
+/// shown.
+pub fn page(mut rows: Vec<(i64, super::StoredDelivery)>, limit: u32) -> super::PendingPage {
+    let limit = limit.max(1) as usize;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more {
+        rows.last().map(|(seq, _)| PageToken::After { seq: *seq })
+    } else {
+        None
+    };
+    super::PendingPage {
+        deliveries: rows.into_iter().map(|(_, d)| d).collect(),
+        next,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::error::Elapsed;
 
+use super::page_token;
 use super::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterOp, HistoryEvent, LeasedDelivery,
     Ledger, LedgerError, NewDelivery, NewRequest, OperatorAction, PageToken, PendingPage,
@@ -565,23 +566,11 @@ impl Ledger for PostgresLedger {
         let mut conn = self.link.acquire().await?;
         let result = self.link.bounded(sql.build().fetch_all(&mut *conn)).await;
         let rows = self.link.settle(conn, result)?;
-        let mut deliveries = rows
+        let deliveries = rows
             .iter()
             .map(decode_listed)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = deliveries.len() > limit as usize;
-        deliveries.truncate(limit as usize);
-        let next = if more {
-            deliveries
-                .last()
-                .map(|(seq, _)| PageToken::After { seq: *seq })
-        } else {
-            None
-        };
-        Ok(PendingPage {
-            deliveries: deliveries.into_iter().map(|(_, d)| d).collect(),
-            next,
-        })
+        Ok(page_token::page(deliveries, limit))
     }
 
     async fn lease_due(

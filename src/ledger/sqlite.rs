@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use super::page_token;
 use super::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, FilterOp, HistoryEvent, LeasedDelivery, Ledger,
     LedgerError, Millis, NewRequest, OperatorAction, PageToken, PendingPage, PendingQuery,
@@ -244,23 +245,11 @@ impl Ledger for SqliteLedger {
         sql.push(" ORDER BY seq LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows = sql.build().fetch_all(&self.readers).await?;
-        let mut deliveries = rows
+        let deliveries = rows
             .iter()
             .map(decode_listed)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = deliveries.len() > limit as usize;
-        deliveries.truncate(limit as usize);
-        let next = if more {
-            deliveries
-                .last()
-                .map(|(seq, _)| PageToken::After { seq: *seq })
-        } else {
-            None
-        };
-        Ok(PendingPage {
-            deliveries: deliveries.into_iter().map(|(_, d)| d).collect(),
-            next,
-        })
+        Ok(page_token::page(deliveries, limit))
     }
 
     async fn lease_due(

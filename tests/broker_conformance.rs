@@ -1,7 +1,15 @@
 //! What every cloud queue must do for the processor to lose nothing and repeat nothing: deliver
 //! what is published, bring back what was not acknowledged (a processor that died mid-message),
 //! delay what was handed back, forget what was acknowledged, and pass poison on as poison. Each
-//! test runs on every backend in `backends()`; Pub/Sub joins with one line there.
+//! test runs on every backend in `backends()`: SQS (on moto) and Pub/Sub (on the emulator).
+//!
+//! The embedded queue is not a broker: it is the ledger itself (see `queue::embedded`), so the
+//! same properties are the ledger's lease operations, and tests/ledger_conformance.rs checks them
+//! on SQLite and PostgreSQL: a leased delivery is hidden until its lease runs out and then comes
+//! back (`leases_hide_a_delivery_until_they_run_out`), a released one returns after its delay
+//! (`a_released_lease_makes_the_delivery_due_again_after_the_delay`), a recorded one is gone, a
+//! dead process's leases end (`reopening_the_single_process_store_ends_the_leases_a_dead_process_left`),
+//! and an unreadable row dies alone. Poison cannot reach it: Enqueue validates what it stores.
 
 mod common;
 

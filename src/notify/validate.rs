@@ -8,7 +8,7 @@ use super::webhook_body::webhook_spec;
 use super::webhooks::WebhookTargets;
 use crate::config::Limits;
 use crate::delivery::Channel;
-use crate::delivery::WebhookSpec;
+use crate::delivery::{WebhookSpec, WebhookTarget};
 use crate::error::FieldViolation;
 use crate::proto::flyteidl::admin::{Notification, notification::Type};
 use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
@@ -324,13 +324,18 @@ pub fn webhooks(
                 ));
             }
         }
+        // Whether the target may be called is said even when the rest is wrong, so that a caller
+        // learns everything in one round trip.
+        let target = match (w.url.is_empty(), w.destination.is_empty()) {
+            (false, true) => Some(WebhookTarget::Url(w.url.clone())),
+            (true, false) => Some(WebhookTarget::Destination(w.destination.clone())),
+            _ => None,
+        };
+        if let Some((field, problem)) = target.and_then(|t| targets.check(&t)) {
+            out.push(FieldViolation::new(format!("{path}.{field}"), problem));
+        }
         match webhook_spec(w, limits.max_template_bytes) {
-            Ok(spec) => {
-                if let Some((field, problem)) = targets.check(&spec) {
-                    out.push(FieldViolation::new(format!("{path}.{field}"), problem));
-                }
-                specs.push(spec);
-            }
+            Ok(spec) => specs.push(spec),
             Err(problems) => {
                 for (field, problem) in problems {
                     out.push(FieldViolation::new(format!("{path}.{field}"), problem));

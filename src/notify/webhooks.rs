@@ -28,9 +28,9 @@ pub struct WebhookTargets {
 }
 
 impl WebhookTargets {
-    /// Whether `spec`'s target may be called, as (field, problem); DNS is `check_resolved`'s.
-    pub fn check(&self, spec: &WebhookSpec) -> Option<(&'static str, String)> {
-        match &spec.target {
+    /// Whether `target` may be called, as (field, problem); DNS is `check_resolved`'s.
+    pub fn check(&self, target: &WebhookTarget) -> Option<(&'static str, String)> {
+        match target {
             WebhookTarget::Url(url) => match &self.guard {
                 None => Some((
                     "url",
@@ -106,18 +106,8 @@ mod tests {
             guard: None,
             destinations: ["ops".to_string()].into(),
         };
-        let spec = |target| WebhookSpec {
-            target,
-            method: "POST".into(),
-            headers: Vec::new(),
-            body_template: String::new(),
-            timeout_ms: None,
-        };
-        assert_eq!(
-            targets.check(&spec(WebhookTarget::Destination("ops".into()))),
-            None
-        );
-        let field = |t| targets.check(&spec(t)).map(|(f, _)| f);
+        let field = |t| targets.check(&t).map(|(f, _)| f);
+        assert_eq!(field(WebhookTarget::Destination("ops".into())), None);
         assert_eq!(
             field(WebhookTarget::Destination("nope".into())),
             Some("destination")

@@ -116,7 +116,7 @@ def test_send_test_to_a_webhook_destination_is_recorded(webhook_server: Server) 
             result = client.send_test(target)  # type: ignore[arg-type]
             delivery = client.get_delivery(result.delivery_id).delivery
             assert delivery.channel == "webhook"
-            assert delivery.recipients == ("destination:ops-alerts",)
+            assert delivery.recipients == ("ops-alerts",)
             assert delivery.execution_id.project == "flyte-notify"
 
 

@@ -117,7 +117,7 @@ def test_a_webhook_to_a_configured_destination_is_recorded_after_the_notificatio
         email, webhook = (client.get_delivery(i).delivery for i in result.delivery_ids)
     assert email.channel == "email"
     assert webhook.channel == "webhook"
-    assert webhook.recipients == ("destination:ops-alerts",)
+    assert webhook.recipients == ("ops-alerts",)
     assert webhook.execution_id.name == execution_name
     assert webhook.phase == "FAILED"
 

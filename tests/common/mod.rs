@@ -7,6 +7,7 @@ pub mod aws;
 pub mod http_sink;
 pub mod postgres;
 pub mod pubsub;
+pub mod replicas;
 pub mod smtp;
 
 use std::io::{BufRead, BufReader};

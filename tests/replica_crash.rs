@@ -43,6 +43,9 @@ const REPLICAS: usize = 3;
 const OBSERVE: Duration = Duration::from_millis(1500);
 /// Enqueue calls in flight at once.
 const CALLERS: usize = 64;
+/// `flyteNotify.worker.concurrency`'s default: a replica never holds more leases than this, so no
+/// kill can leave more behind. A kill that seems to would mean live replicas' leases were counted.
+const WORKER_CONCURRENCY: usize = 16;
 
 struct Params {
     notifications: usize,
@@ -238,7 +241,9 @@ async fn replicas_killed_at_random_lose_nothing_and_duplicate_only_what_was_in_f
     // Everything accepted arrives, and nothing is left pending. A lease that died with a replica
     // runs out 90 s after it was taken; then another replica sends it.
     let mut receipts = Receipts::new(&sink.maildir);
-    let deadline = last_kill + Duration::from_secs(240);
+    let deadline = last_kill
+        + Duration::from_secs(240)
+        + Duration::from_millis(20 * params.notifications as u64);
     let mut pending = Vec::new();
     loop {
         receipts.refresh();
@@ -452,4 +457,12 @@ async fn replicas_killed_at_random_lose_nothing_and_duplicate_only_what_was_in_f
         "leases seen held by a killed replica that the ledger counts as settled: {not_confirmed:?}"
     );
     assert!(kills.len() >= params.kills);
+    for (k, kill) in kills.iter().enumerate() {
+        assert!(
+            kill.stuck.len() <= WORKER_CONCURRENCY,
+            "kill #{} left {} leases behind, more than one replica can hold",
+            k + 1,
+            kill.stuck.len()
+        );
+    }
 }

@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// With `--target`: how many Enqueues.
     #[arg(long, default_value_t = 1000)]
     pub count: u64,
+    /// `flyteNotify.worker.concurrency` for the servers the bench configures (the server's
+    /// default when unset): how many sends the worker keeps in flight.
+    #[arg(long)]
+    pub worker_concurrency: Option<usize>,
 }
 
 /// Where an Enqueue's one delivery goes.
@@ -449,12 +453,13 @@ async fn measure(
 
 /// A server config: email to the Maildir, or over SMTP to `smtp_port`; the webhook destination
 /// `sink` at `webhook_url`; retries an hour apart when `hold`, so that failed deliveries stay
-/// listed; the ledger on PostgreSQL at `postgres_dsn`.
+/// listed; the ledger on PostgreSQL at `postgres_dsn`; `worker.concurrency`.
 pub(crate) fn server_config(
     smtp_port: Option<u16>,
     webhook_url_file: Option<&Path>,
     hold: bool,
     postgres_dsn: Option<&str>,
+    worker_concurrency: Option<usize>,
 ) -> String {
     let mut yaml = String::new();
     if let Some(port) = smtp_port {
@@ -463,6 +468,9 @@ pub(crate) fn server_config(
         );
     }
     yaml += "flyteNotify:\n  smtp: { tls: none }\n";
+    if let Some(n) = worker_concurrency {
+        yaml += &format!("  worker: {{ concurrency: {n} }}\n");
+    }
     if hold {
         yaml += "  retry: { baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }\n";
     }
@@ -506,7 +514,13 @@ impl Bench {
             (Some(config), None) => config.clone(),
             _ => self.write_config(
                 name,
-                &server_config(None, Some(&self.webhook_url_file), false, postgres_dsn),
+                &server_config(
+                    None,
+                    Some(&self.webhook_url_file),
+                    false,
+                    postgres_dsn,
+                    self.args.worker_concurrency,
+                ),
             )?,
         };
         let data_dir = match &self.args.data_dir {
@@ -548,7 +562,8 @@ impl Bench {
     /// stay listed.
     async fn reads(&self) -> anyhow::Result<()> {
         let hole = sink::blackhole().await?;
-        let config = self.write_config("reads", &server_config(Some(hole), None, true, None))?;
+        let config =
+            self.write_config("reads", &server_config(Some(hole), None, true, None, None))?;
         let server =
             start_server(&self.exe, &self.scratch.join("reads"), Some(&config), &[]).await?;
         let channels = connect(&server.addr, self.args.connections).await?;
@@ -702,9 +717,9 @@ mod tests {
     fn server_configs_parse() {
         let file = Path::new("/tmp/url");
         for yaml in [
-            server_config(None, Some(file), false, None),
-            server_config(Some(2525), None, true, None),
-            server_config(None, Some(file), false, Some("postgres://u@h/db")),
+            server_config(None, Some(file), false, None, Some(64)),
+            server_config(Some(2525), None, true, None, None),
+            server_config(None, Some(file), false, Some("postgres://u@h/db"), None),
         ] {
             crate::config::Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         }

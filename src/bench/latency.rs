@@ -135,13 +135,25 @@ pub(crate) async fn run(bench: &Bench) -> anyhow::Result<()> {
             "webhook sink",
             Sink::Webhook,
             bench.webhook_receipts.clone(),
-            server_config(None, Some(&bench.webhook_url_file), false, None),
+            server_config(
+                None,
+                Some(&bench.webhook_url_file),
+                false,
+                None,
+                bench.args.worker_concurrency,
+            ),
         ),
         (
             "SMTP sink",
             Sink::Email,
             smtp_receipts.clone(),
-            server_config(Some(smtp_port), None, false, None),
+            server_config(
+                Some(smtp_port),
+                None,
+                false,
+                None,
+                bench.args.worker_concurrency,
+            ),
         ),
     ] {
         let key = name.replace(' ', "-");
@@ -255,7 +267,7 @@ async fn serving(addr: &str) -> anyhow::Result<()> {
 pub(crate) async fn scale(bench: &Bench) -> anyhow::Result<()> {
     let pending = bench.args.pending;
     let hole = sink::blackhole().await?;
-    let config = bench.write_config("scale", &server_config(Some(hole), None, true, None))?;
+    let config = bench.write_config("scale", &server_config(Some(hole), None, true, None, None))?;
     for (label, with) in [("0 pending", 0), (&*format!("{pending} pending"), pending)] {
         let data_dir = bench.scratch.join(format!("scale-{with}"));
         if with > 0 {

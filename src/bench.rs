@@ -1,8 +1,26 @@
-//! `flyte-notify bench`: starts this binary as a server on a fresh data dir and measures durable
-//! Enqueue against a no-op RPC (gRPC health Check) on the same server, at several concurrencies.
-//! The server runs as a child process so that its RSS is its own.
+//! `flyte-notify bench`: starts this binary as a server (a child process, so that its RSS is its
+//! own) and measures, in one run, each figure beside the no-op baseline (gRPC health Check) on the
+//! same server:
+//!
+//! 1. health Check and durable Enqueue at each concurrency, delivering to a local webhook sink (no
+//!    fsync of ours but the ledger's) and, separately, into the Maildir;
+//! 2. enqueue-to-delivered latency at a fixed offered load, to a local webhook sink and to a local
+//!    SMTP responder;
+//! 3. Preview and ListPending;
+//! 4. scale: Enqueue and ListPending pages with 0 and with `--pending` deliveries pending, and the
+//!    time from start to SERVING with them;
+//! 5. RSS at idle, after peak load, and with `--pending` pending;
+//! 6. the Enqueue figures with `store: postgres` (`--postgres`);
+//! 7. Alertmanager, when installed, on the same sink: ingest throughput and ingest-to-webhook
+//!    latency.
+//!
+//! `--target ADDR --count N` only sends N Enqueues to a running server (scripts/callgrind-enqueue.sh).
 
-use std::path::PathBuf;
+mod latency;
+mod peer;
+mod sink;
+
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +37,7 @@ use crate::proto::flyteidl::core::{
 };
 use crate::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
 use crate::proto::flytenotify::v1::{
-    EnqueueRequest, ExecutionContext, ListPendingRequest, PreviewRequest,
+    EnqueueRequest, ExecutionContext, ListPendingRequest, PreviewRequest, WebhookNotification,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,32 +54,80 @@ pub struct BenchArgs {
     /// Data dir for the server; a fresh temporary one by default.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Config for the server (e.g. to measure with SMTP instead of the Maildir).
+    /// Config for the server (e.g. to measure with SMTP instead of the Maildir); used by the
+    /// throughput section only.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The flyte-notify binary to run as the server; this one by default. Measuring an older
     /// build with the same load generator compares releases on one machine in one sitting.
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Offered load for the delivery-latency section, in Enqueues per second.
+    #[arg(long, default_value_t = 1000)]
+    pub latency_rate: u32,
+    /// How long the delivery-latency section offers that load, per sink; 0s skips it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub latency_duration: Duration,
+    /// Deliveries pending for the scale section; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub pending: u64,
+    /// PostgreSQL server for the `store: postgres` section (a database is created for the run
+    /// and dropped after); "off" skips it.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub postgres: String,
+    /// The Alertmanager binary to compare with; skipped when it cannot be found.
+    #[arg(long, default_value = "prometheus-alertmanager")]
+    pub alertmanager: String,
+    /// Sections to run, comma separated: throughput, latency, reads, scale, postgres, peer.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,latency,reads,scale,postgres,peer"
+    )]
+    pub sections: Vec<String>,
+    /// Only send `--count` Enqueues (Maildir email) to the server at this address, at the first
+    /// `--concurrency`, and exit: for profiling a server run by someone else.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// With `--target`: how many Enqueues.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// `flyteNotify.worker.concurrency` for the servers the bench configures (the server's
+    /// default when unset): how many sends the worker keeps in flight.
+    #[arg(long)]
+    pub worker_concurrency: Option<usize>,
 }
 
+/// Where an Enqueue's one delivery goes.
 #[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Sink {
+    /// Email: the Maildir, or the server's SMTP server.
+    Email,
+    /// The configured webhook destination `sink`.
+    Webhook,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 enum Rpc {
     Health,
-    Enqueue,
+    Enqueue(Sink),
     /// The built-in email for a failed execution: a response of a few KB.
     Preview,
-    /// One page of 100 undelivered deliveries.
-    ListPending,
+    /// One page of 100 undelivered deliveries; a call counts as an error unless it lists at
+    /// least `min_rows`.
+    ListPending {
+        token: String,
+        filters: String,
+        min_rows: usize,
+    },
 }
 
 impl Rpc {
-    fn name(self) -> &'static str {
-        match self {
-            Rpc::Health => "health",
-            Rpc::Enqueue => "enqueue",
-            Rpc::Preview => "preview",
-            Rpc::ListPending => "list_pending",
+    fn list(min_rows: usize) -> Self {
+        Rpc::ListPending {
+            token: String::new(),
+            filters: String::new(),
+            min_rows,
         }
     }
 }
@@ -75,7 +141,7 @@ fn preview_request() -> PreviewRequest {
         version: "v3".into(),
         org: String::new(),
     };
-    let mut execution = enqueue_request(0, 0).execution.expect("set");
+    let mut execution = enqueue_request(0, 0, Sink::Email).execution.expect("set");
     execution.workflow = Some(id(ResourceType::Workflow, "wf.train"));
     execution.launch_plan = Some(id(ResourceType::LaunchPlan, "lp.daily"));
     execution.error = Some(ExecutionError {
@@ -85,73 +151,102 @@ fn preview_request() -> PreviewRequest {
     });
     PreviewRequest {
         execution: Some(execution),
-        notifications: enqueue_request(0, 0).notifications,
+        notifications: enqueue_request(0, 0, Sink::Email).notifications,
         webhooks: Vec::new(),
     }
 }
 
 struct Cell {
-    rpc: Rpc,
-    concurrency: usize,
     calls: u64,
     errors: u64,
     elapsed: Duration,
     histogram: Histogram<u64>,
 }
 
-fn enqueue_request(caller: usize, n: u64) -> EnqueueRequest {
-    EnqueueRequest {
-        request_id: format!("bench-{caller}-{n}-{}", uuid::Uuid::new_v4()),
-        execution: Some(ExecutionContext {
-            execution_id: Some(WorkflowExecutionIdentifier {
-                project: "flytesnacks".into(),
-                domain: "development".into(),
-                name: format!("bench{caller}x{n}"),
-                org: String::new(),
-            }),
-            phase: Phase::Failed as i32,
-            ..Default::default()
+pub(crate) fn execution(caller: usize, n: u64) -> ExecutionContext {
+    ExecutionContext {
+        execution_id: Some(WorkflowExecutionIdentifier {
+            project: "flytesnacks".into(),
+            domain: "development".into(),
+            name: format!("bench{caller}x{n}"),
+            org: String::new(),
         }),
-        notifications: vec![Notification {
-            phases: vec![Phase::Failed as i32],
-            r#type: Some(notification::Type::Email(EmailNotification {
-                recipients_email: vec!["oncall@example.com".into()],
-                template: String::new(),
-            })),
-        }],
-        webhooks: Vec::new(),
+        phase: Phase::Failed as i32,
+        ..Default::default()
     }
 }
 
-async fn run_cell(channels: &[Channel], rpc: Rpc, concurrency: usize, duration: Duration) -> Cell {
+pub(crate) fn enqueue_request(caller: usize, n: u64, sink: Sink) -> EnqueueRequest {
+    let (notifications, webhooks) = match sink {
+        Sink::Email => (
+            vec![Notification {
+                phases: vec![Phase::Failed as i32],
+                r#type: Some(notification::Type::Email(EmailNotification {
+                    recipients_email: vec!["oncall@example.com".into()],
+                    template: String::new(),
+                })),
+            }],
+            Vec::new(),
+        ),
+        Sink::Webhook => (
+            Vec::new(),
+            vec![WebhookNotification {
+                phases: vec![Phase::Failed as i32],
+                destination: "sink".into(),
+                ..Default::default()
+            }],
+        ),
+    };
+    EnqueueRequest {
+        request_id: format!("bench-{caller}-{n}-{}", uuid::Uuid::new_v4()),
+        execution: Some(execution(caller, n)),
+        notifications,
+        webhooks,
+    }
+}
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds")
+}
+
+async fn run_cell(channels: &[Channel], rpc: &Rpc, concurrency: usize, duration: Duration) -> Cell {
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
     for caller in 0..concurrency {
         let channel = channels[caller % channels.len()].clone();
+        let rpc = rpc.clone();
         tasks.push(tokio::spawn(async move {
             let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
             let mut notify = NotificationServiceClient::new(channel);
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut hist = new_histogram();
             let (mut calls, mut errors) = (0u64, 0u64);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let ok = match rpc {
+                let ok = match &rpc {
                     Rpc::Health => health
                         .check(tonic_health::pb::HealthCheckRequest {
                             service: String::new(),
                         })
                         .await
                         .is_ok(),
-                    Rpc::Enqueue => notify.enqueue(enqueue_request(caller, calls)).await.is_ok(),
+                    Rpc::Enqueue(sink) => notify
+                        .enqueue(enqueue_request(caller, calls, *sink))
+                        .await
+                        .is_ok(),
                     Rpc::Preview => notify.preview(preview_request()).await.is_ok(),
-                    Rpc::ListPending => notify
+                    Rpc::ListPending {
+                        token,
+                        filters,
+                        min_rows,
+                    } => notify
                         .list_pending(ListPendingRequest {
                             limit: 100,
-                            ..Default::default()
+                            token: token.clone(),
+                            filters: filters.clone(),
                         })
                         .await
-                        .is_ok_and(|r| r.into_inner().deliveries.len() == 100),
+                        .is_ok_and(|r| r.into_inner().deliveries.len() >= *min_rows),
                 };
                 let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
                 calls += 1;
@@ -162,7 +257,7 @@ async fn run_cell(channels: &[Channel], rpc: Rpc, concurrency: usize, duration: 
             (calls, errors, hist)
         }));
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let mut histogram = new_histogram();
     let (mut calls, mut errors) = (0, 0);
     for t in tasks {
         let (c, e, h) = t.await.expect("bench caller panicked");
@@ -171,8 +266,6 @@ async fn run_cell(channels: &[Channel], rpc: Rpc, concurrency: usize, duration: 
         histogram.add(h).expect("same bounds");
     }
     Cell {
-        rpc,
-        concurrency,
         calls,
         errors,
         elapsed: start.elapsed(),
@@ -205,17 +298,37 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+fn print_rss(what: &str, pid: u32) {
+    if let Some((rss, peak)) = rss_kib(pid) {
+        println!(
+            "server RSS {what}: {:.1} MiB now, {:.1} MiB peak so far",
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+    }
+}
+
 /// A server child process: killed when dropped.
 struct ServerChild {
     child: tokio::process::Child,
     pid: u32,
     addr: String,
+    /// From spawning the process to its "listening" line.
+    started_in: Duration,
+}
+
+impl ServerChild {
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
 }
 
 async fn start_server(
-    exe: &std::path::Path,
-    data_dir: &std::path::Path,
-    config: Option<&std::path::Path>,
+    exe: &Path,
+    data_dir: &Path,
+    config: Option<&Path>,
+    env: &[(&str, String)],
 ) -> anyhow::Result<ServerChild> {
     let mut command = tokio::process::Command::new(exe);
     command
@@ -224,6 +337,10 @@ async fn start_server(
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let spawned = Instant::now();
     let mut child = command
         .env(
             "RUST_LOG",
@@ -239,9 +356,10 @@ async fn start_server(
         .context("cannot start the server")?;
     let pid = child.id().context("server has no pid")?;
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut last = String::new();
     let addr = loop {
         let Some(line) = lines.next_line().await? else {
-            bail!("the server exited before listening");
+            bail!("the server exited before listening; its last line: {last}");
         };
         if let Some(rest) = line.split("listening on ").nth(1) {
             break rest
@@ -250,7 +368,9 @@ async fn start_server(
                 .unwrap_or_default()
                 .to_string();
         }
+        last = line;
     };
+    let started_in = spawned.elapsed();
     // Keep draining the server's log so it never blocks on a full pipe.
     let echo = std::env::var_os("FLYTE_NOTIFY_BENCH_LOG").is_some();
     tokio::spawn(async move {
@@ -260,7 +380,12 @@ async fn start_server(
             }
         }
     });
-    Ok(ServerChild { child, pid, addr })
+    Ok(ServerChild {
+        child,
+        pid,
+        addr,
+        started_in,
+    })
 }
 
 async fn connect(addr: &str, connections: usize) -> anyhow::Result<Arc<Vec<Channel>>> {
@@ -278,29 +403,24 @@ async fn connect(addr: &str, connections: usize) -> anyhow::Result<Arc<Vec<Chann
 
 fn print_header() {
     println!(
-        "{:<12} {:>11} {:>12} {:>9} {:>9} {:>8} {:>10} {:>13}",
-        "rpc",
-        "concurrency",
-        "calls/s",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "vs health",
-        "server µs/call"
+        "{:<24} {:>11} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9}",
+        "rpc", "concurrency", "calls/s", "p50 ms", "p99 ms", "errors", "vs health", "server µs"
     );
 }
 
 /// Runs `rpcs` at each concurrency, health first as the baseline, and prints a row per cell.
+/// Returns the calls per second of each cell, in order.
 async fn measure(
     channels: &[Channel],
     pid: u32,
-    rpcs: &[Rpc],
+    rpcs: &[(&str, Rpc)],
     concurrencies: &[usize],
     duration: Duration,
-) {
+) -> Vec<f64> {
+    let mut rates = Vec::new();
     for &concurrency in concurrencies {
-        let mut baseline = 0.0;
-        for &rpc in rpcs {
+        let mut baseline = None;
+        for (label, rpc) in rpcs {
             let cpu_before = cpu_time(pid);
             let cell = run_cell(channels, rpc, concurrency, duration).await;
             // For Enqueue this includes the worker delivering meanwhile.
@@ -311,102 +431,297 @@ async fn measure(
                 _ => "-".into(),
             };
             let rate = cell.calls as f64 / cell.elapsed.as_secs_f64();
-            if cell.rpc == Rpc::Health {
-                baseline = rate;
+            if *rpc == Rpc::Health {
+                baseline = Some(rate);
             }
+            rates.push(rate);
             println!(
-                "{:<12} {:>11} {:>12.0} {:>9.2} {:>9.2} {:>8} {:>9.0}% {:>13}",
-                cell.rpc.name(),
-                cell.concurrency,
+                "{:<24} {:>11} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>9} {:>9}",
+                label,
+                concurrency,
                 rate,
                 cell.histogram.value_at_quantile(0.5) as f64 / 1000.0,
                 cell.histogram.value_at_quantile(0.99) as f64 / 1000.0,
                 cell.errors,
-                100.0 * rate / baseline.max(1e-9),
+                baseline.map_or("-".to_string(), |b| format!("{:.0}%", 100.0 * rate / b)),
                 cpu_per_call,
             );
         }
     }
+    rates
+}
+
+/// A server config: email to the Maildir, or over SMTP to `smtp_port`; the webhook destination
+/// `sink` at `webhook_url`; retries an hour apart when `hold`, so that failed deliveries stay
+/// listed; the ledger on PostgreSQL at `postgres_dsn`; `worker.concurrency`.
+pub(crate) fn server_config(
+    smtp_port: Option<u16>,
+    webhook_url_file: Option<&Path>,
+    hold: bool,
+    postgres_dsn: Option<&str>,
+    worker_concurrency: Option<usize>,
+) -> String {
+    let mut yaml = String::new();
+    if let Some(port) = smtp_port {
+        yaml += &format!(
+            "notifications:\n  emailer:\n    emailServerConfig: {{ serviceName: smtp, smtpServer: 127.0.0.1, smtpPort: \"{port}\" }}\n"
+        );
+    }
+    yaml += "flyteNotify:\n  smtp: { tls: none }\n";
+    if let Some(n) = worker_concurrency {
+        yaml += &format!("  worker: {{ concurrency: {n} }}\n");
+    }
+    if hold {
+        yaml += "  retry: { baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }\n";
+    }
+    if let Some(file) = webhook_url_file {
+        yaml += &format!(
+            "  webhooks:\n    allowedHosts: [\"127.0.0.1\"]\n    rateLimit: 1000000/s\n    destinations: [{{ name: sink, urlFile: \"{}\" }}]\n",
+            file.display()
+        );
+    }
+    if let Some(dsn) = postgres_dsn {
+        yaml += &format!("  store: postgres\n  postgres: {{ dsn: \"{dsn}\" }}\n");
+    }
+    yaml
+}
+
+/// What the whole run shares: where to put files, which binary to run, the sinks.
+pub(crate) struct Bench {
+    args: BenchArgs,
+    exe: PathBuf,
+    scratch: PathBuf,
+    webhook_receipts: Arc<sink::Receipts>,
+    webhook_url_file: PathBuf,
+    webhook_port: u16,
+}
+
+impl Bench {
+    fn wants(&self, section: &str) -> bool {
+        self.args.sections.iter().any(|s| s == section)
+    }
+
+    fn write_config(&self, name: &str, yaml: &str) -> anyhow::Result<PathBuf> {
+        let path = self.scratch.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml)?;
+        Ok(path)
+    }
+
+    /// Health and Enqueue to the webhook sink and into the Maildir, at each concurrency; RSS at
+    /// idle and after.
+    async fn throughput(&self, name: &str, postgres_dsn: Option<&str>) -> anyhow::Result<()> {
+        let config = match (&self.args.config, postgres_dsn) {
+            (Some(config), None) => config.clone(),
+            _ => self.write_config(
+                name,
+                &server_config(
+                    None,
+                    Some(&self.webhook_url_file),
+                    false,
+                    postgres_dsn,
+                    self.args.worker_concurrency,
+                ),
+            )?,
+        };
+        let data_dir = match &self.args.data_dir {
+            Some(dir) if postgres_dsn.is_none() => dir.clone(),
+            _ => self.scratch.join(name),
+        };
+        let server = start_server(&self.exe, &data_dir, Some(&config), &[]).await?;
+        let channels = connect(&server.addr, self.args.connections).await?;
+        // Idle: started, connected, nothing asked yet.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        print_rss("at idle", server.pid);
+        // Warm up every path (connections, caches) before measuring.
+        for rpc in [
+            Rpc::Health,
+            Rpc::Enqueue(Sink::Webhook),
+            Rpc::Enqueue(Sink::Email),
+        ] {
+            run_cell(&channels, &rpc, 4, Duration::from_millis(300)).await;
+        }
+        print_header();
+        measure(
+            &channels,
+            server.pid,
+            &[
+                ("health", Rpc::Health),
+                ("enqueue → webhook sink", Rpc::Enqueue(Sink::Webhook)),
+                ("enqueue → Maildir", Rpc::Enqueue(Sink::Email)),
+            ],
+            &self.args.concurrency,
+            self.args.duration,
+        )
+        .await;
+        print_rss("after peak load", server.pid);
+        server.stop().await;
+        Ok(())
+    }
+
+    /// Preview and ListPending, on a server whose mail server never answers so that deliveries
+    /// stay listed.
+    async fn reads(&self) -> anyhow::Result<()> {
+        let hole = sink::blackhole().await?;
+        let config =
+            self.write_config("reads", &server_config(Some(hole), None, true, None, None))?;
+        let server =
+            start_server(&self.exe, &self.scratch.join("reads"), Some(&config), &[]).await?;
+        let channels = connect(&server.addr, self.args.connections).await?;
+        let mut client = NotificationServiceClient::new(channels[0].clone());
+        for n in 0..150 {
+            client
+                .enqueue(enqueue_request(usize::MAX, n, Sink::Email))
+                .await?;
+        }
+        println!("reads (a server holding 150 undelivered deliveries):");
+        print_header();
+        measure(
+            &channels,
+            server.pid,
+            &[
+                ("health", Rpc::Health),
+                ("preview", Rpc::Preview),
+                ("list_pending, 100 rows", Rpc::list(100)),
+            ],
+            &self.args.concurrency,
+            self.args.duration,
+        )
+        .await;
+        server.stop().await;
+        Ok(())
+    }
+}
+
+/// Sends `--count` Enqueues to `--target` and prints how long they took.
+async fn drive(args: &BenchArgs, target: &str) -> anyhow::Result<()> {
+    let channels = connect(target, args.connections).await?;
+    let concurrency = args.concurrency.first().copied().unwrap_or(1).max(1);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..concurrency {
+        let mut client = NotificationServiceClient::new(channels[caller % channels.len()].clone());
+        let (next, count) = (next.clone(), args.count);
+        tasks.push(tokio::spawn(async move {
+            let mut errors = 0u64;
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= count {
+                    return errors;
+                }
+                if client
+                    .enqueue(enqueue_request(caller, n, Sink::Email))
+                    .await
+                    .is_err()
+                {
+                    errors += 1;
+                }
+            }
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await?;
+    }
+    println!(
+        "{} enqueues in {:.2?} at concurrency {concurrency}, {errors} errors",
+        args.count,
+        start.elapsed()
+    );
+    Ok(())
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(target) = &args.target {
+        return drive(&args, target).await;
+    }
     let scratch = std::env::temp_dir().join(format!("flyte-notify-bench-{}", uuid::Uuid::new_v4()));
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| scratch.join("data"));
+    std::fs::create_dir_all(&scratch)?;
     let exe = match &args.server_bin {
         Some(path) => path.clone(),
         None => std::env::current_exe().context("cannot find this binary")?,
     };
-    let mut server = start_server(&exe, &data_dir, args.config.as_deref()).await?;
-    let channels = connect(&server.addr, args.connections).await?;
+    let webhook_receipts = Arc::new(sink::Receipts::default());
+    let webhook_port = sink::http_sink(webhook_receipts.clone()).await?;
+    let webhook_url_file = scratch.join("webhook-url");
+    std::fs::write(
+        &webhook_url_file,
+        format!("http://127.0.0.1:{webhook_port}/hook"),
+    )?;
+    let bench = Bench {
+        args,
+        exe,
+        scratch: scratch.clone(),
+        webhook_receipts,
+        webhook_url_file,
+        webhook_port,
+    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "flyte-notify bench: server pid {} on {}, {} per cell, {} connections, {cores} cores",
-        server.pid,
-        server.addr,
-        humantime::format_duration(args.duration),
-        channels.len()
+        "flyte-notify bench: {} per cell, {} connections, {cores} cores, load average at start {}",
+        humantime::format_duration(bench.args.duration),
+        bench.args.connections,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
-    // Warm up both paths (connections, SQLite caches) before measuring.
-    run_cell(&channels, Rpc::Health, 4, Duration::from_millis(300)).await;
-    run_cell(&channels, Rpc::Enqueue, 4, Duration::from_millis(300)).await;
-    print_header();
-    measure(
-        &channels,
-        server.pid,
-        &[Rpc::Health, Rpc::Enqueue],
-        &args.concurrency,
-        args.duration,
-    )
+    let result = async {
+        if bench.wants("throughput") {
+            println!("\n== throughput (SQLite ledger) ==");
+            bench.throughput("throughput", None).await?;
+        }
+        if bench.wants("latency") && !bench.args.latency_duration.is_zero() {
+            println!("\n== delivery latency ==");
+            latency::run(&bench).await?;
+        }
+        if bench.wants("reads") {
+            println!("\n== reads ==");
+            bench.reads().await?;
+        }
+        if bench.wants("scale") && bench.args.pending > 0 {
+            println!("\n== scale ==");
+            latency::scale(&bench).await?;
+        }
+        if bench.wants("postgres") && bench.args.postgres != "off" {
+            println!("\n== throughput (PostgreSQL ledger) ==");
+            peer::postgres(&bench).await?;
+        }
+        if bench.wants("peer") {
+            println!("\n== peer: Alertmanager ==");
+            peer::alertmanager(&bench).await?;
+        }
+        anyhow::Ok(())
+    }
     .await;
-    if let Some((rss, peak)) = rss_kib(server.pid) {
-        println!(
-            "server RSS: {:.1} MiB now, {:.1} MiB peak",
-            rss as f64 / 1024.0,
-            peak as f64 / 1024.0
-        );
-    }
-    let _ = server.child.start_kill();
-    let _ = server.child.wait().await;
-
-    // Reads of a few KB: a second server whose mail server never answers, so that deliveries
-    // stay listed for ListPending to page through.
-    std::fs::create_dir_all(&scratch)?;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let closed_port = closed.local_addr()?.port();
-    drop(closed);
-    let config = scratch.join("reads.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "notifications:\n  emailer:\n    emailServerConfig: {{ serviceName: smtp, smtpServer: 127.0.0.1, smtpPort: \"{closed_port}\" }}\nflyteNotify:\n  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }}\n"
-        ),
-    )?;
-    let mut reads = start_server(&exe, &scratch.join("reads"), Some(&config)).await?;
-    let channels = connect(&reads.addr, args.connections).await?;
-    let mut client = NotificationServiceClient::new(channels[0].clone());
-    for n in 0..150 {
-        client.enqueue(enqueue_request(usize::MAX, n)).await?;
-    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "reads ({} on a second server holding 150 undelivered deliveries):",
-        humantime::format_duration(args.duration)
+        "\nload average at end {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    print_header();
-    measure(
-        &channels,
-        reads.pid,
-        &[Rpc::Health, Rpc::Preview, Rpc::ListPending],
-        &args.concurrency,
-        args.duration,
-    )
-    .await;
-    let _ = reads.child.start_kill();
-    let _ = reads.child.wait().await;
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(())
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_configs_parse() {
+        let file = Path::new("/tmp/url");
+        for yaml in [
+            server_config(None, Some(file), false, None, Some(64)),
+            server_config(Some(2525), None, true, None, None),
+            server_config(None, Some(file), false, Some("postgres://u@h/db"), None),
+        ] {
+            crate::config::Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        }
+    }
 }

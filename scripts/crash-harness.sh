@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #11's crash harness at full size (tests/replica_crash.rs, which CI runs smaller): three
+# Issue #11's crash harness at full size (tests/replica_crash.rs, which CI runs with 10 kills): three
 # `flyte-notify serve` replicas on one PostgreSQL database, all sending by SMTP to one sink; a load
 # generator enqueues 10,000 notifications through whichever replica is up, while a random replica
 # is SIGKILLed and restarted every few seconds, at least 20 times. Prints the report: accepted,

@@ -4,7 +4,7 @@
 //! duplicate is a send that was in flight when its replica was killed.
 //!
 //! Sizes come from the environment; scripts/crash-harness.sh runs the full size:
-//! FLYTE_NOTIFY_CRASH_NOTIFICATIONS (default 2000), FLYTE_NOTIFY_CRASH_KILLS (at least that many,
+//! FLYTE_NOTIFY_CRASH_NOTIFICATIONS (default 10000, the size), FLYTE_NOTIFY_CRASH_KILLS (at least that many,
 //! default 10), FLYTE_NOTIFY_CRASH_KILL_EVERY (the mean time between kills, default 3s; each gap is
 //! drawn between half and one and a half times it), FLYTE_NOTIFY_CRASH_SEED (random by default;
 //! the report names it), FLYTE_NOTIFY_CRASH_REPORT (a file the report is also written to).
@@ -72,7 +72,7 @@ impl Params {
             .map(|v| humantime::parse_duration(&v).expect("FLYTE_NOTIFY_CRASH_KILL_EVERY, e.g. 3s"))
             .unwrap_or(Duration::from_secs(3));
         Self {
-            notifications: env_or("FLYTE_NOTIFY_CRASH_NOTIFICATIONS", 2000),
+            notifications: env_or("FLYTE_NOTIFY_CRASH_NOTIFICATIONS", 10_000),
             kills: env_or("FLYTE_NOTIFY_CRASH_KILLS", 10),
             kill_every,
             seed: env_or("FLYTE_NOTIFY_CRASH_SEED", rand::random::<u64>() % 1_000_000),

@@ -63,15 +63,40 @@ impl Connector {
         } else {
             None
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.connect_timeout),
-            &hello,
-            tls,
-            None,
-        )
-        .await
-        .map_err(|e| {
+        let connected = match tls {
+            Some(tls) => {
+                AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(self.connect_timeout),
+                    &hello,
+                    Some(tls),
+                    None,
+                )
+                .await
+            }
+            None => {
+                // Our own socket, so that it can have TCP_NODELAY: the end of a message's data
+                // (".") is a small write right after the body, and with Nagle on it waited for the
+                // server's delayed ACK, about 40 ms per message, which capped SMTP at ~350
+                // messages/s (see docs/benchmarks.md). lettre's own connect leaves Nagle on.
+                // Implicit TLS has to go through lettre's connect, which does the handshake first.
+                let stream = tokio::time::timeout(
+                    self.connect_timeout,
+                    tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+                )
+                .await
+                .map_err(|_| {
+                    errors.retryable(format!(
+                        "connect: no connection within {}",
+                        humantime::format_duration(self.connect_timeout)
+                    ))
+                })?
+                .map_err(|e| errors.retryable(format!("connect: {e}")))?;
+                let _ = stream.set_nodelay(true);
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello).await
+            }
+        };
+        let mut conn = connected.map_err(|e| {
             errors.classify(
                 if implicit {
                     "connect (implicit TLS)"

@@ -1066,9 +1066,41 @@ impl Config {
         if !server.smtp_username.is_empty() {
             server.smtp_username = "<redacted>".into();
         }
+        let dsn = &mut shown.flyte_notify.postgres.dsn;
+        if !dsn.is_empty() {
+            *dsn = redact_dsn(dsn);
+        }
         serde_yaml_ng::to_string(&shown)
             .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// A PostgreSQL DSN with its password (in the user info or a `password=` parameter) replaced.
+fn redact_dsn(dsn: &str) -> String {
+    let Ok(mut url) = url::Url::parse(dsn) else {
+        return "<redacted: not a URL>".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("redacted"));
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k.eq_ignore_ascii_case("password") {
+                "redacted".to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    if pairs
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+    {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// An http(s) URL with a host and nothing after the path, to which an API path can be appended.
@@ -1379,6 +1411,23 @@ flyteNotify:
             Some("eu-west-1".into())
         );
         assert_eq!(region("notifications:\n  type: local\n"), None);
+    }
+
+    #[test]
+    fn redaction_hides_the_postgres_password() {
+        let c = Config::from_yaml(
+            "flyteNotify:\n  store: postgres\n  postgres: { dsn: \"postgres://u:hunter2@db:5432/fn?sslmode=require&password=x2\" }\n",
+        )
+        .unwrap();
+        let shown = c.redacted_yaml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("x2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("postgres://u:redacted@db:5432/fn"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! duplicate is a send that was in flight when its replica was killed.
 //!
 //! Sizes come from the environment; scripts/crash-harness.sh runs the full size:
-//! FLYTE_NOTIFY_CRASH_NOTIFICATIONS (default 10000, the size), FLYTE_NOTIFY_CRASH_KILLS (at least that many,
-//! default 10), FLYTE_NOTIFY_CRASH_KILL_EVERY (the mean time between kills, default 3s; each gap is
+//! FLYTE_NOTIFY_CRASH_NOTIFICATIONS (default 10000, the size),
+//! FLYTE_NOTIFY_CRASH_KILLS (at least that many, default 10), FLYTE_NOTIFY_CRASH_KILL_EVERY (the mean time between kills, default 3s; each gap is
 //! drawn between half and one and a half times it), FLYTE_NOTIFY_CRASH_SEED (random by default;
 //! the report names it), FLYTE_NOTIFY_CRASH_REPORT (a file the report is also written to).
 //!

@@ -177,7 +177,9 @@ async fn a_full_disk_refuses_writes_with_unavailable_and_loses_nothing() {
     };
     acknowledged.insert(last);
     wait_for_health(&server, SERVING).await;
-    let mails = wait_for_messages(&sink, acknowledged.len(), Duration::from_secs(60));
+    // A send whose outcome could not be recorded while the disk was full goes again when its
+    // lease runs out: sendTimeout (or the 60 s a webhook may take, if longer) plus 30 s.
+    let mails = wait_for_messages(&sink, acknowledged.len(), Duration::from_secs(150));
     let received: BTreeSet<String> = mails.iter().map(|m| parse_mail(m).subject).collect();
     let missing: Vec<_> = acknowledged
         .iter()

@@ -163,7 +163,8 @@ async fn two_replicas_on_one_sqs_queue_and_one_postgres_ledger_send_each_notific
         let timeouts = history
             .iter()
             .filter(|e| e.kind == delivery_event::Kind::Failed as i32)
-            .filter(|e| e.detail.contains("no answer within"))
+            // The SES sender's own timeout, or the worker's (sendTimeout) around it.
+            .filter(|e| e.detail.contains("no answer within") || e.detail.contains("timed out"))
             .count();
         let line = format!("{id} sent {n} times: {history:?}");
         if **n <= 1 + timeouts {

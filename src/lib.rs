@@ -297,9 +297,8 @@ pub async fn run(
     // tonic builds its server TLS config from the process default; an error means one is
     // installed already (by an embedding program or an earlier run), which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Some(addr) = svc.metrics_listen {
-        telemetry::install(addr)?;
-    }
+    // Bound before anything else starts, so that a port already taken stops start-up at once.
+    let metrics = svc.metrics_listen.map(telemetry::install).transpose()?;
     for warning in notify::template_warnings(&config.notifications.emailer) {
         tracing::warn!("{warning}");
     }
@@ -309,6 +308,9 @@ pub async fn run(
     std::fs::create_dir_all(&svc.data_dir)
         .with_context(|| format!("cannot create the data dir {}", svc.data_dir.display()))?;
     let ledger = open_ledger(&config).await?;
+    if let Some(metrics) = metrics {
+        metrics.serve(ledger.clone())?;
+    }
     let pending = ledger
         .list_pending(ledger::PendingQuery {
             limit: 1,

@@ -3,7 +3,11 @@
 
 use std::net::SocketAddr;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+mod endpoint;
+
+pub use endpoint::MetricsEndpoint;
 
 /// Deliveries recorded by Enqueue, by channel.
 pub const ACCEPTED: &str = "flyte_notify_deliveries_accepted_total";
@@ -22,6 +26,17 @@ pub const AUTH_REFUSED: &str = "flyte_notify_auth_refused_total";
 pub const ANNOUNCE_FAILED: &str = "flyte_notify_announce_failed_total";
 /// Requests refused with InvalidArgument.
 pub const INVALID: &str = "flyte_notify_invalid_requests_total";
+/// Deliveries not yet settled, by state (pending, retrying, dead), read from the ledger on each
+/// scrape: every replica of a shared ledger reports the same figures.
+pub const PENDING: &str = "flyte_notify_pending_deliveries";
+/// How long ago the oldest pending or retrying delivery was accepted; 0 when none is.
+pub const OLDEST_PENDING_AGE: &str = "flyte_notify_oldest_pending_age_seconds";
+/// From the ledger's accept to the send that succeeded, by channel (email, slack, pagerduty,
+/// webhook): retries and rate-limit waits included.
+pub const ENQUEUE_TO_DELIVERED: &str = "flyte_notify_enqueue_to_delivered_seconds";
+/// gRPC calls by service, method and status code, and how long each took to answer; the label
+/// names are go-grpc-prometheus's, which dashboards already know.
+pub const GRPC_HANDLING: &str = "flyte_notify_grpc_server_handling_seconds";
 /// Sends that waited for (or were put off by) their destination's rate limit, by sender.
 pub const RATE_LIMITED: &str = "flyte_notify_rate_limited_total";
 
@@ -44,14 +59,77 @@ pub fn log_safe(parts: &[&str]) -> String {
     out
 }
 
-/// Serves GET /metrics on `addr` from a background task of the current runtime.
-pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
+/// Latency buckets, in seconds: a millisecond Enqueue up to a delivery that waited out an hour of
+/// retries.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 900.0, 3600.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Installs the process's metrics recorder and binds `addr`, so that a port already taken stops
+/// start-up; the endpoint serves once it is given the ledger (`MetricsEndpoint::serve`).
+/// Histograms get buckets rather than summaries: buckets add up across replicas.
+pub fn install(addr: SocketAddr) -> anyhow::Result<MetricsEndpoint> {
+    let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-    tracing::info!("Prometheus metrics on http://{addr}/metrics");
-    Ok(())
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    describe();
+    MetricsEndpoint::new(listener, handle)
+}
+
+/// HELP lines for every metric, and the unlabelled counters at zero: an alert on `increase()`
+/// needs the series to exist before its first event.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(ACCEPTED, "Deliveries recorded by Enqueue, by channel");
+    describe_counter!(ATTEMPTS, "Send attempts by sender and outcome");
+    describe_histogram!(
+        SEND_SECONDS,
+        Unit::Seconds,
+        "How long sends take, by sender"
+    );
+    describe_histogram!(BATCH_SIZE, "Calls per ledger commit");
+    describe_counter!(
+        STALE_RECORDS,
+        "Outcomes refused because their lease had ended"
+    );
+    describe_counter!(
+        AUTH_REFUSED,
+        "Calls refused for want of a valid token, by code"
+    );
+    describe_counter!(ANNOUNCE_FAILED, "Announcements a cloud queue did not take");
+    describe_counter!(INVALID, "Requests refused with InvalidArgument");
+    describe_counter!(
+        RATE_LIMITED,
+        "Sends delayed by their destination's rate limit"
+    );
+    describe_gauge!(
+        PENDING,
+        "Deliveries not yet settled, by state, from the ledger"
+    );
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "Age of the oldest pending or retrying delivery"
+    );
+    describe_histogram!(
+        ENQUEUE_TO_DELIVERED,
+        Unit::Seconds,
+        "From accept to successful send, by channel"
+    );
+    describe_histogram!(
+        GRPC_HANDLING,
+        Unit::Seconds,
+        "gRPC calls by service, method and code, and their time to answer"
+    );
+    for unlabelled in [STALE_RECORDS, INVALID] {
+        metrics::counter!(unlabelled).increment(0);
+    }
 }
 
 #[cfg(test)]

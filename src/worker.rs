@@ -187,6 +187,11 @@ impl Worker {
     /// Renders for the sender the router picks, sends, records, then settles the queue item.
     async fn deliver(&self, handle: &AckHandle, leased: LeasedDelivery) {
         let delivery = leased.delivery;
+        let channel = leased
+            .content
+            .as_ref()
+            .ok()
+            .map(|(payload, _)| payload.channel);
         let routed = leased.content.and_then(|(payload, context)| {
             let sender = self
                 .router
@@ -222,6 +227,10 @@ impl Worker {
         };
         metrics::counter!(telemetry::ATTEMPTS, "sender" => sender_name, "outcome" => kind)
             .increment(1);
+        if let (Outcome::Delivered, Some(channel)) = (&outcome, channel) {
+            metrics::histogram!(telemetry::ENQUEUE_TO_DELIVERED, "channel" => channel.as_str())
+                .record(leased.accepted_at.elapsed().as_secs_f64());
+        }
         let retry_in = match &outcome {
             Outcome::Retry { delay, .. } => Some(*delay),
             _ => None,

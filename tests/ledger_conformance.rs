@@ -16,8 +16,8 @@ use flyte_notify::ledger::postgres::{PostgresLedger, PostgresOptions};
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery,
-    Ledger, LedgerError, NewDelivery, NewRequest, OperatorAction, PendingQuery, Selection, Skip,
-    State,
+    Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PendingQuery,
+    Selection, Skip, State,
 };
 use sqlx::{Connection, PgConnection};
 
@@ -463,6 +463,90 @@ async fn outcomes_move_deliveries_between_states() {
         let due = ledger.lease_due(10, LEASE).await.unwrap();
         assert_eq!(ids(&due), vec!["again"]);
         assert_eq!(due[0].delivery.attempt, 2);
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn stats_count_the_open_deliveries_by_state_and_age_the_oldest_pending_one() {
+    for backend in backends() {
+        let (_store, ledger) = fresh(backend).await;
+        assert_eq!(ledger.stats().await.unwrap(), LedgerStats::default());
+        ledger
+            .accept(request(
+                "first",
+                "fp",
+                vec![
+                    delivery("ok", 0, Channel::Email),
+                    delivery("again", 1, Channel::Email),
+                    delivery("dead", 2, Channel::Email),
+                ],
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let leased = ledger.lease_due(10, LEASE).await.unwrap();
+        // Its age by the ledger's clock, carried onto this process's clock.
+        for d in &leased {
+            let age = d.accepted_at.elapsed();
+            assert!(age >= Duration::from_millis(250), "{age:?}");
+            assert!(age < Duration::from_secs(30), "{age:?}");
+        }
+        let by = |id: &str| refs(&leased).into_iter().find(|d| d.id == id).unwrap();
+        ledger
+            .record(vec![
+                (by("ok"), Outcome::Delivered),
+                (
+                    by("again"),
+                    Outcome::Retry {
+                        delay: Duration::from_secs(3600),
+                        error: "attempt 1: refused".into(),
+                    },
+                ),
+                (
+                    by("dead"),
+                    Outcome::Dead {
+                        error: "550".into(),
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        ledger
+            .accept(request(
+                "second",
+                "fp2",
+                vec![delivery("new", 0, Channel::Webhook)],
+            ))
+            .await
+            .unwrap();
+        let stats = ledger.stats().await.unwrap();
+        assert_eq!(
+            (stats.pending, stats.retrying, stats.dead),
+            (1, 1, 1),
+            "{stats:?}"
+        );
+        // The oldest pending one is "again", accepted before the 300 ms sleep, not "new".
+        let age = stats.oldest_pending_age.expect("two are pending");
+        assert!(age >= Duration::from_millis(250), "{age:?}");
+
+        // Dead ones wait for an operator: they are counted, but do not age the pending figure.
+        let new = ledger.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&new), vec!["new"]);
+        ledger
+            .record(vec![(refs(&new)[0].clone(), Outcome::Delivered)])
+            .await
+            .unwrap();
+        ledger
+            .act(
+                OperatorAction::Discard,
+                Selection::Ids(vec!["dead".into()]),
+                String::new(),
+            )
+            .await
+            .unwrap();
+        let stats = ledger.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.retrying, stats.dead), (0, 1, 0));
         ledger.close().await;
     }
 }

@@ -2,6 +2,7 @@
 //! grpcurl 1.8.6 only speaks v1alpha).
 
 pub mod auth;
+mod call_metrics;
 pub mod codec;
 mod connections;
 mod service;
@@ -140,6 +141,8 @@ pub async fn serve(
         // A peer that stops answering pings (gone, or half-open) is closed.
         .http2_keepalive_interval(Some(transport.keepalive_interval))
         .http2_keepalive_timeout(Some(transport.keepalive_timeout))
+        // Outermost: sees every call's final status, refusals by the layers below included.
+        .layer(call_metrics::layer())
         .layer(tower::util::MapResponseLayer::new(too_large_is_invalid(
             max_request_bytes,
         )))

@@ -267,7 +267,15 @@ async fn serving(addr: &str) -> anyhow::Result<()> {
 pub(crate) async fn scale(bench: &Bench) -> anyhow::Result<()> {
     let pending = bench.args.pending;
     let hole = sink::blackhole().await?;
-    let config = bench.write_config("scale", &server_config(Some(hole), None, true, None, None))?;
+    // With /metrics on, to time a scrape: it counts the open deliveries in the ledger.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = bench.write_config(
+        "scale",
+        &(server_config(Some(hole), None, true, None, None)
+            + &format!("  metricsListen: 127.0.0.1:{metrics_port}\n")),
+    )?;
     for (label, with) in [("0 pending", 0), (&*format!("{pending} pending"), pending)] {
         let data_dir = bench.scratch.join(format!("scale-{with}"));
         if with > 0 {
@@ -282,6 +290,30 @@ pub(crate) async fn scale(bench: &Bench) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64() * 1000.0
         );
         print_rss(&format!("with {label}, at start"), server.pid);
+        // Scrapes within a second share one reading of the ledger: space them out.
+        let mut scrapes = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let body = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+                .await?
+                .error_for_status()?
+                .text()
+                .await?;
+            scrapes.push(started.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(
+                body.contains("flyte_notify_pending_deliveries"),
+                "/metrics lacks the pending gauge"
+            );
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        println!(
+            "{label}: a /metrics scrape (counting the ledger's open deliveries) {}",
+            scrapes
+                .iter()
+                .map(|ms| format!("{ms:.1} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let channels = connect(&server.addr, bench.args.connections).await?;
         let deep = crate::ledger::PageToken::After {
             seq: (with / 2) as i64,

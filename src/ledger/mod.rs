@@ -8,7 +8,7 @@
 //! never from a caller, so that replicas with skewed clocks still agree.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -132,6 +132,30 @@ pub struct LeasedDelivery {
     /// The payload and the request's execution context (protobuf), or why they cannot be read:
     /// the worker records such a delivery dead with that reason and the others go on.
     pub content: Result<(Payload, Arc<[u8]>), String>,
+    /// When it was accepted, on this process's monotonic clock: the ledger's own reading of its
+    /// age at lease time, so that a replica's clock skew does not enter enqueue-to-delivered.
+    pub accepted_at: Instant,
+}
+
+/// `age` ago on this process's monotonic clock (now, if the clock does not reach back that far).
+pub fn instant_of_age(age_millis: Millis) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(Duration::from_millis(age_millis.max(0) as u64))
+        .unwrap_or(now)
+}
+
+/// What the store holds that is not yet settled: the metrics' gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    /// Accepted and not tried yet, or being tried now.
+    pub pending: u64,
+    /// Waiting for their next attempt.
+    pub retrying: u64,
+    /// Given up, waiting for an operator (redrive or discard).
+    pub dead: u64,
+    /// How long ago the oldest pending or retrying delivery was accepted, by the ledger's clock;
+    /// None when there is none.
+    pub oldest_pending_age: Option<Duration>,
 }
 
 /// What `record` did with each outcome.
@@ -297,6 +321,11 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> Result<Option<(StoredDelivery, Vec<HistoryEvent>)>, LedgerError>;
+
+    /// How many deliveries are pending, retrying and dead, and the oldest pending one's age. Read
+    /// on each metrics scrape: a count over the open deliveries' index, not a cached figure, so
+    /// that every replica reports the same.
+    async fn stats(&self) -> Result<LedgerStats, LedgerError>;
 
     /// Why the store cannot write, while it cannot: health reports NOT_SERVING meanwhile.
     fn trouble(&self) -> Option<String>;

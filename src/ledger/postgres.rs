@@ -31,8 +31,8 @@ use tokio::time::error::Elapsed;
 use super::page_token;
 use super::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterOp, HistoryEvent, LeasedDelivery,
-    Ledger, LedgerError, NewDelivery, NewRequest, OperatorAction, PageToken, PendingPage,
-    PendingQuery, Recorded, Selection, Skip, State, StoredDelivery,
+    Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PageToken,
+    PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
 
@@ -651,6 +651,35 @@ impl Ledger for PostgresLedger {
         Ok(until.map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
 
+    async fn stats(&self) -> Result<LedgerStats, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        // Counts and the oldest age in one round trip; both follow the deliveries_open index.
+        let result = self
+            .link
+            .bounded(
+                sqlx::query_as::<_, (i64, i64, i64, Option<i64>)>(
+                    "SELECT \
+                         COUNT(*) FILTER (WHERE state = 'pending'), \
+                         COUNT(*) FILTER (WHERE state = 'retrying'), \
+                         COUNT(*) FILTER (WHERE state = 'dead'), \
+                         (SELECT ledger_now() - created_at FROM deliveries \
+                          WHERE state IN ('pending', 'retrying') ORDER BY seq LIMIT 1) \
+                     FROM deliveries WHERE state IN ('pending', 'retrying', 'dead')",
+                )
+                .fetch_one(&mut *conn),
+            )
+            .await;
+        let (pending, retrying, dead, oldest) = self.link.settle(conn, result)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(LedgerStats {
+            pending: count(pending),
+            retrying: count(retrying),
+            dead: count(dead),
+            oldest_pending_age: oldest.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        })
+    }
+
     async fn act(
         &self,
         action: OperatorAction,
@@ -911,7 +940,7 @@ async fn lease(
          FROM due, requests AS r \
          WHERE d.seq = due.seq AND r.request_id = d.request_id \
          RETURNING d.seq, d.id, d.request_id, d.project, d.domain, d.name, d.org, d.leases, \
-                   d.lease_token, d.payload, r.execution",
+                   d.lease_token, d.payload, r.execution, ledger_now() - d.created_at AS age",
     )
     .bind(i64::try_from(max).unwrap_or(i64::MAX))
     .bind(millis(lease_for))
@@ -947,6 +976,7 @@ async fn lease(
                 },
                 execution: execution_key(row)?,
                 content,
+                accepted_at: instant_of_age(row.try_get("age")?),
             },
         ));
     }

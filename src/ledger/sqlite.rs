@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::page_token;
 use super::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, FilterOp, HistoryEvent, LeasedDelivery, Ledger,
-    LedgerError, Millis, NewRequest, OperatorAction, PageToken, PendingPage, PendingQuery,
-    Recorded, Selection, Skip, State, StoredDelivery,
+    LedgerError, LedgerStats, Millis, NewRequest, OperatorAction, PageToken, PendingPage,
+    PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
 
@@ -345,6 +345,36 @@ impl Ledger for SqliteLedger {
         .await?;
         let at: Option<i64> = row.try_get(0)?;
         Ok(at.map(|at| Duration::from_millis((at - now_millis()).max(0) as u64)))
+    }
+
+    async fn stats(&self) -> Result<LedgerStats, LedgerError> {
+        // Both statements name the deliveries_open index's own condition (OPEN), so that SQLite
+        // uses it.
+        let counts = sqlx::query(
+            "SELECT state, COUNT(*) FROM deliveries \
+             WHERE state IN ('pending', 'retrying', 'dead') GROUP BY state",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        let mut stats = LedgerStats::default();
+        for row in counts {
+            let count = u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0);
+            match State::parse(&row.try_get::<String, _>(0)?) {
+                Some(State::Pending) => stats.pending = count,
+                Some(State::Retrying) => stats.retrying = count,
+                Some(State::Dead) => stats.dead = count,
+                _ => {}
+            }
+        }
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT created_at FROM deliveries WHERE state IN ('pending', 'retrying', 'dead') \
+             AND state IN ('pending', 'retrying') ORDER BY seq LIMIT 1",
+        )
+        .fetch_optional(&self.readers)
+        .await?;
+        stats.oldest_pending_age =
+            oldest.map(|at| Duration::from_millis((now_millis() - at).max(0) as u64));
+        Ok(stats)
     }
 
     async fn close(&self) {
@@ -944,6 +974,7 @@ struct LeasedRow {
     execution: Result<ExecutionKey, String>,
     /// The payload, and the context when the payload carries its own (version 1).
     content: Result<(Payload, Option<Vec<u8>>), String>,
+    accepted_at: std::time::Instant,
 }
 
 async fn lease(
@@ -960,7 +991,8 @@ async fn lease(
              WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
                AND (lease_until IS NULL OR lease_until <= ?2) \
              ORDER BY next_attempt_at, seq LIMIT ?3) \
-         RETURNING seq, id, request_id, project, domain, name, org, leases, lease_token, payload",
+         RETURNING seq, id, request_id, project, domain, name, org, leases, lease_token, payload, \
+                   created_at",
     )
     .bind(now.saturating_add(millis(lease_for)))
     .bind(now)
@@ -1007,6 +1039,9 @@ async fn lease(
             content: text(row, "payload", &mut Vec::new())
                 .ok_or_else(|| "the stored payload cannot be read".to_string())
                 .and_then(|p| Payload::decode(&p)),
+            accepted_at: instant_of_age(
+                now - integer(row, "created_at", &mut Vec::new()).unwrap_or(now),
+            ),
         });
     }
     for (seq, reason) in unreadable {
@@ -1078,6 +1113,7 @@ async fn with_contexts(
                 delivery: row.delivery,
                 execution,
                 content,
+                accepted_at: row.accepted_at,
             }
         })
         .collect())

@@ -286,7 +286,10 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+/// RSS now, its peak, and the anonymous part now (heap, stacks), in KiB. The rest of RSS is the
+/// binary's own pages, clean and file-backed: shared with other processes running it, and what
+/// the kernel drops first under memory pressure.
+fn rss_kib(pid: u32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -295,14 +298,15 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((field("VmRSS:")?, field("VmHWM:")?, field("RssAnon:")?))
 }
 
 fn print_rss(what: &str, pid: u32) {
-    if let Some((rss, peak)) = rss_kib(pid) {
+    if let Some((rss, peak, anon)) = rss_kib(pid) {
         println!(
-            "server RSS {what}: {:.1} MiB now, {:.1} MiB peak so far",
+            "server RSS {what}: {:.1} MiB now ({:.1} MiB anonymous), {:.1} MiB peak so far",
             rss as f64 / 1024.0,
+            anon as f64 / 1024.0,
             peak as f64 / 1024.0
         );
     }

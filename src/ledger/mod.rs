@@ -265,6 +265,9 @@ pub struct HistoryEvent {
 pub enum LedgerError {
     #[error("ledger database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the SQLite ledger's writer, which calls SQLite directly.
+    #[error("ledger database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("ledger migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]

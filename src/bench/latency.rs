@@ -25,8 +25,9 @@ const MAX_IN_FLIGHT: usize = 4096;
 const DRAIN: Duration = Duration::from_secs(60);
 
 pub(crate) struct Paced {
-    /// The key each successful call returned, and when the call was issued.
-    sent: Vec<(String, Instant)>,
+    /// The key each successful call returned, when the call was issued, and how long its answer
+    /// took.
+    sent: Vec<(String, Instant, Duration)>,
     offered: u64,
     errors: u64,
     skipped: u64,
@@ -63,7 +64,12 @@ where
             let at = Instant::now();
             tokio::spawn(async move {
                 match call.await {
-                    Some(key) => sent.lock().expect("sent lock poisoned").push((key, at)),
+                    Some(key) => {
+                        let answered = at.elapsed();
+                        sent.lock()
+                            .expect("sent lock poisoned")
+                            .push((key, at, answered));
+                    }
                     None => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -94,13 +100,15 @@ pub(crate) async fn report(label: &str, paced: Paced, receipts: &Receipts, rate:
         && paced
             .sent
             .iter()
-            .any(|(key, _)| receipts.get(key).is_none())
+            .any(|(key, _, _)| receipts.get(key).is_none())
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut histogram = new_histogram();
+    let mut answers = new_histogram();
     let mut missing = 0;
-    for (key, at) in &paced.sent {
+    for (key, at, answered) in &paced.sent {
+        let _ = answers.record(answered.as_micros().max(1) as u64);
         match receipts.get(key) {
             Some(got) => {
                 let _ =
@@ -110,13 +118,16 @@ pub(crate) async fn report(label: &str, paced: Paced, receipts: &Receipts, rate:
         }
     }
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let answer_ms = |q: f64| answers.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "{label:<28} offered {rate}/s: {} issued, {} skipped (over {MAX_IN_FLIGHT} in flight), {} errors, {} delivered, {missing} not within {}; to delivered p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{label:<28} offered {rate}/s: {} issued, {} skipped (over {MAX_IN_FLIGHT} in flight), {} errors, {} delivered, {missing} not within {}; answered p50 {:.2} ms, p99 {:.2} ms; to delivered p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         paced.offered,
         paced.skipped,
         paced.errors,
         histogram.len(),
         humantime::format_duration(DRAIN),
+        answer_ms(0.5),
+        answer_ms(0.99),
         ms(0.5),
         ms(0.99),
         histogram.max() as f64 / 1000.0,

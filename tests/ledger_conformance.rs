@@ -393,42 +393,54 @@ async fn a_released_lease_makes_the_delivery_due_again_after_the_delay() {
     }
 }
 
+/// A request with three email deliveries, "ok", "again" and "dead", named for what
+/// `ok_again_dead_outcomes` makes of them.
+fn ok_again_dead(request_id: &str) -> NewRequest {
+    request(
+        request_id,
+        "fp",
+        vec![
+            delivery("ok", 0, Channel::Email),
+            delivery("again", 1, Channel::Email),
+            delivery("dead", 2, Channel::Email),
+        ],
+    )
+}
+
+/// Delivered, a retry after `retry_in`, and a permanent failure, for the leases of
+/// `ok_again_dead`'s deliveries.
+fn ok_again_dead_outcomes(
+    leased: &[DeliveryRef],
+    retry_in: Duration,
+) -> Vec<(DeliveryRef, Outcome)> {
+    let by = |id: &str| leased.iter().find(|d| d.id == id).unwrap().clone();
+    vec![
+        (by("ok"), Outcome::Delivered),
+        (
+            by("again"),
+            Outcome::Retry {
+                delay: retry_in,
+                error: "attempt 1: refused".into(),
+            },
+        ),
+        (
+            by("dead"),
+            Outcome::Dead {
+                error: "permanent failure on attempt 1: 550".into(),
+            },
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn outcomes_move_deliveries_between_states() {
     for backend in backends() {
         let (_store, ledger) = fresh(backend).await;
-        ledger
-            .accept(request(
-                "r",
-                "fp",
-                vec![
-                    delivery("ok", 0, Channel::Email),
-                    delivery("again", 1, Channel::Email),
-                    delivery("dead", 2, Channel::Email),
-                ],
-            ))
-            .await
-            .unwrap();
+        ledger.accept(ok_again_dead("r")).await.unwrap();
         let leased = refs(&ledger.lease_due(10, LEASE).await.unwrap());
         assert_eq!(leased.len(), 3);
-        let by = |id: &str| leased.iter().find(|d| d.id == id).unwrap().clone();
         let recorded = ledger
-            .record(vec![
-                (by("ok"), Outcome::Delivered),
-                (
-                    by("again"),
-                    Outcome::Retry {
-                        delay: Duration::from_millis(500),
-                        error: "attempt 1: refused".into(),
-                    },
-                ),
-                (
-                    by("dead"),
-                    Outcome::Dead {
-                        error: "permanent failure on attempt 1: 550".into(),
-                    },
-                ),
-            ])
+            .record(ok_again_dead_outcomes(&leased, Duration::from_millis(500)))
             .await
             .unwrap();
         assert!(recorded.stale.is_empty());
@@ -472,18 +484,7 @@ async fn stats_count_the_open_deliveries_by_state_and_age_the_oldest_pending_one
     for backend in backends() {
         let (_store, ledger) = fresh(backend).await;
         assert_eq!(ledger.stats().await.unwrap(), LedgerStats::default());
-        ledger
-            .accept(request(
-                "first",
-                "fp",
-                vec![
-                    delivery("ok", 0, Channel::Email),
-                    delivery("again", 1, Channel::Email),
-                    delivery("dead", 2, Channel::Email),
-                ],
-            ))
-            .await
-            .unwrap();
+        ledger.accept(ok_again_dead("first")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let leased = ledger.lease_due(10, LEASE).await.unwrap();
         // Its age by the ledger's clock, carried onto this process's clock.
@@ -492,24 +493,11 @@ async fn stats_count_the_open_deliveries_by_state_and_age_the_oldest_pending_one
             assert!(age >= Duration::from_millis(250), "{age:?}");
             assert!(age < Duration::from_secs(30), "{age:?}");
         }
-        let by = |id: &str| refs(&leased).into_iter().find(|d| d.id == id).unwrap();
         ledger
-            .record(vec![
-                (by("ok"), Outcome::Delivered),
-                (
-                    by("again"),
-                    Outcome::Retry {
-                        delay: Duration::from_secs(3600),
-                        error: "attempt 1: refused".into(),
-                    },
-                ),
-                (
-                    by("dead"),
-                    Outcome::Dead {
-                        error: "550".into(),
-                    },
-                ),
-            ])
+            .record(ok_again_dead_outcomes(
+                &refs(&leased),
+                Duration::from_secs(3600),
+            ))
             .await
             .unwrap();
         ledger
@@ -530,7 +518,7 @@ async fn stats_count_the_open_deliveries_by_state_and_age_the_oldest_pending_one
         let age = stats.oldest_pending_age.expect("two are pending");
         assert!(age >= Duration::from_millis(250), "{age:?}");
 
-        // Dead ones wait for an operator: they are counted, but do not age the pending figure.
+        // Delivered and discarded deliveries leave the figures.
         let new = ledger.lease_due(10, LEASE).await.unwrap();
         assert_eq!(ids(&new), vec!["new"]);
         ledger

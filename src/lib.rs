@@ -401,6 +401,7 @@ pub async fn run(
             auth,
             tls,
             processing: Some(processing),
+            time_calls: svc.metrics_listen.is_some(),
         },
     ));
     let mut stopping_rx = stopping;

@@ -37,6 +37,9 @@ pub struct ServeOptions {
     /// be read, a sender that keeps failing. Health reports it as the service
     /// `flytenotify.v1.Processor`, so that a probe can tell it from the API, which keeps serving.
     pub processing: Option<watch::Receiver<Option<String>>>,
+    /// Whether to time calls for the Prometheus endpoint: only when it is on, since the labels
+    /// cost allocations on every call.
+    pub time_calls: bool,
 }
 
 /// The health service name of the processing side: the cloud queue's consumer and the senders.
@@ -57,6 +60,7 @@ pub async fn serve(
         auth,
         tls,
         processing,
+        time_calls,
     } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = |up: bool| {
@@ -142,7 +146,9 @@ pub async fn serve(
         .http2_keepalive_interval(Some(transport.keepalive_interval))
         .http2_keepalive_timeout(Some(transport.keepalive_timeout))
         // Outermost: sees every call's final status, refusals by the layers below included.
-        .layer(call_metrics::layer())
+        .layer(tower::util::option_layer(
+            time_calls.then(call_metrics::layer),
+        ))
         .layer(tower::util::MapResponseLayer::new(too_large_is_invalid(
             max_request_bytes,
         )))

@@ -294,9 +294,21 @@ pub struct ServiceConfig {
     /// Flyte console base URL, e.g. https://flyte.example.com/console. Adds a link to default emails.
     #[serde(default)]
     pub console_url: String,
-    /// How long in-flight sends may run after SIGTERM before the process exits anyway.
-    #[serde(default = "defaults::shutdown_deadline", with = "humantime_serde")]
-    pub shutdown_deadline: Duration,
+    /// After SIGTERM (and `shutdownDrainDelay`): how long calls and sends in flight may run
+    /// before the process releases what is left to other replicas (or its next start) and exits.
+    /// Below Kubernetes' default 30 s termination grace, so that the pod exits on its own.
+    /// `shutdownDeadline` is its earlier name.
+    #[serde(
+        default = "defaults::shutdown_grace",
+        alias = "shutdownDeadline",
+        with = "humantime_serde"
+    )]
+    pub shutdown_grace: Duration,
+    /// After SIGTERM: how long health reports NOT_SERVING while the service still answers, so that
+    /// a Kubernetes Service or load balancer stops sending new calls here before the port closes.
+    /// 0 (the default) outside Kubernetes; the Helm chart sets a few seconds.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_drain_delay: Duration,
     /// Where FlyteAdmin's secret convention looks when FLYTE_SECRET_<name> is unset.
     #[serde(default = "defaults::secrets_dir")]
     pub secrets_dir: PathBuf,
@@ -553,7 +565,8 @@ impl Default for ServiceConfig {
             data_dir: defaults::data_dir(),
             metrics_listen: None,
             console_url: String::new(),
-            shutdown_deadline: defaults::shutdown_deadline(),
+            shutdown_grace: defaults::shutdown_grace(),
+            shutdown_drain_delay: Duration::ZERO,
             secrets_dir: defaults::secrets_dir(),
             retry: RetryPolicy::default(),
             worker: WorkerConfig::default(),
@@ -661,8 +674,8 @@ mod defaults {
     pub fn secrets_dir() -> PathBuf {
         PathBuf::from("/etc/secrets")
     }
-    pub fn shutdown_deadline() -> Duration {
-        Duration::from_secs(10)
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(20)
     }
     pub fn base_delay() -> Duration {
         Duration::from_secs(2)
@@ -938,11 +951,11 @@ impl Config {
             ));
         }
         // Zero would spin a core (pollInterval), fail every send at once (sendTimeout), or cut
-        // every drain short (shutdownDeadline).
+        // every drain short (shutdownGrace).
         for (key, value) in [
             ("flyteNotify.worker.pollInterval", svc.worker.poll_interval),
             ("flyteNotify.worker.sendTimeout", svc.worker.send_timeout),
-            ("flyteNotify.shutdownDeadline", svc.shutdown_deadline),
+            ("flyteNotify.shutdownGrace", svc.shutdown_grace),
             ("flyteNotify.retry.maxDelay", svc.retry.max_delay),
             (
                 "flyteNotify.transport.requestTimeout",
@@ -1279,7 +1292,9 @@ flyteNotify:
                 "flyteNotify:\n  worker: { sendTimeout: 0ms }\n",
                 "sendTimeout",
             ),
-            ("flyteNotify:\n  shutdownDeadline: 0s\n", "shutdownDeadline"),
+            ("flyteNotify:\n  shutdownGrace: 0s\n", "shutdownGrace"),
+            // The earlier name still works, and is refused under the name it is known by now.
+            ("flyteNotify:\n  shutdownDeadline: 0s\n", "shutdownGrace"),
             (
                 "flyteNotify:\n  limits: { maxRecipients: 0 }\n",
                 "maxRecipients",

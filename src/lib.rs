@@ -363,8 +363,9 @@ pub async fn run(
         sender_health: sender_health.clone(),
         rate_limiter: Arc::new(channels::rate_limit::RateLimiter::default()),
     };
-    let deadline = svc.shutdown_deadline;
-    let worker_task = tokio::spawn(worker.run(stopping.clone(), deadline));
+    // Sends in flight run on through the drain delay (the API still answers then) and the grace.
+    let grace = svc.shutdown_grace;
+    let worker_task = tokio::spawn(worker.run(stopping.clone(), svc.shutdown_drain_delay + grace));
     let queue_trouble = processor.map(|p| {
         let trouble = p.trouble.subscribe();
         tokio::spawn(p.run(stopping.clone()));
@@ -402,18 +403,19 @@ pub async fn run(
             tls,
             processing: Some(processing),
             time_calls: svc.metrics_listen.is_some(),
+            drain_delay: svc.shutdown_drain_delay,
         },
     ));
     let mut stopping_rx = stopping;
     let served = tokio::select! {
         r = &mut server => r,
         _ = stopping_rx.wait_for(|s| *s) => {
-            // Calls in flight get the deadline to finish; a client that keeps its connection
-            // open past it must not hold the process hostage.
-            match tokio::time::timeout(deadline, &mut server).await {
+            // Calls in flight get the grace to finish, after the drain delay; a client that keeps
+            // its connection open past it must not hold the process hostage.
+            match tokio::time::timeout(svc.shutdown_drain_delay + grace, &mut server).await {
                 Ok(r) => r,
                 Err(_) => {
-                    tracing::warn!("connections still open at the shutdown deadline; closing them");
+                    tracing::warn!("connections still open at the end of shutdownGrace; closing them");
                     server.abort();
                     Ok(Ok(()))
                 }

@@ -31,6 +31,10 @@ const UNRECORDED_RETRY: Duration = Duration::from_secs(5);
 /// lease, which is sendTimeout + 30 s).
 const MAX_RATE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long, after `shutdownGrace`, the sends that were cut off have to hand their deliveries
+/// back to the ledger.
+const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub struct Worker {
     pub queue: Arc<dyn Queue>,
     pub renderer: Arc<Renderer>,
@@ -56,6 +60,12 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, rng: &mut impl Rng) -> Durati
         .min(policy.max_delay);
     let half = full / 2;
     half + full.mul_f64(rng.random_range(0.0..=0.5))
+}
+
+/// Completes when the worker cuts sends off at the end of the shutdown grace.
+async fn cut_off(cut: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns must not live across the select's other branch.
+    let _ = cut.wait_for(|cut| *cut).await.map(|_| ());
 }
 
 /// Decides what attempt number `attempt` (1 for the first) came to.
@@ -94,11 +104,14 @@ pub fn outcome(
 }
 
 impl Worker {
-    /// Runs until `shutdown` turns true, then lets sends in flight finish for up to `deadline`.
-    /// Whatever is still unsent stays in the ledger for the next start.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, deadline: Duration) {
+    /// Runs until `shutdown` turns true; then leases nothing more and lets sends in flight finish
+    /// for up to `grace`. A send still running then is cut off and its delivery handed back at
+    /// once (its lease released, no attempt counted), so that another replica, or this one's
+    /// next start, sends it without waiting for the lease to run out.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.concurrency));
+        let (cut_off, cut) = watch::channel(false);
         let mut in_flight = JoinSet::new();
         loop {
             if *shutdown.borrow() {
@@ -132,6 +145,7 @@ impl Worker {
             };
             let mut first = Some(first);
             for item in items {
+                // At most `free` items came, so these permits are free now: no wait.
                 let permit = match first.take() {
                     Some(p) => p,
                     None => permits
@@ -141,31 +155,46 @@ impl Worker {
                         .expect("semaphore never closes"),
                 };
                 let this = this.clone();
+                let cut = cut.clone();
                 in_flight.spawn(async move {
-                    this.handle(item).await;
+                    this.handle(item, cut).await;
                     drop(permit);
                 });
             }
         }
         tracing::info!(
             in_flight = in_flight.len(),
-            deadline = %humantime::format_duration(deadline),
+            grace = %humantime::format_duration(grace),
             "worker stopping; letting sends in flight finish"
         );
-        let drained = tokio::time::timeout(deadline, async {
+        let drained = tokio::time::timeout(grace, async {
             while in_flight.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                abandoned = in_flight.len(),
-                "shutdown deadline passed; unfinished sends stay in the ledger and go out after restart"
+                cut_off = in_flight.len(),
+                "shutdownGrace is over; sends still running are cut off and handed back for \
+                 another replica or the next start"
             );
-            in_flight.abort_all();
+            let _ = cut_off.send(true);
+            // Handing back is one ledger write each; a ledger that does not answer even that
+            // leaves the leases to run out, which loses nothing either.
+            let handed_back = tokio::time::timeout(HAND_BACK_TIMEOUT, async {
+                while in_flight.join_next().await.is_some() {}
+            })
+            .await;
+            if handed_back.is_err() {
+                tracing::warn!(
+                    left = in_flight.len(),
+                    "cannot hand every delivery back; their leases run out and they go out then"
+                );
+                in_flight.abort_all();
+            }
         }
     }
 
-    async fn handle(&self, item: QueueItem) {
+    async fn handle(&self, item: QueueItem, cut: watch::Receiver<bool>) {
         let QueueItem { handle, work } = item;
         match work {
             Work::Leased(leased) => {
@@ -179,13 +208,20 @@ impl Worker {
                     ]),
                     attempt = leased.delivery.attempt,
                 );
-                self.deliver(&handle, leased).instrument(span).await
+                self.deliver(&handle, leased, cut).instrument(span).await
             }
         }
     }
 
-    /// Renders for the sender the router picks, sends, records, then settles the queue item.
-    async fn deliver(&self, handle: &AckHandle, leased: LeasedDelivery) {
+    /// Renders for the sender the router picks, sends, records, then settles the queue item. A
+    /// send cut off at shutdown (`cut` turns true) hands the item back instead: nothing is
+    /// recorded, since nobody knows whether it arrived.
+    async fn deliver(
+        &self,
+        handle: &AckHandle,
+        leased: LeasedDelivery,
+        mut cut: watch::Receiver<bool>,
+    ) {
         let delivery = leased.delivery;
         let channel = leased
             .content
@@ -207,7 +243,17 @@ impl Worker {
             // A row that cannot be read or routed: no retry can mend it.
             Err(e) => ("none", Err(SendError::permanent(e))),
             Ok((sender, rendered)) => {
-                let result = self.send(sender.as_ref(), &delivery, &rendered).await;
+                let result = tokio::select! {
+                    r = self.send(sender.as_ref(), &delivery, &rendered) => r,
+                    _ = cut_off(&mut cut) => {
+                        if let Err(e) = self.queue.nack(handle, Duration::ZERO).await {
+                            tracing::warn!(error = %e, "cannot hand the delivery back; its lease runs out");
+                        } else {
+                            tracing::info!(sender = sender.name(), "send cut off at shutdown; handed back");
+                        }
+                        return;
+                    }
+                };
                 self.sender_health.record(sender.name(), &result);
                 (sender.name(), result)
             }

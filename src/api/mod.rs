@@ -40,13 +40,17 @@ pub struct ServeOptions {
     /// Whether to time calls for the Prometheus endpoint: only when it is on, since the labels
     /// cost allocations on every call.
     pub time_calls: bool,
+    /// `shutdownDrainDelay`: how long health reports NOT_SERVING, with calls still answered,
+    /// before the port closes.
+    pub drain_delay: std::time::Duration,
 }
 
 /// The health service name of the processing side: the cloud queue's consumer and the senders.
 pub const PROCESSOR_HEALTH: &str = "flytenotify.v1.Processor";
 
-/// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING, and waits for
-/// calls in flight. gRPC health follows `serving` meanwhile (false while the ledger cannot write).
+/// Serves until `shutdown` completes; then reports NOT_SERVING at once, goes on answering for
+/// `drain_delay` (so that a Service routes new calls elsewhere first), stops accepting, and waits
+/// for calls in flight. gRPC health follows `serving` meanwhile (false while the ledger cannot write).
 pub async fn serve(
     notifier: Arc<Notifier>,
     listener: TcpListener,
@@ -61,6 +65,7 @@ pub async fn serve(
         tls,
         processing,
         time_calls,
+        drain_delay,
     } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = |up: bool| {
@@ -118,12 +123,18 @@ pub async fn serve(
         if let Some(f) = processor_follow {
             f.abort();
         }
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        for name in ["", SERVICE_NAME, PROCESSOR_HEALTH] {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                "health reports NOT_SERVING; still answering for {} (shutdownDrainDelay)",
+                humantime::format_duration(drain_delay)
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
     };
     // Without TCP_NODELAY (set on each accepted socket) every answer over about a kilobyte waits
     // ~40 ms for Nagle's algorithm and the peer's delayed ACK: every Preview, every ListPending

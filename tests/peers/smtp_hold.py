@@ -5,7 +5,10 @@ HOLD exists, the peer keeps the client waiting for the 250 reply; once HOLD is r
 A test creates HOLD, lets the message arrive, SIGKILLs flyte-notify (which never hears the 250),
 removes HOLD, restarts flyte-notify and sees the re-send arrive. Runs until killed.
 
-usage: smtp_hold.py PORT MAILDIR HOLD
+With DELAY (seconds), every reply to DATA also waits that long: a slow mail server, so that a
+burst keeps sends in flight.
+
+usage: smtp_hold.py PORT MAILDIR HOLD [DELAY]
 """
 
 import asyncio
@@ -18,6 +21,7 @@ from aiosmtpd.controller import Controller
 
 def main() -> None:
     port, maildir, hold = sys.argv[1:4]
+    delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     box = mailbox.Maildir(maildir, create=True)
 
     class Handler:
@@ -25,6 +29,7 @@ def main() -> None:
             box.add(envelope.original_content or envelope.content)
             while os.path.exists(hold):
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(delay)
             return "250 OK"
 
     controller = Controller(Handler(), hostname="127.0.0.1", port=int(port))

@@ -142,9 +142,6 @@ What the schema cannot say. Each message names the value to change.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) -}}
-{{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, not both (the other to null)" -}}
-{{- end -}}
 {{- $reserved := list "/etc/flyte-notify" (include "flyte-notify.dataDir" .) "/tmp" (include "flyte-notify.tlsDir" .) (include "flyte-notify.authDir" .) -}}
 {{- range $v.secretMounts -}}
 {{- if has (trimSuffix "/" .mountPath) $reserved -}}

@@ -117,6 +117,37 @@ SHAPES: dict[str, dict] = {
     },
 }
 
+CHART_README = CHART / "README.md"
+
+
+def readme_shapes() -> dict[str, dict]:
+    """The chart README's install examples, as `helm install` would take them: its values files
+    (```yaml blocks opening with `# NAME.yaml`) and the `--set` flags of its install commands,
+    parsed by Helm's own strvals parser."""
+    text = CHART_README.read_text()
+    files = {m.group(1): helm.values_from_yaml(m.group(2))
+             for m in re.finditer(r"```yaml\n# (\S+\.yaml)\n(.*?)```", text, re.S)}
+    shapes = {}
+    for n, m in enumerate(re.finditer(r"helm install \S+ deploy/helm/flyte-notify((?:\\\n|[^\n])*)", text)):
+        args = m.group(1).replace("\\\n", " ").split()
+        values: dict = {}
+        for flag, arg in zip(args, args[1:]):
+            if flag == "-f":
+                values = helm_merge(values, files[arg])
+            elif flag == "--set":
+                values = helm_merge(values, helm.parse_set_string(arg))
+        name = next((a for f, a in zip(args, args[1:]) if f == "-f"), "none").removesuffix(".yaml")
+        shapes[f"README example {n + 1} ({name}{', --set' if '--set' in args else ''})"] = values
+    return shapes
+
+
+def helm_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = helm_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 # A flyte-core ConfigMap's notifications.yaml, as its chart writes it (for the merge step).
 FLYTE_CORE_NOTIFICATIONS = """notifications:
   type: local
@@ -624,6 +655,10 @@ def main() -> int:
           f"kubernetes-validate {kubernetes_validate.__version__}, binary {BIN}")
     check_static()
     rendered: dict[str, list[dict]] = {}
+    examples = readme_shapes()
+    check(f"the chart README has its 3 install examples (found {len(examples)})", len(examples) == 3,
+          json.dumps(examples))
+    SHAPES.update(examples)
     with helm.Chart.load(CHART) as chart:
         for shape, values in SHAPES.items():
             err = helm_error(lambda: chart.validate_schema(values))

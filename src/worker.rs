@@ -124,10 +124,10 @@ impl Worker {
                 _ = shutdown.changed() => break,
             };
             let free = permits.available_permits() + 1;
-            let received = tokio::select! {
-                r = this.queue.receive(free, this.poll_interval) => r,
-                _ = shutdown.changed() => break,
-            };
+            // Not cut short by shutdown: a receive cancelled after its lease committed would drop
+            // leased items, and they would wait for their lease to run out. It returns within
+            // pollInterval; what it brings is sent within the grace.
+            let received = this.queue.receive(free, this.poll_interval).await;
             let items = match received {
                 Ok(items) => items,
                 Err(QueueError::Ledger(LedgerError::Unavailable(_))) => {

@@ -1,0 +1,19 @@
+-- Silences (0.3): an operator's matcher and time window. A delivery a silence matched when it was
+-- due is 'silenced' with that silence's id; `settled` marks a silence whose end has been handled
+-- (with deliver_after, its held deliveries made pending again), so that happens once.
+
+CREATE TABLE silences (
+    id            TEXT PRIMARY KEY,
+    matcher       TEXT NOT NULL,
+    starts_at     INTEGER NOT NULL,
+    ends_at       INTEGER NOT NULL,
+    created_by    TEXT NOT NULL,
+    comment       TEXT NOT NULL,
+    deliver_after INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    settled       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX silences_by_end ON silences (ends_at);
+
+ALTER TABLE deliveries ADD COLUMN silence_id TEXT;
+CREATE INDEX deliveries_silenced ON deliveries (silence_id) WHERE state = 'silenced';

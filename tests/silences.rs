@@ -302,3 +302,93 @@ async fn bad_silences_are_refused_naming_the_field() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("silence_id"));
 }
+
+fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .args(["--server", &server.url()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_silence_commands_add_list_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Some(&config(free_port())));
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "silence",
+            "add",
+            "--matcher",
+            "eq(project,flytesnacks)+eq(domain,production)",
+            "--for",
+            "2h",
+            "--comment",
+            "warehouse maintenance",
+            "--created-by",
+            "oncall@example.com",
+            "--deliver-after",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = out.split_whitespace().next().unwrap().to_string();
+    assert!(out.contains("  active  "), "{out}");
+    assert!(out.contains("deliver-after"), "{out}");
+    assert!(
+        out.contains("by oncall@example.com: warehouse maintenance"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "silence",
+            "add",
+            "--matcher",
+            "eq(project,x)",
+            "--starts",
+            "2099-01-01T00:00:00Z",
+            "--until",
+            "2099-01-02T00:00:00Z",
+            "--comment",
+            "later",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("  pending  "), "{out}");
+    let (ok, _, err) = cli(
+        &server,
+        &[
+            "silence",
+            "add",
+            "--matcher",
+            "eq(state,dead)",
+            "--for",
+            "1h",
+            "--comment",
+            "x",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("silence.matcher"), "{err}");
+
+    let (ok, out, err) = cli(&server, &["silence", "list"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| !l.starts_with(' ')).count(),
+        2,
+        "{out}"
+    );
+    let (ok, out, err) = cli(&server, &["silence", "expire", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("  expired  "), "{out}");
+    let (_, out, _) = cli(&server, &["silence", "list"]);
+    assert!(!out.contains(&id), "{out}");
+    let (_, out, _) = cli(&server, &["silence", "list", "--all"]);
+    assert!(out.contains(&id), "{out}");
+}

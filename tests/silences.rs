@@ -392,3 +392,83 @@ async fn the_silence_commands_add_list_and_expire() {
     let (_, out, _) = cli(&server, &["silence", "list", "--all"]);
     assert!(out.contains(&id), "{out}");
 }
+
+/// Two replicas on one PostgreSQL ledger: a silence created on one holds back deliveries that
+/// either replica leases, and expiring it on the other sends what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_created_on_one_replica_applies_on_the_other() {
+    let database = common::postgres::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = dir.path().join("sink");
+    let _smtp = SmtpSink::start(port, &sink);
+    let config = common::replicas::smtp_replica_config(port, Some(&database.dsn()));
+    let replicas: Vec<Server> = (0..2)
+        .map(|i| {
+            let home = dir.path().join(format!("replica-{i}"));
+            std::fs::create_dir_all(&home).unwrap();
+            Server::start_env(&home, &config, &[])
+        })
+        .collect();
+    let mut a = replicas[0].client().await;
+    let mut b = replicas[1].client().await;
+    let created = a
+        .create_silence(silence("contains(name,quiet)", 600, true))
+        .await
+        .unwrap()
+        .into_inner()
+        .silence
+        .unwrap();
+    // The other replica reloads silences every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let client = if i % 2 == 0 { &mut a } else { &mut b };
+        held.push(
+            client
+                .enqueue(request_in("flytesnacks", &format!("quiet-{i}")))
+                .await
+                .unwrap()
+                .into_inner()
+                .delivery_ids[0]
+                .clone(),
+        );
+    }
+    b.enqueue(request_in("flytesnacks", "loud-1"))
+        .await
+        .unwrap();
+    let mails = wait_for_messages(&sink, 1, Duration::from_secs(20));
+    assert_eq!(mails.len(), 1);
+    let silenced = wait_for_pending(
+        &replicas[1],
+        "eq(state,silenced)",
+        Duration::from_secs(20),
+        |l| l.len() == 6,
+    )
+    .await;
+    assert!(silenced.iter().all(|d| held.contains(&d.id)));
+    assert_eq!(maildir_messages(&sink).len(), 1);
+    assert!(parse_mail(&mails[0]).subject.contains("loud-1"));
+
+    b.expire_silence(ExpireSilenceRequest {
+        silence_id: created.id.clone(),
+    })
+    .await
+    .unwrap();
+    let mails = wait_for_messages(&sink, 7, Duration::from_secs(30));
+    assert_eq!(
+        mails.len(),
+        7,
+        "{}\n{}",
+        replicas[0].log(),
+        replicas[1].log()
+    );
+    let subjects: Vec<String> = mails.iter().map(|m| parse_mail(m).subject).collect();
+    for i in 0..6 {
+        assert!(
+            subjects.iter().any(|s| s.contains(&format!("quiet-{i} "))),
+            "{subjects:?}"
+        );
+    }
+    assert!(list_all(&mut a, "eq(state,silenced)").await.is_empty());
+}

@@ -1202,6 +1202,15 @@ async fn silenced_deliveries_are_held_and_a_deliver_after_silence_releases_them_
             vec!["d-drop", "d-hold"],
             "{backend:?}"
         );
+        let pending_or_silenced = vec![Filter {
+            field: FilterField::State,
+            op: FilterOp::ValueIn,
+            values: vec!["pending".into(), "silenced".into()],
+        }];
+        assert_eq!(
+            pending_ids(&*ledger, pending_or_silenced).await,
+            vec!["d-drop", "d-hold", "d-gone"]
+        );
         let (d, history) = ledger.get("d-hold").await.unwrap().unwrap();
         assert_eq!(d.state, State::Silenced);
         assert_eq!(d.attempts, 0);

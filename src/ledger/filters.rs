@@ -149,6 +149,16 @@ pub fn wants_silenced(filters: &[Filter]) -> bool {
     })
 }
 
+/// True when the filters ask for silenced deliveries only (`eq(state,silenced)`): a store can
+/// then page through its index of those alone.
+pub fn only_silenced(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| {
+        f.field == FilterField::State
+            && f.op == FilterOp::Eq
+            && f.values[0] == State::Silenced.as_str()
+    })
+}
+
 /// What a silence matcher is matched against: a delivery's fields as the worker has them.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
@@ -279,5 +289,12 @@ mod tests {
         assert!(parse_matcher("eq(project").is_err());
         assert!(wants_silenced(&parse("eq(state,silenced)").unwrap()));
         assert!(!wants_silenced(&parse("eq(project,silenced)").unwrap()));
+        assert!(only_silenced(&parse("eq(state,silenced)").unwrap()));
+        assert!(!only_silenced(
+            &parse("value_in(state,dead;silenced)").unwrap()
+        ));
+        assert!(wants_silenced(
+            &parse("value_in(state,dead;silenced)").unwrap()
+        ));
     }
 }

@@ -71,7 +71,8 @@ const PROBE_HEALTHY: Duration = Duration::from_secs(5);
 /// The states ListPending shows (the deliveries_open index's condition).
 const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
 
-/// What ListPending shows when a filter asks for silenced deliveries.
+/// What ListPending shows when a filter asks for silenced deliveries among others (no index has
+/// this condition: such a listing reads the table in seq order).
 const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'silenced')";
 
 const SILENCE_COLUMNS: &str = "id, matcher, starts_at, ends_at, created_by, comment, \
@@ -560,7 +561,10 @@ impl Ledger for PostgresLedger {
         // releases locks after it marks the transaction committed). Every seq still in flight is
         // thus above every committed one, and no row can commit behind a token. The lock is held
         // for one multi-row INSERT and the commit, once per batch of Enqueue calls per replica.
-        let base = if super::filters::wants_silenced(&query.filters) {
+        // Each base condition is a partial index's own, so that the store uses it.
+        let base = if super::filters::only_silenced(&query.filters) {
+            "state = 'silenced'"
+        } else if super::filters::wants_silenced(&query.filters) {
             OPEN_OR_SILENCED
         } else {
             OPEN

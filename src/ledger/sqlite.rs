@@ -114,7 +114,8 @@ const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
 /// again: soon, but not in a tight loop while a replica's copy of the silences catches up.
 const UNSILENCED_DELAY: Millis = 1000;
 
-/// What ListPending shows when a filter asks for silenced deliveries.
+/// What ListPending shows when a filter asks for silenced deliveries among others (no index has
+/// this condition: such a listing reads the table in seq order).
 const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'silenced')";
 
 const SILENCE_COLUMNS: &str =
@@ -274,7 +275,10 @@ impl Ledger for SqliteLedger {
 
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError> {
         // The same condition as the deliveries_open index, so that SQLite uses it.
-        let base = if super::filters::wants_silenced(&query.filters) {
+        // Each base condition is a partial index's own, so that the store uses it.
+        let base = if super::filters::only_silenced(&query.filters) {
+            "state = 'silenced'"
+        } else if super::filters::wants_silenced(&query.filters) {
             OPEN_OR_SILENCED
         } else {
             OPEN

@@ -16,4 +16,7 @@ CREATE TABLE silences (
 CREATE INDEX silences_by_end ON silences (ends_at);
 
 ALTER TABLE deliveries ADD COLUMN silence_id TEXT;
+-- Settling a silence's end finds what it held; ListPending's eq(state,silenced) pages by seq.
+-- Both are partial, so the deliveries that are never silenced do not pay for them.
 CREATE INDEX deliveries_silenced ON deliveries (silence_id) WHERE state = 'silenced';
+CREATE INDEX deliveries_silenced_seq ON deliveries (seq) WHERE state = 'silenced';

@@ -274,8 +274,8 @@ impl Ledger for SqliteLedger {
     }
 
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError> {
-        // The same condition as the deliveries_open index, so that SQLite uses it.
-        // Each base condition is a partial index's own, so that the store uses it.
+        // Each base condition is a partial index's own (deliveries_open, deliveries_silenced_seq),
+        // so that SQLite uses it.
         let base = if super::filters::only_silenced(&query.filters) {
             "state = 'silenced'"
         } else if super::filters::wants_silenced(&query.filters) {

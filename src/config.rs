@@ -649,6 +649,13 @@ pub struct Limits {
     /// Preview refuse a notification over it; a stored one over it is recorded dead.
     #[serde(default = "defaults::max_rendered_bytes")]
     pub max_rendered_bytes: usize,
+    /// Silences that may exist at once, not counting those that ended (CreateSilence refuses
+    /// more).
+    #[serde(default = "defaults::max_silences")]
+    pub max_silences: usize,
+    /// The longest comment a silence may carry, in bytes.
+    #[serde(default = "defaults::max_silence_comment_bytes")]
+    pub max_silence_comment_bytes: usize,
 }
 
 impl Default for Limits {
@@ -659,12 +666,20 @@ impl Default for Limits {
             max_template_bytes: defaults::max_template_bytes(),
             max_request_bytes: defaults::max_request_bytes(),
             max_rendered_bytes: defaults::max_rendered_bytes(),
+            max_silences: defaults::max_silences(),
+            max_silence_comment_bytes: defaults::max_silence_comment_bytes(),
         }
     }
 }
 
 mod defaults {
     use super::*;
+    pub fn max_silences() -> usize {
+        1000
+    }
+    pub fn max_silence_comment_bytes() -> usize {
+        1024
+    }
     pub fn listen() -> SocketAddr {
         "127.0.0.1:8091".parse().expect("valid default address")
     }
@@ -996,6 +1011,12 @@ impl Config {
                 "flyteNotify.limits.maxRenderedBytes",
                 limits.max_rendered_bytes,
                 1024,
+            ),
+            ("flyteNotify.limits.maxSilences", limits.max_silences, 1),
+            (
+                "flyteNotify.limits.maxSilenceCommentBytes",
+                limits.max_silence_comment_bytes,
+                1,
             ),
         ] {
             if value < least {

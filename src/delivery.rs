@@ -273,6 +273,11 @@ pub enum Outcome {
     Dead {
         error: String,
     },
+    /// Not sent: the silence with this id matched it when it was due. Counts as no attempt. The
+    /// ledger applies it only while that silence is active by the ledger's clock.
+    Silenced {
+        silence_id: String,
+    },
 }
 
 /// Reads one email address (a recipient, or the sender with an optional display name) the way

@@ -362,7 +362,13 @@ pub async fn run(
         poll_interval: svc.worker.poll_interval,
         sender_health: sender_health.clone(),
         rate_limiter: Arc::new(channels::rate_limit::RateLimiter::default()),
+        silences: notifier.silences(),
     };
+    // Loaded before the first lease, so that a restart does not send what a silence holds.
+    if let Err(e) = notifier.silences().refresh(ledger.as_ref()).await {
+        tracing::warn!(error = %e, "cannot read silences yet; they apply once they can be read");
+    }
+    tokio::spawn(notifier.silences().run(ledger.clone(), stopping.clone()));
     // Sends in flight run on through the drain delay (the API still answers then) and the grace.
     let grace = svc.shutdown_grace;
     let worker_task = tokio::spawn(worker.run(stopping.clone(), svc.shutdown_drain_delay + grace));

@@ -46,6 +46,9 @@ enum Command {
     /// Send a message marked as a test through a route, a webhook or to email recipients, and
     /// wait for the outcome: checks a route or credentials before a real failure needs them.
     SendTest(flyte_notify::operator_cli::SendTestArgs),
+    /// Hold back matching deliveries for a time window: `silence add | list | expire`.
+    #[command(subcommand)]
+    Silence(flyte_notify::operator_cli::SilenceCommand),
     /// Measure Enqueue against a no-op RPC (gRPC health) on a fresh server.
     Bench(flyte_notify::bench::BenchArgs),
 }
@@ -136,6 +139,7 @@ async fn main() -> ExitCode {
         Command::Discard(args) => finish(flyte_notify::operator_cli::discard(args).await),
         Command::Show(args) => finish(flyte_notify::operator_cli::show(args).await),
         Command::SendTest(args) => finish(flyte_notify::operator_cli::send_test(args).await),
+        Command::Silence(command) => finish(flyte_notify::operator_cli::silence(command).await),
     }
 }
 

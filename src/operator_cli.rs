@@ -1,4 +1,4 @@
-//! `flyte-notify redrive | discard | show | send-test`: the operator's commands, as a gRPC client of a running
+//! `flyte-notify redrive | discard | show | send-test | silence`: the operator's commands, as a gRPC client of a running
 //! service (the ledger belongs to that process, and a replica's peers must see the change too).
 
 use std::path::PathBuf;
@@ -9,6 +9,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::proto::flyteidl::admin::{
     EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
+};
+use crate::proto::flytenotify::v1::{
+    CreateSilenceRequest, ExpireSilenceRequest, ListSilencesRequest, Silence, silence,
 };
 use crate::proto::flytenotify::v1::{
     DeliveryState, DiscardRequest, GetDeliveryRequest, RedriveRequest, SendTestRequest,
@@ -95,6 +98,158 @@ pub struct SendTestArgs {
     pub timeout: std::time::Duration,
     #[command(flatten)]
     pub connection: Connection,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SilenceCommand {
+    /// Hold back the deliveries a matcher selects, from now (or --starts) for --for or --until.
+    Add(SilenceAddArgs),
+    /// The silences that have not ended; with --all also those ended within the last 7 days.
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// End a silence now (a deliver_after one sends what it held).
+    Expire {
+        /// The silence id, as `silence add` or `silence list` printed it.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SilenceAddArgs {
+    /// ListPending's filter syntax (keys project, domain, name, channel), e.g.
+    /// 'eq(project,flytesnacks)+eq(domain,production)'.
+    #[arg(long)]
+    pub matcher: String,
+    /// How long it lasts from its start, e.g. 2h or 30m.
+    #[arg(long = "for", value_parser = humantime::parse_duration, required_unless_present = "until", conflicts_with = "until")]
+    pub duration: Option<std::time::Duration>,
+    /// When it ends, RFC 3339, e.g. 2026-12-03T18:00:00Z.
+    #[arg(long, value_parser = rfc3339)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it starts, RFC 3339; now when left out.
+    #[arg(long, value_parser = rfc3339)]
+    pub starts: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why, e.g. "warehouse maintenance, INC-1234".
+    #[arg(long)]
+    pub comment: String,
+    /// Who, e.g. an email address; $USER when left out.
+    #[arg(long)]
+    pub created_by: Option<String>,
+    /// When it ends, send what it held instead of dropping it.
+    #[arg(long)]
+    pub deliver_after: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+fn rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-12-03T18:00:00Z: {e}"))
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn print_silence(s: &Silence) {
+    let state = silence::State::try_from(s.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| s.state.to_string());
+    println!(
+        "{}  {state}  {}  {} .. {}{}",
+        s.id,
+        s.matcher,
+        when(s.starts_at.as_ref()),
+        when(s.ends_at.as_ref()),
+        if s.deliver_after {
+            "  deliver-after"
+        } else {
+            ""
+        }
+    );
+    println!("    by {}: {}", s.created_by, s.comment);
+}
+
+pub async fn silence(command: SilenceCommand) -> anyhow::Result<()> {
+    match command {
+        SilenceCommand::Add(args) => {
+            let starts = args.starts.unwrap_or_else(chrono::Utc::now);
+            let ends = match (args.until, args.duration) {
+                (Some(until), _) => until,
+                (None, Some(d)) => {
+                    starts + chrono::Duration::from_std(d).context("--for is too long")?
+                }
+                (None, None) => anyhow::bail!("say how long: --for 2h or --until RFC3339"),
+            };
+            let created_by = args
+                .created_by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_default();
+            let mut client = connect(&args.connection).await?;
+            let r = client
+                .create_silence(CreateSilenceRequest {
+                    silence: Some(Silence {
+                        matcher: args.matcher,
+                        starts_at: args.starts.map(timestamp),
+                        ends_at: Some(timestamp(ends)),
+                        created_by,
+                        comment: args.comment,
+                        deliver_after: args.deliver_after,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(failed)?
+                .into_inner();
+            let s = r
+                .silence
+                .context("the service answered without the silence")?;
+            print_silence(&s);
+        }
+        SilenceCommand::List { all, connection } => {
+            let mut client = connect(&connection).await?;
+            let r = client
+                .list_silences(ListSilencesRequest {
+                    include_expired: all,
+                })
+                .await
+                .map_err(failed)?
+                .into_inner();
+            if r.silences.is_empty() {
+                println!("no silences");
+            }
+            for s in &r.silences {
+                print_silence(s);
+            }
+        }
+        SilenceCommand::Expire { id, connection } => {
+            let mut client = connect(&connection).await?;
+            let r = client
+                .expire_silence(ExpireSilenceRequest { silence_id: id })
+                .await
+                .map_err(failed)?
+                .into_inner();
+            let s = r
+                .silence
+                .context("the service answered without the silence")?;
+            print_silence(&s);
+        }
+    }
+    Ok(())
 }
 
 async fn connect(

@@ -17,8 +17,10 @@ use crate::channels::rate_limit::RateLimiter;
 use crate::channels::{Router, SendError};
 use crate::config::RetryPolicy;
 use crate::delivery::{DeliveryRef, Outcome, Rendered};
+use crate::ledger::filters::Subject;
 use crate::ledger::{LeasedDelivery, Ledger, LedgerError};
 use crate::notify::render::Renderer;
+use crate::notify::silences::ActiveSilences;
 use crate::queue::{AckHandle, Queue, QueueError, QueueItem, Work};
 use crate::telemetry;
 
@@ -47,6 +49,8 @@ pub struct Worker {
     /// Told every send's result: a sender failing again and again is reported by health.
     pub sender_health: Arc<SenderHealth>,
     pub rate_limiter: Arc<RateLimiter>,
+    /// A delivery one of these matches when it is due is recorded silenced, not sent.
+    pub silences: Arc<ActiveSilences>,
 }
 
 /// The delay before attempt `attempt + 1`, given that `attempt` attempts failed: exponential
@@ -228,6 +232,17 @@ impl Worker {
             .as_ref()
             .ok()
             .map(|(payload, _)| payload.channel);
+        if let Some(channel) = channel {
+            let subject = Subject {
+                project: &leased.execution.project,
+                domain: &leased.execution.domain,
+                name: &leased.execution.name,
+                channel,
+            };
+            if let Some(silence_id) = self.silences.matching(&subject) {
+                return self.silence(handle, delivery, silence_id, channel).await;
+            }
+        }
         let routed = leased.content.and_then(|(payload, context)| {
             let sender = self
                 .router
@@ -270,6 +285,7 @@ impl Worker {
                 tracing::error!(%error, "delivery is dead; it stays listed by ListPending");
                 "dead"
             }
+            Outcome::Silenced { .. } => "silenced",
         };
         metrics::counter!(telemetry::ATTEMPTS, "sender" => sender_name, "outcome" => kind)
             .increment(1);
@@ -292,6 +308,40 @@ impl Worker {
             },
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the outcome; the delivery will be retried");
+                self.queue.nack(handle, UNRECORDED_RETRY).await
+            }
+        };
+        if let Err(e) = settle {
+            tracing::warn!(error = %e, "cannot settle the item on the queue");
+        }
+    }
+
+    /// Records a due delivery as silenced instead of sending it. The ledger applies that only
+    /// while the silence is still active by its clock; otherwise it gives the lease back and the
+    /// delivery is due again shortly, to be sent once this replica's copy has caught up.
+    async fn silence(
+        &self,
+        handle: &AckHandle,
+        delivery: DeliveryRef,
+        silence_id: String,
+        channel: crate::delivery::Channel,
+    ) {
+        let outcome = Outcome::Silenced {
+            silence_id: silence_id.clone(),
+        };
+        let settle = match self.ledger.record(vec![(delivery, outcome)]).await {
+            Ok(recorded) if !recorded.stale.is_empty() => return,
+            Ok(recorded) if !recorded.unsilenced.is_empty() => {
+                tracing::info!(silence = %silence_id, "the silence ended meanwhile; sending shortly");
+                self.queue.ack(handle).await
+            }
+            Ok(_) => {
+                tracing::info!(silence = %silence_id, "silenced; not sent");
+                metrics::counter!(telemetry::SILENCED, "channel" => channel.as_str()).increment(1);
+                self.queue.ack(handle).await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the delivery silenced; it will be tried again");
                 self.queue.nack(handle, UNRECORDED_RETRY).await
             }
         };

@@ -19,6 +19,7 @@ use flyte_notify::ledger::{
     Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PendingQuery,
     Selection, Skip, State,
 };
+use flyte_notify::ledger::{CreatedSilence, NewSilence, SilenceState};
 use sqlx::{Connection, PgConnection};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1043,6 +1044,254 @@ async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
         );
         assert_eq!(history[1].detail, "left the company");
         assert_eq!(pending_ids(&*ledger, Vec::new()).await, vec!["dead-y"]);
+        ledger.close().await;
+    }
+}
+
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn new_silence(id: &str, starts_in: i64, ends_in: i64, deliver_after: bool) -> NewSilence {
+    let now = now_millis();
+    NewSilence {
+        id: id.into(),
+        matcher: "eq(project,p)".into(),
+        starts_at: now + starts_in,
+        ends_at: now + ends_in,
+        created_by: "oncall".into(),
+        comment: format!("comment of {id}"),
+        deliver_after,
+    }
+}
+
+async fn create(ledger: &dyn Ledger, silence: NewSilence) {
+    match ledger.create_silence(silence, 100).await.unwrap() {
+        CreatedSilence::Created(_) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+fn silenced(id: &str) -> Outcome {
+    Outcome::Silenced {
+        silence_id: id.into(),
+    }
+}
+
+fn silenced_filter() -> Vec<Filter> {
+    vec![Filter {
+        field: FilterField::State,
+        op: FilterOp::Eq,
+        values: vec!["silenced".into()],
+    }]
+}
+
+#[tokio::test]
+async fn silences_are_bounded_listed_expired_and_kept_until_pruned() {
+    for backend in backends() {
+        let (store, ledger) = fresh(backend).await;
+        let created = ledger
+            .create_silence(new_silence("s-active", -1000, 60_000, false), 2)
+            .await
+            .unwrap();
+        let CreatedSilence::Created(active) = created else {
+            panic!("{created:?}");
+        };
+        assert_eq!(active.state, SilenceState::Active);
+        assert_eq!(active.comment, "comment of s-active");
+        assert!(matches!(
+            ledger
+                .create_silence(new_silence("s-later", 60_000, 120_000, true), 2)
+                .await
+                .unwrap(),
+            CreatedSilence::Created(_)
+        ));
+        // The bound counts the silences not yet ended, pending ones too.
+        assert_eq!(
+            ledger
+                .create_silence(new_silence("s-third", 0, 60_000, false), 2)
+                .await
+                .unwrap(),
+            CreatedSilence::TooMany(2)
+        );
+        let listed = ledger.list_silences(false).await.unwrap();
+        let states: Vec<_> = listed.iter().map(|s| (s.id.as_str(), s.state)).collect();
+        assert_eq!(
+            states,
+            vec![
+                ("s-active", SilenceState::Active),
+                ("s-later", SilenceState::Pending)
+            ],
+            "{backend:?}"
+        );
+        assert!(listed[1].deliver_after);
+
+        let expired = ledger.expire_silence("s-active").await.unwrap().unwrap();
+        assert_eq!(expired.state, SilenceState::Expired);
+        assert!(ledger.expire_silence("no-such").await.unwrap().is_none());
+        // Expiring again changes nothing.
+        let again = ledger.expire_silence("s-active").await.unwrap().unwrap();
+        assert_eq!(again.ends_at, expired.ends_at);
+        let ids =
+            |l: Vec<flyte_notify::ledger::Silence>| l.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(ledger.list_silences(false).await.unwrap()),
+            vec!["s-later"]
+        );
+        assert_eq!(
+            ids(ledger.list_silences(true).await.unwrap()),
+            vec!["s-active", "s-later"]
+        );
+        // Kept for the retention period, then gone; a silence not ended is never pruned.
+        let settled = ledger
+            .settle_silences(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(settled.pruned, 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let settled = ledger
+            .settle_silences(Duration::from_millis(1))
+            .await
+            .unwrap();
+        assert_eq!(settled.pruned, 1, "{backend:?}");
+        ledger.close().await;
+        let ledger = store.open().await;
+        assert_eq!(
+            ids(ledger.list_silences(true).await.unwrap()),
+            vec!["s-later"]
+        );
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
+async fn silenced_deliveries_are_held_and_a_deliver_after_silence_releases_them_once() {
+    for backend in backends() {
+        let (_store, ledger) = fresh(backend).await;
+        create(&*ledger, new_silence("drop", -1000, 60_000, false)).await;
+        create(&*ledger, new_silence("hold", -1000, 60_000, true)).await;
+        ledger
+            .accept(request(
+                "r",
+                "fp",
+                vec![
+                    delivery("d-drop", 0, Channel::Email),
+                    delivery("d-hold", 1, Channel::Email),
+                    delivery("d-gone", 2, Channel::Email),
+                ],
+            ))
+            .await
+            .unwrap();
+        let leased = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+        assert_eq!(leased.len(), 3);
+        let recorded = ledger
+            .record(vec![
+                (leased[0].clone(), silenced("drop")),
+                (leased[1].clone(), silenced("hold")),
+                // No such silence (it ended, or was pruned, since the worker looked): not
+                // silenced; the lease is given back and the delivery is due again shortly.
+                (leased[2].clone(), silenced("no-such")),
+            ])
+            .await
+            .unwrap();
+        assert!(recorded.stale.is_empty());
+        assert_eq!(recorded.unsilenced, vec!["d-gone".to_string()]);
+        assert_eq!(pending_ids(&*ledger, Vec::new()).await, vec!["d-gone"]);
+        assert_eq!(
+            pending_ids(&*ledger, silenced_filter()).await,
+            vec!["d-drop", "d-hold"],
+            "{backend:?}"
+        );
+        let pending_or_silenced = vec![Filter {
+            field: FilterField::State,
+            op: FilterOp::ValueIn,
+            values: vec!["pending".into(), "silenced".into()],
+        }];
+        assert_eq!(
+            pending_ids(&*ledger, pending_or_silenced).await,
+            vec!["d-drop", "d-hold", "d-gone"]
+        );
+        let (d, history) = ledger.get("d-hold").await.unwrap().unwrap();
+        assert_eq!(d.state, State::Silenced);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].kind, EventKind::Silenced);
+        assert_eq!(history[0].detail, "hold");
+        // Neither is due, nor counted as waiting.
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
+        let stats = ledger.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.retrying, stats.dead), (1, 0, 0));
+
+        // Ending the deliver_after silence makes what it held pending again, due now, with its
+        // attempt count where it was; ending the other leaves its deliveries silenced.
+        ledger.expire_silence("hold").await.unwrap().unwrap();
+        ledger.expire_silence("drop").await.unwrap().unwrap();
+        let again = ledger.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&again), vec!["d-hold"], "{backend:?}");
+        assert_eq!(again[0].delivery.attempt, 1);
+        let (_, history) = ledger.get("d-hold").await.unwrap().unwrap();
+        assert_eq!(
+            history.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EventKind::Silenced, EventKind::Unsilenced]
+        );
+        ledger
+            .record(vec![(again[0].delivery.clone(), Outcome::Delivered)])
+            .await
+            .unwrap();
+        assert_eq!(
+            pending_ids(&*ledger, silenced_filter()).await,
+            vec!["d-drop"]
+        );
+        assert_eq!(
+            ledger
+                .settle_silences(Duration::from_secs(3600))
+                .await
+                .unwrap()
+                .released,
+            0
+        );
+
+        // A silence that ends by its clock is settled by whichever caller comes first, once.
+        create(&*ledger, new_silence("short", -1000, 700, true)).await;
+        ledger
+            .accept(request(
+                "r2",
+                "fp",
+                vec![delivery("d-short", 0, Channel::Email)],
+            ))
+            .await
+            .unwrap();
+        let leased = ledger.lease_due(10, LEASE).await.unwrap();
+        let short = leased
+            .iter()
+            .find(|l| l.delivery.id == "d-short")
+            .unwrap()
+            .delivery
+            .clone();
+        let others = leased
+            .iter()
+            .filter(|l| l.delivery.id != "d-short")
+            .map(|l| (l.delivery.clone(), Outcome::Delivered));
+        let mut outcomes = vec![(short, silenced("short"))];
+        outcomes.extend(others);
+        let recorded = ledger.record(outcomes).await.unwrap();
+        assert!(recorded.unsilenced.is_empty(), "{recorded:?}");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let settled = ledger
+            .settle_silences(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(settled.released, 1, "{backend:?}");
+        assert_eq!(
+            ledger
+                .settle_silences(Duration::from_secs(3600))
+                .await
+                .unwrap()
+                .released,
+            0
+        );
+        let leased = ledger.lease_due(10, LEASE).await.unwrap();
+        assert!(ids(&leased).contains(&"d-short"), "{:?}", ids(&leased));
         ledger.close().await;
     }
 }

@@ -1,4 +1,4 @@
-//! /metrics after a known sequence: 3 delivered, 1 dead, 2 waiting to be retried. Every counter,
+//! /metrics after a known sequence: 3 delivered, 1 dead, 2 waiting to be retried, 1 silenced. Every counter,
 //! gauge and histogram count an operator would alert or chart on is checked for its exact value,
 //! and the alert rules the README documents (docs/prometheus-alerts.yml) name only metrics the
 //! service exports.
@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use common::http_sink::WebhookSink;
 use common::*;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
-use flyte_notify::proto::flytenotify::v1::{EnqueueRequest, WebhookNotification};
+use flyte_notify::proto::flytenotify::v1::{
+    CreateSilenceRequest, EnqueueRequest, Silence, WebhookNotification,
+};
 
 async fn scrape(port: u16) -> String {
     let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
@@ -87,6 +89,37 @@ flyteNotify:
         ],
     );
     let mut client = server.client().await;
+    // One more email, which a silence holds back: accepted, never attempted.
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 3600;
+    client
+        .create_silence(CreateSilenceRequest {
+            silence: Some(Silence {
+                matcher: "eq(name,exec-silenced)".into(),
+                ends_at: Some(prost_types::Timestamp {
+                    seconds: in_an_hour,
+                    nanos: 0,
+                }),
+                comment: "metrics test".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    client
+        .enqueue(failed_email_request("exec-silenced"))
+        .await
+        .unwrap();
+    wait_for_pending(
+        &server,
+        "eq(state,silenced)",
+        Duration::from_secs(30),
+        |d| d.len() == 1,
+    )
+    .await;
     let accepted = client
         .enqueue(EnqueueRequest {
             request_id: "metrics-sequence".into(),
@@ -163,7 +196,12 @@ flyteNotify:
         (
             "flyte_notify_deliveries_accepted_total",
             vec![("channel", "email")],
-            3.0,
+            4.0,
+        ),
+        (
+            "flyte_notify_silenced_total",
+            vec![("channel", "email")],
+            1.0,
         ),
         (
             "flyte_notify_deliveries_accepted_total",
@@ -203,7 +241,7 @@ flyteNotify:
                 ("grpc_method", "Enqueue"),
                 ("grpc_code", "OK"),
             ],
-            1.0,
+            2.0,
         ),
         (
             "flyte_notify_grpc_server_handling_seconds_count",

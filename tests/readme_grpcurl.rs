@@ -48,7 +48,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
     let blocks = readme_grpcurl_blocks();
     assert_eq!(
         blocks.len(),
-        11,
+        14,
         "the README's grpcurl examples changed: {blocks:#?}"
     );
     for block in &blocks {
@@ -73,6 +73,9 @@ async fn every_readme_grpcurl_command_works_as_written() {
                 "rpc Discard",
                 "rpc GetDelivery",
                 "rpc SendTest",
+                "rpc CreateSilence",
+                "rpc ListSilences",
+                "rpc ExpireSilence",
             ] {
                 assert!(out.contains(rpc), "{out}");
             }
@@ -112,6 +115,18 @@ async fn every_readme_grpcurl_command_works_as_written() {
             assert!(ok, "{err}");
             let v: serde_json::Value = serde_json::from_str(&out).unwrap();
             assert!(v.get("deliveryIds").is_none(), "{out}");
+        } else if first.contains("/CreateSilence") {
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["silence"]["state"], "STATE_ACTIVE", "{out}");
+            assert_eq!(
+                v["silence"]["matcher"],
+                "eq(project,flytesnacks)+eq(domain,development)"
+            );
+        } else if first.contains("/ListSilences") {
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["silences"].as_array().unwrap().len(), 1, "{out}");
         } else if first.contains("/ListPending") {
             assert!(ok, "{err}");
             let _: serde_json::Value = serde_json::from_str(&out).unwrap();

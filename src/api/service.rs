@@ -7,10 +7,11 @@ use tonic::{Request, Response, Status};
 use super::status::to_status;
 use crate::notify::Notifier;
 use crate::proto::flytenotify::v1::{
-    DiscardRequest, DiscardResponse, EnqueueRequest, EnqueueResponse, GetDeliveryRequest,
-    GetDeliveryResponse, ListPendingRequest, ListPendingResponse, PreviewRequest, PreviewResponse,
-    RedriveRequest, RedriveResponse, SendTestRequest, SendTestResponse,
-    notification_service_server::NotificationService,
+    CreateSilenceRequest, CreateSilenceResponse, DiscardRequest, DiscardResponse, EnqueueRequest,
+    EnqueueResponse, ExpireSilenceRequest, ExpireSilenceResponse, GetDeliveryRequest,
+    GetDeliveryResponse, ListPendingRequest, ListPendingResponse, ListSilencesRequest,
+    ListSilencesResponse, PreviewRequest, PreviewResponse, RedriveRequest, RedriveResponse,
+    SendTestRequest, SendTestResponse, notification_service_server::NotificationService,
 };
 
 pub struct GrpcNotificationService {
@@ -89,6 +90,39 @@ impl NotificationService for GrpcNotificationService {
     ) -> Result<Response<GetDeliveryResponse>, Status> {
         self.notifier
             .get_delivery(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn create_silence(
+        &self,
+        request: Request<CreateSilenceRequest>,
+    ) -> Result<Response<CreateSilenceResponse>, Status> {
+        self.notifier
+            .create_silence(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_silences(
+        &self,
+        request: Request<ListSilencesRequest>,
+    ) -> Result<Response<ListSilencesResponse>, Status> {
+        self.notifier
+            .list_silences(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn expire_silence(
+        &self,
+        request: Request<ExpireSilenceRequest>,
+    ) -> Result<Response<ExpireSilenceResponse>, Status> {
+        self.notifier
+            .expire_silence(request.into_inner())
             .await
             .map(Response::new)
             .map_err(to_status)

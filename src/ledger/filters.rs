@@ -122,14 +122,14 @@ fn parse_one(expr: &str) -> Result<Filter, String> {
         let known = match field {
             FilterField::State => matches!(
                 State::parse(v),
-                Some(State::Pending | State::Retrying | State::Dead)
+                Some(State::Pending | State::Retrying | State::Dead | State::Silenced)
             ),
             FilterField::Channel => Channel::parse(v).is_some(),
             _ => true,
         };
         if !known {
             let expected = if field == FilterField::State {
-                "pending, retrying or dead"
+                "pending, retrying, dead or silenced"
             } else {
                 "email, slack or pagerduty"
             };
@@ -137,6 +137,71 @@ fn parse_one(expr: &str) -> Result<Filter, String> {
         }
     }
     Ok(Filter { field, op, values })
+}
+
+/// True when the filters ask for silenced deliveries by name, which ListPending leaves out
+/// otherwise: they wait for nobody (or for their silence to end).
+pub fn wants_silenced(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| {
+        f.field == FilterField::State
+            && matches!(f.op, FilterOp::Eq | FilterOp::ValueIn)
+            && f.values.iter().any(|v| v == State::Silenced.as_str())
+    })
+}
+
+/// True when the filters ask for silenced deliveries only (`eq(state,silenced)`): a store can
+/// then page through its index of those alone.
+pub fn only_silenced(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| {
+        f.field == FilterField::State
+            && f.op == FilterOp::Eq
+            && f.values[0] == State::Silenced.as_str()
+    })
+}
+
+/// What a silence matcher is matched against: a delivery's fields as the worker has them.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub project: &'a str,
+    pub domain: &'a str,
+    pub name: &'a str,
+    pub channel: Channel,
+}
+
+/// Parses a silence's matcher: the filter syntax, not empty, and only fields a delivery has
+/// before it is sent (not `state`).
+pub fn parse_matcher(matcher: &str) -> Result<Vec<Filter>, String> {
+    let filters = parse(matcher)?;
+    if filters.is_empty() {
+        return Err(
+            "is empty; a silence needs at least one term, e.g. eq(project,flytesnacks)".into(),
+        );
+    }
+    if filters.iter().any(|f| f.field == FilterField::State) {
+        return Err(
+            "state does not apply to a silence; use project, domain, name or channel".into(),
+        );
+    }
+    Ok(filters)
+}
+
+/// True when every term matches (terms are joined by AND, as in ListPending).
+pub fn matches(filters: &[Filter], subject: &Subject<'_>) -> bool {
+    filters.iter().all(|f| {
+        let value = match f.field {
+            FilterField::Project => subject.project,
+            FilterField::Domain => subject.domain,
+            FilterField::Name => subject.name,
+            FilterField::Channel => subject.channel.as_str(),
+            FilterField::State => return false,
+        };
+        match f.op {
+            FilterOp::Eq => value == f.values[0],
+            FilterOp::Ne => value != f.values[0],
+            FilterOp::Contains => value.contains(f.values[0].as_str()),
+            FilterOp::ValueIn => f.values.iter().any(|v| v == value),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -175,6 +240,7 @@ mod tests {
             ("gt(project,x)", "unsupported filter function"),
             ("eq(owner,x)", "unknown filter key"),
             ("eq(state,delivered)", "unknown state"),
+            ("eq(state,silent)", "dead or silenced"),
             ("eq(channel,fax)", "unknown channel"),
             ("eq(project,)", "empty value"),
             ("contains(state,re)", "contains does not apply"),
@@ -198,5 +264,37 @@ mod tests {
             parse(&vec!["eq(project,a)"; 16].join("+")).unwrap().len(),
             16
         );
+    }
+
+    #[test]
+    fn silence_matchers_match_what_list_pending_would() {
+        let m = parse_matcher("eq(project,flytesnacks)+ne(domain,prod)").unwrap();
+        let subject = |project, domain| Subject {
+            project,
+            domain,
+            name: "abc",
+            channel: Channel::Email,
+        };
+        assert!(matches(&m, &subject("flytesnacks", "dev")));
+        assert!(!matches(&m, &subject("flytesnacks", "prod")));
+        assert!(!matches(&m, &subject("other", "dev")));
+        let m = parse_matcher("value_in(channel,slack;email)+contains(name,ab)").unwrap();
+        assert!(matches(&m, &subject("x", "y")));
+        assert!(parse_matcher("").unwrap_err().contains("empty"));
+        assert!(
+            parse_matcher("eq(state,dead)")
+                .unwrap_err()
+                .contains("state")
+        );
+        assert!(parse_matcher("eq(project").is_err());
+        assert!(wants_silenced(&parse("eq(state,silenced)").unwrap()));
+        assert!(!wants_silenced(&parse("eq(project,silenced)").unwrap()));
+        assert!(only_silenced(&parse("eq(state,silenced)").unwrap()));
+        assert!(!only_silenced(
+            &parse("value_in(state,dead;silenced)").unwrap()
+        ));
+        assert!(wants_silenced(
+            &parse("value_in(state,dead;silenced)").unwrap()
+        ));
     }
 }

@@ -37,6 +37,10 @@ pub enum State {
     Delivered,
     /// Dead, then set aside by an operator: no longer listed as pending, still in the log.
     Discarded,
+    /// A silence matched it when it was due: not sent. Final, unless its silence says
+    /// deliver_after, in which case it is pending again when the silence ends. Listed only when a
+    /// filter asks for it (`eq(state,silenced)`).
+    Silenced,
 }
 
 impl State {
@@ -47,6 +51,7 @@ impl State {
             State::Dead => "dead",
             State::Delivered => "delivered",
             State::Discarded => "discarded",
+            State::Silenced => "silenced",
         }
     }
 
@@ -57,6 +62,7 @@ impl State {
             "dead" => Some(State::Dead),
             "delivered" => Some(State::Delivered),
             "discarded" => Some(State::Discarded),
+            "silenced" => Some(State::Silenced),
             _ => None,
         }
     }
@@ -164,6 +170,84 @@ pub struct Recorded {
     /// Outcomes refused because their lease was no longer current: another attempt owns the
     /// delivery now, and its outcome is the one that counts.
     pub stale: Vec<String>,
+    /// Silenced outcomes refused because their silence was no longer active by the ledger's
+    /// clock (it ended or was expired meanwhile): the lease is given back and the delivery is due
+    /// again at once.
+    pub unsilenced: Vec<String>,
+}
+
+/// A silence as an operator asks for it. The matcher is stored as given and parsed again when
+/// read, so its syntax stays the filter module's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSilence {
+    pub id: String,
+    pub matcher: String,
+    pub starts_at: Millis,
+    pub ends_at: Millis,
+    pub created_by: String,
+    pub comment: String,
+    pub deliver_after: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceState {
+    /// Starts later.
+    Pending,
+    Active,
+    /// Ended or expired; listed until the retention period is over.
+    Expired,
+}
+
+impl SilenceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SilenceState::Pending => "pending",
+            SilenceState::Active => "active",
+            SilenceState::Expired => "expired",
+        }
+    }
+}
+
+/// A stored silence, with its state by the ledger's clock when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    pub id: String,
+    pub matcher: String,
+    pub starts_at: Millis,
+    pub ends_at: Millis,
+    pub created_by: String,
+    pub comment: String,
+    pub deliver_after: bool,
+    pub created_at: Millis,
+    pub state: SilenceState,
+}
+
+/// The state of a silence between `starts_at` and `ends_at` at `now`.
+pub fn silence_state(starts_at: Millis, ends_at: Millis, now: Millis) -> SilenceState {
+    if ends_at <= now {
+        SilenceState::Expired
+    } else if starts_at > now {
+        SilenceState::Pending
+    } else {
+        SilenceState::Active
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreatedSilence {
+    Created(Silence),
+    /// There are already this many silences not yet ended (pending or active); the bound is
+    /// checked in the same transaction as the insert.
+    TooMany(u64),
+}
+
+/// What `settle_silences` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettledSilences {
+    /// Deliveries that ended deliver_after silences held, pending again now.
+    pub released: u64,
+    /// Expired silences removed after the retention period.
+    pub pruned: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -226,6 +310,10 @@ pub enum EventKind {
     Delivered,
     Redriven,
     Discarded,
+    /// Not sent: a silence matched it (the detail names the silence).
+    Silenced,
+    /// Its deliver_after silence ended: pending again.
+    Unsilenced,
 }
 
 impl EventKind {
@@ -236,6 +324,8 @@ impl EventKind {
             EventKind::Delivered => "delivered",
             EventKind::Redriven => "redriven",
             EventKind::Discarded => "discarded",
+            EventKind::Silenced => "silenced",
+            EventKind::Unsilenced => "unsilenced",
         }
     }
 
@@ -246,6 +336,8 @@ impl EventKind {
             "delivered" => EventKind::Delivered,
             "redriven" => EventKind::Redriven,
             "discarded" => EventKind::Discarded,
+            "silenced" => EventKind::Silenced,
+            "unsilenced" => EventKind::Unsilenced,
             _ => return None,
         })
     }
@@ -329,6 +421,26 @@ pub trait Ledger: Send + Sync + 'static {
     /// on each metrics scrape: a count over the open deliveries' index, not a cached figure, so
     /// that every replica reports the same.
     async fn stats(&self) -> Result<LedgerStats, LedgerError>;
+
+    /// Stores a silence unless `max_open` silences that have not ended exist already.
+    async fn create_silence(
+        &self,
+        silence: NewSilence,
+        max_open: u32,
+    ) -> Result<CreatedSilence, LedgerError>;
+
+    /// Silences that have not ended (pending and active), and with `include_expired` the ended
+    /// ones still kept, oldest first.
+    async fn list_silences(&self, include_expired: bool) -> Result<Vec<Silence>, LedgerError>;
+
+    /// Ends a silence now (a no-op for one already ended); with deliver_after its held deliveries
+    /// are pending again in the same transaction. None when no such id is kept.
+    async fn expire_silence(&self, id: &str) -> Result<Option<Silence>, LedgerError>;
+
+    /// The housekeeping any replica may run at any time, idempotently: the held deliveries of
+    /// deliver_after silences that have ended are pending again (each once, with an event), and
+    /// silences ended longer than `retention` ago are removed.
+    async fn settle_silences(&self, retention: Duration) -> Result<SettledSilences, LedgerError>;
 
     /// Why the store cannot write, while it cannot: health reports NOT_SERVING meanwhile.
     fn trouble(&self) -> Option<String>;

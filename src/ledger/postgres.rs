@@ -34,6 +34,7 @@ use super::{
     Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PageToken,
     PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
+use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How a replica talks to the database.
@@ -69,6 +70,13 @@ const PROBE_HEALTHY: Duration = Duration::from_secs(5);
 
 /// The states ListPending shows (the deliveries_open index's condition).
 const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
+
+/// What ListPending shows when a filter asks for silenced deliveries among others (no index has
+/// this condition: such a listing reads the table in seq order).
+const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'silenced')";
+
+const SILENCE_COLUMNS: &str = "id, matcher, starts_at, ends_at, created_by, comment, \
+                               deliver_after, created_at, ledger_now() AS now";
 
 const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
                        attempts, next_attempt_at, last_error, created_at, payload";
@@ -553,8 +561,16 @@ impl Ledger for PostgresLedger {
         // releases locks after it marks the transaction committed). Every seq still in flight is
         // thus above every committed one, and no row can commit behind a token. The lock is held
         // for one multi-row INSERT and the commit, once per batch of Enqueue calls per replica.
+        // Each base condition is a partial index's own, so that the store uses it.
+        let base = if super::filters::only_silenced(&query.filters) {
+            "state = 'silenced'"
+        } else if super::filters::wants_silenced(&query.filters) {
+            OPEN_OR_SILENCED
+        } else {
+            OPEN
+        };
         let mut sql =
-            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE {OPEN}"));
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE {base}"));
         if let Some(PageToken::After { seq }) = query.after {
             sql.push(" AND seq > ").push_bind(seq);
         }
@@ -589,9 +605,21 @@ impl Ledger for PostgresLedger {
             return Ok(Recorded::default());
         }
         self.ready()?;
+        let (silenced, sent): (Vec<_>, Vec<_>) = outcomes
+            .iter()
+            .cloned()
+            .partition(|(_, o)| matches!(o, Outcome::Silenced { .. }));
         let mut conn = self.link.acquire().await?;
-        let result = self.link.bounded(record(&mut conn, &outcomes)).await;
-        let applied = self.link.settle(conn, result)?;
+        let result = self
+            .link
+            .bounded(async {
+                let mut applied = record(&mut conn, &sent).await?;
+                let (more, unsilenced) = record_silenced(&mut conn, &silenced).await?;
+                applied.extend(more);
+                Ok((applied, unsilenced))
+            })
+            .await;
+        let (applied, unsilenced) = self.link.settle(conn, result)?;
         let stale: Vec<String> = outcomes
             .iter()
             .map(|(d, _)| &d.id)
@@ -605,7 +633,75 @@ impl Ledger for PostgresLedger {
                 "refused outcomes from lost leases: another attempt owns these deliveries now"
             );
         }
-        Ok(Recorded { stale })
+        Ok(Recorded {
+            stale,
+            unsilenced: outcomes
+                .iter()
+                .filter(|(d, _)| unsilenced.contains(&d.id))
+                .map(|(d, _)| d.id.clone())
+                .collect(),
+        })
+    }
+
+    async fn create_silence(
+        &self,
+        silence: NewSilence,
+        max_open: u32,
+    ) -> Result<CreatedSilence, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(create_silence(&mut conn, &silence, max_open))
+            .await;
+        self.link.settle(conn, result)
+    }
+
+    async fn list_silences(&self, include_expired: bool) -> Result<Vec<Silence>, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {SILENCE_COLUMNS} FROM silences \
+                     WHERE ends_at > ledger_now() OR $1 ORDER BY created_at, id"
+                )))
+                .bind(include_expired)
+                .fetch_all(&mut *conn),
+            )
+            .await;
+        let rows = self.link.settle(conn, result)?;
+        Ok(rows.iter().map(decode_silence).collect::<Result<_, _>>()?)
+    }
+
+    async fn expire_silence(&self, id: &str) -> Result<Option<Silence>, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self.link.bounded(expire_silence(&mut conn, id)).await;
+        self.link.settle(conn, result)
+    }
+
+    async fn settle_silences(&self, retention: Duration) -> Result<SettledSilences, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(async {
+                let mut tx = conn.begin().await?;
+                let released = settle_ended(&mut tx).await?;
+                let pruned = sqlx::query(
+                    "DELETE FROM silences WHERE settled AND ends_at <= ledger_now() - $1",
+                )
+                .bind(millis(retention))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(SettledSilences { released, pruned })
+            })
+            .await;
+        self.link.settle(conn, result)
     }
 
     async fn release(&self, delivery: &DeliveryRef, delay: Duration) -> Result<(), LedgerError> {
@@ -1002,6 +1098,7 @@ async fn record(
                 (State::Retrying, Some(millis(*delay)), error.as_str())
             }
             Outcome::Dead { error } => (State::Dead, None, error.as_str()),
+            Outcome::Silenced { .. } => continue,
         };
         ids.push(delivery.id.as_str());
         tokens.push(delivery.lease.0);
@@ -1038,6 +1135,174 @@ async fn record(
     .fetch_all(&mut *conn)
     .await?;
     Ok(applied.into_iter().collect())
+}
+
+/// Records silenced outcomes, each only while its silence is active by the database's clock. The
+/// silence row is read FOR SHARE, so an expiry (or the settling of its end) that updates it
+/// waits for this statement, and its release of held deliveries then sees this one. Returns the
+/// ids applied, and those whose silence was over (their leases given back, due again in a
+/// second, so that a replica's copy of the silences catches up without a tight loop).
+async fn record_silenced(
+    conn: &mut PgConnection,
+    outcomes: &[(DeliveryRef, Outcome)],
+) -> Result<(HashSet<String>, HashSet<String>), sqlx::Error> {
+    let mut applied = HashSet::new();
+    let mut unsilenced = HashSet::new();
+    for (delivery, outcome) in outcomes {
+        let Outcome::Silenced { silence_id } = outcome else {
+            continue;
+        };
+        let silenced: i64 = sqlx::query_scalar(
+            "WITH s AS ( \
+                 UPDATE deliveries SET state = 'silenced', silence_id = $1, \
+                     next_attempt_at = NULL, last_error = 'silenced by silence ' || $1, \
+                     lease_until = NULL, lease_token = NULL, updated_at = ledger_now() \
+                 WHERE id = $2 AND lease_token = $3 AND EXISTS ( \
+                     SELECT 1 FROM silences WHERE id = $1 AND starts_at <= ledger_now() \
+                       AND ends_at > ledger_now() FOR SHARE) \
+                 RETURNING id, attempts), \
+             ev AS ( \
+                 INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+                 SELECT id, ledger_now(), 'silenced', attempts, $1 FROM s) \
+             SELECT COUNT(*) FROM s",
+        )
+        .bind(silence_id)
+        .bind(&delivery.id)
+        .bind(delivery.lease.0)
+        .fetch_one(&mut *conn)
+        .await?;
+        if silenced > 0 {
+            applied.insert(delivery.id.clone());
+            continue;
+        }
+        let given_back = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, \
+             next_attempt_at = ledger_now() + 1000, updated_at = ledger_now() \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(&delivery.id)
+        .bind(delivery.lease.0)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if given_back > 0 {
+            applied.insert(delivery.id.clone());
+            unsilenced.insert(delivery.id.clone());
+        }
+    }
+    Ok((applied, unsilenced))
+}
+
+fn decode_silence(row: &PgRow) -> Result<Silence, sqlx::Error> {
+    let (starts_at, ends_at, now) = (
+        row.try_get("starts_at")?,
+        row.try_get("ends_at")?,
+        row.try_get("now")?,
+    );
+    Ok(Silence {
+        id: row.try_get("id")?,
+        matcher: row.try_get("matcher")?,
+        starts_at,
+        ends_at,
+        created_by: row.try_get("created_by")?,
+        comment: row.try_get("comment")?,
+        deliver_after: row.try_get("deliver_after")?,
+        created_at: row.try_get("created_at")?,
+        state: silence_state(starts_at, ends_at, now),
+    })
+}
+
+/// The bound on silences not yet ended holds across replicas: creators take turns on the table.
+async fn create_silence(
+    conn: &mut PgConnection,
+    silence: &NewSilence,
+    max_open: u32,
+) -> Result<CreatedSilence, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("LOCK TABLE silences IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM silences WHERE ends_at > ledger_now()")
+            .fetch_one(&mut *tx)
+            .await?;
+    if open >= i64::from(max_open) {
+        return Ok(CreatedSilence::TooMany(open.max(0) as u64));
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO silences (id, matcher, starts_at, ends_at, created_by, comment, \
+         deliver_after, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, ledger_now()) \
+         RETURNING {SILENCE_COLUMNS}"
+    )))
+    .bind(&silence.id)
+    .bind(&silence.matcher)
+    .bind(silence.starts_at)
+    .bind(silence.ends_at)
+    .bind(&silence.created_by)
+    .bind(&silence.comment)
+    .bind(silence.deliver_after)
+    .fetch_one(&mut *tx)
+    .await?;
+    let created = decode_silence(&row)?;
+    tx.commit().await?;
+    Ok(CreatedSilence::Created(created))
+}
+
+async fn expire_silence(conn: &mut PgConnection, id: &str) -> Result<Option<Silence>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "UPDATE silences SET ends_at = ledger_now() WHERE id = $1 AND ends_at > ledger_now()",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    settle_ended(&mut tx).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SILENCE_COLUMNS} FROM silences WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let silence = row.as_ref().map(decode_silence).transpose()?;
+    tx.commit().await?;
+    Ok(silence)
+}
+
+/// Handles the end of each silence that ended and was not handled yet, once across replicas
+/// (the first UPDATE claims it): with deliver_after, its held deliveries are pending again. The
+/// deliveries are changed by a second statement, whose snapshot sees every silenced outcome that
+/// committed while the first waited for its FOR SHARE lock.
+async fn settle_ended(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    let ended: Vec<String> = sqlx::query_scalar::<_, Option<String>>(
+        "UPDATE silences SET settled = TRUE WHERE NOT settled AND ends_at <= ledger_now() \
+         RETURNING CASE WHEN deliver_after THEN id END",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
+    if ended.is_empty() {
+        return Ok(0);
+    }
+    // The attempt count a sender is told restarts from the recorded attempts: a silenced lease
+    // was no attempt.
+    let released: i64 = sqlx::query_scalar(
+        "WITH released AS ( \
+             UPDATE deliveries SET state = 'pending', next_attempt_at = ledger_now(), \
+                 leases = attempts, last_error = '', updated_at = ledger_now() \
+             WHERE state = 'silenced' AND silence_id = ANY($1) \
+             RETURNING id, attempts, silence_id), \
+         ev AS ( \
+             INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+             SELECT id, ledger_now(), 'unsilenced', attempts, \
+                    'silence ' || silence_id || ' ended; sending (deliver_after)' FROM released) \
+         SELECT COUNT(*) FROM released",
+    )
+    .bind(&ended)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(released.max(0) as u64)
 }
 
 /// Redrive or discard. Only dead rows are locked and changed, and no lease or outcome ever touches

@@ -30,6 +30,7 @@ use super::{
     LedgerError, LedgerStats, Millis, NewRequest, OperatorAction, PageToken, PendingPage,
     PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
+use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How many calls one transaction takes at most; bounds the time one commit holds the writer.
@@ -45,6 +46,9 @@ enum Work {
     Lease { max: usize, lease_for: Duration },
     Release(DeliveryRef, Duration),
     Act(OperatorAction, Selection, String),
+    CreateSilence(NewSilence, u32),
+    ExpireSilence(String),
+    SettleSilences(Duration),
 }
 
 /// What a write came to, in the same shape.
@@ -54,6 +58,9 @@ enum Done {
     Lease(Vec<LeasedRow>),
     Release,
     Act(Acted),
+    CreateSilence(CreatedSilence),
+    ExpireSilence(Option<Silence>),
+    SettleSilences(SettledSilences),
 }
 
 type Reply = oneshot::Sender<Result<Done, LedgerError>>;
@@ -102,6 +109,17 @@ fn millis(d: Duration) -> i64 {
 
 /// The states ListPending shows (the deliveries_open index's condition).
 const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
+
+/// How soon a delivery whose silence ended between the worker's look and the record is due
+/// again: soon, but not in a tight loop while a replica's copy of the silences catches up.
+const UNSILENCED_DELAY: Millis = 1000;
+
+/// What ListPending shows when a filter asks for silenced deliveries among others (no index has
+/// this condition: such a listing reads the table in seq order).
+const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'silenced')";
+
+const SILENCE_COLUMNS: &str =
+    "id, matcher, starts_at, ends_at, created_by, comment, deliver_after, created_at";
 
 const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
                        attempts, next_attempt_at, last_error, created_at, payload";
@@ -256,9 +274,17 @@ impl Ledger for SqliteLedger {
     }
 
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError> {
-        // The same condition as the deliveries_open index, so that SQLite uses it.
+        // Each base condition is a partial index's own (deliveries_open, deliveries_silenced_seq),
+        // so that SQLite uses it.
+        let base = if super::filters::only_silenced(&query.filters) {
+            "state = 'silenced'"
+        } else if super::filters::wants_silenced(&query.filters) {
+            OPEN_OR_SILENCED
+        } else {
+            OPEN
+        };
         let mut sql =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE {OPEN}"));
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE {base}"));
         // Keyset paging on seq never skips a row that commits after a page was read: seq is
         // assigned by the one writer inside its serialized transactions, so seq order is commit
         // order, and a row a later page could miss would need a seq below one already listed.
@@ -362,6 +388,59 @@ impl Ledger for SqliteLedger {
             });
         }
         Ok(Some((delivery, history)))
+    }
+
+    async fn create_silence(
+        &self,
+        silence: NewSilence,
+        max_open: u32,
+    ) -> Result<CreatedSilence, LedgerError> {
+        match self.call(Work::CreateSilence(silence, max_open)).await? {
+            Done::CreateSilence(created) => Ok(created),
+            _ => unreachable!("the writer answers a silence with a silence"),
+        }
+    }
+
+    async fn list_silences(&self, include_expired: bool) -> Result<Vec<Silence>, LedgerError> {
+        let now = now_millis();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE ends_at > ?1 OR ?2 \
+             ORDER BY created_at, id"
+        )))
+        .bind(now)
+        .bind(include_expired)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let (starts_at, ends_at) = (row.try_get("starts_at")?, row.try_get("ends_at")?);
+                Ok(Silence {
+                    id: row.try_get("id")?,
+                    matcher: row.try_get("matcher")?,
+                    starts_at,
+                    ends_at,
+                    created_by: row.try_get("created_by")?,
+                    comment: row.try_get("comment")?,
+                    deliver_after: row.try_get("deliver_after")?,
+                    created_at: row.try_get("created_at")?,
+                    state: silence_state(starts_at, ends_at, now),
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_silence(&self, id: &str) -> Result<Option<Silence>, LedgerError> {
+        match self.call(Work::ExpireSilence(id.to_string())).await? {
+            Done::ExpireSilence(silence) => Ok(silence),
+            _ => unreachable!("the writer answers a silence with a silence"),
+        }
+    }
+
+    async fn settle_silences(&self, retention: Duration) -> Result<SettledSilences, LedgerError> {
+        match self.call(Work::SettleSilences(retention)).await? {
+            Done::SettleSilences(settled) => Ok(settled),
+            _ => unreachable!("the writer answers a silence with a silence"),
+        }
     }
 
     async fn next_due(&self) -> Result<Option<Duration>, LedgerError> {
@@ -538,7 +617,9 @@ impl Writer {
     fn wrote(&self, works: &[&Work], done: &[Done]) {
         let accepted = works.iter().any(|w| matches!(w, Work::Accept(_)));
         let wrote = accepted
-            || works.iter().any(|w| !matches!(w, Work::Lease { .. }))
+            || works
+                .iter()
+                .any(|w| !matches!(w, Work::Lease { .. } | Work::SettleSilences(_)))
             || done
                 .iter()
                 .any(|d| matches!(d, Done::Lease(rows) if !rows.is_empty()));
@@ -679,7 +760,7 @@ fn execute(conn: &Connection, works: &[&Work], now: Millis) -> Result<Vec<Done>,
         })
         .flatten()
         .collect();
-    let stale = record_all(conn, &outcomes, now)?;
+    let (stale, unsilenced) = record_all(conn, &outcomes, now)?;
     let mut done = Vec::with_capacity(works.len());
     for work in works {
         done.push(match work {
@@ -690,7 +771,19 @@ fn execute(conn: &Connection, works: &[&Work], now: Millis) -> Result<Vec<Done>,
                     .filter(|(d, _)| stale.contains(&d.id))
                     .map(|(d, _)| d.id.clone())
                     .collect(),
+                unsilenced: outcomes
+                    .iter()
+                    .filter(|(d, _)| unsilenced.contains(&d.id))
+                    .map(|(d, _)| d.id.clone())
+                    .collect(),
             }),
+            Work::CreateSilence(silence, max_open) => {
+                Done::CreateSilence(create_silence(conn, silence, *max_open, now)?)
+            }
+            Work::ExpireSilence(id) => Done::ExpireSilence(expire_silence(conn, id, now)?),
+            Work::SettleSilences(retention) => {
+                Done::SettleSilences(settle_silences(conn, *retention, now)?)
+            }
             Work::Release(delivery, delay) => {
                 release(conn, delivery, *delay, now)?;
                 Done::Release
@@ -803,17 +896,64 @@ fn existing(conn: &Connection, request: &NewRequest) -> Result<AcceptOutcome, Le
     })
 }
 
-/// Applies the outcomes whose lease token is still current; returns the ids of those refused.
+/// Applies the outcomes whose lease token is still current; returns the ids of those refused,
+/// and of the silenced outcomes whose silence is over (their leases given back).
 fn record_all(
     conn: &Connection,
     outcomes: &[&(DeliveryRef, Outcome)],
     now: Millis,
-) -> Result<HashSet<String>, LedgerError> {
+) -> Result<(HashSet<String>, HashSet<String>), LedgerError> {
     if outcomes.is_empty() {
-        return Ok(HashSet::new());
+        return Ok((HashSet::new(), HashSet::new()));
     }
     let mut applied = HashSet::new();
+    let mut unsilenced = HashSet::new();
     let mut events = Vec::new();
+    {
+        // Silenced only while the silence is active by this ledger's clock: a worker's cache may
+        // be a second behind an expiry.
+        let mut silence = conn.prepare_cached(
+            "UPDATE deliveries SET state = 'silenced', silence_id = ?1, next_attempt_at = NULL, \
+             last_error = ?2, lease_until = NULL, lease_token = NULL, updated_at = ?3 \
+             WHERE id = ?4 AND lease_token = ?5 AND EXISTS ( \
+                 SELECT 1 FROM silences WHERE id = ?1 AND starts_at <= ?3 AND ends_at > ?3) \
+             RETURNING attempts",
+        )?;
+        let mut give_back = conn.prepare_cached(
+            "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ?1, \
+             updated_at = ?2 WHERE id = ?3 AND lease_token = ?4",
+        )?;
+        for (delivery, outcome) in outcomes {
+            let Outcome::Silenced { silence_id } = outcome else {
+                continue;
+            };
+            let mut rows = silence.query(rusqlite::params![
+                silence_id,
+                format!("silenced by silence {silence_id}"),
+                now,
+                delivery.id,
+                delivery.lease.0,
+            ])?;
+            if let Some(row) = rows.next()? {
+                events.push((
+                    delivery.id.clone(),
+                    EventKind::Silenced,
+                    row.get::<_, i64>(0)?,
+                    silence_id.clone(),
+                ));
+                applied.insert(delivery.id.clone());
+            } else if give_back.execute(rusqlite::params![
+                now.saturating_add(UNSILENCED_DELAY),
+                now,
+                delivery.id,
+                delivery.lease.0
+            ])? > 0
+            {
+                unsilenced.insert(delivery.id.clone());
+                applied.insert(delivery.id.clone());
+            }
+        }
+    }
     {
         let mut update = conn.prepare_cached(
             "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, \
@@ -829,6 +969,7 @@ fn record_all(
                     error.as_str(),
                 ),
                 Outcome::Dead { error } => (State::Dead, None, error.as_str()),
+                Outcome::Silenced { .. } => continue,
             };
             let mut rows = update.query(rusqlite::params![
                 state.as_str(),
@@ -868,7 +1009,120 @@ fn record_all(
             "refused outcomes from lost leases: another attempt owns these deliveries now"
         );
     }
-    Ok(stale)
+    Ok((stale, unsilenced))
+}
+
+fn read_silence(conn: &Connection, id: &str, now: Millis) -> Result<Option<Silence>, LedgerError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {SILENCE_COLUMNS} FROM silences WHERE id = ?1"
+        ))?
+        .query_row([id], |row| {
+            let (starts_at, ends_at) = (row.get(2)?, row.get(3)?);
+            Ok(Silence {
+                id: row.get(0)?,
+                matcher: row.get(1)?,
+                starts_at,
+                ends_at,
+                created_by: row.get(4)?,
+                comment: row.get(5)?,
+                deliver_after: row.get(6)?,
+                created_at: row.get(7)?,
+                state: silence_state(starts_at, ends_at, now),
+            })
+        })
+        .optional()?)
+}
+
+fn create_silence(
+    conn: &Connection,
+    silence: &NewSilence,
+    max_open: u32,
+    now: Millis,
+) -> Result<CreatedSilence, LedgerError> {
+    let open: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM silences WHERE ends_at > ?1")?
+        .query_row([now], |row| row.get(0))?;
+    if open >= i64::from(max_open) {
+        return Ok(CreatedSilence::TooMany(open.max(0) as u64));
+    }
+    conn.prepare_cached(
+        "INSERT INTO silences (id, matcher, starts_at, ends_at, created_by, comment, \
+         deliver_after, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        silence.id,
+        silence.matcher,
+        silence.starts_at,
+        silence.ends_at,
+        silence.created_by,
+        silence.comment,
+        silence.deliver_after,
+        now,
+    ])?;
+    let stored = read_silence(conn, &silence.id, now)?.expect("inserted in this transaction");
+    Ok(CreatedSilence::Created(stored))
+}
+
+fn expire_silence(
+    conn: &Connection,
+    id: &str,
+    now: Millis,
+) -> Result<Option<Silence>, LedgerError> {
+    conn.prepare_cached("UPDATE silences SET ends_at = ?1 WHERE id = ?2 AND ends_at > ?1")?
+        .execute(rusqlite::params![now, id])?;
+    settle_ended(conn, now)?;
+    read_silence(conn, id, now)
+}
+
+/// Handles the end of every silence that ended and was not handled yet: with deliver_after, its
+/// held deliveries are pending again, due now. Returns how many.
+fn settle_ended(conn: &Connection, now: Millis) -> Result<u64, LedgerError> {
+    let ended: Vec<(String, bool)> = conn
+        .prepare_cached(
+            "UPDATE silences SET settled = 1 WHERE settled = 0 AND ends_at <= ?1 \
+             RETURNING id, deliver_after",
+        )?
+        .query_map([now], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut events = Vec::new();
+    {
+        // The attempt count a sender is told restarts from the recorded attempts: a silenced
+        // lease was no attempt.
+        let mut release = conn.prepare_cached(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1, leases = attempts, \
+             last_error = '', updated_at = ?1 WHERE state = 'silenced' AND silence_id = ?2 \
+             RETURNING id, attempts",
+        )?;
+        for (id, _) in ended.iter().filter(|(_, after)| *after) {
+            let mut rows = release.query(rusqlite::params![now, id])?;
+            while let Some(row) = rows.next()? {
+                events.push((
+                    row.get::<_, String>(0)?,
+                    EventKind::Unsilenced,
+                    row.get::<_, i64>(1)?,
+                    format!("silence {id} ended; sending (deliver_after)"),
+                ));
+            }
+        }
+    }
+    insert_events(conn, &events, now)?;
+    Ok(events.len() as u64)
+}
+
+fn settle_silences(
+    conn: &Connection,
+    retention: Duration,
+    now: Millis,
+) -> Result<SettledSilences, LedgerError> {
+    let released = settle_ended(conn, now)?;
+    let pruned = conn
+        .prepare_cached("DELETE FROM silences WHERE settled = 1 AND ends_at <= ?1")?
+        .execute([now.saturating_sub(millis(retention))])?;
+    Ok(SettledSilences {
+        released,
+        pruned: pruned as u64,
+    })
 }
 
 /// Appends to deliveries' histories: (delivery id, kind, attempts, detail).

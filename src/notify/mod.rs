@@ -7,6 +7,7 @@ mod operator;
 pub mod render;
 pub mod routes;
 mod send_test;
+pub mod silences;
 pub mod template;
 pub mod validate;
 pub mod webhook_body;
@@ -48,6 +49,7 @@ pub struct Notifier {
     limits: Limits,
     routes: Routes,
     webhook_targets: WebhookTargets,
+    silences: Arc<silences::ActiveSilences>,
 }
 
 /// A request that passed validation, and what validation found in it.
@@ -162,7 +164,14 @@ impl Notifier {
             limits,
             routes: Routes::default(),
             webhook_targets: WebhookTargets::default(),
+            silences: Arc::default(),
         }
+    }
+
+    /// The silences this replica applies: the worker consults them, `ActiveSilences::run`
+    /// keeps them fresh.
+    pub fn silences(&self) -> Arc<silences::ActiveSilences> {
+        self.silences.clone()
     }
 
     /// Native routes for Slack and PagerDuty recipients, and the webhook targets Enqueue accepts.
@@ -685,6 +694,7 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         State::Dead => api::DeliveryState::Dead,
         State::Delivered => api::DeliveryState::Delivered,
         State::Discarded => api::DeliveryState::Discarded,
+        State::Silenced => api::DeliveryState::Silenced,
     };
     // An unreadable payload (see StoredDelivery::payload) shows no channel or recipients, and
     // says why until an attempt records its own error.

@@ -40,6 +40,8 @@ from flytenotify.results import (
     RedriveResult,
     RenderedMessage,
     SendTestResult,
+    Silence,
+    SilenceState,
     SkippedDelivery,
 )
 from flytenotify.webhook import Webhook
@@ -68,6 +70,8 @@ __all__ = [
     "RedriveResult",
     "RenderedMessage",
     "SendTestResult",
+    "Silence",
+    "SilenceState",
     "SkippedDelivery",
     "UnauthenticatedError",
     "UnavailableError",

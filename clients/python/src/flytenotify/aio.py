@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ from flytenotify.results import (
     PreviewResult,
     RedriveResult,
     SendTestResult,
+    Silence,
 )
 from flytenotify.v1 import notification_service_pb2 as api
 from flytenotify.v1.notification_service_pb2_grpc import NotificationServiceStub
@@ -154,6 +155,32 @@ class AsyncNotificationClient:
         """See NotificationClient.get_delivery."""
         request = api.GetDeliveryRequest(delivery_id=convert.delivery_id(delivery_id, "delivery_id"))
         return DeliveryDetails.from_proto(await self._call(self._stub.GetDelivery, request))
+
+    async def create_silence(
+        self,
+        matcher: str,
+        *,
+        comment: str,
+        ends_at: datetime | None = None,
+        duration: timedelta | None = None,
+        starts_at: datetime | None = None,
+        created_by: str = "",
+        deliver_after: bool = False,
+    ) -> Silence:
+        """See NotificationClient.create_silence."""
+        request = convert.silence_request(matcher, comment, ends_at, duration, starts_at, created_by, deliver_after)
+        return Silence.from_proto((await self._call(self._stub.CreateSilence, request)).silence)
+
+    async def list_silences(self, include_expired: bool = False) -> list[Silence]:
+        """See NotificationClient.list_silences."""
+        request = api.ListSilencesRequest(include_expired=bool(include_expired))
+        response = await self._call(self._stub.ListSilences, request)
+        return [Silence.from_proto(s) for s in response.silences]
+
+    async def expire_silence(self, silence: str | Silence) -> Silence:
+        """See NotificationClient.expire_silence."""
+        request = api.ExpireSilenceRequest(silence_id=convert.silence_id(silence, "silence"))
+        return Silence.from_proto((await self._call(self._stub.ExpireSilence, request)).silence)
 
     async def list_pending(self, filters: str = "", page_size: int = 100) -> AsyncIterator[Delivery]:
         """See NotificationClient.list_pending."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Callable, Union
 
@@ -29,6 +29,7 @@ from flytenotify.results import (
     PreviewResult,
     RedriveResult,
     SendTestResult,
+    Silence,
 )
 from flytenotify.v1 import notification_service_pb2 as api
 from flytenotify.v1.notification_service_pb2_grpc import NotificationServiceStub
@@ -213,6 +214,39 @@ class NotificationClient:
         Raises NotFoundError for an id the server has never recorded."""
         request = api.GetDeliveryRequest(delivery_id=convert.delivery_id(delivery_id, "delivery_id"))
         return DeliveryDetails.from_proto(self._call(self._stub.GetDelivery, request))
+
+    def create_silence(
+        self,
+        matcher: str,
+        *,
+        comment: str,
+        ends_at: datetime | None = None,
+        duration: timedelta | None = None,
+        starts_at: datetime | None = None,
+        created_by: str = "",
+        deliver_after: bool = False,
+    ) -> Silence:
+        """Holds back the deliveries `matcher` selects (list_pending's filter syntax without state,
+        e.g. "eq(project,flytesnacks)+eq(domain,production)") from `starts_at` (default now) until
+        `ends_at`, or for `duration`: a matching delivery due meanwhile is recorded SILENCED, not
+        sent. With deliver_after, what it held is sent when it ends; otherwise it is dropped.
+        Raises InvalidArgumentError naming the field for a bad matcher or window, a missing or too
+        long comment, or too many silences."""
+        request = convert.silence_request(matcher, comment, ends_at, duration, starts_at, created_by, deliver_after)
+        return Silence.from_proto((self._call(self._stub.CreateSilence, request)).silence)
+
+    def list_silences(self, include_expired: bool = False) -> list[Silence]:
+        """Silences that have not ended, oldest first; with include_expired also those that ended
+        within the retention period (7 days)."""
+        request = api.ListSilencesRequest(include_expired=bool(include_expired))
+        response = self._call(self._stub.ListSilences, request)
+        return [Silence.from_proto(s) for s in response.silences]
+
+    def expire_silence(self, silence: str | Silence) -> Silence:
+        """Ends a silence now (a deliver_after one sends what it held). Raises NotFoundError for an
+        id the server does not keep."""
+        request = api.ExpireSilenceRequest(silence_id=convert.silence_id(silence, "silence"))
+        return Silence.from_proto((self._call(self._stub.ExpireSilence, request)).silence)
 
     def list_pending(self, filters: str = "", page_size: int = 100) -> Iterator[Delivery]:
         """Every undelivered delivery (pending, retrying or dead), oldest first, fetching pages of

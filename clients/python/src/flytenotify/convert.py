@@ -17,7 +17,7 @@ from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from flytenotify.results import Delivery
+from flytenotify.results import Delivery, Silence
 from flytenotify.v1 import notification_service_pb2 as api
 from flytenotify.webhook import HttpMethodLike, Webhook
 
@@ -434,3 +434,52 @@ def preview_request(
     return api.PreviewRequest(
         execution=execution, notifications=notifications(notifications_), webhooks=webhooks(webhooks_)
     )
+
+
+def _timestamp(value: Any, what: str) -> timestamp_pb2.Timestamp:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what}: expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        raise ValueError(f"{what}: expected a timezone-aware datetime, e.g. datetime.now(timezone.utc)")
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.astimezone(timezone.utc).replace(tzinfo=None))
+    return stamp
+
+
+def silence_request(
+    matcher: str,
+    comment: str,
+    ends_at: datetime | None,
+    duration: timedelta | None,
+    starts_at: datetime | None,
+    created_by: str,
+    deliver_after: bool,
+) -> api.CreateSilenceRequest:
+    """CreateSilence's request. Exactly one of ends_at and duration (counted from starts_at, or
+    from now); whether the matcher and the times make sense is the server's to judge."""
+    _require_str(matcher, "matcher")
+    _require_str(comment, "comment")
+    _require_str(created_by, "created_by")
+    if (ends_at is None) == (duration is None):
+        raise TypeError("give exactly one of ends_at and duration")
+    if duration is not None:
+        if not isinstance(duration, timedelta):
+            raise TypeError(f"duration: expected a timedelta, got {type(duration).__name__}")
+        # The window is exactly `duration`: a start left out is now, by this clock.
+        starts_at = starts_at or datetime.now(timezone.utc)
+        ends_at = starts_at + duration
+    silence = api.Silence(
+        matcher=matcher, comment=comment, created_by=created_by, deliver_after=bool(deliver_after)
+    )
+    silence.ends_at.CopyFrom(_timestamp(ends_at, "ends_at"))
+    if starts_at is not None:
+        silence.starts_at.CopyFrom(_timestamp(starts_at, "starts_at"))
+    return api.CreateSilenceRequest(silence=silence)
+
+
+def silence_id(value: Any, what: str) -> str:
+    if isinstance(value, Silence):
+        return value.id
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"{what}: expected a silence id (str) or a Silence, got {type(value).__name__}")

@@ -105,6 +105,9 @@ class DeliveryState(enum.Enum):
     """Sent. Only `get_delivery` shows these; `list_pending` does not."""
     DISCARDED = api.DELIVERY_STATE_DISCARDED
     """Dead, then discarded by an operator. Only `get_delivery` shows these."""
+    SILENCED = api.DELIVERY_STATE_SILENCED
+    """Not sent: a silence matched it when it was due. `list_pending` shows these only with
+    filters="eq(state,silenced)". Pending again when a deliver_after silence ends."""
     UNSPECIFIED = api.DELIVERY_STATE_UNSPECIFIED
 
 
@@ -211,6 +214,10 @@ class DeliveryEventKind(enum.Enum):
     DELIVERED = api.DeliveryEvent.KIND_DELIVERED
     REDRIVEN = api.DeliveryEvent.KIND_REDRIVEN
     DISCARDED = api.DeliveryEvent.KIND_DISCARDED
+    SILENCED = api.DeliveryEvent.KIND_SILENCED
+    """Not sent: the silence whose id is the event's detail matched it."""
+    UNSILENCED = api.DeliveryEvent.KIND_UNSILENCED
+    """Its deliver_after silence ended: pending again."""
     UNSPECIFIED = api.DeliveryEvent.KIND_UNSPECIFIED
 
 
@@ -247,4 +254,48 @@ class DeliveryDetails:
         return cls(
             delivery=Delivery.from_proto(response.delivery),
             history=tuple(DeliveryEvent.from_proto(e) for e in response.history),
+        )
+
+
+class SilenceState(enum.Enum):
+    PENDING = api.Silence.STATE_PENDING
+    """Starts later."""
+    ACTIVE = api.Silence.STATE_ACTIVE
+    EXPIRED = api.Silence.STATE_EXPIRED
+    """Ended or expired; listed with include_expired for 7 days."""
+    UNSPECIFIED = api.Silence.STATE_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A matcher (list_pending's filter syntax) and a time window: matching deliveries that are due
+    meanwhile are not sent but recorded SILENCED."""
+
+    id: str
+    matcher: str
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+    deliver_after: bool
+    """When it ends, what it held is sent instead of dropped."""
+    state: SilenceState
+    created_at: datetime
+
+    @classmethod
+    def from_proto(cls, s: api.Silence) -> Silence:
+        try:
+            state = SilenceState(s.state)
+        except ValueError:  # a state added to the server after this client
+            state = SilenceState.UNSPECIFIED
+        return cls(
+            id=s.id,
+            matcher=s.matcher,
+            starts_at=_datetime(s.starts_at),
+            ends_at=_datetime(s.ends_at),
+            created_by=s.created_by,
+            comment=s.comment,
+            deliver_after=s.deliver_after,
+            state=state,
+            created_at=_datetime(s.created_at),
         )

@@ -33,6 +33,7 @@ class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_STATE_DEAD: _ClassVar[DeliveryState]
     DELIVERY_STATE_DELIVERED: _ClassVar[DeliveryState]
     DELIVERY_STATE_DISCARDED: _ClassVar[DeliveryState]
+    DELIVERY_STATE_SILENCED: _ClassVar[DeliveryState]
 HTTP_METHOD_UNSPECIFIED: HttpMethod
 HTTP_METHOD_GET: HttpMethod
 HTTP_METHOD_HEAD: HttpMethod
@@ -49,6 +50,7 @@ DELIVERY_STATE_RETRYING: DeliveryState
 DELIVERY_STATE_DEAD: DeliveryState
 DELIVERY_STATE_DELIVERED: DeliveryState
 DELIVERY_STATE_DISCARDED: DeliveryState
+DELIVERY_STATE_SILENCED: DeliveryState
 
 class ExecutionContext(_message.Message):
     __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at")
@@ -294,12 +296,16 @@ class DeliveryEvent(_message.Message):
         KIND_DELIVERED: _ClassVar[DeliveryEvent.Kind]
         KIND_REDRIVEN: _ClassVar[DeliveryEvent.Kind]
         KIND_DISCARDED: _ClassVar[DeliveryEvent.Kind]
+        KIND_SILENCED: _ClassVar[DeliveryEvent.Kind]
+        KIND_UNSILENCED: _ClassVar[DeliveryEvent.Kind]
     KIND_UNSPECIFIED: DeliveryEvent.Kind
     KIND_FAILED: DeliveryEvent.Kind
     KIND_DEAD: DeliveryEvent.Kind
     KIND_DELIVERED: DeliveryEvent.Kind
     KIND_REDRIVEN: DeliveryEvent.Kind
     KIND_DISCARDED: DeliveryEvent.Kind
+    KIND_SILENCED: DeliveryEvent.Kind
+    KIND_UNSILENCED: DeliveryEvent.Kind
     AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -317,3 +323,71 @@ class GetDeliveryResponse(_message.Message):
     delivery: Delivery
     history: _containers.RepeatedCompositeFieldContainer[DeliveryEvent]
     def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., history: _Optional[_Iterable[_Union[DeliveryEvent, _Mapping]]] = ...) -> None: ...
+
+class Silence(_message.Message):
+    __slots__ = ("id", "matcher", "starts_at", "ends_at", "created_by", "comment", "deliver_after", "state", "created_at")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Silence.State]
+        STATE_PENDING: _ClassVar[Silence.State]
+        STATE_ACTIVE: _ClassVar[Silence.State]
+        STATE_EXPIRED: _ClassVar[Silence.State]
+    STATE_UNSPECIFIED: Silence.State
+    STATE_PENDING: Silence.State
+    STATE_ACTIVE: Silence.State
+    STATE_EXPIRED: Silence.State
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MATCHER_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AFTER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    matcher: str
+    starts_at: _timestamp_pb2.Timestamp
+    ends_at: _timestamp_pb2.Timestamp
+    created_by: str
+    comment: str
+    deliver_after: bool
+    state: Silence.State
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., matcher: _Optional[str] = ..., starts_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., comment: _Optional[str] = ..., deliver_after: bool = ..., state: _Optional[_Union[Silence.State, str]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateSilenceRequest(_message.Message):
+    __slots__ = ("silence",)
+    SILENCE_FIELD_NUMBER: _ClassVar[int]
+    silence: Silence
+    def __init__(self, silence: _Optional[_Union[Silence, _Mapping]] = ...) -> None: ...
+
+class CreateSilenceResponse(_message.Message):
+    __slots__ = ("silence",)
+    SILENCE_FIELD_NUMBER: _ClassVar[int]
+    silence: Silence
+    def __init__(self, silence: _Optional[_Union[Silence, _Mapping]] = ...) -> None: ...
+
+class ListSilencesRequest(_message.Message):
+    __slots__ = ("include_expired",)
+    INCLUDE_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    include_expired: bool
+    def __init__(self, include_expired: bool = ...) -> None: ...
+
+class ListSilencesResponse(_message.Message):
+    __slots__ = ("silences",)
+    SILENCES_FIELD_NUMBER: _ClassVar[int]
+    silences: _containers.RepeatedCompositeFieldContainer[Silence]
+    def __init__(self, silences: _Optional[_Iterable[_Union[Silence, _Mapping]]] = ...) -> None: ...
+
+class ExpireSilenceRequest(_message.Message):
+    __slots__ = ("silence_id",)
+    SILENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    silence_id: str
+    def __init__(self, silence_id: _Optional[str] = ...) -> None: ...
+
+class ExpireSilenceResponse(_message.Message):
+    __slots__ = ("silence",)
+    SILENCE_FIELD_NUMBER: _ClassVar[int]
+    silence: Silence
+    def __init__(self, silence: _Optional[_Union[Silence, _Mapping]] = ...) -> None: ...

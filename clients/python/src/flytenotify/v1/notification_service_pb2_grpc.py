@@ -50,6 +50,21 @@ class NotificationServiceStub(object):
                 request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestRequest.SerializeToString,
                 response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestResponse.FromString,
                 )
+        self.CreateSilence = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/CreateSilence',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.CreateSilenceRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.CreateSilenceResponse.FromString,
+                )
+        self.ListSilences = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/ListSilences',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListSilencesRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListSilencesResponse.FromString,
+                )
+        self.ExpireSilence = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/ExpireSilence',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceResponse.FromString,
+                )
 
 
 class NotificationServiceServicer(object):
@@ -107,6 +122,29 @@ class NotificationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSilence(self, request, context):
+        """Holds back the deliveries a matcher selects for a time window: when one is due while the
+        silence is active it is not sent but recorded SILENCED with the silence's id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSilences(self, request, context):
+        """Silences that have not ended; with include_expired also those ended within the retention
+        period (7 days).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpireSilence(self, request, context):
+        """Ends a silence now. With deliver_after, the deliveries it held are sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +182,21 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.SendTest,
                     request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestRequest.FromString,
                     response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.SendTestResponse.SerializeToString,
+            ),
+            'CreateSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSilence,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.CreateSilenceRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.CreateSilenceResponse.SerializeToString,
+            ),
+            'ListSilences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSilences,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListSilencesRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListSilencesResponse.SerializeToString,
+            ),
+            'ExpireSilence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireSilence,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,5 +324,56 @@ class NotificationService(object):
         return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/SendTest',
             flytenotify_dot_v1_dot_notification__service__pb2.SendTestRequest.SerializeToString,
             flytenotify_dot_v1_dot_notification__service__pb2.SendTestResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/CreateSilence',
+            flytenotify_dot_v1_dot_notification__service__pb2.CreateSilenceRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.CreateSilenceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListSilences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/ListSilences',
+            flytenotify_dot_v1_dot_notification__service__pb2.ListSilencesRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.ListSilencesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ExpireSilence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/ExpireSilence',
+            flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

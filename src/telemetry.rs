@@ -39,6 +39,8 @@ pub const ENQUEUE_TO_DELIVERED: &str = "flyte_notify_enqueue_to_delivered_second
 pub const GRPC_HANDLING: &str = "flyte_notify_grpc_server_handling_seconds";
 /// Sends that waited for (or were put off by) their destination's rate limit, by sender.
 pub const RATE_LIMITED: &str = "flyte_notify_rate_limited_total";
+/// Stuck-run deadline alerts armed by Enqueue (one per notification of a non-terminal event).
+pub const DEADLINES_ARMED: &str = "flyte_notify_deadlines_armed_total";
 
 /// `parts` joined by `/` for a log field, with control characters escaped (`\n`, `\u{1b}`), so
 /// that a caller's execution name cannot end a log line early or forge another one.
@@ -107,6 +109,10 @@ fn describe() {
     describe_counter!(
         RATE_LIMITED,
         "Sends delayed by their destination's rate limit"
+    );
+    describe_counter!(
+        DEADLINES_ARMED,
+        "Stuck-run deadline alerts armed, by channel"
     );
     describe_gauge!(
         PENDING,

@@ -22,6 +22,10 @@ pub use page_token::PageToken;
 
 use crate::delivery::{Channel, DeliveryRef, Outcome, Payload};
 
+/// The non-terminal phases (QUEUED, RUNNING, SUCCEEDING, FAILING, ABORTING) as an SQL list: a
+/// delivery recorded with one of them is a stuck-run deadline's alert.
+pub(crate) const ARMING_PHASES: &str = "(1, 2, 3, 5, 9)";
+
 /// Milliseconds since the Unix epoch: portable across SQLite and PostgreSQL and trivially ordered.
 pub type Millis = i64;
 
@@ -37,6 +41,8 @@ pub enum State {
     Delivered,
     /// Dead, then set aside by an operator: no longer listed as pending, still in the log.
     Discarded,
+    /// A deadline's alert whose execution reached a terminal phase first: never sent.
+    Disarmed,
 }
 
 impl State {
@@ -47,6 +53,7 @@ impl State {
             State::Dead => "dead",
             State::Delivered => "delivered",
             State::Discarded => "discarded",
+            State::Disarmed => "disarmed",
         }
     }
 
@@ -57,6 +64,7 @@ impl State {
             "dead" => Some(State::Dead),
             "delivered" => Some(State::Delivered),
             "discarded" => Some(State::Discarded),
+            "disarmed" => Some(State::Disarmed),
             _ => None,
         }
     }
@@ -90,6 +98,13 @@ pub struct NewRequest {
     /// The request's execution context, protobuf-encoded: stored once, shared by its deliveries.
     pub execution: Vec<u8>,
     pub deliveries: Vec<NewDelivery>,
+    /// How long from now the deliveries are first due: zero, or a stuck-run deadline, whose
+    /// alerts wait in the ledger like any scheduled retry (durable, and sent once by whichever
+    /// replica leases them).
+    pub due_in: Duration,
+    /// A terminal phase: the same execution's deadline alerts that have not gone out yet are
+    /// disarmed, in the transaction that records this request.
+    pub disarms_deadlines: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +241,8 @@ pub enum EventKind {
     Delivered,
     Redriven,
     Discarded,
+    /// A deadline's alert, disarmed by a terminal phase of its execution.
+    Disarmed,
 }
 
 impl EventKind {
@@ -236,6 +253,7 @@ impl EventKind {
             EventKind::Delivered => "delivered",
             EventKind::Redriven => "redriven",
             EventKind::Discarded => "discarded",
+            EventKind::Disarmed => "disarmed",
         }
     }
 
@@ -246,6 +264,7 @@ impl EventKind {
             "delivered" => EventKind::Delivered,
             "redriven" => EventKind::Redriven,
             "discarded" => EventKind::Discarded,
+            "disarmed" => EventKind::Disarmed,
             _ => return None,
         })
     }

@@ -210,5 +210,6 @@ fn event_kind(kind: EventKind) -> api::delivery_event::Kind {
         EventKind::Delivered => Kind::Delivered,
         EventKind::Redriven => Kind::Redriven,
         EventKind::Discarded => Kind::Discarded,
+        EventKind::Disarmed => Kind::Disarmed,
     }
 }

@@ -105,6 +105,9 @@ class DeliveryState(enum.Enum):
     """Sent. Only `get_delivery` shows these; `list_pending` does not."""
     DISCARDED = api.DELIVERY_STATE_DISCARDED
     """Dead, then discarded by an operator. Only `get_delivery` shows these."""
+    DISARMED = api.DELIVERY_STATE_DISARMED
+    """A deadline's alert whose execution reached a terminal phase first: never sent. Only
+    `get_delivery` shows these."""
     UNSPECIFIED = api.DELIVERY_STATE_UNSPECIFIED
 
 
@@ -211,6 +214,8 @@ class DeliveryEventKind(enum.Enum):
     DELIVERED = api.DeliveryEvent.KIND_DELIVERED
     REDRIVEN = api.DeliveryEvent.KIND_REDRIVEN
     DISCARDED = api.DeliveryEvent.KIND_DISCARDED
+    DISARMED = api.DeliveryEvent.KIND_DISARMED
+    """A deadline's alert, disarmed by a terminal phase of its execution."""
     UNSPECIFIED = api.DeliveryEvent.KIND_UNSPECIFIED
 
 

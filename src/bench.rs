@@ -202,6 +202,7 @@ pub(crate) fn enqueue_request(caller: usize, n: u64, sink: Sink) -> EnqueueReque
         execution: Some(execution(caller, n)),
         notifications,
         webhooks,
+        deadline: None,
     }
 }
 

@@ -406,7 +406,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
         let attempts = e.attempts;
         // An outcome belongs to one attempt; an operator's action comes after some number of them.
         let what = match kind {
-            Kind::Redriven | Kind::Discarded => format!(
+            Kind::Redriven | Kind::Discarded | Kind::Disarmed => format!(
                 "{name} after {attempts} attempt{}",
                 if attempts == 1 { "" } else { "s" }
             ),
@@ -492,7 +492,7 @@ pub async fn send_test(args: SendTestArgs) -> anyhow::Result<()> {
                 println!("delivered to {} by {}", d.recipients.join(", "), d.channel);
                 return Ok(());
             }
-            DeliveryState::Dead | DeliveryState::Discarded => {
+            DeliveryState::Dead | DeliveryState::Discarded | DeliveryState::Disarmed => {
                 anyhow::bail!("the test message failed: {}", d.last_error);
             }
             _ => {

@@ -41,6 +41,8 @@ pub const GRPC_HANDLING: &str = "flyte_notify_grpc_server_handling_seconds";
 pub const RATE_LIMITED: &str = "flyte_notify_rate_limited_total";
 /// Deliveries not sent because a silence matched them when they were due, by channel.
 pub const SILENCED: &str = "flyte_notify_silenced_total";
+/// Stuck-run deadline alerts armed by Enqueue (one per notification of a non-terminal event).
+pub const DEADLINES_ARMED: &str = "flyte_notify_deadlines_armed_total";
 
 /// `parts` joined by `/` for a log field, with control characters escaped (`\n`, `\u{1b}`), so
 /// that a caller's execution name cannot end a log line early or forge another one.
@@ -113,6 +115,10 @@ fn describe() {
     describe_counter!(
         SILENCED,
         "Deliveries held back by a silence instead of being sent, by channel"
+    );
+    describe_counter!(
+        DEADLINES_ARMED,
+        "Stuck-run deadline alerts armed, by channel"
     );
     describe_gauge!(
         PENDING,

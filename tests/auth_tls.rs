@@ -20,6 +20,7 @@ fn enqueue_with(token: Option<&str>, id: &str) -> tonic::Request<EnqueueRequest>
         execution: Some(failed_execution(id)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
         webhooks: Vec::new(),
+        deadline: None,
     });
     if let Some(token) = token {
         request

@@ -137,6 +137,7 @@ async fn an_aws_outage_is_reported_and_everything_accepted_goes_out_afterwards()
                     "",
                 )],
                 webhooks: Vec::new(),
+                deadline: None,
             })
             .await
             .expect("Enqueue answers while AWS is down: the ledger is local")

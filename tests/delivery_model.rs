@@ -54,6 +54,7 @@ flyteNotify:
             execution: Some(failed_execution("exec-crash")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap()
@@ -179,6 +180,7 @@ notifications:
             execution: Some(failed_execution("something-else")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap_err();
@@ -189,6 +191,7 @@ notifications:
             execution: Some(failed_execution("exec-new")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap();

@@ -82,6 +82,7 @@ fn request(i: usize) -> EnqueueRequest {
             "{{ name }}",
         )],
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

@@ -87,6 +87,7 @@ async fn a_failed_execution_is_mailed_substituted_and_leaves_the_pending_list() 
                 "",
             )],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap()
@@ -152,6 +153,7 @@ async fn a_phase_no_notification_names_queues_nothing_and_says_so() {
                 slack(&[Phase::Failed, Phase::TimedOut], &["c@x.slack.com"]),
             ],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap()
@@ -221,6 +223,7 @@ async fn preview_shows_byte_for_byte_what_the_maildir_receives() {
             execution: Some(execution),
             notifications,
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap();
@@ -350,6 +353,7 @@ async fn the_same_request_id_twice_gives_the_same_ids_and_one_delivery() {
             slack(&[Phase::Failed], &["c@x.slack.com"]),
         ],
         webhooks: Vec::new(),
+        deadline: None,
     };
     let first = client.enqueue(request.clone()).await.unwrap().into_inner();
     let second = client.enqueue(request.clone()).await.unwrap().into_inner();
@@ -400,6 +404,7 @@ async fn list_pending_filters_and_pages_oldest_first() {
                     email(&[Phase::Failed], &["a@example.com"], "")
                 }],
                 webhooks: Vec::new(),
+                deadline: None,
             })
             .await
             .unwrap()
@@ -480,6 +485,7 @@ async fn sigterm_drains_and_exits_cleanly_keeping_what_is_pending() {
             execution: Some(failed_execution("exec-term")),
             notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap()
@@ -539,6 +545,7 @@ async fn prometheus_metrics_count_accepted_sent_and_refused() {
                 slack(&[Phase::Failed], &["c@x.slack.com"]),
             ],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap();
@@ -548,6 +555,7 @@ async fn prometheus_metrics_count_accepted_sent_and_refused() {
             execution: None,
             notifications: vec![],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap_err();
@@ -638,6 +646,7 @@ async fn an_unreadable_ledger_row_dies_alone_and_the_rest_are_delivered() {
                 execution: Some(failed_execution(name)),
                 notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
                 webhooks: Vec::new(),
+                deadline: None,
             })
             .await
             .unwrap()

@@ -95,6 +95,7 @@ async fn an_enqueue_on_gcp_is_published_as_flyteadmin_would_and_sent_by_sendgrid
             execution: Some(failed_execution("f8a3c2e1")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap();

@@ -102,6 +102,7 @@ async fn hostile_connections_are_bounded_and_a_normal_client_is_served_throughou
                 execution: Some(failed_execution(&format!("normal-{calls}"))),
                 notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
                 webhooks: Vec::new(),
+                deadline: None,
             })
             .await
             .unwrap_or_else(|e| panic!("Enqueue {calls} failed: {e:?}"));

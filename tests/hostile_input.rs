@@ -49,6 +49,7 @@ async fn amplifying_and_quadratic_templates_are_refused_and_the_server_keeps_ser
             execution: Some(execution.clone()),
             notifications: vec![amplifying.clone()],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap_err();
@@ -122,6 +123,7 @@ async fn a_stored_delivery_that_renders_too_large_dies_alone_and_restarts_cleanl
                 &"{{ name }}".repeat(2000),
             )],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap();
@@ -191,6 +193,7 @@ async fn damaged_ledger_rows_die_alone_while_everything_else_goes_on() {
                 execution: Some(failed_execution(name)),
                 notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
                 webhooks: Vec::new(),
+                deadline: None,
             })
             .await
             .unwrap();
@@ -231,6 +234,7 @@ async fn damaged_ledger_rows_die_alone_while_everything_else_goes_on() {
                         execution: Some(failed_execution(&format!("meanwhile-{i}"))),
                         notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
                         webhooks: Vec::new(),
+                        deadline: None,
                     })
                     .await
             })
@@ -287,6 +291,7 @@ async fn a_ledger_file_deleted_while_running_stops_acknowledgements_loudly() {
         execution: Some(failed_execution(id)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
         webhooks: Vec::new(),
+        deadline: None,
     };
     client.enqueue(ordinary("before")).await.unwrap();
     std::fs::remove_file(server.data_dir.join("ledger.sqlite")).unwrap();

@@ -17,6 +17,7 @@ fn valid() -> EnqueueRequest {
         execution: Some(failed_execution("exec-bad")),
         notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

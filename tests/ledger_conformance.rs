@@ -116,6 +116,8 @@ fn request_for(
         },
         execution: format!("context of {request_id}").into_bytes(),
         deliveries,
+        due_in: Duration::ZERO,
+        disarms_deadlines: false,
     }
 }
 
@@ -390,6 +392,103 @@ async fn a_released_lease_makes_the_delivery_due_again_after_the_delay() {
         // A release is not a failed attempt.
         let page = ledger.list_pending(PendingQuery::default()).await.unwrap();
         assert_eq!(page.deliveries[0].attempts, 0);
+        ledger.close().await;
+    }
+}
+
+/// A stuck-run deadline: its alert (a RUNNING delivery) waits in the ledger until due; a terminal
+/// phase of the same execution disarms it, recorded and in its history, and leaves another
+/// execution's alert, an alert already tried, and the terminal request's own deliveries alone.
+#[tokio::test]
+async fn a_deadline_waits_until_due_and_a_terminal_phase_of_its_execution_disarms_it() {
+    const RUNNING: i32 = 2;
+    let alert = |id: &str| NewDelivery {
+        phase: RUNNING,
+        ..delivery(id, 0, Channel::Email)
+    };
+    for backend in backends() {
+        let (store, ledger) = fresh(backend).await;
+        for (request_id, name, after) in [
+            ("arm-a", "exec-a", Duration::from_millis(400)),
+            ("arm-b", "exec-b", Duration::from_millis(400)),
+            ("arm-c", "exec-c", Duration::from_secs(3600)),
+        ] {
+            let mut r = request_for(request_id, "fp", "p", name, vec![alert(request_id)]);
+            r.due_in = after;
+            assert!(matches!(
+                ledger.accept(r).await.unwrap(),
+                AcceptOutcome::Accepted { .. }
+            ));
+        }
+        // Armed: listed, but not due.
+        let mut listed = pending_ids(&*ledger, Vec::new()).await;
+        listed.sort();
+        assert_eq!(listed, vec!["arm-a", "arm-b", "arm-c"], "{backend:?}");
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
+        let until = ledger.next_due().await.unwrap().expect("due later");
+        assert!(until <= Duration::from_millis(400), "{until:?}");
+
+        // exec-c ends in time: its alert is disarmed; the terminal request's own delivery is
+        // recorded as usual.
+        let mut ended = request_for(
+            "end-c",
+            "fp",
+            "p",
+            "exec-c",
+            vec![delivery("failed-c", 0, Channel::Email)],
+        );
+        ended.disarms_deadlines = true;
+        ledger.accept(ended).await.unwrap();
+        let (d, history) = ledger.get("arm-c").await.unwrap().unwrap();
+        assert_eq!(d.state, State::Disarmed, "{backend:?}");
+        assert_eq!(
+            history.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EventKind::Disarmed]
+        );
+        assert!(history[0].detail.contains("end-c"), "{:?}", history[0]);
+
+        // exec-a and exec-b come due; exec-b's alert is tried (and fails) before exec-b ends,
+        // so its end disarms nothing: the alert is on its way.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let due = ledger.lease_due(10, LEASE).await.unwrap();
+        let mut due_ids: Vec<&str> = ids(&due);
+        due_ids.sort();
+        assert_eq!(due_ids, vec!["arm-a", "arm-b", "failed-c"], "{backend:?}");
+        let b = due.iter().find(|l| l.delivery.id == "arm-b").unwrap();
+        ledger
+            .record(vec![(
+                b.delivery.clone(),
+                Outcome::Retry {
+                    delay: Duration::ZERO,
+                    error: "refused".into(),
+                },
+            )])
+            .await
+            .unwrap();
+        let mut ended = request_for("end-b", "fp", "p", "exec-b", Vec::new());
+        ended.disarms_deadlines = true;
+        ledger.accept(ended).await.unwrap();
+        let (d, _) = ledger.get("arm-b").await.unwrap().unwrap();
+        assert_eq!(d.state, State::Retrying, "{backend:?}");
+        // exec-a's alert is leased (being sent): a late end leaves it to go.
+        let mut ended = request_for("end-a", "fp", "p", "exec-a", Vec::new());
+        ended.disarms_deadlines = true;
+        ledger.accept(ended).await.unwrap();
+        let (d, _) = ledger.get("arm-a").await.unwrap().unwrap();
+        assert_eq!(d.state, State::Pending, "{backend:?}");
+        ledger.close().await;
+
+        // Disarmed stays disarmed, and out of ListPending.
+        let ledger = store.open().await;
+        assert_eq!(
+            ledger.get("arm-c").await.unwrap().unwrap().0.state,
+            State::Disarmed
+        );
+        assert!(
+            !pending_ids(&*ledger, Vec::new())
+                .await
+                .contains(&"arm-c".to_string())
+        );
         ledger.close().await;
     }
 }

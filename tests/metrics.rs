@@ -130,6 +130,7 @@ flyteNotify:
                 email(&[Phase::Failed], &["c@example.com"], ""),
             ],
             webhooks: vec![webhook("refusing"), webhook("failing"), webhook("failing")],
+            deadline: None,
         })
         .await
         .unwrap()
@@ -141,6 +142,7 @@ flyteNotify:
             execution: None,
             notifications: vec![],
             webhooks: vec![],
+            deadline: None,
         })
         .await
         .unwrap_err();

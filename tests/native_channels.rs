@@ -113,6 +113,7 @@ fn request(
         execution: Some(failed_execution(execution)),
         notifications,
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

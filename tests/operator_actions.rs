@@ -84,6 +84,7 @@ async fn redrive_delivers_dead_deliveries_once_the_sink_works_and_discard_sets_t
             execution: Some(failed_execution("exec-3")),
             notifications: vec![email(&[Phase::Succeeded], &["x@example.com"], "")],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap()

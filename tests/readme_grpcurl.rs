@@ -48,7 +48,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
     let blocks = readme_grpcurl_blocks();
     assert_eq!(
         blocks.len(),
-        14,
+        15,
         "the README's grpcurl examples changed: {blocks:#?}"
     );
     for block in &blocks {
@@ -130,6 +130,19 @@ async fn every_readme_grpcurl_command_works_as_written() {
         } else if first.contains("/ListPending") {
             assert!(ok, "{err}");
             let _: serde_json::Value = serde_json::from_str(&out).unwrap();
+        } else if first.contains("/Enqueue") && block.contains(r#""deadline""#) {
+            // A stuck-run deadline: armed, listed as pending, due in two hours, nothing sent.
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["requestId"], "train-42-running", "{out}");
+            assert_eq!(v["deliveryIds"].as_array().unwrap().len(), 1, "{out}");
+            let mut client = server.client().await;
+            let armed: Vec<_> = list_all(&mut client, "eq(name,train-42)").await;
+            assert_eq!(armed.len(), 1);
+            let due =
+                armed[0].next_attempt_at.unwrap().seconds - armed[0].created_at.unwrap().seconds;
+            assert!((7199..=7201).contains(&due), "due {due} s after accept");
+            assert_eq!(maildir_messages(&server.maildir()).len(), mails_before);
         } else if first.contains("/Enqueue") {
             // The error example: refused, with the fields named in the details.
             assert!(!ok, "{out}");

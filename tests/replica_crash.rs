@@ -117,6 +117,7 @@ fn request(i: usize) -> EnqueueRequest {
         execution: Some(failed_execution(&name)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

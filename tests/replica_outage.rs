@@ -35,6 +35,7 @@ fn request(id: &str) -> EnqueueRequest {
         execution: Some(failed_execution(id)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

@@ -80,6 +80,7 @@ async fn two_replicas_on_one_sqs_queue_and_one_postgres_ledger_send_each_notific
                     execution: Some(failed_execution(&name)),
                     notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
                     webhooks: Vec::new(),
+                    deadline: None,
                 };
                 let placed = endpoints
                     .enqueue(request, i % REPLICAS, Duration::from_secs(60))

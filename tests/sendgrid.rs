@@ -55,6 +55,7 @@ fn request(name: &str, recipients: &[&str]) -> EnqueueRequest {
         execution: Some(execution),
         notifications: vec![email(&[Phase::Failed], recipients, "")],
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

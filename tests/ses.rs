@@ -43,6 +43,7 @@ fn request(name: &str) -> EnqueueRequest {
             "",
         )],
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

@@ -46,6 +46,7 @@ flyteNotify:
                         execution: Some(failed_execution(&format!("exec-{i:04}"))),
                         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
                         webhooks: Vec::new(),
+                        deadline: None,
                     })
                     .await
                     .expect("enqueue")

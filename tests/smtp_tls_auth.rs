@@ -58,6 +58,7 @@ async fn enqueue_one(server: &Server) {
             execution: Some(failed_execution("exec-tls")),
             notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
             webhooks: Vec::new(),
+            deadline: None,
         })
         .await
         .unwrap();
@@ -184,6 +185,7 @@ async fn a_username_with_a_server_that_offers_no_auth_is_a_warning() {
                 execution: Some(failed_execution(&format!("exec-no-auth-{i}"))),
                 notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
                 webhooks: Vec::new(),
+                deadline: None,
             })
             .await
             .unwrap();

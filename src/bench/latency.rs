@@ -235,6 +235,8 @@ async fn fill(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
                                 content: Content::Template(String::new()),
                             },
                         }],
+                        due_in: std::time::Duration::ZERO,
+                        disarms_deadlines: false,
                     })
                     .await
             }

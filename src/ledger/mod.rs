@@ -22,6 +22,10 @@ pub use page_token::PageToken;
 
 use crate::delivery::{Channel, DeliveryRef, Outcome, Payload};
 
+/// The non-terminal phases (QUEUED, RUNNING, SUCCEEDING, FAILING, ABORTING) as an SQL list: a
+/// delivery recorded with one of them is a stuck-run deadline's alert.
+pub(crate) const ARMING_PHASES: &str = "(1, 2, 3, 5, 9)";
+
 /// Milliseconds since the Unix epoch: portable across SQLite and PostgreSQL and trivially ordered.
 pub type Millis = i64;
 
@@ -41,6 +45,8 @@ pub enum State {
     /// deliver_after, in which case it is pending again when the silence ends. Listed only when a
     /// filter asks for it (`eq(state,silenced)`).
     Silenced,
+    /// A deadline's alert whose execution reached a terminal phase first: never sent.
+    Disarmed,
 }
 
 impl State {
@@ -52,6 +58,7 @@ impl State {
             State::Delivered => "delivered",
             State::Discarded => "discarded",
             State::Silenced => "silenced",
+            State::Disarmed => "disarmed",
         }
     }
 
@@ -63,6 +70,7 @@ impl State {
             "delivered" => Some(State::Delivered),
             "discarded" => Some(State::Discarded),
             "silenced" => Some(State::Silenced),
+            "disarmed" => Some(State::Disarmed),
             _ => None,
         }
     }
@@ -96,6 +104,13 @@ pub struct NewRequest {
     /// The request's execution context, protobuf-encoded: stored once, shared by its deliveries.
     pub execution: Vec<u8>,
     pub deliveries: Vec<NewDelivery>,
+    /// How long from now the deliveries are first due: zero, or a stuck-run deadline, whose
+    /// alerts wait in the ledger like any scheduled retry (durable, and sent once by whichever
+    /// replica leases them).
+    pub due_in: Duration,
+    /// A terminal phase: the same execution's deadline alerts that have not gone out yet are
+    /// disarmed, in the transaction that records this request.
+    pub disarms_deadlines: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +329,8 @@ pub enum EventKind {
     Silenced,
     /// Its deliver_after silence ended: pending again.
     Unsilenced,
+    /// A deadline's alert, disarmed by a terminal phase of its execution.
+    Disarmed,
 }
 
 impl EventKind {
@@ -326,6 +343,7 @@ impl EventKind {
             EventKind::Discarded => "discarded",
             EventKind::Silenced => "silenced",
             EventKind::Unsilenced => "unsilenced",
+            EventKind::Disarmed => "disarmed",
         }
     }
 
@@ -338,6 +356,7 @@ impl EventKind {
             "discarded" => EventKind::Discarded,
             "silenced" => EventKind::Silenced,
             "unsilenced" => EventKind::Unsilenced,
+            "disarmed" => EventKind::Disarmed,
             _ => return None,
         })
     }

@@ -30,9 +30,10 @@ use tokio::time::error::Elapsed;
 
 use super::page_token;
 use super::{
-    AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterOp, HistoryEvent, LeasedDelivery,
-    Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PageToken,
-    PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
+    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterOp, HistoryEvent,
+    LeasedDelivery, Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction,
+    PageToken, PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery,
+    instant_of_age,
 };
 use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
@@ -754,15 +755,19 @@ impl Ledger for PostgresLedger {
         let result = self
             .link
             .bounded(
-                sqlx::query_as::<_, (i64, i64, i64, Option<i64>)>(
+                // A deadline's alert waiting for its time is not late: left out until due.
+                sqlx::query_as::<_, (i64, i64, i64, Option<i64>)>(sqlx::AssertSqlSafe(format!(
                     "SELECT \
                          COUNT(*) FILTER (WHERE state = 'pending'), \
                          COUNT(*) FILTER (WHERE state = 'retrying'), \
                          COUNT(*) FILTER (WHERE state = 'dead'), \
                          (SELECT ledger_now() - created_at FROM deliveries \
-                          WHERE state IN ('pending', 'retrying') ORDER BY seq LIMIT 1) \
-                     FROM deliveries WHERE state IN ('pending', 'retrying', 'dead')",
-                )
+                          WHERE state IN ('pending', 'retrying') \
+                            AND NOT (phase IN {ARMING_PHASES} AND attempts = 0 \
+                                     AND next_attempt_at > ledger_now()) \
+                          ORDER BY seq LIMIT 1) \
+                     FROM deliveries WHERE state IN ('pending', 'retrying', 'dead')"
+                )))
                 .fetch_one(&mut *conn),
             )
             .await;
@@ -832,6 +837,43 @@ impl Ledger for PostgresLedger {
 }
 
 /// Records a batch of requests and their deliveries in one transaction.
+/// The deadline alerts of these requests' executions that have not gone out (pending, never
+/// tried, not leased): disarmed, each with an event naming the request that ended them. One that
+/// a replica is sending right now is left to go; the terminal phase is sent after it.
+async fn disarm_deadlines(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    requests: &[&NewRequest],
+) -> Result<(), sqlx::Error> {
+    let column = |f: fn(&NewRequest) -> &str| requests.iter().map(|r| f(r)).collect::<Vec<_>>();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH ended AS ( \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                 AS e(project, domain, name, org, request_id)), \
+         disarmed AS ( \
+             UPDATE deliveries AS d SET state = 'disarmed', next_attempt_at = NULL, \
+                 updated_at = ledger_now() \
+             FROM ended AS e \
+             WHERE d.project = e.project AND d.domain = e.domain AND d.name = e.name \
+               AND d.org = e.org AND d.phase IN {ARMING_PHASES} AND d.state IN ('pending', 'silenced') \
+               AND d.attempts = 0 \
+               AND (d.lease_until IS NULL OR d.lease_until <= ledger_now()) \
+             RETURNING d.id, e.request_id) \
+         INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+         SELECT id, ledger_now(), 'disarmed', 0, \
+                'disarmed: the execution reached a terminal phase first (request ' \
+                    || request_id || ')' \
+         FROM disarmed"
+    )))
+    .bind(column(|r| &r.execution_key.project))
+    .bind(column(|r| &r.execution_key.domain))
+    .bind(column(|r| &r.execution_key.name))
+    .bind(column(|r| &r.execution_key.org))
+    .bind(column(|r| &r.request_id))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn accept_all(
     conn: &mut PgConnection,
     requests: &[&NewRequest],
@@ -926,11 +968,12 @@ async fn accept_all(
                  org, channel, phase, state, attempts, next_attempt_at, created_at, updated_at, \
                  payload) \
              SELECT id, request_id, notification_index, project, domain, name, org, channel, \
-                 phase, 'pending', 0, ledger_now(), ledger_now(), ledger_now(), payload \
+                 phase, 'pending', 0, ledger_now() + due_in, ledger_now(), ledger_now(), payload \
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::int[], $10::text[]) WITH ORDINALITY \
+                 $6::text[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[]) \
+                 WITH ORDINALITY \
                  AS d(id, request_id, notification_index, project, domain, name, org, channel, \
-                      phase, payload, n) \
+                      phase, payload, due_in, n) \
              ORDER BY n",
         )
         .bind(new.iter().map(|(_, d)| &*d.id).collect::<Vec<_>>())
@@ -967,8 +1010,21 @@ async fn accept_all(
         )
         .bind(new.iter().map(|(_, d)| d.phase).collect::<Vec<_>>())
         .bind(&payloads)
+        .bind(
+            new.iter()
+                .map(|(r, _)| millis(r.due_in))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
+    }
+    let disarming: Vec<&NewRequest> = candidates
+        .iter()
+        .copied()
+        .filter(|r| r.disarms_deadlines && inserted.contains(&r.request_id))
+        .collect();
+    if !disarming.is_empty() {
+        disarm_deadlines(&mut tx, &disarming).await?;
     }
     tx.commit().await?;
 

@@ -26,9 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::page_token;
 use super::{
-    AcceptOutcome, Acted, EventKind, ExecutionKey, FilterOp, HistoryEvent, LeasedDelivery, Ledger,
-    LedgerError, LedgerStats, Millis, NewRequest, OperatorAction, PageToken, PendingPage,
-    PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
+    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, FilterOp, HistoryEvent,
+    LeasedDelivery, Ledger, LedgerError, LedgerStats, Millis, NewRequest, OperatorAction,
+    PageToken, PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery,
+    instant_of_age,
 };
 use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
@@ -473,10 +474,14 @@ impl Ledger for SqliteLedger {
                 _ => {}
             }
         }
-        let oldest: Option<i64> = sqlx::query_scalar(
+        // A deadline's alert waiting for its time is not late: it is left out until due.
+        let oldest: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT created_at FROM deliveries WHERE state IN ('pending', 'retrying', 'dead') \
-             AND state IN ('pending', 'retrying') ORDER BY seq LIMIT 1",
-        )
+             AND state IN ('pending', 'retrying') \
+             AND NOT (phase IN {ARMING_PHASES} AND attempts = 0 AND next_attempt_at > ?1) \
+             ORDER BY seq LIMIT 1"
+        )))
+        .bind(now_millis())
         .fetch_optional(&self.readers)
         .await?;
         stats.oldest_pending_age =
@@ -825,7 +830,7 @@ fn accept_all(
         let mut insert_delivery = conn.prepare_cached(
             "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, \
              org, channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?12, ?13)",
         )?;
         for r in requests {
             if !first.insert(r.request_id.as_str()) {
@@ -842,6 +847,10 @@ fn accept_all(
                 continue;
             }
             inserted.insert(r.request_id.as_str());
+            if r.disarms_deadlines {
+                disarm_deadlines(conn, r, now)?;
+            }
+            let due = now.saturating_add(millis(r.due_in));
             for d in &r.deliveries {
                 insert_delivery.execute(rusqlite::params![
                     d.id,
@@ -854,6 +863,7 @@ fn accept_all(
                     d.payload.channel.as_str(),
                     i64::from(d.phase),
                     State::Pending.as_str(),
+                    due,
                     now,
                     d.payload.encode(),
                 ])?;
@@ -874,6 +884,40 @@ fn accept_all(
         }
     }
     Ok(outcomes)
+}
+
+/// The deadline alerts of `request`'s execution that have not gone out (pending, never tried,
+/// not leased): disarmed, each with an event naming the request that ended them. One that is
+/// being sent right now is left to go; a terminal phase that arrives that late is news after the
+/// alert, and is sent too.
+fn disarm_deadlines(
+    conn: &Connection,
+    request: &NewRequest,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    let key = &request.execution_key;
+    let ids: Vec<String> = conn
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET state = 'disarmed', next_attempt_at = NULL, updated_at = ?1 \
+             WHERE project = ?2 AND domain = ?3 AND name = ?4 AND org = ?5 \
+               AND phase IN {ARMING_PHASES} AND state IN ('pending', 'silenced') AND attempts = 0 \
+               AND (lease_until IS NULL OR lease_until <= ?1) \
+             RETURNING id"
+        ))?
+        .query_map(
+            rusqlite::params![now, key.project, key.domain, key.name, key.org],
+            |row| row.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    let detail = format!(
+        "disarmed: the execution reached a terminal phase first (request {})",
+        request.request_id
+    );
+    let events: Vec<(String, EventKind, i64, String)> = ids
+        .into_iter()
+        .map(|id| (id, EventKind::Disarmed, 0, detail.clone()))
+        .collect();
+    insert_events(conn, &events, now)
 }
 
 /// What a request_id that is already recorded comes to for `request`.

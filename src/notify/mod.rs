@@ -71,11 +71,15 @@ fn expand<'a>(
 ) -> (Vec<Expanded<'a>>, u32) {
     let mut matched = Vec::new();
     let mut unmatched = 0;
+    // A deadline's alert goes to every notification, whatever phases it names.
+    let arming = validate::arms_deadline(execution.phase);
     for (i, t) in targets.iter().enumerate() {
-        let named = t.phases.contains(&execution.phase);
+        let named = arming || t.phases.contains(&execution.phase);
         let before = matched.len();
         for group in routes.split(t.channel, t.recipients) {
-            let wanted = if group.routed {
+            let wanted = if arming {
+                true
+            } else if group.routed {
                 routes.routed_wants(t.channel, execution.phase, named)
             } else {
                 named
@@ -115,7 +119,9 @@ fn expand_webhooks<'a>(
         .iter()
         .zip(specs)
         .enumerate()
-        .filter(|(_, (w, _))| w.phases.contains(&execution.phase))
+        .filter(|(_, (w, _))| {
+            validate::arms_deadline(execution.phase) || w.phases.contains(&execution.phase)
+        })
         .map(|(i, (_, spec))| (i as u32, spec))
         .collect();
     let unmatched = (webhooks.len() - matched.len()) as u32;
@@ -185,6 +191,7 @@ impl Notifier {
         &self,
         size: usize,
         execution: Option<&'a api::ExecutionContext>,
+        deadline: Option<std::time::Duration>,
         notifications: &'a [Notification],
         webhooks: &[api::WebhookNotification],
         mut violations: Vec<FieldViolation>,
@@ -193,7 +200,7 @@ impl Notifier {
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
-        let execution = validate::execution(execution, &mut violations);
+        let execution = validate::execution(execution, deadline, &mut violations);
         let targets = validate::notifications(
             notifications,
             webhooks.len(),
@@ -259,9 +266,15 @@ impl Notifier {
     ) -> Result<api::EnqueueResponse, Error> {
         let mut violations = Vec::new();
         validate::request_id(&request.request_id, &mut violations);
+        // A deadline out of bounds is reported as such, not also as missing.
+        let deadline = request
+            .deadline
+            .as_ref()
+            .map(|d| validate::deadline(d, &mut violations).unwrap_or_default());
         let valid = self.check(
             request.encoded_len(),
             request.execution.as_ref(),
+            deadline,
             &request.notifications,
             &request.webhooks,
             violations,
@@ -278,7 +291,11 @@ impl Notifier {
         if !unresolvable.is_empty() {
             return Err(Error::InvalidArgument(unresolvable));
         }
-        let filled = with_server_time(valid.execution);
+        let mut filled = with_server_time(valid.execution);
+        // A deadline's alerts say how long the execution had been running when they went out.
+        if let Some(deadline) = deadline {
+            filled.to_mut().still_running_after = prost_types::Duration::try_from(deadline).ok();
+        }
         let execution: &api::ExecutionContext = &filled;
         let id = valid.execution_id;
         let (matched, unmatched) = expand(execution, &valid.targets, &self.routes);
@@ -357,6 +374,8 @@ impl Notifier {
                 execution_key: key.clone(),
                 execution: execution.encode_to_vec(),
                 deliveries,
+                due_in: deadline.unwrap_or_default(),
+                disarms_deadlines: validate::is_terminal(execution.phase),
             })
             .await?;
         match outcome {
@@ -367,6 +386,14 @@ impl Notifier {
                 }
                 metrics::counter!(crate::telemetry::ACCEPTED, "channel" => Channel::Webhook.as_str())
                     .increment(webhooks.len() as u64);
+                if deadline.is_some() {
+                    for m in &matched {
+                        metrics::counter!(crate::telemetry::DEADLINES_ARMED, "channel" => m.channel.as_str())
+                            .increment(1);
+                    }
+                    metrics::counter!(crate::telemetry::DEADLINES_ARMED, "channel" => Channel::Webhook.as_str())
+                        .increment(webhooks.len() as u64);
+                }
                 let announced = self.announcements(execution, &matched, &delivery_ids);
                 if !announced.is_empty()
                     && let Err(e) = self.queue.publish(&announced).await
@@ -410,6 +437,7 @@ impl Notifier {
         let valid = self.check(
             request.encoded_len(),
             request.execution.as_ref(),
+            None,
             &request.notifications,
             &request.webhooks,
             Vec::new(),
@@ -695,6 +723,7 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         State::Delivered => api::DeliveryState::Delivered,
         State::Discarded => api::DeliveryState::Discarded,
         State::Silenced => api::DeliveryState::Silenced,
+        State::Disarmed => api::DeliveryState::Disarmed,
     };
     // An unreadable payload (see StoredDelivery::payload) shows no channel or recipients, and
     // says why until an attempt records its own error.
@@ -785,6 +814,7 @@ mod tests {
                 url: "https://hooks.example.com/x".into(),
                 ..Default::default()
             }],
+            deadline: None,
         };
         let mut cleared = request.clone();
         cleared.request_id.clear();

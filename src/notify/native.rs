@@ -161,6 +161,8 @@ struct Facts<'a> {
     occurred_at: Option<String>,
     error: Option<&'a ExecutionError>,
     console_link: Option<String>,
+    /// A deadline's alert: how long the execution had been in its phase ("2h").
+    still_running_after: Option<String>,
 }
 
 impl<'a> Facts<'a> {
@@ -179,6 +181,23 @@ impl<'a> Facts<'a> {
             occurred_at: occurred_at(execution),
             error: execution.error.as_ref(),
             console_link: renderer.console_link(project, domain, name),
+            still_running_after: super::render::still_running_after(execution),
+        }
+    }
+
+    /// "FAILED", or on a deadline's alert "still RUNNING after 2h": as PagerDuty's summary says.
+    fn status_name(&self) -> String {
+        match &self.still_running_after {
+            Some(after) => format!("still {} after {after}", self.phase_name()),
+            None => self.phase_name(),
+        }
+    }
+
+    /// "failed", or "still running after 2h": as a sentence says it.
+    fn status_words(&self) -> String {
+        match &self.still_running_after {
+            Some(after) => format!("still {} after {after}", self.phase_words()),
+            None => self.phase_words(),
         }
     }
 
@@ -212,6 +231,10 @@ fn slack_icon(phase: Option<Phase>) -> &'static str {
         Some(Phase::Failed) => ":x:",
         Some(Phase::TimedOut) => ":hourglass:",
         Some(Phase::Aborted) => ":no_entry_sign:",
+        // A deadline's alert: still going.
+        Some(
+            Phase::Queued | Phase::Running | Phase::Succeeding | Phase::Failing | Phase::Aborting,
+        ) => ":hourglass_flowing_sand:",
         _ => ":grey_question:",
     }
 }
@@ -230,7 +253,7 @@ pub fn slack_message(
             "{} Flyte execution {} {}",
             slack_icon(facts.phase),
             facts.name,
-            facts.phase_words()
+            facts.status_words()
         ),
         SLACK_HEADER_MAX,
     );
@@ -270,7 +293,7 @@ pub fn slack_message(
     }
     let text = SlackText {
         execution: Mrkdwn::line(&facts.execution, SLACK_TEXT_MAX / 3),
-        phase: Mrkdwn::line(&facts.phase_words(), 32),
+        phase: Mrkdwn::line(&facts.status_words(), 64),
         error: facts
             .error_message()
             .map(|m| Mrkdwn::line(m.trim(), SLACK_TEXT_ERROR_MAX)),
@@ -372,7 +395,11 @@ pub fn pagerduty_event(
 ) -> PagerDutyEvent {
     let facts = Facts::of(renderer, execution);
     let phase = facts.phase_name();
-    let mut summary = format!("Flyte execution {} {phase}", facts.execution);
+    let mut summary = format!(
+        "Flyte execution {} {}",
+        facts.execution,
+        facts.status_name()
+    );
     if let Some(message) = facts.error_message() {
         summary.push_str(": ");
         summary.push_str(message.trim());
@@ -387,6 +414,11 @@ pub fn pagerduty_event(
     };
     detail("execution", &facts.execution, PAGERDUTY_FIELD_MAX);
     detail("phase", &phase, PAGERDUTY_FIELD_MAX);
+    detail(
+        "still_running_after",
+        facts.still_running_after.as_deref().unwrap_or(""),
+        PAGERDUTY_FIELD_MAX,
+    );
     detail("workflow", &facts.workflow, PAGERDUTY_FIELD_MAX);
     detail("launch_plan", &facts.launch_plan, PAGERDUTY_FIELD_MAX);
     detail(
@@ -474,6 +506,7 @@ mod tests {
                 seconds: 1_795_755_600,
                 nanos: 0,
             }),
+            still_running_after: None,
         }
     }
 
@@ -795,5 +828,40 @@ mod tests {
         let message = event.custom_details["error_message"].as_str().unwrap();
         assert_eq!(message.chars().count(), PAGERDUTY_ERROR_MAX);
         assert!(message.starts_with("Traceback:\n"));
+    }
+
+    #[test]
+    fn a_deadline_alert_says_how_long_the_run_has_been_going() {
+        let mut stuck = execution("train-42", Phase::Running);
+        stuck.error = None;
+        stuck.still_running_after = Some(prost_types::Duration {
+            seconds: 7200,
+            nanos: 0,
+        });
+        let slack = slack_message(&renderer(""), &stuck, &recipients());
+        assert_eq!(
+            slack.text,
+            "Flyte execution flytesnacks/development/train-42 still running after 2h"
+        );
+        let header = slack.blocks[0]["text"]["text"].as_str().unwrap();
+        assert_eq!(
+            header,
+            ":hourglass_flowing_sand: Flyte execution train-42 still running after 2h"
+        );
+        let event = pagerduty_event(&renderer(""), &stuck, &["oncall@acme.pagerduty.com".into()]);
+        assert_eq!(
+            event.summary,
+            "Flyte execution flytesnacks/development/train-42 still RUNNING after 2h"
+        );
+        assert_eq!(event.action, PagerDutyAction::Trigger);
+        assert_eq!(event.custom_details["still_running_after"], "2h");
+        assert_eq!(event.custom_details["phase"], "RUNNING");
+        // The same incident as the run's failure would open: one page, not two.
+        let failed = pagerduty_event(
+            &renderer(""),
+            &execution("train-42", Phase::Failed),
+            &["oncall@acme.pagerduty.com".into()],
+        );
+        assert_eq!(event.dedup_key, failed.dedup_key);
     }
 }

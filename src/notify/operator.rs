@@ -212,5 +212,6 @@ fn event_kind(kind: EventKind) -> api::delivery_event::Kind {
         EventKind::Discarded => Kind::Discarded,
         EventKind::Silenced => Kind::Silenced,
         EventKind::Unsilenced => Kind::Unsilenced,
+        EventKind::Disarmed => Kind::Disarmed,
     }
 }

@@ -96,6 +96,16 @@ struct DefaultBody<'a> {
     occurred_at: Option<String>,
     error: Option<&'a ExecutionError>,
     console_link: Option<String>,
+    /// A deadline's alert: how long the execution had been in its phase ("2h").
+    still_running_after: Option<String>,
+}
+
+/// On a deadline's alert (ExecutionContext.still_running_after), how long the execution had been
+/// in its phase, as people write it: "2h", "1h 30m", "3s".
+pub fn still_running_after(execution: &ExecutionContext) -> Option<String> {
+    let after = execution.still_running_after.as_ref()?;
+    let after = std::time::Duration::try_from(*after).ok()?;
+    Some(humantime::format_duration(after).to_string())
 }
 
 /// FlyteAdmin's phase names: the enum's name in lower case.
@@ -228,11 +238,23 @@ impl Renderer {
         notification: &Expanded<'_>,
     ) -> Result<EmailMessage, TooLarge> {
         let values = values(execution);
-        self.check_subject(&values)?;
-        let subject = self.subject(&values);
-        let (html_body, text_body) = match self.custom_body(notification) {
-            Some(t) => self.custom_bodies(t, &values)?,
-            None => self.default_bodies(execution, &values)?,
+        // A deadline's alert is not the phase notification the configured subject and body (or
+        // the notification's template) were written for: it always has the built-in ones.
+        let stuck = still_running_after(execution);
+        let (subject, (html_body, text_body)) = match &stuck {
+            Some(after) => (
+                self.default_subject(&values, Some(after)),
+                self.default_bodies(execution, &values)?,
+            ),
+            None => {
+                self.check_subject(&values)?;
+                let subject = self.subject(&values);
+                let bodies = match self.custom_body(notification) {
+                    Some(t) => self.custom_bodies(t, &values)?,
+                    None => self.default_bodies(execution, &values)?,
+                };
+                (subject, bodies)
+            }
         };
         Ok(EmailMessage {
             html_body,
@@ -422,20 +444,29 @@ impl Renderer {
     }
 
     fn subject(&self, values: &Values) -> String {
-        let subject = if self.subject.is_empty() {
-            DefaultSubject {
+        if self.subject.is_empty() {
+            return self.default_subject(values, None);
+        }
+        one_line(&template::render(&self.subject, values, str::to_string))
+    }
+
+    /// The built-in subject: "Flyte execution p/d/n failed", or on a deadline's alert "... still
+    /// running after 2h".
+    fn default_subject(&self, values: &Values, still_running_after: Option<&str>) -> String {
+        let phase = match still_running_after {
+            Some(after) => format!("still {} after {after}", values.get(Variable::Phase)),
+            None => values.get(Variable::Phase).to_string(),
+        };
+        one_line(
+            &DefaultSubject {
                 project: values.get(Variable::Project),
                 domain: values.get(Variable::Domain),
                 name: values.get(Variable::Name),
-                phase: values.get(Variable::Phase),
+                phase: &phase,
             }
             .render()
-            .expect("the default subject template renders")
-        } else {
-            template::render(&self.subject, values, str::to_string)
-        };
-        // A header is one line: a newline from a value (an error message, say) would end it early.
-        subject.trim().replace(['\r', '\n'], " ")
+            .expect("the default subject template renders"),
+        )
     }
 
     fn default_bodies(
@@ -456,6 +487,7 @@ impl Renderer {
             occurred_at: occurred_at(execution),
             error: execution.error.as_ref(),
             console_link: self.console_link(project, domain, name),
+            still_running_after: still_running_after(execution),
         };
         let html = crlf(
             &DefaultHtml { d: &body }
@@ -475,6 +507,11 @@ impl Renderer {
         }
         Ok((html, text))
     }
+}
+
+/// A header is one line: a newline from a value (an error message, say) would end it early.
+fn one_line(subject: &str) -> String {
+    subject.trim().replace(['\r', '\n'], " ")
 }
 
 /// At least the length of `crlf(template::render(t, values, escape_html))`: CRLF conversion adds

@@ -47,6 +47,7 @@ pub fn test_execution(name: &str) -> api::ExecutionContext {
             ..Default::default()
         }),
         occurred_at: None,
+        still_running_after: None,
     }
 }
 
@@ -61,6 +62,7 @@ impl Notifier {
             execution: Some(test_execution(&name)),
             notifications: Vec::new(),
             webhooks: Vec::new(),
+            deadline: None,
         };
         // The target's own phases do not matter: a test is always sent.
         match request.target {

@@ -2,6 +2,8 @@
 //! flooding the service. Every problem is reported, each with the path of its field, so a caller
 //! can fix a request in one round trip.
 
+use std::time::Duration;
+
 use super::routes::Routes;
 use super::template;
 use super::webhook_body::webhook_spec;
@@ -39,6 +41,45 @@ pub fn is_terminal(phase: i32) -> bool {
         Phase::try_from(phase),
         Ok(Phase::Succeeded | Phase::Failed | Phase::Aborted | Phase::TimedOut)
     )
+}
+
+/// A non-terminal phase that arms a stuck-run deadline (QUEUED, RUNNING, SUCCEEDING, FAILING,
+/// ABORTING): the ledger's ARMING_PHASES.
+pub fn arms_deadline(phase: i32) -> bool {
+    matches!(
+        Phase::try_from(phase),
+        Ok(Phase::Queued | Phase::Running | Phase::Succeeding | Phase::Failing | Phase::Aborting)
+    )
+}
+
+/// The bounds of EnqueueRequest.deadline.
+pub const MIN_DEADLINE: Duration = Duration::from_secs(1);
+pub const MAX_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `deadline` as a Duration within its bounds; a problem goes to `out`.
+pub fn deadline(
+    deadline: &prost_types::Duration,
+    out: &mut Vec<FieldViolation>,
+) -> Option<Duration> {
+    let within = u64::try_from(deadline.seconds)
+        .ok()
+        .zip(
+            u32::try_from(deadline.nanos)
+                .ok()
+                .filter(|n| *n < 1_000_000_000),
+        )
+        .map(|(s, n)| Duration::new(s, n))
+        .filter(|d| (MIN_DEADLINE..=MAX_DEADLINE).contains(d));
+    if within.is_none() {
+        out.push(FieldViolation::new(
+            "deadline",
+            format!(
+                "must be from 1s to 30 days; got {}s {}ns",
+                deadline.seconds, deadline.nanos
+            ),
+        ));
+    }
+    within
 }
 
 /// What one notification asks for, whatever its type: decided here, once, from the proto oneof.
@@ -102,6 +143,7 @@ pub fn request_size(size: usize, limits: &Limits, out: &mut Vec<FieldViolation>)
 /// The execution and its id, when both are there; every problem found goes to `out`.
 pub fn execution<'a>(
     execution: Option<&'a ExecutionContext>,
+    deadline: Option<Duration>,
     out: &mut Vec<FieldViolation>,
 ) -> Option<(&'a ExecutionContext, &'a WorkflowExecutionIdentifier)> {
     let Some(execution) = execution else {
@@ -125,13 +167,38 @@ pub fn execution<'a>(
             }
         }
     }
-    if !is_terminal(execution.phase) {
-        let name = Phase::try_from(execution.phase)
-            .map(|p| p.as_str_name().to_string())
-            .unwrap_or_else(|_| format!("unknown value {}", execution.phase));
-        out.push(FieldViolation::new(
+    let name = Phase::try_from(execution.phase)
+        .map(|p| p.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("unknown value {}", execution.phase));
+    match (
+        is_terminal(execution.phase),
+        arms_deadline(execution.phase),
+        deadline,
+    ) {
+        (true, _, None) | (false, true, Some(_)) => {}
+        (true, _, Some(_)) => out.push(FieldViolation::new(
+            "deadline",
+            format!(
+                "only a non-terminal phase (QUEUED, RUNNING, SUCCEEDING, FAILING, ABORTING) arms a \
+                 deadline; execution.phase is {name}"
+            ),
+        )),
+        (false, true, None) => out.push(FieldViolation::new(
+            "execution.phase",
+            format!(
+                "{name} is not terminal: it only arms a stuck-run deadline, so set deadline (or \
+                 send a terminal phase: SUCCEEDED, FAILED, ABORTED, TIMED_OUT)"
+            ),
+        )),
+        (false, false, _) => out.push(FieldViolation::new(
             "execution.phase",
             format!("must be a terminal phase (SUCCEEDED, FAILED, ABORTED, TIMED_OUT); got {name}"),
+        )),
+    }
+    if execution.still_running_after.is_some() {
+        out.push(FieldViolation::new(
+            "execution.still_running_after",
+            "is set by the server on a deadline's alert; leave it unset",
         ));
     }
     if let Some(id) = &execution.execution_id {

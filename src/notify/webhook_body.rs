@@ -202,14 +202,17 @@ fn built_in_body(execution: &ExecutionContext, console_link: Option<String>) -> 
     if let Some(link) = console_link {
         data.insert("console_link".into(), json!(link));
     }
+    // A deadline's alert is its own event type, flyte.execution.stuck, saying how long.
+    let stuck = render::still_running_after(execution);
+    if let Some(after) = &stuck {
+        data.insert("still_running_after".into(), json!(after));
+    }
+    let kind = match stuck {
+        Some(_) => "stuck".to_string(),
+        None => render::phase_name(execution.phase),
+    };
     let mut body = Map::new();
-    body.insert(
-        "type".into(),
-        json!(format!(
-            "flyte.execution.{}",
-            render::phase_name(execution.phase)
-        )),
-    );
+    body.insert("type".into(), json!(format!("flyte.execution.{kind}")));
     if let Some(at) = occurred_at {
         body.insert("timestamp".into(), json!(at));
     }
@@ -472,6 +475,7 @@ mod tests {
                 seconds: 1_795_755_600,
                 nanos: 0,
             }),
+            still_running_after: None,
         }
     }
 
@@ -722,5 +726,20 @@ mod tests {
         s.headers.clear();
         s.timeout_ms = Some(60_000);
         assert!(validate_spec(&s, 1 << 16).is_empty());
+    }
+
+    #[test]
+    fn a_deadline_alert_is_its_own_event_type() {
+        let mut stuck = hostile();
+        stuck.phase = Phase::Running as i32;
+        stuck.error = None;
+        stuck.still_running_after = Some(prost_types::Duration {
+            seconds: 5400,
+            nanos: 0,
+        });
+        let body: Value = serde_json::from_str(&built_in_body(&stuck, None)).unwrap();
+        assert_eq!(body["type"], "flyte.execution.stuck");
+        assert_eq!(body["data"]["phase"], "RUNNING");
+        assert_eq!(body["data"]["still_running_after"], "1h 30m");
     }
 }

@@ -73,6 +73,8 @@ pub async fn ingest(
                 content,
             },
         }],
+        due_in: std::time::Duration::ZERO,
+        disarms_deadlines: false,
     };
     match ledger.accept(request).await? {
         AcceptOutcome::Accepted { delivery_ids } => Ok(Ingested::Recorded {

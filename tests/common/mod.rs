@@ -368,6 +368,7 @@ pub fn failed_execution(name: &str) -> ExecutionContext {
             ..Default::default()
         }),
         occurred_at: None,
+        still_running_after: None,
     }
 }
 
@@ -458,6 +459,7 @@ pub fn failed_email_request(name: &str) -> flyte_notify::proto::flytenotify::v1:
         execution: Some(failed_execution(name)),
         notifications: vec![email(&[Phase::Failed], &["oncall@example.com"], "")],
         webhooks: Vec::new(),
+        deadline: None,
     }
 }
 

@@ -138,7 +138,11 @@ pub fn enqueue(data: &[u8]) {
     let mut v = Vec::new();
     validate::request_id(&request.request_id, &mut v);
     validate::request_size(prost::Message::encoded_len(&request), &limits, &mut v);
-    let execution = validate::execution(request.execution.as_ref(), &mut v);
+    let deadline = request
+        .deadline
+        .as_ref()
+        .map(|d| validate::deadline(d, &mut v).unwrap_or_default());
+    let execution = validate::execution(request.execution.as_ref(), deadline, &mut v);
     let targets = validate::notifications(
         &request.notifications,
         request.webhooks.len(),

@@ -93,6 +93,7 @@ class AsyncNotificationClient:
         error: ErrorLike | None = None,
         occurred_at: datetime | None = None,
         request_id: str | None = None,
+        deadline: timedelta | None = None,
     ) -> EnqueueResult:
         """See NotificationClient.enqueue."""
         if request_id is None:
@@ -100,7 +101,7 @@ class AsyncNotificationClient:
         execution = convert.execution_context(
             execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
         )
-        request = convert.enqueue_request(request_id, execution, notifications, webhooks)
+        request = convert.enqueue_request(request_id, execution, notifications, webhooks, deadline)
         return EnqueueResult.from_proto(await self._call(self._stub.Enqueue, request, request_id))
 
     async def preview(

@@ -129,6 +129,7 @@ class NotificationClient:
         error: ErrorLike | None = None,
         occurred_at: datetime | None = None,
         request_id: str | None = None,
+        deadline: timedelta | None = None,
     ) -> EnqueueResult:
         """Records one delivery per notification, and per webhook, whose phases include `phase`.
         The webhooks' delivery ids follow the notifications' in the result.
@@ -136,13 +137,17 @@ class NotificationClient:
         Without `request_id` a fresh one is generated and returned; pass the same one again to
         retry safely (the server answers with the same delivery ids and duplicate=True).
         Raises NotifyError (InvalidArgumentError, ConflictError, ...) carrying the request_id.
+
+        A non-terminal `phase` (QUEUED, RUNNING, ...) with `deadline` arms a stuck-run alert: if
+        no terminal phase of this execution is enqueued within `deadline`, every notification and
+        webhook gets one "still running after ..." message, whatever its phases.
         """
         if request_id is None:
             request_id = new_request_id()
         execution = convert.execution_context(
             execution_id, phase, launch_plan=launch_plan, workflow=workflow, error=error, occurred_at=occurred_at
         )
-        request = convert.enqueue_request(request_id, execution, notifications, webhooks)
+        request = convert.enqueue_request(request_id, execution, notifications, webhooks, deadline)
         return EnqueueResult.from_proto(self._call(self._stub.Enqueue, request, request_id))
 
     def preview(

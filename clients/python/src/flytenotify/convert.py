@@ -417,13 +417,17 @@ def enqueue_request(
     execution: api.ExecutionContext,
     notifications_: Iterable[NotificationLike],
     webhooks_: Iterable[WebhookLike] = (),
+    deadline: timedelta | None = None,
 ) -> api.EnqueueRequest:
-    return api.EnqueueRequest(
+    request = api.EnqueueRequest(
         request_id=request_id,
         execution=execution,
         notifications=notifications(notifications_),
         webhooks=webhooks(webhooks_),
     )
+    if deadline is not None:
+        request.deadline.CopyFrom(duration(deadline, "deadline"))
+    return request
 
 
 def preview_request(

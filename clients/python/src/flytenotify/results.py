@@ -108,6 +108,9 @@ class DeliveryState(enum.Enum):
     SILENCED = api.DELIVERY_STATE_SILENCED
     """Not sent: a silence matched it when it was due. `list_pending` shows these only with
     filters="eq(state,silenced)". Pending again when a deliver_after silence ends."""
+    DISARMED = api.DELIVERY_STATE_DISARMED
+    """A deadline's alert whose execution reached a terminal phase first: never sent. Only
+    `get_delivery` shows these."""
     UNSPECIFIED = api.DELIVERY_STATE_UNSPECIFIED
 
 
@@ -218,6 +221,8 @@ class DeliveryEventKind(enum.Enum):
     """Not sent: the silence whose id is the event's detail matched it."""
     UNSILENCED = api.DeliveryEvent.KIND_UNSILENCED
     """Its deliver_after silence ended: pending again."""
+    DISARMED = api.DeliveryEvent.KIND_DISARMED
+    """A deadline's alert, disarmed by a terminal phase of its execution."""
     UNSPECIFIED = api.DeliveryEvent.KIND_UNSPECIFIED
 
 

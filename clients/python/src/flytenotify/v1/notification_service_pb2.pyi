@@ -34,6 +34,7 @@ class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_STATE_DELIVERED: _ClassVar[DeliveryState]
     DELIVERY_STATE_DISCARDED: _ClassVar[DeliveryState]
     DELIVERY_STATE_SILENCED: _ClassVar[DeliveryState]
+    DELIVERY_STATE_DISARMED: _ClassVar[DeliveryState]
 HTTP_METHOD_UNSPECIFIED: HttpMethod
 HTTP_METHOD_GET: HttpMethod
 HTTP_METHOD_HEAD: HttpMethod
@@ -51,34 +52,39 @@ DELIVERY_STATE_DEAD: DeliveryState
 DELIVERY_STATE_DELIVERED: DeliveryState
 DELIVERY_STATE_DISCARDED: DeliveryState
 DELIVERY_STATE_SILENCED: DeliveryState
+DELIVERY_STATE_DISARMED: DeliveryState
 
 class ExecutionContext(_message.Message):
-    __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at")
+    __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at", "still_running_after")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_PLAN_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    STILL_RUNNING_AFTER_FIELD_NUMBER: _ClassVar[int]
     execution_id: _identifier_pb2.WorkflowExecutionIdentifier
     launch_plan: _identifier_pb2.Identifier
     workflow: _identifier_pb2.Identifier
     phase: _execution_pb2.WorkflowExecution.Phase
     error: _execution_pb2.ExecutionError
     occurred_at: _timestamp_pb2.Timestamp
-    def __init__(self, execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., launch_plan: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., workflow: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    still_running_after: _duration_pb2.Duration
+    def __init__(self, execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., launch_plan: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., workflow: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., still_running_after: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("request_id", "execution", "notifications", "webhooks")
+    __slots__ = ("request_id", "execution", "notifications", "webhooks", "deadline")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
     WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     execution: ExecutionContext
     notifications: _containers.RepeatedCompositeFieldContainer[_common_pb2.Notification]
     webhooks: _containers.RepeatedCompositeFieldContainer[WebhookNotification]
-    def __init__(self, request_id: _Optional[str] = ..., execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookNotification, _Mapping]]] = ...) -> None: ...
+    deadline: _duration_pb2.Duration
+    def __init__(self, request_id: _Optional[str] = ..., execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookNotification, _Mapping]]] = ..., deadline: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class WebhookNotification(_message.Message):
     __slots__ = ("url", "method", "headers", "body_template", "phases", "destination", "timeout")
@@ -298,6 +304,7 @@ class DeliveryEvent(_message.Message):
         KIND_DISCARDED: _ClassVar[DeliveryEvent.Kind]
         KIND_SILENCED: _ClassVar[DeliveryEvent.Kind]
         KIND_UNSILENCED: _ClassVar[DeliveryEvent.Kind]
+        KIND_DISARMED: _ClassVar[DeliveryEvent.Kind]
     KIND_UNSPECIFIED: DeliveryEvent.Kind
     KIND_FAILED: DeliveryEvent.Kind
     KIND_DEAD: DeliveryEvent.Kind
@@ -306,6 +313,7 @@ class DeliveryEvent(_message.Message):
     KIND_DISCARDED: DeliveryEvent.Kind
     KIND_SILENCED: DeliveryEvent.Kind
     KIND_UNSILENCED: DeliveryEvent.Kind
+    KIND_DISARMED: DeliveryEvent.Kind
     AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]

@@ -338,7 +338,57 @@ pub struct ServiceConfig {
     pub pagerduty: channels::PagerDutyConfig,
     #[serde(default)]
     pub webhooks: channels::WebhooksConfig,
+    /// Launch plans that must succeed every so often: an alert when one does not, and another
+    /// when it succeeds again (missed schedules).
+    #[serde(default)]
+    pub expectations: Vec<ExpectationConfig>,
 }
+
+/// A launch plan that must succeed every so often (`flyteNotify.expectations[]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExpectationConfig {
+    /// `project/domain/name` of the launch plan.
+    pub launch_plan: String,
+    /// How often it runs: a success is expected at least this often.
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+    /// How late a success may be before the alert goes out.
+    #[serde(default, with = "humantime_serde")]
+    pub grace: Duration,
+    pub notify: ExpectationNotify,
+}
+
+/// Whom a missed schedule is told, as a Flyte notification names them: email addresses, Slack and
+/// PagerDuty recipients (a native route in flyteNotify.slack or .pagerduty sends those natively,
+/// as for any notification; otherwise they get email).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExpectationNotify {
+    #[serde(default)]
+    pub email: Vec<String>,
+    #[serde(default)]
+    pub slack: Vec<String>,
+    #[serde(default)]
+    pub pager_duty: Vec<String>,
+}
+
+impl ExpectationConfig {
+    /// The launch plan's (project, domain, name).
+    pub fn launch_plan_parts(&self) -> Option<(&str, &str, &str)> {
+        let mut parts = self.launch_plan.split('/');
+        let (p, d, n) = (parts.next()?, parts.next()?, parts.next()?);
+        (parts.next().is_none() && [p, d, n].iter().all(|s| !s.trim().is_empty()))
+            .then_some((p, d, n))
+    }
+}
+
+/// At most this many expectations: each is checked every second on every replica.
+pub const MAX_EXPECTATIONS: usize = 1000;
+/// The bounds of an expectation's `every` and `grace`.
+pub const MIN_EXPECTATION_EVERY: Duration = Duration::from_secs(1);
+pub const MAX_EXPECTATION_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MAX_EXPECTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Where the AWS services (SNS, SQS, SES) are, when not at AWS itself: LocalStack, moto, a VPC
 /// endpoint. The SDK's own `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` work as well;
@@ -581,6 +631,7 @@ impl Default for ServiceConfig {
             slack: Default::default(),
             pagerduty: Default::default(),
             webhooks: Default::default(),
+            expectations: Vec::new(),
         }
     }
 }
@@ -838,6 +889,55 @@ impl Config {
         Ok(config)
     }
 
+    /// The shape of each expectation; its recipients are checked like a notification's when the
+    /// service starts (and by check-config), where the routes are known.
+    fn validate_expectations(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        let expectations = &self.flyte_notify.expectations;
+        if expectations.len() > MAX_EXPECTATIONS {
+            return Err(invalid(
+                "flyteNotify.expectations",
+                format!(
+                    "{} expectations; at most {MAX_EXPECTATIONS}",
+                    expectations.len()
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in expectations.iter().enumerate() {
+            let key = |field: &str| format!("flyteNotify.expectations[{i}].{field}");
+            if e.launch_plan_parts().is_none() {
+                return Err(invalid(
+                    &key("launchPlan"),
+                    format!("must be project/domain/name; got {:?}", e.launch_plan),
+                ));
+            }
+            if !seen.insert(e.launch_plan.as_str()) {
+                return Err(invalid(
+                    &key("launchPlan"),
+                    format!("{} has another expectation already", e.launch_plan),
+                ));
+            }
+            if !(MIN_EXPECTATION_EVERY..=MAX_EXPECTATION_EVERY).contains(&e.every) {
+                return Err(invalid(&key("every"), "must be from 1s to 366 days".into()));
+            }
+            if e.grace > MAX_EXPECTATION_GRACE {
+                return Err(invalid(&key("grace"), "must be at most 30 days".into()));
+            }
+            let n = &e.notify;
+            if n.email.is_empty() && n.slack.is_empty() && n.pager_duty.is_empty() {
+                return Err(invalid(
+                    &key("notify"),
+                    "name at least one recipient: email, slack or pagerDuty".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             key: key.into(),
@@ -952,6 +1052,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.validate_expectations()?;
         let tls = &svc.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(invalid(

@@ -127,8 +127,22 @@ pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
         _ => {}
     }
     // Slack, PagerDuty and webhook secrets, and the webhook allow-list.
-    native_channels::build(config)?;
-    Ok(())
+    let native = native_channels::build(config)?;
+    let expectations = notify::expectations::Expectations::new(&config.flyte_notify.expectations);
+    expectations_ok(&expectations, &config.flyte_notify.limits, &native.routes)
+}
+
+/// The expectations' recipients, checked as a notification's are: a start, or check-config,
+/// stops on the first that Enqueue would refuse, naming its key.
+fn expectations_ok(
+    expectations: &notify::expectations::Expectations,
+    limits: &config::Limits,
+    routes: &notify::routes::Routes,
+) -> anyhow::Result<()> {
+    match expectations.check(limits, routes).first() {
+        Some(v) => Err(anyhow::anyhow!("{}: {}", v.field, v.description)),
+        None => Ok(()),
+    }
 }
 
 /// The ledger the config selects, open and migrated.
@@ -339,6 +353,8 @@ pub async fn run(
         console_url: svc.console_url.clone(),
         max_rendered_bytes: svc.limits.max_rendered_bytes,
     });
+    let expectations = Arc::new(notify::expectations::Expectations::new(&svc.expectations));
+    expectations_ok(&expectations, &svc.limits, &native.routes)?;
     let notifier = Arc::new(
         Notifier::new(
             ledger.clone(),
@@ -346,7 +362,8 @@ pub async fn run(
             renderer.clone(),
             svc.limits.clone(),
         )
-        .with_routes(native.routes, native.webhook_targets),
+        .with_routes(native.routes, native.webhook_targets)
+        .with_expectations(expectations.clone()),
     );
 
     let (stopping_tx, stopping) = watch::channel(false);
@@ -369,6 +386,7 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot read silences yet; they apply once they can be read");
     }
     tokio::spawn(notifier.silences().run(ledger.clone(), stopping.clone()));
+    tokio::spawn(expectations.run(notifier.clone(), stopping.clone()));
     // Sends in flight run on through the drain delay (the API still answers then) and the grace.
     let grace = svc.shutdown_grace;
     let worker_task = tokio::spawn(worker.run(stopping.clone(), svc.shutdown_drain_delay + grace));

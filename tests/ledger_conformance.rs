@@ -493,6 +493,90 @@ async fn a_deadline_waits_until_due_and_a_terminal_phase_of_its_execution_disarm
     }
 }
 
+/// Expectations: watching starts once (a second Watch keeps the first time), a success is
+/// recorded, an alerted miss recovers with the next success, and a transition is made by one
+/// caller only, as two replicas racing would find.
+#[tokio::test]
+async fn expectations_are_watched_once_and_each_transition_is_made_once() {
+    use flyte_notify::ledger::{ExpectationState as S, ExpectationWrite as W};
+    for backend in backends() {
+        let (store, ledger) = fresh(backend).await;
+        let lp = "p/d/daily".to_string();
+        assert!(
+            ledger
+                .write_expectation(W::Watch(vec![lp.clone()]))
+                .await
+                .unwrap()
+        );
+        let first = ledger.expectations().await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].state, first[0].last_success_at), (S::Ok, None));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !ledger
+                .write_expectation(W::Watch(vec![lp.clone()]))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            ledger.expectations().await.unwrap()[0].watched_since,
+            first[0].watched_since,
+            "{backend:?}"
+        );
+        // A success of a launch plan nobody watches changes nothing.
+        assert!(
+            !ledger
+                .write_expectation(W::Success("p/d/other".into()))
+                .await
+                .unwrap()
+        );
+
+        let miss = |from, to| W::Transition {
+            launch_plan: lp.clone(),
+            from,
+            to,
+            missed_deadline: Some(1234),
+        };
+        assert!(
+            ledger
+                .write_expectation(miss(S::Ok, S::Missed))
+                .await
+                .unwrap()
+        );
+        // The second replica to try finds it done.
+        assert!(
+            !ledger
+                .write_expectation(miss(S::Ok, S::Missed))
+                .await
+                .unwrap()
+        );
+        assert!(
+            ledger
+                .write_expectation(W::Success(lp.clone()))
+                .await
+                .unwrap()
+        );
+        let row = &ledger.expectations().await.unwrap()[0];
+        assert_eq!(row.state, S::Recovering, "{backend:?}");
+        assert_eq!(row.missed_deadline, Some(1234));
+        assert!(row.last_success_at.is_some());
+        let recover = W::Transition {
+            launch_plan: lp.clone(),
+            from: S::Recovering,
+            to: S::Ok,
+            missed_deadline: None,
+        };
+        assert!(ledger.write_expectation(recover.clone()).await.unwrap());
+        assert!(!ledger.write_expectation(recover).await.unwrap());
+        ledger.close().await;
+        // Kept.
+        let ledger = store.open().await;
+        let row = &ledger.expectations().await.unwrap()[0];
+        assert_eq!((row.state, row.missed_deadline), (S::Ok, Some(1234)));
+        ledger.close().await;
+    }
+}
+
 /// A request with three email deliveries, "ok", "again" and "dead", named for what
 /// `ok_again_dead_outcomes` makes of them.
 fn ok_again_dead(request_id: &str) -> NewRequest {

@@ -48,7 +48,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
     let blocks = readme_grpcurl_blocks();
     assert_eq!(
         blocks.len(),
-        15,
+        16,
         "the README's grpcurl examples changed: {blocks:#?}"
     );
     for block in &blocks {
@@ -76,6 +76,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
                 "rpc CreateSilence",
                 "rpc ListSilences",
                 "rpc ExpireSilence",
+                "rpc ListExpectations",
             ] {
                 assert!(out.contains(rpc), "{out}");
             }
@@ -123,6 +124,11 @@ async fn every_readme_grpcurl_command_works_as_written() {
                 v["silence"]["matcher"],
                 "eq(project,flytesnacks)+eq(domain,development)"
             );
+        } else if first.contains("/ListExpectations") {
+            // This server watches nothing: an empty list.
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert!(v.get("expectations").is_none(), "{out}");
         } else if first.contains("/ListSilences") {
             assert!(ok, "{err}");
             let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -9,9 +9,10 @@ use crate::notify::Notifier;
 use crate::proto::flytenotify::v1::{
     CreateSilenceRequest, CreateSilenceResponse, DiscardRequest, DiscardResponse, EnqueueRequest,
     EnqueueResponse, ExpireSilenceRequest, ExpireSilenceResponse, GetDeliveryRequest,
-    GetDeliveryResponse, ListPendingRequest, ListPendingResponse, ListSilencesRequest,
-    ListSilencesResponse, PreviewRequest, PreviewResponse, RedriveRequest, RedriveResponse,
-    SendTestRequest, SendTestResponse, notification_service_server::NotificationService,
+    GetDeliveryResponse, ListExpectationsRequest, ListExpectationsResponse, ListPendingRequest,
+    ListPendingResponse, ListSilencesRequest, ListSilencesResponse, PreviewRequest,
+    PreviewResponse, RedriveRequest, RedriveResponse, SendTestRequest, SendTestResponse,
+    notification_service_server::NotificationService,
 };
 
 pub struct GrpcNotificationService {
@@ -123,6 +124,17 @@ impl NotificationService for GrpcNotificationService {
     ) -> Result<Response<ExpireSilenceResponse>, Status> {
         self.notifier
             .expire_silence(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_expectations(
+        &self,
+        _request: Request<ListExpectationsRequest>,
+    ) -> Result<Response<ListExpectationsResponse>, Status> {
+        self.notifier
+            .list_expectations()
             .await
             .map(Response::new)
             .map_err(to_status)

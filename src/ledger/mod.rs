@@ -256,6 +256,66 @@ pub enum CreatedSilence {
     TooMany(u64),
 }
 
+/// Where a watched launch plan stands (flyteNotify.expectations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectationState {
+    /// Succeeding on schedule.
+    Ok,
+    /// No success in time: the alert was recorded.
+    Missed,
+    /// A success came after the alert: the recovery is to be recorded.
+    Recovering,
+}
+
+impl ExpectationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectationState::Ok => "ok",
+            ExpectationState::Missed => "missed",
+            ExpectationState::Recovering => "recovering",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ok" => ExpectationState::Ok,
+            "missed" => ExpectationState::Missed,
+            "recovering" => ExpectationState::Recovering,
+            _ => return None,
+        })
+    }
+}
+
+/// A watched launch plan, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectationRow {
+    /// `project/domain/name`
+    pub launch_plan: String,
+    pub watched_since: Millis,
+    pub last_success_at: Option<Millis>,
+    pub state: ExpectationState,
+    /// The due time of the alert of the current (or last) miss: it names the miss, so that its
+    /// alert and its recovery are each recorded once whichever replica gets there.
+    pub missed_deadline: Option<Millis>,
+}
+
+/// A change to the watched launch plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectationWrite {
+    /// Begin watching these (from now); those already watched keep what they have.
+    Watch(Vec<String>),
+    /// A success of this launch plan, now: an alerted miss becomes Recovering.
+    Success(String),
+    /// `from` becomes `to`, if it still is `from` (another replica may have been first); a miss
+    /// records its deadline.
+    Transition {
+        launch_plan: String,
+        from: ExpectationState,
+        to: ExpectationState,
+        missed_deadline: Option<Millis>,
+    },
+}
+
 /// What `settle_silences` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettledSilences {
@@ -460,6 +520,12 @@ pub trait Ledger: Send + Sync + 'static {
     /// deliver_after silences that have ended are pending again (each once, with an event), and
     /// silences ended longer than `retention` ago are removed.
     async fn settle_silences(&self, retention: Duration) -> Result<SettledSilences, LedgerError>;
+
+    /// Applies `write`; true when it changed something (for a Transition: this caller made it).
+    async fn write_expectation(&self, write: ExpectationWrite) -> Result<bool, LedgerError>;
+
+    /// Every watched launch plan.
+    async fn expectations(&self) -> Result<Vec<ExpectationRow>, LedgerError>;
 
     /// Why the store cannot write, while it cannot: health reports NOT_SERVING meanwhile.
     fn trouble(&self) -> Option<String>;

@@ -30,10 +30,10 @@ use tokio::time::error::Elapsed;
 
 use super::page_token;
 use super::{
-    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterOp, HistoryEvent,
-    LeasedDelivery, Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction,
-    PageToken, PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery,
-    instant_of_age,
+    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, ExpectationRow, ExpectationState,
+    ExpectationWrite, Filter, FilterOp, HistoryEvent, LeasedDelivery, Ledger, LedgerError,
+    LedgerStats, NewDelivery, NewRequest, OperatorAction, PageToken, PendingPage, PendingQuery,
+    Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
 use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
@@ -703,6 +703,89 @@ impl Ledger for PostgresLedger {
             })
             .await;
         self.link.settle(conn, result)
+    }
+
+    async fn write_expectation(&self, write: ExpectationWrite) -> Result<bool, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(async {
+                let changed = match &write {
+                    ExpectationWrite::Watch(launch_plans) => {
+                        sqlx::query(
+                            "INSERT INTO expectations (launch_plan, watched_since, state, updated_at) \
+                             SELECT lp, ledger_now(), 'ok', ledger_now() FROM UNNEST($1::text[]) AS lp \
+                             ON CONFLICT (launch_plan) DO NOTHING",
+                        )
+                        .bind(launch_plans)
+                        .execute(&mut *conn)
+                        .await?
+                    }
+                    ExpectationWrite::Success(lp) => {
+                        sqlx::query(
+                            "UPDATE expectations SET last_success_at = ledger_now(), \
+                             updated_at = ledger_now(), \
+                             state = CASE state WHEN 'missed' THEN 'recovering' ELSE state END \
+                             WHERE launch_plan = $1",
+                        )
+                        .bind(lp)
+                        .execute(&mut *conn)
+                        .await?
+                    }
+                    ExpectationWrite::Transition {
+                        launch_plan,
+                        from,
+                        to,
+                        missed_deadline,
+                    } => {
+                        sqlx::query(
+                            "UPDATE expectations SET state = $3, updated_at = ledger_now(), \
+                             missed_deadline = COALESCE($4, missed_deadline) \
+                             WHERE launch_plan = $1 AND state = $2",
+                        )
+                        .bind(launch_plan)
+                        .bind(from.as_str())
+                        .bind(to.as_str())
+                        .bind(missed_deadline)
+                        .execute(&mut *conn)
+                        .await?
+                    }
+                };
+                Ok(changed.rows_affected() > 0)
+            })
+            .await;
+        self.link.settle(conn, result)
+    }
+
+    async fn expectations(&self) -> Result<Vec<ExpectationRow>, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(
+                sqlx::query_as::<_, (String, i64, Option<i64>, String, Option<i64>)>(
+                    "SELECT launch_plan, watched_since, last_success_at, state, missed_deadline \
+                     FROM expectations ORDER BY launch_plan",
+                )
+                .fetch_all(&mut *conn),
+            )
+            .await;
+        let rows = self.link.settle(conn, result)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(launch_plan, watched_since, last_success_at, state, missed_deadline)| {
+                    ExpectationRow {
+                        launch_plan,
+                        watched_since,
+                        last_success_at,
+                        state: ExpectationState::parse(&state).unwrap_or(ExpectationState::Ok),
+                        missed_deadline,
+                    }
+                },
+            )
+            .collect())
     }
 
     async fn release(&self, delivery: &DeliveryRef, delay: Duration) -> Result<(), LedgerError> {

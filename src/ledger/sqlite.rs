@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::page_token;
 use super::{
-    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, FilterOp, HistoryEvent,
-    LeasedDelivery, Ledger, LedgerError, LedgerStats, Millis, NewRequest, OperatorAction,
-    PageToken, PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery,
-    instant_of_age,
+    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, ExpectationRow, ExpectationState,
+    ExpectationWrite, FilterOp, HistoryEvent, LeasedDelivery, Ledger, LedgerError, LedgerStats,
+    Millis, NewRequest, OperatorAction, PageToken, PendingPage, PendingQuery, Recorded, Selection,
+    Skip, State, StoredDelivery, instant_of_age,
 };
 use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
 use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
@@ -50,6 +50,7 @@ enum Work {
     CreateSilence(NewSilence, u32),
     ExpireSilence(String),
     SettleSilences(Duration),
+    Expectation(ExpectationWrite),
 }
 
 /// What a write came to, in the same shape.
@@ -62,6 +63,7 @@ enum Done {
     CreateSilence(CreatedSilence),
     ExpireSilence(Option<Silence>),
     SettleSilences(SettledSilences),
+    Expectation(bool),
 }
 
 type Reply = oneshot::Sender<Result<Done, LedgerError>>;
@@ -444,6 +446,34 @@ impl Ledger for SqliteLedger {
         }
     }
 
+    async fn write_expectation(&self, write: ExpectationWrite) -> Result<bool, LedgerError> {
+        match self.call(Work::Expectation(write)).await? {
+            Done::Expectation(changed) => Ok(changed),
+            _ => unreachable!("the writer answers an expectation with an expectation"),
+        }
+    }
+
+    async fn expectations(&self) -> Result<Vec<ExpectationRow>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT launch_plan, watched_since, last_success_at, state, missed_deadline \
+             FROM expectations ORDER BY launch_plan",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get(3)?;
+                Ok(ExpectationRow {
+                    launch_plan: row.try_get(0)?,
+                    watched_since: row.try_get(1)?,
+                    last_success_at: row.try_get(2)?,
+                    state: ExpectationState::parse(&state).unwrap_or(ExpectationState::Ok),
+                    missed_deadline: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
     async fn next_due(&self) -> Result<Option<Duration>, LedgerError> {
         let row = sqlx::query(
             "SELECT MIN(next_attempt_at) FROM deliveries \
@@ -789,6 +819,7 @@ fn execute(conn: &Connection, works: &[&Work], now: Millis) -> Result<Vec<Done>,
             Work::SettleSilences(retention) => {
                 Done::SettleSilences(settle_silences(conn, *retention, now)?)
             }
+            Work::Expectation(write) => Done::Expectation(write_expectation(conn, write, now)?),
             Work::Release(delivery, delay) => {
                 release(conn, delivery, *delay, now)?;
                 Done::Release
@@ -918,6 +949,53 @@ fn disarm_deadlines(
         .map(|id| (id, EventKind::Disarmed, 0, detail.clone()))
         .collect();
     insert_events(conn, &events, now)
+}
+
+/// One change to the watched launch plans (see ExpectationWrite).
+fn write_expectation(
+    conn: &Connection,
+    write: &ExpectationWrite,
+    now: Millis,
+) -> Result<bool, LedgerError> {
+    let changed = match write {
+        ExpectationWrite::Watch(launch_plans) => {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO expectations (launch_plan, watched_since, state, updated_at) \
+                 VALUES (?1, ?2, 'ok', ?2) ON CONFLICT (launch_plan) DO NOTHING",
+            )?;
+            let mut added = 0;
+            for lp in launch_plans {
+                added += insert.execute(rusqlite::params![lp, now])?;
+            }
+            added
+        }
+        ExpectationWrite::Success(lp) => conn
+            .prepare_cached(
+                "UPDATE expectations SET last_success_at = ?2, updated_at = ?2, \
+                 state = CASE state WHEN 'missed' THEN 'recovering' ELSE state END \
+                 WHERE launch_plan = ?1",
+            )?
+            .execute(rusqlite::params![lp, now])?,
+        ExpectationWrite::Transition {
+            launch_plan,
+            from,
+            to,
+            missed_deadline,
+        } => conn
+            .prepare_cached(
+                "UPDATE expectations SET state = ?3, updated_at = ?4, \
+                 missed_deadline = COALESCE(?5, missed_deadline) \
+                 WHERE launch_plan = ?1 AND state = ?2",
+            )?
+            .execute(rusqlite::params![
+                launch_plan,
+                from.as_str(),
+                to.as_str(),
+                now,
+                missed_deadline
+            ])?,
+    };
+    Ok(changed > 0)
 }
 
 /// What a request_id that is already recorded comes to for `request`.

@@ -1,6 +1,7 @@
 //! The core: validate, expand, render, record. It knows the request and response messages but no
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
+pub mod expectations;
 pub mod html_text;
 pub mod native;
 mod operator;
@@ -50,6 +51,7 @@ pub struct Notifier {
     routes: Routes,
     webhook_targets: WebhookTargets,
     silences: Arc<silences::ActiveSilences>,
+    expectations: Arc<expectations::Expectations>,
 }
 
 /// A request that passed validation, and what validation found in it.
@@ -171,7 +173,32 @@ impl Notifier {
             routes: Routes::default(),
             webhook_targets: WebhookTargets::default(),
             silences: Arc::default(),
+            expectations: Arc::default(),
         }
+    }
+
+    /// The launch plans that must succeed every so often (flyteNotify.expectations).
+    pub fn with_expectations(mut self, expectations: Arc<expectations::Expectations>) -> Self {
+        self.expectations = expectations;
+        self
+    }
+
+    pub fn expectations(&self) -> Arc<expectations::Expectations> {
+        self.expectations.clone()
+    }
+
+    /// ListExpectations.
+    pub async fn list_expectations(&self) -> Result<api::ListExpectationsResponse, Error> {
+        self.expectations.list(self).await
+    }
+
+    /// Records a missed-schedule alert or its recovery: an Enqueue of the server's own, whose
+    /// messages say what the expectation is.
+    pub(crate) async fn enqueue_alert(
+        &self,
+        (request, alert): (api::EnqueueRequest, api::ExpectationAlert),
+    ) -> Result<(), Error> {
+        self.enqueue_with(request, Some(alert)).await.map(|_| ())
     }
 
     /// The silences this replica applies: the worker consults them, `ActiveSilences::run`
@@ -264,6 +291,15 @@ impl Notifier {
         &self,
         request: api::EnqueueRequest,
     ) -> Result<api::EnqueueResponse, Error> {
+        self.enqueue_with(request, None).await
+    }
+
+    /// Enqueue; `alert` marks the server's own missed-schedule alert (callers cannot set it).
+    async fn enqueue_with(
+        &self,
+        request: api::EnqueueRequest,
+        alert: Option<api::ExpectationAlert>,
+    ) -> Result<api::EnqueueResponse, Error> {
         let mut violations = Vec::new();
         validate::request_id(&request.request_id, &mut violations);
         // A deadline out of bounds is reported as such, not also as missing.
@@ -295,6 +331,9 @@ impl Notifier {
         // A deadline's alerts say how long the execution had been running when they went out.
         if let Some(deadline) = deadline {
             filled.to_mut().still_running_after = prost_types::Duration::try_from(deadline).ok();
+        }
+        if alert.is_some() {
+            filled.to_mut().expectation = alert;
         }
         let execution: &api::ExecutionContext = &filled;
         let id = valid.execution_id;
@@ -378,6 +417,9 @@ impl Notifier {
                 disarms_deadlines: validate::is_terminal(execution.phase),
             })
             .await?;
+        if !matches!(outcome, AcceptOutcome::Conflict) {
+            self.expectations.saw(self, execution).await;
+        }
         match outcome {
             AcceptOutcome::Accepted { delivery_ids } => {
                 for m in &matched {

@@ -246,6 +246,9 @@ pub fn slack_message(
     execution: &ExecutionContext,
     recipients: &[String],
 ) -> SlackMessage {
+    if let Some(e) = super::render::expectation_facts(renderer, execution) {
+        return expectation_slack(&e, recipients);
+    }
     let facts = Facts::of(renderer, execution);
     // plain_text: shown as written, so only its length and line breaks matter.
     let header = slack_plain(
@@ -303,6 +306,49 @@ pub fn slack_message(
     SlackMessage {
         recipients: recipients.to_vec(),
         text: text.trim().to_string(),
+        blocks: Value::Array(blocks),
+    }
+}
+
+/// A missed schedule, or its recovery, as one Slack message.
+fn expectation_slack(e: &super::render::ExpectationFacts, recipients: &[String]) -> SlackMessage {
+    let icon = if e.recovered {
+        ":white_check_mark:"
+    } else {
+        ":calendar:"
+    };
+    let headline = e.headline();
+    let header = slack_plain(&format!("{icon} {headline}"), SLACK_HEADER_MAX);
+    let last = match &e.last_success {
+        Some(at) => format!("*Last success:* {}", Mrkdwn::line(at, 64)),
+        None => format!(
+            "*Last success:* none since {}",
+            Mrkdwn::line(&e.watched_since, 64)
+        ),
+    };
+    let details = format!(
+        "*Launch plan:* {}\n*Expected:* a success every {} (grace {})\n{last}",
+        Mrkdwn::line(&e.launch_plan, SLACK_ID_MAX),
+        Mrkdwn::line(&e.every, 64),
+        Mrkdwn::line(&e.grace, 64),
+    );
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": details}}),
+    ];
+    if let Some(link) = e.link.as_deref().filter(|l| utf16_len(l) <= SLACK_URL_MAX) {
+        blocks.push(json!({
+            "type": "actions",
+            "elements": [{
+                "type": "button",
+                "text": {"type": "plain_text", "text": "View the launch plan"},
+                "url": link,
+            }],
+        }));
+    }
+    SlackMessage {
+        recipients: recipients.to_vec(),
+        text: Mrkdwn::line(&headline, SLACK_TEXT_MAX).to_string(),
         blocks: Value::Array(blocks),
     }
 }
@@ -395,11 +441,15 @@ pub fn pagerduty_event(
 ) -> PagerDutyEvent {
     let facts = Facts::of(renderer, execution);
     let phase = facts.phase_name();
-    let mut summary = format!(
-        "Flyte execution {} {}",
-        facts.execution,
-        facts.status_name()
-    );
+    let expectation = super::render::expectation_facts(renderer, execution);
+    let mut summary = match &expectation {
+        Some(e) => e.headline(),
+        None => format!(
+            "Flyte execution {} {}",
+            facts.execution,
+            facts.status_name()
+        ),
+    };
     if let Some(message) = facts.error_message() {
         summary.push_str(": ");
         summary.push_str(message.trim());
@@ -412,8 +462,21 @@ pub fn pagerduty_event(
             details.insert(key.into(), Value::String(cut_chars(value, max, false)));
         }
     };
-    detail("execution", &facts.execution, PAGERDUTY_FIELD_MAX);
-    detail("phase", &phase, PAGERDUTY_FIELD_MAX);
+    if let Some(e) = &expectation {
+        // About a launch plan: no execution, no phase.
+        detail("launch_plan", &e.launch_plan, PAGERDUTY_FIELD_MAX);
+        detail("expected_every", &e.every, PAGERDUTY_FIELD_MAX);
+        detail("grace", &e.grace, PAGERDUTY_FIELD_MAX);
+        detail(
+            "last_success_at",
+            e.last_success.as_deref().unwrap_or(""),
+            PAGERDUTY_FIELD_MAX,
+        );
+        detail("watched_since", &e.watched_since, PAGERDUTY_FIELD_MAX);
+    } else {
+        detail("execution", &facts.execution, PAGERDUTY_FIELD_MAX);
+        detail("phase", &phase, PAGERDUTY_FIELD_MAX);
+    }
     detail(
         "still_running_after",
         facts.still_running_after.as_deref().unwrap_or(""),
@@ -507,6 +570,7 @@ mod tests {
                 nanos: 0,
             }),
             still_running_after: None,
+            expectation: None,
         }
     }
 
@@ -863,5 +927,80 @@ mod tests {
             &["oncall@acme.pagerduty.com".into()],
         );
         assert_eq!(event.dedup_key, failed.dedup_key);
+    }
+
+    #[test]
+    fn a_missed_schedule_is_about_the_launch_plan() {
+        let alert = |recovered| ExecutionContext {
+            execution_id: None,
+            launch_plan: id(ResourceType::LaunchPlan, "lp.daily", ""),
+            phase: if recovered {
+                Phase::Succeeded as i32
+            } else {
+                Phase::Failed as i32
+            },
+            expectation: Some(crate::proto::flytenotify::v1::ExpectationAlert {
+                launch_plan: "flytesnacks/development/lp.daily".into(),
+                every: Some(prost_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                }),
+                grace: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                last_success_at: Some(prost_types::Timestamp {
+                    seconds: 1_795_755_600,
+                    nanos: 0,
+                }),
+                watched_since: Some(prost_types::Timestamp {
+                    seconds: 1_795_000_000,
+                    nanos: 0,
+                }),
+                recovered,
+            }),
+            ..Default::default()
+        };
+        let slack = slack_message(
+            &renderer("https://flyte.example.com/console"),
+            &alert(false),
+            &recipients(),
+        );
+        assert_eq!(
+            slack.text,
+            "Flyte launch plan flytesnacks/development/lp.daily missed its schedule (a success every 1day)"
+        );
+        let details = slack.blocks[1]["text"]["text"].as_str().unwrap();
+        assert!(
+            details.contains("*Expected:* a success every 1day (grace 1h)"),
+            "{details}"
+        );
+        assert!(details.contains("*Last success:* 2026-11-27 05:00:00 UTC"), "{details}");
+        assert_eq!(
+            slack.blocks[2]["elements"][0]["url"],
+            "https://flyte.example.com/console/projects/flytesnacks/domains/development/launchPlans/lp.daily"
+        );
+        let missed = pagerduty_event(
+            &renderer(""),
+            &alert(false),
+            &["pd@acme.pagerduty.com".into()],
+        );
+        let recovered = pagerduty_event(
+            &renderer(""),
+            &alert(true),
+            &["pd@acme.pagerduty.com".into()],
+        );
+        assert_eq!(missed.action, PagerDutyAction::Trigger);
+        assert_eq!(recovered.action, PagerDutyAction::Resolve);
+        assert_eq!(missed.dedup_key, recovered.dedup_key);
+        assert_eq!(
+            missed.custom_details["launch_plan"],
+            "flytesnacks/development/lp.daily"
+        );
+        assert!(missed.custom_details.get("execution").is_none());
+        assert_eq!(
+            recovered.summary,
+            "Flyte launch plan flytesnacks/development/lp.daily succeeded again"
+        );
     }
 }

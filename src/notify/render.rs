@@ -100,6 +100,101 @@ struct DefaultBody<'a> {
     still_running_after: Option<String>,
 }
 
+/// What a missed-schedule alert, or its recovery, shows.
+pub(crate) struct ExpectationFacts {
+    /// `project/domain/name`
+    pub launch_plan: String,
+    pub project: String,
+    pub domain: String,
+    pub name: String,
+    pub every: String,
+    pub grace: String,
+    pub last_success: Option<String>,
+    pub watched_since: String,
+    pub recovered: bool,
+    /// The launch plan's page in the Flyte console, when `consoleUrl` is set.
+    pub link: Option<String>,
+}
+
+impl ExpectationFacts {
+    /// "Flyte launch plan p/d/n missed its schedule (a success every 24h)", or "... succeeded
+    /// again".
+    pub fn headline(&self) -> String {
+        if self.recovered {
+            format!("Flyte launch plan {} succeeded again", self.launch_plan)
+        } else {
+            format!(
+                "Flyte launch plan {} missed its schedule (a success every {})",
+                self.launch_plan, self.every
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "expectation.txt")]
+struct ExpectationText<'a> {
+    e: &'a ExpectationFacts,
+}
+
+#[derive(Template)]
+#[template(path = "expectation.html")]
+struct ExpectationHtml<'a> {
+    e: &'a ExpectationFacts,
+}
+
+fn show_time(t: &prost_types::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+fn show_duration(d: Option<&prost_types::Duration>) -> String {
+    d.and_then(|d| std::time::Duration::try_from(*d).ok())
+        .map(|d| humantime::format_duration(d).to_string())
+        .unwrap_or_else(|| "0s".into())
+}
+
+/// On a missed-schedule alert (ExecutionContext.expectation), what it is about.
+pub(crate) fn expectation_facts(
+    renderer: &Renderer,
+    execution: &ExecutionContext,
+) -> Option<ExpectationFacts> {
+    let alert = execution.expectation.as_ref()?;
+    let mut parts = alert.launch_plan.splitn(3, '/');
+    let (project, domain, name) = (
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+    );
+    let link = (!renderer.console_url.is_empty()).then(|| {
+        let segment = |s: &str| utf8_percent_encode(s, PATH_SEGMENT).to_string();
+        format!(
+            "{}/projects/{}/domains/{}/launchPlans/{}",
+            renderer.console_url.trim_end_matches('/'),
+            segment(&project),
+            segment(&domain),
+            segment(&name),
+        )
+    });
+    Some(ExpectationFacts {
+        launch_plan: alert.launch_plan.clone(),
+        project,
+        domain,
+        name,
+        every: show_duration(alert.every.as_ref()),
+        grace: show_duration(alert.grace.as_ref()),
+        last_success: alert.last_success_at.as_ref().map(show_time),
+        watched_since: alert
+            .watched_since
+            .as_ref()
+            .map(show_time)
+            .unwrap_or_default(),
+        recovered: alert.recovered,
+        link,
+    })
+}
+
 /// On a deadline's alert (ExecutionContext.still_running_after), how long the execution had been
 /// in its phase, as people write it: "2h", "1h 30m", "3s".
 pub fn still_running_after(execution: &ExecutionContext) -> Option<String> {
@@ -237,6 +332,26 @@ impl Renderer {
         execution: &ExecutionContext,
         notification: &Expanded<'_>,
     ) -> Result<EmailMessage, TooLarge> {
+        // A missed schedule is about a launch plan, not an execution: its own built-in message.
+        if let Some(facts) = expectation_facts(self, execution) {
+            let html = crlf(
+                &ExpectationHtml { e: &facts }
+                    .render()
+                    .expect("the expectation HTML template renders"),
+            );
+            let text = crlf(
+                &ExpectationText { e: &facts }
+                    .render()
+                    .expect("the expectation text template renders"),
+            );
+            return Ok(EmailMessage {
+                html_body: html,
+                text_body: text,
+                recipients: notification.recipients.to_vec(),
+                sender: self.sender().to_string(),
+                subject: one_line(&facts.headline()),
+            });
+        }
         let values = values(execution);
         // A deadline's alert is not the phase notification the configured subject and body (or
         // the notification's template) were written for: it always has the built-in ones.

@@ -48,6 +48,7 @@ pub fn test_execution(name: &str) -> api::ExecutionContext {
         }),
         occurred_at: None,
         still_running_after: None,
+        expectation: None,
     }
 }
 

@@ -195,6 +195,12 @@ pub fn execution<'a>(
             format!("must be a terminal phase (SUCCEEDED, FAILED, ABORTED, TIMED_OUT); got {name}"),
         )),
     }
+    if execution.expectation.is_some() {
+        out.push(FieldViolation::new(
+            "execution.expectation",
+            "is set by the server on a missed-schedule alert; leave it unset",
+        ));
+    }
     if execution.still_running_after.is_some() {
         out.push(FieldViolation::new(
             "execution.still_running_after",

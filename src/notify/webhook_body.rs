@@ -476,6 +476,7 @@ mod tests {
                 nanos: 0,
             }),
             still_running_after: None,
+            expectation: None,
         }
     }
 

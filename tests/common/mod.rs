@@ -369,6 +369,7 @@ pub fn failed_execution(name: &str) -> ExecutionContext {
         }),
         occurred_at: None,
         still_running_after: None,
+        expectation: None,
     }
 }
 

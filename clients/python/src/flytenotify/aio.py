@@ -30,6 +30,7 @@ from flytenotify.results import (
     PreviewResult,
     RedriveResult,
     SendTestResult,
+    Expectation,
     Silence,
 )
 from flytenotify.v1 import notification_service_pb2 as api
@@ -171,6 +172,11 @@ class AsyncNotificationClient:
         """See NotificationClient.create_silence."""
         request = convert.silence_request(matcher, comment, ends_at, duration, starts_at, created_by, deliver_after)
         return Silence.from_proto((await self._call(self._stub.CreateSilence, request)).silence)
+
+    async def list_expectations(self) -> list[Expectation]:
+        """See NotificationClient.list_expectations."""
+        response = await self._call(self._stub.ListExpectations, api.ListExpectationsRequest())
+        return [Expectation.from_proto(e) for e in response.expectations]
 
     async def list_silences(self, include_expired: bool = False) -> list[Silence]:
         """See NotificationClient.list_silences."""

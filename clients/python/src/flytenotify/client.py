@@ -29,6 +29,7 @@ from flytenotify.results import (
     PreviewResult,
     RedriveResult,
     SendTestResult,
+    Expectation,
     Silence,
 )
 from flytenotify.v1 import notification_service_pb2 as api
@@ -239,6 +240,12 @@ class NotificationClient:
         long comment, or too many silences."""
         request = convert.silence_request(matcher, comment, ends_at, duration, starts_at, created_by, deliver_after)
         return Silence.from_proto((self._call(self._stub.CreateSilence, request)).silence)
+
+    def list_expectations(self) -> list[Expectation]:
+        """The configured expectations (launch plans that must succeed every so often), in config
+        order, each with its last success, next due time and state."""
+        response = self._call(self._stub.ListExpectations, api.ListExpectationsRequest())
+        return [Expectation.from_proto(e) for e in response.expectations]
 
     def list_silences(self, include_expired: bool = False) -> list[Silence]:
         """Silences that have not ended, oldest first; with include_expired also those that ended

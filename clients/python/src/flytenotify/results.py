@@ -304,3 +304,46 @@ class Silence:
             state=state,
             created_at=_datetime(s.created_at),
         )
+
+
+class ExpectationState(enum.Enum):
+    OK = api.Expectation.STATE_OK
+    """Succeeding on schedule."""
+    MISSED = api.Expectation.STATE_MISSED
+    """No success within every + grace: the alert went out; the next success recovers it."""
+    UNSPECIFIED = api.Expectation.STATE_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A launch plan that must succeed every so often (flyteNotify.expectations), as the server
+    sees it now."""
+
+    launch_plan: str
+    """project/domain/name"""
+    every: timedelta
+    grace: timedelta
+    last_success_at: datetime | None
+    """None: no success seen since watched_since."""
+    watched_since: datetime | None
+    next_due_at: datetime | None
+    """When the alert goes out if no success comes first; None while missed."""
+    state: ExpectationState
+    recipients: tuple[str, ...]
+
+    @classmethod
+    def from_proto(cls, e: api.Expectation) -> Expectation:
+        try:
+            state = ExpectationState(e.state)
+        except ValueError:  # a state added to the server after this client
+            state = ExpectationState.UNSPECIFIED
+        return cls(
+            launch_plan=e.launch_plan,
+            every=e.every.ToTimedelta(),
+            grace=e.grace.ToTimedelta(),
+            last_success_at=_datetime(e.last_success_at) if e.HasField("last_success_at") else None,
+            watched_since=_datetime(e.watched_since) if e.HasField("watched_since") else None,
+            next_due_at=_datetime(e.next_due_at) if e.HasField("next_due_at") else None,
+            state=state,
+            recipients=tuple(e.recipients),
+        )

@@ -55,7 +55,7 @@ DELIVERY_STATE_SILENCED: DeliveryState
 DELIVERY_STATE_DISARMED: DeliveryState
 
 class ExecutionContext(_message.Message):
-    __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at", "still_running_after")
+    __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at", "still_running_after", "expectation")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_PLAN_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,7 @@ class ExecutionContext(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     STILL_RUNNING_AFTER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTATION_FIELD_NUMBER: _ClassVar[int]
     execution_id: _identifier_pb2.WorkflowExecutionIdentifier
     launch_plan: _identifier_pb2.Identifier
     workflow: _identifier_pb2.Identifier
@@ -70,7 +71,24 @@ class ExecutionContext(_message.Message):
     error: _execution_pb2.ExecutionError
     occurred_at: _timestamp_pb2.Timestamp
     still_running_after: _duration_pb2.Duration
-    def __init__(self, execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., launch_plan: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., workflow: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., still_running_after: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    expectation: ExpectationAlert
+    def __init__(self, execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., launch_plan: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., workflow: _Optional[_Union[_identifier_pb2.Identifier, _Mapping]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., still_running_after: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., expectation: _Optional[_Union[ExpectationAlert, _Mapping]] = ...) -> None: ...
+
+class ExpectationAlert(_message.Message):
+    __slots__ = ("launch_plan", "every", "grace", "last_success_at", "watched_since", "recovered")
+    LAUNCH_PLAN_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    GRACE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_AT_FIELD_NUMBER: _ClassVar[int]
+    WATCHED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
+    launch_plan: str
+    every: _duration_pb2.Duration
+    grace: _duration_pb2.Duration
+    last_success_at: _timestamp_pb2.Timestamp
+    watched_since: _timestamp_pb2.Timestamp
+    recovered: bool
+    def __init__(self, launch_plan: _Optional[str] = ..., every: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., grace: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., last_success_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., watched_since: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., recovered: bool = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
     __slots__ = ("request_id", "execution", "notifications", "webhooks", "deadline")
@@ -399,3 +417,41 @@ class ExpireSilenceResponse(_message.Message):
     SILENCE_FIELD_NUMBER: _ClassVar[int]
     silence: Silence
     def __init__(self, silence: _Optional[_Union[Silence, _Mapping]] = ...) -> None: ...
+
+class ListExpectationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Expectation(_message.Message):
+    __slots__ = ("launch_plan", "every", "grace", "last_success_at", "watched_since", "next_due_at", "state", "recipients")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Expectation.State]
+        STATE_OK: _ClassVar[Expectation.State]
+        STATE_MISSED: _ClassVar[Expectation.State]
+    STATE_UNSPECIFIED: Expectation.State
+    STATE_OK: Expectation.State
+    STATE_MISSED: Expectation.State
+    LAUNCH_PLAN_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    GRACE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_AT_FIELD_NUMBER: _ClassVar[int]
+    WATCHED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_DUE_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    launch_plan: str
+    every: _duration_pb2.Duration
+    grace: _duration_pb2.Duration
+    last_success_at: _timestamp_pb2.Timestamp
+    watched_since: _timestamp_pb2.Timestamp
+    next_due_at: _timestamp_pb2.Timestamp
+    state: Expectation.State
+    recipients: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, launch_plan: _Optional[str] = ..., every: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., grace: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., last_success_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., watched_since: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., next_due_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[Expectation.State, str]] = ..., recipients: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListExpectationsResponse(_message.Message):
+    __slots__ = ("expectations",)
+    EXPECTATIONS_FIELD_NUMBER: _ClassVar[int]
+    expectations: _containers.RepeatedCompositeFieldContainer[Expectation]
+    def __init__(self, expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ...) -> None: ...

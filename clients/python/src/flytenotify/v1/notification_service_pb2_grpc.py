@@ -65,6 +65,11 @@ class NotificationServiceStub(object):
                 request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceRequest.SerializeToString,
                 response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceResponse.FromString,
                 )
+        self.ListExpectations = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/ListExpectations',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsResponse.FromString,
+                )
 
 
 class NotificationServiceServicer(object):
@@ -145,6 +150,14 @@ class NotificationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExpectations(self, request, context):
+        """The configured expectations (flyteNotify.expectations: launch plans that must succeed every
+        so often), each with its last success, when it is next due and whether it is missed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -197,6 +210,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.ExpireSilence,
                     request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceRequest.FromString,
                     response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceResponse.SerializeToString,
+            ),
+            'ListExpectations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExpectations,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -375,5 +393,22 @@ class NotificationService(object):
         return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/ExpireSilence',
             flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceRequest.SerializeToString,
             flytenotify_dot_v1_dot_notification__service__pb2.ExpireSilenceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListExpectations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/ListExpectations',
+            flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -3,6 +3,7 @@
 //! start-up with the key's path rather than as a missing email hours later.
 
 pub mod channels;
+pub mod grouping;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -338,6 +339,18 @@ pub struct ServiceConfig {
     pub pagerduty: channels::PagerDutyConfig,
     #[serde(default)]
     pub webhooks: channels::WebhooksConfig,
+    #[serde(default)]
+    pub grouping: GroupingSection,
+}
+
+/// Digests for the channels that are not configured per route (PagerDuty routes have their own
+/// `grouping`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupingSection {
+    /// Every email delivery (its recipients without a native route).
+    #[serde(default)]
+    pub email: grouping::GroupingConfig,
 }
 
 /// Where the AWS services (SNS, SQS, SES) are, when not at AWS itself: LocalStack, moto, a VPC
@@ -581,6 +594,7 @@ impl Default for ServiceConfig {
             slack: Default::default(),
             pagerduty: Default::default(),
             webhooks: Default::default(),
+            grouping: Default::default(),
         }
     }
 }
@@ -897,6 +911,10 @@ impl Config {
             .map_err(|message| invalid("flyteNotify.sendgrid.baseUrl", message))?;
         let svc = &self.flyte_notify;
         channels::validate(&svc.slack, &svc.pagerduty, &svc.webhooks)
+            .map_err(|(key, message)| invalid(&key, message))?;
+        svc.grouping
+            .email
+            .validate("flyteNotify.grouping.email")
             .map_err(|(key, message)| invalid(&key, message))?;
         check_base_url(&svc.slack.api_base_url)
             .map_err(|message| invalid("flyteNotify.slack.apiBaseUrl", message))?;

@@ -1,6 +1,7 @@
 //! The core: validate, expand, render, record. It knows the request and response messages but no
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
+pub mod digest;
 pub mod html_text;
 pub mod native;
 mod operator;
@@ -99,6 +100,7 @@ fn expand<'a>(
                 recipients,
                 template: t.template,
                 native: group.routed,
+                route: group.route,
             });
         }
         if matched.len() == before {
@@ -106,6 +108,51 @@ fn expand<'a>(
         }
     }
     (matched, unmatched)
+}
+
+/// The group `m` joins under `config`: the same channel and recipients (a route's, or the
+/// notification's own) and the same values of the groupBy labels make one digest.
+fn group_of(
+    execution: &api::ExecutionContext,
+    m: &Expanded<'_>,
+    config: &crate::config::grouping::GroupingConfig,
+) -> ledger::Grouping {
+    let id = execution.execution_id.clone().unwrap_or_default();
+    let identifier = |i: &Option<crate::proto::flyteidl::core::Identifier>| {
+        i.as_ref()
+            .map(|i| format!("{}/{}/{}", i.project, i.domain, i.name))
+            .unwrap_or_default()
+    };
+    let mut recipients: Vec<String> = m
+        .recipients
+        .iter()
+        .map(|r| crate::config::channels::normalize_recipient(r))
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    // The recipients are hashed so that the key stays short, whatever their number.
+    let mut key = format!(
+        "{}/{}",
+        m.channel,
+        hex(&Sha256::digest(recipients.join("\n").as_bytes())[..12])
+    );
+    for label in &config.group_by {
+        let value = match label.as_str() {
+            "project" => id.project.clone(),
+            "domain" => id.domain.clone(),
+            "launch_plan" => identifier(&execution.launch_plan),
+            "workflow" => identifier(&execution.workflow),
+            "phase" => render::phase_name(execution.phase),
+            _ => continue,
+        };
+        key.push_str(&format!("|{label}={value}"));
+    }
+    ledger::Grouping {
+        key,
+        wait: config.group_wait,
+        interval: config.group_interval,
+        max_members: config.max_group_size,
+    }
 }
 
 /// The webhooks whose phases contain the execution's phase (with what is stored for each), and
@@ -264,6 +311,16 @@ impl Notifier {
         &self,
         request: api::EnqueueRequest,
     ) -> Result<api::EnqueueResponse, Error> {
+        self.accept(request, true).await
+    }
+
+    /// Enqueue; `grouping` false sends every delivery on its own (a send-test must not wait in a
+    /// group).
+    async fn accept(
+        &self,
+        request: api::EnqueueRequest,
+        grouping: bool,
+    ) -> Result<api::EnqueueResponse, Error> {
         let mut violations = Vec::new();
         validate::request_id(&request.request_id, &mut violations);
         // A deadline out of bounds is reported as such, not also as missing.
@@ -338,9 +395,18 @@ impl Notifier {
             org: id.org.clone(),
         };
         let first_webhook_index = request.notifications.len() as u32;
+        // A deadline's alert is never grouped: it is due later, on its own.
+        let groups: Vec<Option<ledger::Grouping>> = matched
+            .iter()
+            .map(|m| {
+                let config = self.routes.grouping(m.channel, m.route, execution.phase)?;
+                (grouping && deadline.is_none()).then(|| group_of(execution, m, config))
+            })
+            .collect();
         let deliveries = matched
             .iter()
-            .map(|m| NewDelivery {
+            .zip(&groups)
+            .map(|(m, group)| NewDelivery {
                 id: uuid::Uuid::now_v7().to_string(),
                 notification_index: m.index,
                 phase: execution.phase,
@@ -349,6 +415,7 @@ impl Notifier {
                     recipients: m.recipients.to_vec(),
                     content: Content::Template(m.template.to_string()),
                 },
+                group: group.clone(),
             })
             .chain(webhooks.iter().map(|(index, spec)| {
                 let spec = (*spec).clone();
@@ -362,6 +429,7 @@ impl Notifier {
                         recipients: vec![webhooks::shown_as(&spec.target)],
                         content: Content::Webhook(spec),
                     },
+                    group: None,
                 }
             }))
             .collect();
@@ -394,7 +462,15 @@ impl Notifier {
                     metrics::counter!(crate::telemetry::DEADLINES_ARMED, "channel" => Channel::Webhook.as_str())
                         .increment(webhooks.len() as u64);
                 }
-                let announced = self.announcements(execution, &matched, &delivery_ids);
+                for group in groups.iter().flatten() {
+                    tracing::debug!(key = %group.key, "joined a group");
+                }
+                // A group member waits for its digest, which the ledger hands out when due; a
+                // member announced on its own would wake a replica for nothing, or hand a copy
+                // of it to FlyteAdmin-format consumers.
+                let mut announced = self.announcements(execution, &matched, &delivery_ids);
+                let mut members = groups.iter().map(Option::is_some);
+                announced.retain(|_| !members.next().unwrap_or(false));
                 if !announced.is_empty()
                     && let Err(e) = self.queue.publish(&announced).await
                 {
@@ -609,6 +685,7 @@ fn render_payload(
         Content::Unreadable { error, .. } => {
             return Err(format!("the queue message cannot be read: {error}"));
         }
+        Content::Digest => return Err("a digest is rendered from its members".into()),
         Content::Webhook(spec) => {
             return match wire {
                 Channel::Webhook => webhook_body::webhook_request(
@@ -629,6 +706,7 @@ fn render_payload(
         recipients: Cow::Borrowed(&payload.recipients),
         template,
         native: wire != Channel::Email,
+        route: None,
     };
     match wire {
         Channel::Email => renderer
@@ -724,6 +802,7 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         State::Discarded => api::DeliveryState::Discarded,
         State::Silenced => api::DeliveryState::Silenced,
         State::Disarmed => api::DeliveryState::Disarmed,
+        State::Grouped => api::DeliveryState::Grouped,
     };
     // An unreadable payload (see StoredDelivery::payload) shows no channel or recipients, and
     // says why until an attempt records its own error.
@@ -756,6 +835,7 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         last_error,
         created_at: Some(timestamp(d.created_at)),
         request_id: d.request_id,
+        digest_id: d.digest_id.unwrap_or_default(),
     }
 }
 

@@ -81,7 +81,7 @@ impl Notifier {
                 enqueue.webhooks.push(w);
             }
         }
-        let accepted = self.enqueue(enqueue).await.map_err(|e| match e {
+        let accepted = self.accept(enqueue, false).await.map_err(|e| match e {
             // The paths name the synthesized request's fields; say them as SendTest's.
             Error::InvalidArgument(v) => Error::InvalidArgument(
                 v.into_iter()

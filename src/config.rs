@@ -3,6 +3,7 @@
 //! start-up with the key's path rather than as a missing email hours later.
 
 pub mod channels;
+pub mod grouping;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -342,6 +343,18 @@ pub struct ServiceConfig {
     /// when it succeeds again (missed schedules).
     #[serde(default)]
     pub expectations: Vec<ExpectationConfig>,
+    #[serde(default)]
+    pub grouping: GroupingSection,
+}
+
+/// Digests for the channels that are not configured per route (PagerDuty routes have their own
+/// `grouping`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupingSection {
+    /// Every email delivery (its recipients without a native route).
+    #[serde(default)]
+    pub email: grouping::GroupingConfig,
 }
 
 /// A launch plan that must succeed every so often (`flyteNotify.expectations[]`).
@@ -632,6 +645,7 @@ impl Default for ServiceConfig {
             pagerduty: Default::default(),
             webhooks: Default::default(),
             expectations: Vec::new(),
+            grouping: Default::default(),
         }
     }
 }
@@ -997,6 +1011,10 @@ impl Config {
             .map_err(|message| invalid("flyteNotify.sendgrid.baseUrl", message))?;
         let svc = &self.flyte_notify;
         channels::validate(&svc.slack, &svc.pagerduty, &svc.webhooks)
+            .map_err(|(key, message)| invalid(&key, message))?;
+        svc.grouping
+            .email
+            .validate("flyteNotify.grouping.email")
             .map_err(|(key, message)| invalid(&key, message))?;
         check_base_url(&svc.slack.api_base_url)
             .map_err(|message| invalid("flyteNotify.slack.apiBaseUrl", message))?;

@@ -72,6 +72,9 @@ pub enum Content {
     Unreadable { raw: Vec<u8>, error: String },
     /// A webhook (`flytenotify.v1.WebhookNotification`): rendered at send time like a template.
     Webhook(WebhookSpec),
+    /// One message for the members of a group, rendered at send time from theirs: the ledger
+    /// hands the members out with the lease.
+    Digest,
 }
 
 /// Where a webhook goes: a URL the request named, or a destination in the config (whose URL,
@@ -145,6 +148,7 @@ enum StoredContent {
     Rendered(RenderedEmail),
     Unreadable { raw: String, error: String },
     Webhook(WebhookSpec),
+    Digest,
 }
 
 impl Payload {
@@ -175,6 +179,11 @@ impl Payload {
                 channel,
                 recipients,
                 content: StoredContent::Webhook(spec.clone()),
+            },
+            Content::Digest => StoredPayload::V3 {
+                channel,
+                recipients,
+                content: StoredContent::Digest,
             },
         };
         serde_json::to_string(&stored).expect("a payload always serializes")
@@ -228,6 +237,7 @@ impl Payload {
                         error,
                     },
                     StoredContent::Webhook(spec) => Content::Webhook(spec),
+                    StoredContent::Digest => Content::Digest,
                 };
                 (
                     Payload {
@@ -424,6 +434,7 @@ mod tests {
                 body_template: "{\"n\": \"{{ name }}\"}".into(),
                 timeout_ms: Some(5000),
             }),
+            Content::Digest,
         ] {
             let payload = Payload {
                 channel: Channel::Email,

@@ -87,12 +87,19 @@ fn routes(config: &Config) -> Routes {
         .iter()
         .map(|r| r.recipients.clone())
         .collect();
+    let pagerduty_grouping: Vec<_> = svc
+        .pagerduty
+        .routes
+        .iter()
+        .map(|r| r.grouping.clone())
+        .collect();
     Routes::new(
         &slack,
         &pagerduty,
         trigger_on,
         svc.pagerduty.resolve_on_success,
     )
+    .with_grouping(&svc.grouping.email, &pagerduty_grouping)
 }
 
 /// The native Slack sender, when any recipient has a route.

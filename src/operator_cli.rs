@@ -386,6 +386,9 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
     println!("execution  {execution}");
     println!("channel    {} to {}", d.channel, d.recipients.join(", "));
     println!("state      {state} (attempts: {})", d.attempts);
+    if !d.digest_id.is_empty() {
+        println!("digest     {}", d.digest_id);
+    }
     println!("accepted   {}", when(d.created_at.as_ref()));
     if d.next_attempt_at.is_some() {
         println!("next try   {}", when(d.next_attempt_at.as_ref()));

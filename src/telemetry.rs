@@ -43,6 +43,8 @@ pub const RATE_LIMITED: &str = "flyte_notify_rate_limited_total";
 pub const SILENCED: &str = "flyte_notify_silenced_total";
 /// Stuck-run deadline alerts armed by Enqueue (one per notification of a non-terminal event).
 pub const DEADLINES_ARMED: &str = "flyte_notify_deadlines_armed_total";
+/// Members per digest sent, by channel.
+pub const GROUP_SIZE: &str = "flyte_notify_group_size";
 
 /// `parts` joined by `/` for a log field, with control characters escaped (`\n`, `\u{1b}`), so
 /// that a caller's execution name cannot end a log line early or forge another one.
@@ -70,6 +72,8 @@ const SECONDS_BUCKETS: &[f64] = &[
     60.0, 300.0, 900.0, 3600.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// A digest holds from one member up to maxGroupSize (at most 500).
+const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
 
 /// Installs the process's metrics recorder and binds `addr`, so that a port already taken stops
 /// start-up; the endpoint serves once it is given the ledger (`MetricsEndpoint::serve`).
@@ -80,6 +84,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<MetricsEndpoint> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GROUP_SIZE.into()), GROUP_BUCKETS))
         .and_then(|b| b.install_recorder())
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
     describe();
@@ -120,6 +125,7 @@ fn describe() {
         DEADLINES_ARMED,
         "Stuck-run deadline alerts armed, by channel"
     );
+    describe_histogram!(GROUP_SIZE, "Members per digest sent, by channel");
     describe_gauge!(
         PENDING,
         "Deliveries not yet settled, by state, from the ledger"

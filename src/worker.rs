@@ -16,7 +16,7 @@ use crate::channels::health::SenderHealth;
 use crate::channels::rate_limit::RateLimiter;
 use crate::channels::{Router, SendError};
 use crate::config::RetryPolicy;
-use crate::delivery::{DeliveryRef, Outcome, Rendered};
+use crate::delivery::{Content, DeliveryRef, Outcome, Rendered};
 use crate::ledger::filters::Subject;
 use crate::ledger::{LeasedDelivery, Ledger, LedgerError};
 use crate::notify::render::Renderer;
@@ -243,6 +243,7 @@ impl Worker {
                 return self.silence(handle, delivery, silence_id, channel).await;
             }
         }
+        let members = &leased.members;
         let routed = leased.content.and_then(|(payload, context)| {
             let sender = self
                 .router
@@ -250,8 +251,17 @@ impl Worker {
                 .ok_or_else(|| {
                     format!("no sender is configured for {} deliveries", payload.channel)
                 })?;
-            let rendered =
-                crate::notify::render_stored(&self.renderer, sender.channel(), &payload, &context)?;
+            let rendered = if payload.content == Content::Digest {
+                crate::notify::digest::render_digest(
+                    &self.renderer,
+                    sender.channel(),
+                    &payload,
+                    &delivery.id,
+                    members,
+                )?
+            } else {
+                crate::notify::render_stored(&self.renderer, sender.channel(), &payload, &context)?
+            };
             Ok((sender.clone(), rendered))
         });
         let (sender_name, result) = match routed {
@@ -292,6 +302,10 @@ impl Worker {
         if let (Outcome::Delivered, Some(channel)) = (&outcome, channel) {
             metrics::histogram!(telemetry::ENQUEUE_TO_DELIVERED, "channel" => channel.as_str())
                 .record(leased.accepted_at.elapsed().as_secs_f64());
+            if !leased.members.is_empty() {
+                metrics::histogram!(telemetry::GROUP_SIZE, "channel" => channel.as_str())
+                    .record(leased.members.len() as f64);
+            }
         }
         let retry_in = match &outcome {
             Outcome::Retry { delay, .. } => Some(*delay),

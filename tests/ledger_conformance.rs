@@ -15,9 +15,9 @@ use flyte_notify::delivery::{Channel, Content, DeliveryRef, Outcome, Payload};
 use flyte_notify::ledger::postgres::{PostgresLedger, PostgresOptions};
 use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
-    AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, LeasedDelivery,
-    Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PendingQuery,
-    Selection, Skip, State,
+    AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, Grouping,
+    LeasedDelivery, Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction,
+    PendingQuery, Selection, Skip, State,
 };
 use flyte_notify::ledger::{CreatedSilence, NewSilence, SilenceState};
 use sqlx::{Connection, PgConnection};
@@ -93,6 +93,7 @@ fn delivery(id: &str, index: u32, channel: Channel) -> NewDelivery {
             recipients: vec!["a@example.com".into()],
             content: Content::Template(format!("template {id}")),
         },
+        group: None,
     }
 }
 
@@ -573,6 +574,147 @@ async fn expectations_are_watched_once_and_each_transition_is_made_once() {
         let ledger = store.open().await;
         let row = &ledger.expectations().await.unwrap()[0];
         assert_eq!((row.state, row.missed_deadline), (S::Ok, Some(1234)));
+        ledger.close().await;
+    }
+}
+
+fn member(id: &str, key: &str, wait: Duration, max_members: u32) -> NewDelivery {
+    NewDelivery {
+        group: Some(Grouping {
+            key: key.into(),
+            wait,
+            interval: Duration::from_secs(3600),
+            max_members,
+        }),
+        ..delivery(id, 0, Channel::Email)
+    }
+}
+
+/// Members of one group join one digest (until it holds max_members), listed as grouped with
+/// its id; the digest is leased when due with its members, and its outcome is theirs.
+#[tokio::test]
+async fn group_members_wait_in_one_digest_and_go_out_with_it() {
+    let wait = Duration::from_millis(400);
+    for backend in backends() {
+        let (store, ledger) = fresh(backend).await;
+        for (i, key) in ["k", "k", "k", "other"].iter().enumerate() {
+            let id = format!("m{i}");
+            let accepted = ledger
+                .accept(request(&id, "fp", vec![member(&id, key, wait, 2)]))
+                .await
+                .unwrap();
+            assert_eq!(
+                accepted,
+                AcceptOutcome::Accepted {
+                    delivery_ids: vec![id.clone()]
+                }
+            );
+        }
+        // A retried request answers with its member, never its digest.
+        assert!(matches!(
+            ledger.accept(request("m0", "fp", vec![member("m0", "k", wait, 2)])).await.unwrap(),
+            AcceptOutcome::Duplicate { delivery_ids, .. } if delivery_ids == vec!["m0".to_string()]
+        ));
+        let listed = ledger
+            .list_pending(PendingQuery {
+                limit: 100,
+                after: None,
+                filters: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .deliveries;
+        let digest_of = |id: &str| {
+            let d = listed.iter().find(|d| d.id == id).unwrap();
+            assert_eq!(d.state, State::Grouped, "{backend:?} {d:?}");
+            d.digest_id.clone().unwrap()
+        };
+        // m0 and m1 fill the first digest (max 2); m2 opens the next; "other" is its own group.
+        let (first, second, other) = (digest_of("m0"), digest_of("m2"), digest_of("m3"));
+        assert_eq!(digest_of("m1"), first);
+        assert_ne!(first, second);
+        assert_ne!(second, other);
+        assert_eq!(
+            listed.len(),
+            7,
+            "four members and three digests: {listed:?}"
+        );
+        // Not due before groupWait; members are never leased on their own.
+        assert!(ledger.lease_due(10, LEASE).await.unwrap().is_empty());
+        ledger.close().await;
+
+        let ledger = store.open().await;
+        tokio::time::sleep(wait + Duration::from_millis(200)).await;
+        let leased = ledger.lease_due(10, LEASE).await.unwrap();
+        let mut due: Vec<&str> = ids(&leased);
+        due.sort();
+        let mut expected = vec![first.as_str(), other.as_str()];
+        expected.sort();
+        // The second digest opened after the first: it waits groupInterval past it.
+        assert_eq!(due, expected, "{backend:?}");
+        let digest = leased.iter().find(|l| l.delivery.id == first).unwrap();
+        let members: Vec<&str> = digest.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(members, vec!["m0", "m1"]);
+        assert!(matches!(
+            &digest.content,
+            Ok((
+                Payload {
+                    content: Content::Digest,
+                    ..
+                },
+                _
+            ))
+        ));
+        // A member arriving after the lease does not join the digest being sent.
+        ledger
+            .accept(request("m4", "fp", vec![member("m4", "other", wait, 2)]))
+            .await
+            .unwrap();
+        let (m4, _) = ledger.get("m4").await.unwrap().unwrap();
+        assert_ne!(m4.digest_id.as_deref(), Some(other.as_str()));
+
+        let other_digest = leased.iter().find(|l| l.delivery.id == other).unwrap();
+        ledger
+            .record(vec![
+                (digest.delivery.clone(), Outcome::Delivered),
+                (
+                    other_digest.delivery.clone(),
+                    Outcome::Dead {
+                        error: "refused".into(),
+                    },
+                ),
+            ])
+            .await
+            .unwrap();
+        for id in ["m0", "m1"] {
+            let (d, history) = ledger.get(id).await.unwrap().unwrap();
+            assert_eq!(d.state, State::Delivered, "{backend:?}");
+            assert_eq!(d.digest_id.as_deref(), Some(first.as_str()));
+            assert_eq!(history.last().unwrap().kind, EventKind::Delivered);
+            assert_eq!(
+                history.last().unwrap().detail,
+                format!("sent in digest {first}")
+            );
+        }
+        // A dead digest keeps its members grouped; discarding it discards them.
+        assert_eq!(
+            ledger.get("m3").await.unwrap().unwrap().0.state,
+            State::Grouped
+        );
+        ledger
+            .act(
+                OperatorAction::Discard,
+                Selection::Ids(vec![other.clone()]),
+                "gone".into(),
+            )
+            .await
+            .unwrap();
+        let (d, history) = ledger.get("m3").await.unwrap().unwrap();
+        assert_eq!(d.state, State::Discarded, "{backend:?}");
+        assert_eq!(
+            history.last().unwrap().detail,
+            format!("with digest {other}")
+        );
         ledger.close().await;
     }
 }

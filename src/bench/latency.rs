@@ -226,6 +226,7 @@ async fn fill(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
                         execution_key: key,
                         execution: context.encode_to_vec(),
                         deliveries: vec![NewDelivery {
+                            group: None,
                             id: uuid::Uuid::now_v7().to_string(),
                             notification_index: 0,
                             phase: context.phase,

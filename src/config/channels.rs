@@ -176,6 +176,9 @@ pub struct PagerDutyRouteConfig {
     pub routing_key_env_var: String,
     #[serde(default)]
     pub routing_key_file: String,
+    /// Triggers of this route grouped into digests: one event per group.
+    #[serde(default)]
+    pub grouping: super::grouping::GroupingConfig,
 }
 
 impl PagerDutyRouteConfig {
@@ -317,6 +320,7 @@ pub fn validate(
                 "name the routing key: routingKeyEnvVar or routingKeyFile".into(),
             ));
         }
+        route.grouping.validate(&format!("{key}.grouping"))?;
     }
     for (i, phase) in pagerduty.trigger_on.iter().enumerate() {
         if !PHASE_NAMES.iter().any(|p| p.eq_ignore_ascii_case(phase)) {

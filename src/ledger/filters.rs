@@ -122,14 +122,20 @@ fn parse_one(expr: &str) -> Result<Filter, String> {
         let known = match field {
             FilterField::State => matches!(
                 State::parse(v),
-                Some(State::Pending | State::Retrying | State::Dead | State::Silenced)
+                Some(
+                    State::Pending
+                        | State::Retrying
+                        | State::Grouped
+                        | State::Dead
+                        | State::Silenced
+                )
             ),
             FilterField::Channel => Channel::parse(v).is_some(),
             _ => true,
         };
         if !known {
             let expected = if field == FilterField::State {
-                "pending, retrying, dead or silenced"
+                "pending, retrying, grouped, dead or silenced"
             } else {
                 "email, slack or pagerduty"
             };

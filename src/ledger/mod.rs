@@ -47,6 +47,9 @@ pub enum State {
     Silenced,
     /// A deadline's alert whose execution reached a terminal phase first: never sent.
     Disarmed,
+    /// A member of a group, waiting for its digest (`digest_id`) to go; it is then recorded
+    /// delivered (or discarded, or silenced) with the digest. Never leased on its own.
+    Grouped,
 }
 
 impl State {
@@ -59,6 +62,7 @@ impl State {
             State::Discarded => "discarded",
             State::Silenced => "silenced",
             State::Disarmed => "disarmed",
+            State::Grouped => "grouped",
         }
     }
 
@@ -71,6 +75,7 @@ impl State {
             "discarded" => Some(State::Discarded),
             "silenced" => Some(State::Silenced),
             "disarmed" => Some(State::Disarmed),
+            "grouped" => Some(State::Grouped),
             _ => None,
         }
     }
@@ -91,6 +96,30 @@ pub struct NewDelivery {
     pub notification_index: u32,
     pub phase: i32,
     pub payload: Payload,
+    /// The group it joins instead of going on its own; only for deliveries due now.
+    pub group: Option<Grouping>,
+}
+
+/// A delivery's group: it is recorded `grouped` and joins the group's open digest (the first
+/// member creates one, due `wait` from now, or `interval` after the group's previous digest was
+/// due if that is later). A digest takes at most `max_members`; the next member opens another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    /// The channel, the recipients and the groupBy labels' values: equal keys, one digest.
+    pub key: String,
+    pub wait: Duration,
+    pub interval: Duration,
+    pub max_members: u32,
+}
+
+/// A member of a leased digest, with what it needs to be rendered as one row of it.
+#[derive(Debug, Clone)]
+pub struct DigestMember {
+    pub id: String,
+    pub execution: ExecutionKey,
+    pub phase: i32,
+    /// The member's request's execution context (protobuf), or why it cannot be read.
+    pub context: Result<Arc<[u8]>, String>,
 }
 
 /// Everything one Enqueue call records, atomically.
@@ -143,6 +172,8 @@ pub struct StoredDelivery {
     pub created_at: Millis,
     /// Err when the stored payload cannot be decoded; such a row dies alone when leased.
     pub payload: Result<Payload, String>,
+    /// A group member: the digest it is waiting in, or went out in.
+    pub digest_id: Option<String>,
 }
 
 /// A delivery handed to a worker: the lease it holds and what it needs to render and send.
@@ -153,6 +184,9 @@ pub struct LeasedDelivery {
     /// The payload and the request's execution context (protobuf), or why they cannot be read:
     /// the worker records such a delivery dead with that reason and the others go on.
     pub content: Result<(Payload, Arc<[u8]>), String>,
+    /// A digest's members, oldest first (empty for any other delivery): fixed once the digest is
+    /// first leased, so every attempt sends the same ones.
+    pub members: Vec<DigestMember>,
     /// When it was accepted, on this process's monotonic clock: the ledger's own reading of its
     /// age at lease time, so that a replica's clock skew does not enter enqueue-to-delivered.
     pub accepted_at: Instant,

@@ -30,13 +30,13 @@ use tokio::time::error::Elapsed;
 
 use super::page_token;
 use super::{
-    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, ExpectationRow, ExpectationState,
-    ExpectationWrite, Filter, FilterOp, HistoryEvent, LeasedDelivery, Ledger, LedgerError,
-    LedgerStats, NewDelivery, NewRequest, OperatorAction, PageToken, PendingPage, PendingQuery,
-    Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
+    ARMING_PHASES, AcceptOutcome, Acted, DigestMember, EventKind, ExecutionKey, ExpectationRow,
+    ExpectationState, ExpectationWrite, Filter, FilterOp, HistoryEvent, LeasedDelivery, Ledger,
+    LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PageToken, PendingPage,
+    PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
 use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
-use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
+use crate::delivery::{Channel, Content, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How a replica talks to the database.
 #[derive(Debug, Clone)]
@@ -70,17 +70,17 @@ const PROBE_IN_TROUBLE: Duration = Duration::from_secs(1);
 const PROBE_HEALTHY: Duration = Duration::from_secs(5);
 
 /// The states ListPending shows (the deliveries_open index's condition).
-const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
+const OPEN: &str = "state IN ('pending', 'retrying', 'dead', 'grouped')";
 
 /// What ListPending shows when a filter asks for silenced deliveries among others (no index has
 /// this condition: such a listing reads the table in seq order).
-const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'silenced')";
+const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'grouped', 'silenced')";
 
 const SILENCE_COLUMNS: &str = "id, matcher, starts_at, ends_at, created_by, comment, \
                                deliver_after, created_at, ledger_now() AS now";
 
 const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
-                       attempts, next_attempt_at, last_error, created_at, payload";
+                       attempts, next_attempt_at, last_error, created_at, payload, digest_id";
 
 struct AcceptOp {
     request: Box<NewRequest>,
@@ -849,7 +849,7 @@ impl Ledger for PostgresLedger {
                             AND NOT (phase IN {ARMING_PHASES} AND attempts = 0 \
                                      AND next_attempt_at > ledger_now()) \
                           ORDER BY seq LIMIT 1) \
-                     FROM deliveries WHERE state IN ('pending', 'retrying', 'dead')"
+                     FROM deliveries WHERE {OPEN}"
                 )))
                 .fetch_one(&mut *conn),
             )
@@ -1020,7 +1020,8 @@ async fn accept_all(
         let rows = sqlx::query(
             "SELECT r.request_id, r.fingerprint, r.unmatched, \
                     array_remove(array_agg(d.id ORDER BY d.notification_index), NULL) \
-             FROM requests AS r LEFT JOIN deliveries AS d ON d.request_id = r.request_id \
+             FROM requests AS r LEFT JOIN deliveries AS d \
+                 ON d.request_id = r.request_id AND d.digest_members IS NULL \
              WHERE r.request_id = ANY($1) GROUP BY r.request_id",
         )
         .bind(&earlier)
@@ -1034,12 +1035,12 @@ async fn accept_all(
         }
     }
 
-    let new: Vec<(&NewRequest, &NewDelivery)> = candidates
+    let (mut grouped, new): (Vec<(&NewRequest, &NewDelivery)>, Vec<_>) = candidates
         .iter()
         .filter(|r| inserted.contains(&r.request_id))
         .flat_map(|r| r.deliveries.iter().map(move |d| (*r, d)))
-        .collect();
-    if !new.is_empty() {
+        .partition(|(r, d)| d.group.is_some() && r.due_in.is_zero());
+    if !new.is_empty() || !grouped.is_empty() {
         // Held to the commit: see list_pending for why seq must be handed out in commit order.
         sqlx::query("LOCK TABLE delivery_commit_order IN EXCLUSIVE MODE")
             .execute(&mut *tx)
@@ -1100,6 +1101,16 @@ async fn accept_all(
         )
         .execute(&mut *tx)
         .await?;
+        // In key order, so that two batches upserting the same digests lock them in one order.
+        grouped.sort_by(|a, b| {
+            a.1.group
+                .as_ref()
+                .map(|g| &g.key)
+                .cmp(&b.1.group.as_ref().map(|g| &g.key))
+        });
+        for (r, d) in grouped {
+            join_group(&mut tx, r, d).await?;
+        }
     }
     let disarming: Vec<&NewRequest> = candidates
         .iter()
@@ -1150,6 +1161,103 @@ async fn accept_all(
     Ok(outcomes)
 }
 
+/// Records `d` as a member of its group: it joins the group's open digest, or opens one (due
+/// `wait` from now, and no sooner than `interval` after the group's previous digest was due).
+/// The upsert's row lock on the digest is held to the commit, and a lease skips locked rows, so
+/// no lease reads a digest's members while one is joining. The digest that takes its last
+/// member is closed; the next member opens another.
+async fn join_group(
+    conn: &mut PgConnection,
+    r: &NewRequest,
+    d: &NewDelivery,
+) -> Result<(), sqlx::Error> {
+    let Some(group) = &d.group else {
+        return Ok(());
+    };
+    let digest = Payload {
+        channel: d.payload.channel,
+        recipients: d.payload.recipients.clone(),
+        content: Content::Digest,
+    };
+    let digest_id: String = sqlx::query_scalar(
+        "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, org, \
+             channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload, \
+             group_key, digest_open, digest_members) \
+         SELECT $1, $2, $3, $4, $5, '', $6, $7, $8, 'pending', 0, \
+             GREATEST(ledger_now() + $9, \
+                 COALESCE((SELECT MAX(created_at) FROM deliveries \
+                           WHERE group_key = $11 AND digest_members IS NOT NULL) + $9 + $10, 0)), \
+             ledger_now(), ledger_now(), $12, $11, 1 < $13, 1 \
+         ON CONFLICT (group_key) WHERE digest_open DO UPDATE SET \
+             digest_members = deliveries.digest_members + 1, \
+             digest_open = deliveries.digest_members + 1 < $13 \
+         RETURNING id",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&r.request_id)
+    .bind(i64::from(d.notification_index))
+    .bind(&r.execution_key.project)
+    .bind(&r.execution_key.domain)
+    .bind(&r.execution_key.org)
+    .bind(d.payload.channel.as_str())
+    .bind(d.phase)
+    .bind(millis(group.wait))
+    .bind(millis(group.interval))
+    .bind(&group.key)
+    .bind(digest.encode())
+    .bind(i64::from(group.max_members))
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, org, \
+             channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload, \
+             group_key, digest_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'grouped', 0, NULL, ledger_now(), \
+             ledger_now(), $10, $11, $12)",
+    )
+    .bind(&d.id)
+    .bind(&r.request_id)
+    .bind(i64::from(d.notification_index))
+    .bind(&r.execution_key.project)
+    .bind(&r.execution_key.domain)
+    .bind(&r.execution_key.name)
+    .bind(&r.execution_key.org)
+    .bind(d.payload.channel.as_str())
+    .bind(d.phase)
+    .bind(d.payload.encode())
+    .bind(&group.key)
+    .bind(&digest_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A leased digest's members with their requests' execution contexts, oldest first. They are
+/// fixed: the lease closed the digest, and no join was in flight when it was locked.
+async fn digest_members(
+    conn: &mut PgConnection,
+    digest_id: &str,
+) -> Result<Vec<DigestMember>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.project, d.domain, d.name, d.org, d.phase, r.execution \
+         FROM deliveries d JOIN requests r ON r.request_id = d.request_id \
+         WHERE d.digest_id = $1 ORDER BY d.seq",
+    )
+    .bind(digest_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DigestMember {
+                id: row.try_get("id")?,
+                execution: execution_key(row)?,
+                phase: row.try_get("phase")?,
+                context: Ok(Arc::from(row.try_get::<Vec<u8>, _>("execution")?)),
+            })
+        })
+        .collect()
+}
+
 /// Leases up to `max` due deliveries in one statement. SKIP LOCKED: a row another replica is
 /// leasing (or recording) right now is left to it, never waited for nor leased twice; a row it
 /// leased and committed no longer matches (its lease_until is in the future) when this statement
@@ -1171,7 +1279,7 @@ async fn lease(
              FOR UPDATE SKIP LOCKED) \
          UPDATE deliveries AS d \
          SET lease_until = ledger_now() + $2, lease_token = nextval('lease_tokens'), \
-             leases = d.leases + 1 \
+             leases = d.leases + 1, digest_open = NULL \
          FROM due, requests AS r \
          WHERE d.seq = due.seq AND r.request_id = d.request_id \
          RETURNING d.seq, d.id, d.request_id, d.project, d.domain, d.name, d.org, d.leases, \
@@ -1211,9 +1319,24 @@ async fn lease(
                 },
                 execution: execution_key(row)?,
                 content,
+                members: Vec::new(),
                 accepted_at: instant_of_age(row.try_get("age")?),
             },
         ));
+    }
+    for (_, d) in &mut leased {
+        if matches!(
+            &d.content,
+            Ok((
+                Payload {
+                    content: Content::Digest,
+                    ..
+                },
+                _
+            ))
+        ) {
+            d.members = digest_members(&mut *conn, &d.delivery.id).await?;
+        }
     }
     leased.sort_by_key(|(seq, _)| *seq);
     Ok(leased.into_iter().map(|(_, d)| d).collect())
@@ -1257,6 +1380,16 @@ async fn record(
              FROM outcome AS o \
              WHERE d.id = o.id AND d.lease_token = o.lease_token \
              RETURNING d.id, d.attempts, d.state, d.last_error), \
+         members AS ( \
+             UPDATE deliveries AS m SET state = 'delivered', updated_at = ledger_now() \
+             FROM applied AS a \
+             WHERE a.state = 'delivered' AND m.digest_id = a.id \
+               AND m.state IN ('grouped', 'silenced') \
+             RETURNING m.id, m.attempts, m.digest_id), \
+         member_events AS ( \
+             INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+             SELECT id, ledger_now(), 'delivered', attempts, 'sent in digest ' || digest_id \
+             FROM members), \
          events AS ( \
              INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
              SELECT id, ledger_now(), \
@@ -1300,9 +1433,17 @@ async fn record_silenced(
                      SELECT 1 FROM silences WHERE id = $1 AND starts_at <= ledger_now() \
                        AND ends_at > ledger_now() FOR SHARE) \
                  RETURNING id, attempts), \
+             held AS ( \
+                 UPDATE deliveries AS m SET state = 'silenced', silence_id = $1, \
+                     updated_at = ledger_now() \
+                 FROM s WHERE m.digest_id = s.id AND m.state = 'grouped' \
+                 RETURNING m.id, m.attempts, m.digest_id), \
              ev AS ( \
                  INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
-                 SELECT id, ledger_now(), 'silenced', attempts, $1 FROM s) \
+                 SELECT id, ledger_now(), 'silenced', attempts, $1 FROM s \
+                 UNION ALL \
+                 SELECT id, ledger_now(), 'silenced', attempts, \
+                        $1 || ' (with digest ' || digest_id || ')' FROM held) \
              SELECT COUNT(*) FROM s",
         )
         .bind(silence_id)
@@ -1430,7 +1571,7 @@ async fn settle_ended(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
         "WITH released AS ( \
              UPDATE deliveries SET state = 'pending', next_attempt_at = ledger_now(), \
                  leases = attempts, last_error = '', updated_at = ledger_now() \
-             WHERE state = 'silenced' AND silence_id = ANY($1) \
+             WHERE state = 'silenced' AND silence_id = ANY($1) AND digest_id IS NULL \
              RETURNING id, attempts, silence_id), \
          ev AS ( \
              INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
@@ -1465,11 +1606,26 @@ async fn act(
             EventKind::Discarded,
         ),
     };
+    // A discarded digest's members are discarded with it, in the same statement.
+    let members = match action {
+        OperatorAction::Discard => {
+            "members AS ( \
+                 UPDATE deliveries AS m SET state = 'discarded', updated_at = ledger_now() \
+                 FROM changed WHERE m.digest_id = changed.id \
+                   AND m.state IN ('grouped', 'silenced') \
+                 RETURNING m.id, m.attempts, m.digest_id), \
+             member_events AS ( \
+                 INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+                 SELECT id, ledger_now(), 'discarded', attempts, 'with digest ' || digest_id \
+                 FROM members), "
+        }
+        OperatorAction::Redrive => "",
+    };
     // `old` is read under the lock, so the event carries the attempts the delivery died with.
     let change = format!(
         "), changed AS ( \
              UPDATE deliveries AS d SET {set} FROM old WHERE d.seq = old.seq \
-             RETURNING d.seq, d.id, old.attempts), \
+             RETURNING d.seq, d.id, old.attempts), {members}\
          events AS ( \
              INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
              SELECT id, ledger_now(), '{}', attempts, ",
@@ -1660,6 +1816,7 @@ fn decode_listed(row: &PgRow) -> Result<(i64, StoredDelivery), sqlx::Error> {
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
         payload,
+        digest_id: row.try_get("digest_id")?,
     };
     Ok((seq, delivery))
 }

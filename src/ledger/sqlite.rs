@@ -26,13 +26,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::page_token;
 use super::{
-    ARMING_PHASES, AcceptOutcome, Acted, EventKind, ExecutionKey, ExpectationRow, ExpectationState,
-    ExpectationWrite, FilterOp, HistoryEvent, LeasedDelivery, Ledger, LedgerError, LedgerStats,
-    Millis, NewRequest, OperatorAction, PageToken, PendingPage, PendingQuery, Recorded, Selection,
-    Skip, State, StoredDelivery, instant_of_age,
+    ARMING_PHASES, AcceptOutcome, Acted, DigestMember, EventKind, ExecutionKey, ExpectationRow,
+    ExpectationState, ExpectationWrite, FilterOp, Grouping, HistoryEvent, LeasedDelivery, Ledger,
+    LedgerError, LedgerStats, Millis, NewDelivery, NewRequest, OperatorAction, PageToken,
+    PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
 use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
-use crate::delivery::{Channel, DeliveryRef, LeaseToken, Outcome, Payload};
+use crate::delivery::{Channel, Content, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How many calls one transaction takes at most; bounds the time one commit holds the writer.
 const MAX_BATCH: usize = 1024;
@@ -111,7 +111,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// The states ListPending shows (the deliveries_open index's condition).
-const OPEN: &str = "state IN ('pending', 'retrying', 'dead')";
+const OPEN: &str = "state IN ('pending', 'retrying', 'dead', 'grouped')";
 
 /// How soon a delivery whose silence ended between the worker's look and the record is due
 /// again: soon, but not in a tight loop while a replica's copy of the silences catches up.
@@ -119,13 +119,13 @@ const UNSILENCED_DELAY: Millis = 1000;
 
 /// What ListPending shows when a filter asks for silenced deliveries among others (no index has
 /// this condition: such a listing reads the table in seq order).
-const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'silenced')";
+const OPEN_OR_SILENCED: &str = "state IN ('pending', 'retrying', 'dead', 'grouped', 'silenced')";
 
 const SILENCE_COLUMNS: &str =
     "id, matcher, starts_at, ends_at, created_by, comment, deliver_after, created_at";
 
 const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
-                       attempts, next_attempt_at, last_error, created_at, payload";
+                       attempts, next_attempt_at, last_error, created_at, payload, digest_id";
 
 impl SqliteLedger {
     /// Opens (creating if needed) the ledger file, takes the process lock, brings the schema up to
@@ -488,10 +488,9 @@ impl Ledger for SqliteLedger {
     async fn stats(&self) -> Result<LedgerStats, LedgerError> {
         // Both statements name the deliveries_open index's own condition (OPEN), so that SQLite
         // uses it.
-        let counts = sqlx::query(
-            "SELECT state, COUNT(*) FROM deliveries \
-             WHERE state IN ('pending', 'retrying', 'dead') GROUP BY state",
-        )
+        let counts = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT state, COUNT(*) FROM deliveries WHERE {OPEN} GROUP BY state"
+        )))
         .fetch_all(&self.readers)
         .await?;
         let mut stats = LedgerStats::default();
@@ -506,7 +505,7 @@ impl Ledger for SqliteLedger {
         }
         // A deadline's alert waiting for its time is not late: it is left out until due.
         let oldest: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT created_at FROM deliveries WHERE state IN ('pending', 'retrying', 'dead') \
+            "SELECT created_at FROM deliveries WHERE {OPEN} \
              AND state IN ('pending', 'retrying') \
              AND NOT (phase IN {ARMING_PHASES} AND attempts = 0 AND next_attempt_at > ?1) \
              ORDER BY seq LIMIT 1"
@@ -883,6 +882,10 @@ fn accept_all(
             }
             let due = now.saturating_add(millis(r.due_in));
             for d in &r.deliveries {
+                if let (Some(group), true) = (&d.group, r.due_in.is_zero()) {
+                    join_group(conn, r, d, group, now)?;
+                    continue;
+                }
                 insert_delivery.execute(rusqlite::params![
                     d.id,
                     r.request_id,
@@ -915,6 +918,116 @@ fn accept_all(
         }
     }
     Ok(outcomes)
+}
+
+/// Records `d` as a member of its group: it joins the group's open digest, or opens one (due
+/// `wait` from now, and no sooner than `interval` after the group's previous digest was due).
+/// The digest that takes its last member is closed; the next member opens another.
+fn join_group(
+    conn: &Connection,
+    r: &NewRequest,
+    d: &NewDelivery,
+    group: &Grouping,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    let wait = millis(group.wait);
+    let previous: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MAX(created_at) FROM deliveries \
+             WHERE group_key = ?1 AND digest_members IS NOT NULL",
+        )?
+        .query_row([&group.key], |row| row.get(0))?;
+    let due = previous
+        .map(|at| {
+            at.saturating_add(wait)
+                .saturating_add(millis(group.interval))
+        })
+        .unwrap_or(0)
+        .max(now.saturating_add(wait));
+    let digest = Payload {
+        channel: d.payload.channel,
+        recipients: d.payload.recipients.clone(),
+        content: Content::Digest,
+    };
+    let max = i64::from(group.max_members);
+    let digest_id: String = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, \
+             org, channel, phase, state, attempts, next_attempt_at, created_at, updated_at, \
+             payload, group_key, digest_open, digest_members) \
+             VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?10, ?11, ?12, \
+                     CASE WHEN 1 < ?13 THEN 1 ELSE 0 END, 1) \
+             ON CONFLICT (group_key) WHERE digest_open = 1 DO UPDATE SET \
+                 digest_members = digest_members + 1, \
+                 digest_open = CASE WHEN digest_members + 1 < ?13 THEN 1 ELSE 0 END \
+             RETURNING id",
+        )?
+        .query_row(
+            rusqlite::params![
+                uuid::Uuid::now_v7().to_string(),
+                r.request_id,
+                i64::from(d.notification_index),
+                r.execution_key.project,
+                r.execution_key.domain,
+                r.execution_key.org,
+                d.payload.channel.as_str(),
+                i64::from(d.phase),
+                due,
+                now,
+                digest.encode(),
+                group.key,
+                max,
+            ],
+            |row| row.get(0),
+        )?;
+    conn.prepare_cached(
+        "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, org, \
+         channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload, \
+         group_key, digest_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'grouped', 0, NULL, ?10, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(rusqlite::params![
+        d.id,
+        r.request_id,
+        i64::from(d.notification_index),
+        r.execution_key.project,
+        r.execution_key.domain,
+        r.execution_key.name,
+        r.execution_key.org,
+        d.payload.channel.as_str(),
+        i64::from(d.phase),
+        now,
+        d.payload.encode(),
+        group.key,
+        digest_id,
+    ])?;
+    Ok(())
+}
+
+/// A digest's members follow it into `state` (delivered, silenced, discarded), each with an event
+/// naming the digest. Returns their (id, attempts) for those events.
+fn settle_members(
+    conn: &Connection,
+    digest_id: &str,
+    state: State,
+    silence_id: Option<&str>,
+    now: Millis,
+) -> Result<Vec<(String, i64)>, LedgerError> {
+    let from = match state {
+        // Released with their digest when its deliver_after silence ends.
+        State::Delivered | State::Discarded => "('grouped', 'silenced')",
+        _ => "('grouped')",
+    };
+    Ok(conn
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET state = ?1, silence_id = COALESCE(?2, silence_id), \
+             updated_at = ?3 WHERE digest_id = ?4 AND state IN {from} RETURNING id, attempts"
+        ))?
+        .query_map(
+            rusqlite::params![state.as_str(), silence_id, now, digest_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?)
 }
 
 /// The deadline alerts of `request`'s execution that have not gone out (pending, never tried,
@@ -1008,7 +1121,8 @@ fn existing(conn: &Connection, request: &NewRequest) -> Result<AcceptOutcome, Le
     }
     let delivery_ids = conn
         .prepare_cached(
-            "SELECT id FROM deliveries WHERE request_id = ?1 ORDER BY notification_index",
+            "SELECT id FROM deliveries WHERE request_id = ?1 AND digest_members IS NULL \
+             ORDER BY notification_index",
         )?
         .query_map([&request.request_id], |row| row.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -1064,6 +1178,13 @@ fn record_all(
                     silence_id.clone(),
                 ));
                 applied.insert(delivery.id.clone());
+                drop(rows);
+                let members =
+                    settle_members(conn, &delivery.id, State::Silenced, Some(silence_id), now)?;
+                for (id, attempts) in members {
+                    let detail = format!("{silence_id} (with digest {})", delivery.id);
+                    events.push((id, EventKind::Silenced, attempts, detail));
+                }
             } else if give_back.execute(rusqlite::params![
                 now.saturating_add(UNSILENCED_DELAY),
                 now,
@@ -1114,6 +1235,14 @@ fn record_all(
                     row.get::<_, String>(2)?,
                 ));
                 applied.insert(delivery.id.clone());
+                drop(rows);
+                if kind == EventKind::Delivered {
+                    let members = settle_members(conn, &delivery.id, State::Delivered, None, now)?;
+                    for (id, attempts) in members {
+                        let detail = format!("sent in digest {}", delivery.id);
+                        events.push((id, EventKind::Delivered, attempts, detail));
+                    }
+                }
             }
         }
     }
@@ -1214,6 +1343,7 @@ fn settle_ended(conn: &Connection, now: Millis) -> Result<u64, LedgerError> {
         let mut release = conn.prepare_cached(
             "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1, leases = attempts, \
              last_error = '', updated_at = ?1 WHERE state = 'silenced' AND silence_id = ?2 \
+               AND digest_id IS NULL \
              RETURNING id, attempts",
         )?;
         for (id, _) in ended.iter().filter(|(_, after)| *after) {
@@ -1339,6 +1469,18 @@ fn act(
         update.execute(rusqlite::params![now, id])?;
     }
     drop(update);
+    if action == OperatorAction::Discard {
+        for id in &acted.changed {
+            for (member, attempts) in settle_members(conn, id, State::Discarded, None, now)? {
+                events.push((
+                    member,
+                    EventKind::Discarded,
+                    attempts,
+                    format!("with digest {id}"),
+                ));
+            }
+        }
+    }
     insert_events(conn, &events, now)?;
     Ok(acted)
 }
@@ -1384,7 +1526,8 @@ fn lease(
         // random(): a fresh token per row and per lease; only equality with the current one
         // matters.
         let mut statement = conn.prepare_cached(
-            "UPDATE deliveries SET lease_until = ?1, lease_token = random(), leases = leases + 1 \
+            "UPDATE deliveries SET lease_until = ?1, lease_token = random(), leases = leases + 1, \
+               digest_open = NULL \
              WHERE seq IN ( \
                  SELECT seq FROM deliveries \
                  WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ?2 \
@@ -1539,9 +1682,26 @@ async fn with_contexts(
             }
         }
     }
+    let mut members: HashMap<String, Vec<DigestMember>> = HashMap::new();
+    for row in &rows {
+        if matches!(
+            row.content,
+            Ok((
+                Payload {
+                    content: Content::Digest,
+                    ..
+                },
+                _
+            ))
+        ) {
+            let id = row.delivery.id.clone();
+            members.insert(id.clone(), digest_members(readers, &id).await?);
+        }
+    }
     Ok(rows
         .into_iter()
         .map(|row| {
+            let members = members.remove(&row.delivery.id).unwrap_or_default();
             let request_id = &row.delivery.request_id;
             let content = row.content.and_then(|(payload, own)| {
                 let context = match own {
@@ -1560,7 +1720,46 @@ async fn with_contexts(
                 delivery: row.delivery,
                 execution,
                 content,
+                members,
                 accepted_at: row.accepted_at,
+            }
+        })
+        .collect())
+}
+
+/// A leased digest's members with their requests' execution contexts. They are fixed: a digest
+/// takes members only until its first lease commits (the lease closes it in the same write).
+async fn digest_members(
+    readers: &SqlitePool,
+    digest_id: &str,
+) -> Result<Vec<DigestMember>, LedgerError> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.project, d.domain, d.name, d.org, d.phase, r.execution \
+         FROM deliveries d LEFT JOIN requests r ON r.request_id = d.request_id \
+         WHERE d.digest_id = ?1 ORDER BY d.seq",
+    )
+    .bind(digest_id)
+    .fetch_all(readers)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let mut problems = Vec::new();
+            let id = text(row, "id", &mut problems).unwrap_or_default();
+            let execution = execution_key(row, &mut problems);
+            let phase = integer(row, "phase", &mut problems).unwrap_or(0) as i32;
+            let context = match row.try_get::<Option<Vec<u8>>, _>("execution") {
+                Ok(Some(bytes)) if problems.is_empty() => Ok(Arc::from(bytes)),
+                _ => Err(format!(
+                    "the member's execution context cannot be read {}",
+                    problems.join("; ")
+                )),
+            };
+            DigestMember {
+                id,
+                execution,
+                phase,
+                context,
             }
         })
         .collect())
@@ -1644,6 +1843,7 @@ fn decode_listed(row: &SqliteRow) -> Result<(i64, StoredDelivery), LedgerError> 
                 problems.join("; ")
             ))
         },
+        digest_id: row.try_get::<Option<String>, _>("digest_id").ok().flatten(),
         id,
     };
     Ok((seq, delivery))

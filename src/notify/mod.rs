@@ -1,6 +1,7 @@
 //! The core: validate, expand, render, record. It knows the request and response messages but no
 //! transport: the gRPC adapter in `api` and the benchmark call it the same way.
 
+pub mod digest;
 pub mod expectations;
 pub mod html_text;
 pub mod native;
@@ -101,6 +102,7 @@ fn expand<'a>(
                 recipients,
                 template: t.template,
                 native: group.routed,
+                route: group.route,
             });
         }
         if matched.len() == before {
@@ -108,6 +110,51 @@ fn expand<'a>(
         }
     }
     (matched, unmatched)
+}
+
+/// The group `m` joins under `config`: the same channel and recipients (a route's, or the
+/// notification's own) and the same values of the groupBy labels make one digest.
+fn group_of(
+    execution: &api::ExecutionContext,
+    m: &Expanded<'_>,
+    config: &crate::config::grouping::GroupingConfig,
+) -> ledger::Grouping {
+    let id = execution.execution_id.clone().unwrap_or_default();
+    let identifier = |i: &Option<crate::proto::flyteidl::core::Identifier>| {
+        i.as_ref()
+            .map(|i| format!("{}/{}/{}", i.project, i.domain, i.name))
+            .unwrap_or_default()
+    };
+    let mut recipients: Vec<String> = m
+        .recipients
+        .iter()
+        .map(|r| crate::config::channels::normalize_recipient(r))
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    // The recipients are hashed so that the key stays short, whatever their number.
+    let mut key = format!(
+        "{}/{}",
+        m.channel,
+        hex(&Sha256::digest(recipients.join("\n").as_bytes())[..12])
+    );
+    for label in &config.group_by {
+        let value = match label.as_str() {
+            "project" => id.project.clone(),
+            "domain" => id.domain.clone(),
+            "launch_plan" => identifier(&execution.launch_plan),
+            "workflow" => identifier(&execution.workflow),
+            "phase" => render::phase_name(execution.phase),
+            _ => continue,
+        };
+        key.push_str(&format!("|{label}={value}"));
+    }
+    ledger::Grouping {
+        key,
+        wait: config.group_wait,
+        interval: config.group_interval,
+        max_members: config.max_group_size,
+    }
 }
 
 /// The webhooks whose phases contain the execution's phase (with what is stored for each), and
@@ -198,7 +245,7 @@ impl Notifier {
         &self,
         (request, alert): (api::EnqueueRequest, api::ExpectationAlert),
     ) -> Result<(), Error> {
-        self.enqueue_with(request, Some(alert)).await.map(|_| ())
+        self.accept(request, false, Some(alert)).await.map(|_| ())
     }
 
     /// The silences this replica applies: the worker consults them, `ActiveSilences::run`
@@ -291,13 +338,16 @@ impl Notifier {
         &self,
         request: api::EnqueueRequest,
     ) -> Result<api::EnqueueResponse, Error> {
-        self.enqueue_with(request, None).await
+        self.accept(request, true, None).await
     }
 
-    /// Enqueue; `alert` marks the server's own missed-schedule alert (callers cannot set it).
-    async fn enqueue_with(
+    /// Enqueue; `grouping` false sends every delivery on its own (a send-test, a missed-schedule
+    /// alert must not wait in a group); `alert` marks the server's own missed-schedule alert
+    /// (callers cannot set it).
+    async fn accept(
         &self,
         request: api::EnqueueRequest,
+        grouping: bool,
         alert: Option<api::ExpectationAlert>,
     ) -> Result<api::EnqueueResponse, Error> {
         let mut violations = Vec::new();
@@ -377,9 +427,18 @@ impl Notifier {
             org: id.org.clone(),
         };
         let first_webhook_index = request.notifications.len() as u32;
+        // A deadline's alert is never grouped: it is due later, on its own.
+        let groups: Vec<Option<ledger::Grouping>> = matched
+            .iter()
+            .map(|m| {
+                let config = self.routes.grouping(m.channel, m.route, execution.phase)?;
+                (grouping && deadline.is_none()).then(|| group_of(execution, m, config))
+            })
+            .collect();
         let deliveries = matched
             .iter()
-            .map(|m| NewDelivery {
+            .zip(&groups)
+            .map(|(m, group)| NewDelivery {
                 id: uuid::Uuid::now_v7().to_string(),
                 notification_index: m.index,
                 phase: execution.phase,
@@ -388,6 +447,7 @@ impl Notifier {
                     recipients: m.recipients.to_vec(),
                     content: Content::Template(m.template.to_string()),
                 },
+                group: group.clone(),
             })
             .chain(webhooks.iter().map(|(index, spec)| {
                 let spec = (*spec).clone();
@@ -401,6 +461,7 @@ impl Notifier {
                         recipients: vec![webhooks::shown_as(&spec.target)],
                         content: Content::Webhook(spec),
                     },
+                    group: None,
                 }
             }))
             .collect();
@@ -436,7 +497,15 @@ impl Notifier {
                     metrics::counter!(crate::telemetry::DEADLINES_ARMED, "channel" => Channel::Webhook.as_str())
                         .increment(webhooks.len() as u64);
                 }
-                let announced = self.announcements(execution, &matched, &delivery_ids);
+                for group in groups.iter().flatten() {
+                    tracing::debug!(key = %group.key, "joined a group");
+                }
+                // A group member waits for its digest, which the ledger hands out when due; a
+                // member announced on its own would wake a replica for nothing, or hand a copy
+                // of it to FlyteAdmin-format consumers.
+                let mut announced = self.announcements(execution, &matched, &delivery_ids);
+                let mut members = groups.iter().map(Option::is_some);
+                announced.retain(|_| !members.next().unwrap_or(false));
                 if !announced.is_empty()
                     && let Err(e) = self.queue.publish(&announced).await
                 {
@@ -651,6 +720,7 @@ fn render_payload(
         Content::Unreadable { error, .. } => {
             return Err(format!("the queue message cannot be read: {error}"));
         }
+        Content::Digest => return Err("a digest is rendered from its members".into()),
         Content::Webhook(spec) => {
             return match wire {
                 Channel::Webhook => webhook_body::webhook_request(
@@ -671,6 +741,7 @@ fn render_payload(
         recipients: Cow::Borrowed(&payload.recipients),
         template,
         native: wire != Channel::Email,
+        route: None,
     };
     match wire {
         Channel::Email => renderer
@@ -766,6 +837,7 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         State::Discarded => api::DeliveryState::Discarded,
         State::Silenced => api::DeliveryState::Silenced,
         State::Disarmed => api::DeliveryState::Disarmed,
+        State::Grouped => api::DeliveryState::Grouped,
     };
     // An unreadable payload (see StoredDelivery::payload) shows no channel or recipients, and
     // says why until an attempt records its own error.
@@ -798,6 +870,7 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
         last_error,
         created_at: Some(timestamp(d.created_at)),
         request_id: d.request_id,
+        digest_id: d.digest_id.unwrap_or_default(),
     }
 }
 

@@ -975,7 +975,10 @@ mod tests {
             details.contains("*Expected:* a success every 1day (grace 1h)"),
             "{details}"
         );
-        assert!(details.contains("*Last success:* 2026-11-27 05:00:00 UTC"), "{details}");
+        assert!(
+            details.contains("*Last success:* 2026-11-27 05:00:00 UTC"),
+            "{details}"
+        );
         assert_eq!(
             slack.blocks[2]["elements"][0]["url"],
             "https://flyte.example.com/console/projects/flytesnacks/domains/development/launchPlans/lp.daily"

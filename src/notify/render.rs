@@ -61,6 +61,8 @@ pub struct Expanded<'a> {
     /// Sent by the channel's native sender (a routed Slack or PagerDuty group); otherwise it is
     /// an email, also for Slack and PagerDuty, as FlyteAdmin sends them.
     pub native: bool,
+    /// The route of a native group (its index among the channel's routes).
+    pub route: Option<usize>,
 }
 
 #[derive(Template)]
@@ -709,6 +711,7 @@ mod tests {
             recipients: std::borrow::Cow::Borrowed(&[]),
             template,
             native: false,
+            route: None,
         }
     }
 

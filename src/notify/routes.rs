@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::config::channels::normalize_recipient;
+use crate::config::grouping::GroupingConfig;
 use crate::delivery::Channel;
 use crate::proto::flyteidl::core::workflow_execution::Phase;
 
@@ -18,11 +19,17 @@ pub struct Routes {
     pub pagerduty_trigger_on: Vec<i32>,
     /// Send `resolve` to routed PagerDuty recipients when an execution SUCCEEDS.
     pub pagerduty_resolve_on_success: bool,
+    /// Digests of email deliveries; None sends each on its own.
+    email_grouping: Option<GroupingConfig>,
+    /// Digests of each PagerDuty route's triggers, by route index.
+    pagerduty_grouping: Vec<Option<GroupingConfig>>,
 }
 
 /// One group of a notification's recipients: all on one route, or all without one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
+    /// The route's index, for routed recipients.
+    pub route: Option<usize>,
     pub routed: bool,
     pub recipients: Vec<String>,
 }
@@ -48,6 +55,36 @@ impl Routes {
             pagerduty: table(pagerduty),
             pagerduty_trigger_on: trigger_on,
             pagerduty_resolve_on_success: resolve_on_success,
+            email_grouping: None,
+            pagerduty_grouping: Vec::new(),
+        }
+    }
+
+    /// Which deliveries are grouped into digests: email ones by `email`, each PagerDuty route's
+    /// by its own (in route order). A config with no groupWait groups nothing.
+    pub fn with_grouping(mut self, email: &GroupingConfig, pagerduty: &[GroupingConfig]) -> Self {
+        fn enabled(g: &GroupingConfig) -> Option<GroupingConfig> {
+            g.enabled().then(|| g.clone())
+        }
+        self.email_grouping = enabled(email);
+        self.pagerduty_grouping = pagerduty.iter().map(enabled).collect();
+        self
+    }
+
+    /// The grouping a delivery of `channel` to `group`'s recipients at `phase` follows, if any.
+    /// A PagerDuty resolve is never grouped: it closes its launch plan's own incident.
+    pub fn grouping(
+        &self,
+        channel: Channel,
+        route: Option<usize>,
+        phase: i32,
+    ) -> Option<&GroupingConfig> {
+        match (channel, route) {
+            (Channel::Email, None) => self.email_grouping.as_ref(),
+            (Channel::Pagerduty, Some(route)) if self.pagerduty_trigger_on.contains(&phase) => {
+                self.pagerduty_grouping.get(route)?.as_ref()
+            }
+            _ => None,
         }
     }
 
@@ -69,6 +106,7 @@ impl Routes {
     pub fn split(&self, channel: Channel, recipients: &[String]) -> Vec<Group> {
         let Some(table) = self.table(channel) else {
             return vec![Group {
+                route: None,
                 routed: false,
                 recipients: recipients.to_vec(),
             }];
@@ -91,12 +129,14 @@ impl Routes {
         let mut groups: Vec<Group> = order
             .into_iter()
             .map(|route| Group {
+                route: Some(route),
                 routed: true,
                 recipients: by_route.remove(&route).unwrap_or_default(),
             })
             .collect();
         if !unrouted.is_empty() {
             groups.push(Group {
+                route: None,
                 routed: false,
                 recipients: unrouted,
             });
@@ -152,14 +192,17 @@ mod tests {
             groups,
             vec![
                 Group {
+                    route: Some(0),
                     routed: true,
                     recipients: vec!["#ML-Alerts".into(), " ml-alerts@acme.slack.com".into()]
                 },
                 Group {
+                    route: Some(1),
                     routed: true,
                     recipients: vec!["#infra".into()]
                 },
                 Group {
+                    route: None,
                     routed: false,
                     recipients: vec!["a@x.com".into(), "b@x.com".into()]
                 },

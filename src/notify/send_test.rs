@@ -82,21 +82,24 @@ impl Notifier {
                 enqueue.webhooks.push(w);
             }
         }
-        let accepted = self.enqueue(enqueue).await.map_err(|e| match e {
-            // The paths name the synthesized request's fields; say them as SendTest's.
-            Error::InvalidArgument(v) => Error::InvalidArgument(
-                v.into_iter()
-                    .map(|f| {
-                        let field = f
-                            .field
-                            .replace("notifications[0]", "notification")
-                            .replace("webhooks[0]", "webhook");
-                        FieldViolation::new(field, f.description)
-                    })
-                    .collect(),
-            ),
-            other => other,
-        })?;
+        let accepted = self
+            .accept(enqueue, false, None)
+            .await
+            .map_err(|e| match e {
+                // The paths name the synthesized request's fields; say them as SendTest's.
+                Error::InvalidArgument(v) => Error::InvalidArgument(
+                    v.into_iter()
+                        .map(|f| {
+                            let field = f
+                                .field
+                                .replace("notifications[0]", "notification")
+                                .replace("webhooks[0]", "webhook");
+                            FieldViolation::new(field, f.description)
+                        })
+                        .collect(),
+                ),
+                other => other,
+            })?;
         let delivery_id = accepted.delivery_ids.into_iter().next().ok_or_else(|| {
             Error::Internal(anyhow::anyhow!("a test notification produced no delivery"))
         })?;

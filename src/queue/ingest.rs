@@ -64,6 +64,7 @@ pub async fn ingest(
         execution_key: ExecutionKey::default(),
         execution: Vec::new(),
         deliveries: vec![NewDelivery {
+            group: None,
             id: uuid::Uuid::now_v7().to_string(),
             notification_index: 0,
             phase: 0,

@@ -216,6 +216,7 @@ pub fn enqueue(data: &[u8]) {
             recipients: std::borrow::Cow::Borrowed(t.recipients),
             template: t.template,
             native: false,
+            route: None,
         };
         for renderer in &renderers {
             let checked = renderer.check(execution, &expanded);

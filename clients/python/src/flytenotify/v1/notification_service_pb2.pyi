@@ -35,6 +35,7 @@ class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_STATE_DISCARDED: _ClassVar[DeliveryState]
     DELIVERY_STATE_SILENCED: _ClassVar[DeliveryState]
     DELIVERY_STATE_DISARMED: _ClassVar[DeliveryState]
+    DELIVERY_STATE_GROUPED: _ClassVar[DeliveryState]
 HTTP_METHOD_UNSPECIFIED: HttpMethod
 HTTP_METHOD_GET: HttpMethod
 HTTP_METHOD_HEAD: HttpMethod
@@ -53,6 +54,7 @@ DELIVERY_STATE_DELIVERED: DeliveryState
 DELIVERY_STATE_DISCARDED: DeliveryState
 DELIVERY_STATE_SILENCED: DeliveryState
 DELIVERY_STATE_DISARMED: DeliveryState
+DELIVERY_STATE_GROUPED: DeliveryState
 
 class ExecutionContext(_message.Message):
     __slots__ = ("execution_id", "launch_plan", "workflow", "phase", "error", "occurred_at", "still_running_after", "expectation")
@@ -203,7 +205,7 @@ class ListPendingRequest(_message.Message):
     def __init__(self, limit: _Optional[int] = ..., token: _Optional[str] = ..., filters: _Optional[str] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("id", "execution_id", "channel", "recipients", "phase", "state", "attempts", "next_attempt_at", "last_error", "created_at", "request_id")
+    __slots__ = ("id", "execution_id", "channel", "recipients", "phase", "state", "attempts", "next_attempt_at", "last_error", "created_at", "request_id", "digest_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +217,7 @@ class Delivery(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     execution_id: _identifier_pb2.WorkflowExecutionIdentifier
     channel: str
@@ -226,7 +229,8 @@ class Delivery(_message.Message):
     last_error: str
     created_at: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, id: _Optional[str] = ..., execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., channel: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    digest_id: str
+    def __init__(self, id: _Optional[str] = ..., execution_id: _Optional[_Union[_identifier_pb2.WorkflowExecutionIdentifier, _Mapping]] = ..., channel: _Optional[str] = ..., recipients: _Optional[_Iterable[str]] = ..., phase: _Optional[_Union[_execution_pb2.WorkflowExecution.Phase, str]] = ..., state: _Optional[_Union[DeliveryState, str]] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., digest_id: _Optional[str] = ...) -> None: ...
 
 class ListPendingResponse(_message.Message):
     __slots__ = ("deliveries", "token")

@@ -111,6 +111,8 @@ class DeliveryState(enum.Enum):
     DISARMED = api.DELIVERY_STATE_DISARMED
     """A deadline's alert whose execution reached a terminal phase first: never sent. Only
     `get_delivery` shows these."""
+    GROUPED = api.DELIVERY_STATE_GROUPED
+    """Waiting in its group for the digest named by `digest_id`; delivered with it."""
     UNSPECIFIED = api.DELIVERY_STATE_UNSPECIFIED
 
 
@@ -129,6 +131,8 @@ class Delivery:
     last_error: str
     created_at: datetime
     request_id: str
+    digest_id: str = ""
+    """A grouped member's digest: the delivery that sends it with its group. Empty otherwise."""
 
     @classmethod
     def from_proto(cls, d: api.Delivery) -> Delivery:
@@ -149,6 +153,7 @@ class Delivery:
             last_error=d.last_error,
             created_at=_datetime(d.created_at),
             request_id=d.request_id,
+            digest_id=d.digest_id,
         )
 
 

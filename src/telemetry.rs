@@ -43,6 +43,10 @@ pub const RATE_LIMITED: &str = "flyte_notify_rate_limited_total";
 pub const SILENCED: &str = "flyte_notify_silenced_total";
 /// Stuck-run deadline alerts armed by Enqueue (one per notification of a non-terminal event).
 pub const DEADLINES_ARMED: &str = "flyte_notify_deadlines_armed_total";
+/// Stuck-run deadline alerts sent (their run had not ended in time), by channel.
+pub const DEADLINES_FIRED: &str = "flyte_notify_deadlines_fired_total";
+/// Missed-schedule alerts (`kind` = missed) and recoveries (`kind` = recovered) recorded.
+pub const EXPECTATION_ALERTS: &str = "flyte_notify_expectation_alerts_total";
 /// Members per digest sent, by channel.
 pub const GROUP_SIZE: &str = "flyte_notify_group_size";
 
@@ -120,6 +124,14 @@ fn describe() {
     describe_counter!(
         SILENCED,
         "Deliveries held back by a silence instead of being sent, by channel"
+    );
+    describe_counter!(
+        DEADLINES_FIRED,
+        "Stuck-run deadline alerts sent, by channel"
+    );
+    describe_counter!(
+        EXPECTATION_ALERTS,
+        "Missed-schedule alerts and recoveries recorded, by kind"
     );
     describe_counter!(
         DEADLINES_ARMED,

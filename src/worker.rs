@@ -243,6 +243,8 @@ impl Worker {
                 return self.silence(handle, delivery, silence_id, channel).await;
             }
         }
+        // Kept to tell, once sent, whether this was a stuck-run deadline's alert.
+        let context = leased.content.as_ref().ok().map(|(_, c)| c.clone());
         let members = &leased.members;
         let routed = leased.content.and_then(|(payload, context)| {
             let sender = self
@@ -305,6 +307,14 @@ impl Worker {
             if !leased.members.is_empty() {
                 metrics::histogram!(telemetry::GROUP_SIZE, "channel" => channel.as_str())
                     .record(leased.members.len() as f64);
+            }
+            let stuck = context.as_deref().is_some_and(|bytes| {
+                <crate::proto::flytenotify::v1::ExecutionContext as prost::Message>::decode(bytes)
+                    .is_ok_and(|c| c.still_running_after.is_some())
+            });
+            if stuck {
+                metrics::counter!(telemetry::DEADLINES_FIRED, "channel" => channel.as_str())
+                    .increment(1);
             }
         }
         let retry_in = match &outcome {

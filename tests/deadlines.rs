@@ -82,7 +82,12 @@ async fn a_run_past_its_deadline_gets_one_still_running_alert() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let sink = SmtpSink::start(port, &dir.path().join("sink"));
-    let server = Server::start(dir.path(), Some(&config(port, None)));
+    let metrics_port = free_port();
+    let yaml = format!(
+        "{}  metricsListen: 127.0.0.1:{metrics_port}\n",
+        config(port, None)
+    );
+    let server = Server::start(dir.path(), Some(&yaml));
     let mut client = server.client().await;
     let armed_at = Instant::now();
     let response = client
@@ -127,6 +132,21 @@ async fn a_run_past_its_deadline_gets_one_still_running_alert() {
     assert_eq!(maildir_messages(&sink.maildir).len(), 1);
     let (state, _, _) = state_of(&server, &response.delivery_ids[0]).await;
     assert_eq!(state, DeliveryState::Delivered);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "flyte_notify_deadlines_armed_total{channel=\"email\"} 1",
+        "flyte_notify_deadlines_fired_total{channel=\"email\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

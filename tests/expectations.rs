@@ -66,7 +66,12 @@ async fn successes_stopping_give_one_alert_and_the_next_success_one_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let sink = SmtpSink::start(port, &dir.path().join("sink"));
-    let mut server = Server::start(dir.path(), Some(&config(port, "5s", "2s", None)));
+    let metrics_port = free_port();
+    let yaml = format!(
+        "{}  metricsListen: 127.0.0.1:{metrics_port}\n",
+        config(port, "5s", "2s", None)
+    );
+    let mut server = Server::start(dir.path(), Some(&yaml));
     server
         .client()
         .await
@@ -136,6 +141,18 @@ async fn successes_stopping_give_one_alert_and_the_next_success_one_recovery() {
     let seen = listed(&server).await;
     assert_eq!(seen.state, expectation::State::Ok as i32);
     assert!(seen.next_due_at.is_some());
+    // This process (started after the miss was recorded) recorded the recovery.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = "flyte_notify_expectation_alerts_total{kind=\"recovered\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} not in\n{metrics}"
+    );
 }
 
 /// Two replicas on one PostgreSQL database both look every second: a miss is alerted once.

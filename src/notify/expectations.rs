@@ -241,6 +241,9 @@ impl Expectations {
                 })
                 .await?;
             if moved {
+                let kind = if recovered { "recovered" } else { "missed" };
+                metrics::counter!(crate::telemetry::EXPECTATION_ALERTS, "kind" => kind)
+                    .increment(1);
                 tracing::warn!(
                     launch_plan = %w.config.launch_plan,
                     "{}",

@@ -232,12 +232,50 @@ impl Worker {
             .as_ref()
             .ok()
             .map(|(payload, _)| payload.channel);
-        if let Some(channel) = channel {
+        if let (Some(channel), Ok((payload, context))) = (channel, leased.content.as_ref())
+            && !self.silences.is_empty()
+        {
+            // The launch plan, workflow and phase are in the execution context: read only when a
+            // silence asks about them.
+            let execution = self
+                .silences
+                .needs_context()
+                .then(|| {
+                    <crate::proto::flytenotify::v1::ExecutionContext as prost::Message>::decode(
+                        &context[..],
+                    )
+                    .ok()
+                })
+                .flatten();
+            let id_of = |id: Option<&crate::proto::flyteidl::core::Identifier>| {
+                id.filter(|id| !id.name.is_empty())
+                    .map(|id| format!("{}/{}/{}", id.project, id.domain, id.name))
+                    .unwrap_or_default()
+            };
+            let launch_plan = execution
+                .as_ref()
+                .map(|e| id_of(e.launch_plan.as_ref()))
+                .unwrap_or_default();
+            let workflow = execution
+                .as_ref()
+                .map(|e| id_of(e.workflow.as_ref()))
+                .unwrap_or_default();
+            let phase = execution
+                .as_ref()
+                .and_then(|e| {
+                    crate::proto::flyteidl::core::workflow_execution::Phase::try_from(e.phase).ok()
+                })
+                .map(|p| p.as_str_name())
+                .unwrap_or("");
             let subject = Subject {
                 project: &leased.execution.project,
                 domain: &leased.execution.domain,
                 name: &leased.execution.name,
                 channel,
+                launch_plan: &launch_plan,
+                workflow: &workflow,
+                phase,
+                destinations: &payload.recipients,
             };
             if let Some(silence_id) = self.silences.matching(&subject) {
                 return self.silence(handle, delivery, silence_id, channel).await;

@@ -2,6 +2,7 @@
 //! Parsed here into a typed form so that stores build SQL from an allow-list, never from text.
 
 use super::{Channel, State};
+use crate::proto::flyteidl::core::workflow_execution::Phase;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterField {
@@ -10,6 +11,16 @@ pub enum FilterField {
     Name,
     Channel,
     State,
+    // Silence matchers only (not ListPending filters: the ledger has no column for them). The
+    // worker knows them when a delivery is due.
+    /// The launch plan, `project/domain/name`.
+    LaunchPlan,
+    /// The workflow, `project/domain/name`.
+    Workflow,
+    /// The execution's phase, e.g. FAILED.
+    Phase,
+    /// A recipient: an email address, a Slack or PagerDuty recipient, a webhook destination.
+    Destination,
 }
 
 impl FilterField {
@@ -20,8 +31,34 @@ impl FilterField {
             "name" => FilterField::Name,
             "channel" => FilterField::Channel,
             "state" => FilterField::State,
+            "launch_plan" => FilterField::LaunchPlan,
+            "workflow" => FilterField::Workflow,
+            "phase" => FilterField::Phase,
+            "destination" => FilterField::Destination,
             _ => return None,
         })
+    }
+
+    /// Its name in the filter syntax.
+    pub fn key(self) -> &'static str {
+        match self {
+            FilterField::LaunchPlan => "launch_plan",
+            FilterField::Workflow => "workflow",
+            FilterField::Phase => "phase",
+            FilterField::Destination => "destination",
+            other => other.column(),
+        }
+    }
+
+    /// Whether ListPending can filter by it (the ledger has a column for it).
+    pub fn listable(self) -> bool {
+        !matches!(
+            self,
+            FilterField::LaunchPlan
+                | FilterField::Workflow
+                | FilterField::Phase
+                | FilterField::Destination
+        )
     }
 
     /// The column that holds this field in every store.
@@ -32,6 +69,13 @@ impl FilterField {
             FilterField::Name => "name",
             FilterField::Channel => "channel",
             FilterField::State => "state",
+            // `parse` refuses these for ListPending, so no query is built from them.
+            FilterField::LaunchPlan
+            | FilterField::Workflow
+            | FilterField::Phase
+            | FilterField::Destination => {
+                unreachable!("a silence-only key in a ListPending filter")
+            }
         }
     }
 }
@@ -60,6 +104,18 @@ pub const MAX_VALUES: usize = 100;
 
 /// Parses `filters`; the error says which part is wrong and what is accepted.
 pub fn parse(filters: &str) -> Result<Vec<Filter>, String> {
+    let parsed = parse_terms(filters)?;
+    if let Some(f) = parsed.iter().find(|f| !f.field.listable()) {
+        return Err(format!(
+            "{} is a silence matcher key; ListPending filters by project, domain, name, channel \
+             or state",
+            f.field.key()
+        ));
+    }
+    Ok(parsed)
+}
+
+fn parse_terms(filters: &str) -> Result<Vec<Filter>, String> {
     let filters = filters.trim();
     if filters.is_empty() {
         return Ok(Vec::new());
@@ -97,7 +153,10 @@ fn parse_one(expr: &str) -> Result<Filter, String> {
     };
     let key = key.trim();
     let field = FilterField::parse(key).ok_or_else(|| {
-        format!("unknown filter key {key:?}; use project, domain, name, channel or state")
+        format!(
+            "unknown filter key {key:?}; use project, domain, name, channel or state (and, in a \
+             silence, launch_plan, workflow, phase or destination)"
+        )
     })?;
     if op == FilterOp::Contains && matches!(field, FilterField::State | FilterField::Channel) {
         return Err(format!(
@@ -131,13 +190,16 @@ fn parse_one(expr: &str) -> Result<Filter, String> {
                 )
             ),
             FilterField::Channel => Channel::parse(v).is_some(),
+            FilterField::Phase => Phase::from_str_name(v).is_some(),
             _ => true,
         };
         if !known {
-            let expected = if field == FilterField::State {
-                "pending, retrying, grouped, dead or silenced"
-            } else {
-                "email, slack or pagerduty"
+            let expected = match field {
+                FilterField::State => "pending, retrying, grouped, dead or silenced",
+                FilterField::Phase => {
+                    "a phase name: SUCCEEDED, FAILED, ABORTED, TIMED_OUT, RUNNING, ..."
+                }
+                _ => "email, slack or pagerduty",
             };
             return Err(format!("unknown {key} {v:?}; use {expected}"));
         }
@@ -172,12 +234,30 @@ pub struct Subject<'a> {
     pub domain: &'a str,
     pub name: &'a str,
     pub channel: Channel,
+    /// `project/domain/name`, empty when the execution names none.
+    pub launch_plan: &'a str,
+    pub workflow: &'a str,
+    /// The phase name, e.g. FAILED.
+    pub phase: &'a str,
+    /// Its recipients; a destination term matches when one of them does.
+    pub destinations: &'a [String],
+}
+
+/// Whether a matcher needs what only the execution context holds (launch plan, workflow,
+/// phase): the worker reads it only then.
+pub fn needs_context(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| {
+        matches!(
+            f.field,
+            FilterField::LaunchPlan | FilterField::Workflow | FilterField::Phase
+        )
+    })
 }
 
 /// Parses a silence's matcher: the filter syntax, not empty, and only fields a delivery has
 /// before it is sent (not `state`).
 pub fn parse_matcher(matcher: &str) -> Result<Vec<Filter>, String> {
-    let filters = parse(matcher)?;
+    let filters = parse_terms(matcher)?;
     if filters.is_empty() {
         return Err(
             "is empty; a silence needs at least one term, e.g. eq(project,flytesnacks)".into(),
@@ -185,7 +265,9 @@ pub fn parse_matcher(matcher: &str) -> Result<Vec<Filter>, String> {
     }
     if filters.iter().any(|f| f.field == FilterField::State) {
         return Err(
-            "state does not apply to a silence; use project, domain, name or channel".into(),
+            "state does not apply to a silence; use project, domain, name, channel, launch_plan, \
+             workflow, phase or destination"
+                .into(),
         );
     }
     Ok(filters)
@@ -193,20 +275,31 @@ pub fn parse_matcher(matcher: &str) -> Result<Vec<Filter>, String> {
 
 /// True when every term matches (terms are joined by AND, as in ListPending).
 pub fn matches(filters: &[Filter], subject: &Subject<'_>) -> bool {
+    let term = |f: &Filter, value: &str| match f.op {
+        FilterOp::Eq => value == f.values[0],
+        FilterOp::Ne => value != f.values[0],
+        FilterOp::Contains => value.contains(f.values[0].as_str()),
+        FilterOp::ValueIn => f.values.iter().any(|v| v == value),
+    };
     filters.iter().all(|f| {
         let value = match f.field {
             FilterField::Project => subject.project,
             FilterField::Domain => subject.domain,
             FilterField::Name => subject.name,
             FilterField::Channel => subject.channel.as_str(),
+            FilterField::LaunchPlan => subject.launch_plan,
+            FilterField::Workflow => subject.workflow,
+            FilterField::Phase => subject.phase,
+            FilterField::Destination => {
+                // ne: none of them is it; the others: one of them is.
+                return match f.op {
+                    FilterOp::Ne => subject.destinations.iter().all(|d| term(f, d)),
+                    _ => subject.destinations.iter().any(|d| term(f, d)),
+                };
+            }
             FilterField::State => return false,
         };
-        match f.op {
-            FilterOp::Eq => value == f.values[0],
-            FilterOp::Ne => value != f.values[0],
-            FilterOp::Contains => value.contains(f.values[0].as_str()),
-            FilterOp::ValueIn => f.values.iter().any(|v| v == value),
-        }
+        term(f, value)
     })
 }
 
@@ -280,6 +373,10 @@ mod tests {
             domain,
             name: "abc",
             channel: Channel::Email,
+            launch_plan: "",
+            workflow: "",
+            phase: "FAILED",
+            destinations: &[],
         };
         assert!(matches(&m, &subject("flytesnacks", "dev")));
         assert!(!matches(&m, &subject("flytesnacks", "prod")));
@@ -302,5 +399,52 @@ mod tests {
         assert!(wants_silenced(
             &parse("value_in(state,dead;silenced)").unwrap()
         ));
+    }
+
+    #[test]
+    fn silence_only_keys_match_the_execution_and_recipients_and_list_pending_refuses_them() {
+        let m = parse_matcher(
+            "eq(launch_plan,flytesnacks/development/lp.daily)+value_in(phase,FAILED;TIMED_OUT)",
+        )
+        .unwrap();
+        let recipients = ["a@example.com".to_string(), "#ml-alerts".to_string()];
+        let subject = |launch_plan, phase| Subject {
+            project: "flytesnacks",
+            domain: "development",
+            name: "x",
+            channel: Channel::Slack,
+            launch_plan,
+            workflow: "flytesnacks/development/wf.train",
+            phase,
+            destinations: &recipients,
+        };
+        assert!(matches(
+            &m,
+            &subject("flytesnacks/development/lp.daily", "FAILED")
+        ));
+        assert!(!matches(
+            &m,
+            &subject("flytesnacks/development/lp.daily", "SUCCEEDED")
+        ));
+        assert!(!matches(
+            &m,
+            &subject("flytesnacks/development/other", "FAILED")
+        ));
+        let to = |matcher: &str| matches(&parse_matcher(matcher).unwrap(), &subject("", "FAILED"));
+        assert!(to("eq(destination,#ml-alerts)"));
+        assert!(!to("eq(destination,#other)"));
+        assert!(!to("ne(destination,#ml-alerts)"));
+        assert!(to("ne(destination,#other)"));
+        assert!(to("contains(workflow,wf.train)"));
+        assert!(
+            parse_matcher("eq(phase,BROKEN)")
+                .unwrap_err()
+                .contains("phase name")
+        );
+        let refused = parse("eq(launch_plan,a/b/c)").unwrap_err();
+        assert!(
+            refused.contains("launch_plan is a silence matcher key"),
+            "{refused}"
+        );
     }
 }

@@ -132,12 +132,7 @@ async fn a_run_past_its_deadline_gets_one_still_running_alert() {
     assert_eq!(maildir_messages(&sink.maildir).len(), 1);
     let (state, _, _) = state_of(&server, &response.delivery_ids[0]).await;
     assert_eq!(state, DeliveryState::Delivered);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_metrics(metrics_port).await;
     for line in [
         "flyte_notify_deadlines_armed_total{channel=\"email\"} 1",
         "flyte_notify_deadlines_fired_total{channel=\"email\"} 1",
@@ -342,7 +337,7 @@ async fn deadline_inputs_are_checked_and_name_their_field() {
     for (request, field, words) in cases {
         let status = client.enqueue(request.clone()).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
-        let violations = flyte_notify_field_violations(&status);
+        let violations = field_violations(&status);
         assert!(
             violations
                 .iter()
@@ -352,18 +347,4 @@ async fn deadline_inputs_are_checked_and_name_their_field() {
     }
     // Still serving, and nothing was recorded.
     assert!(list_all(&mut client, "").await.is_empty());
-}
-
-/// The BadRequest field violations of `status`, as (field, description).
-fn flyte_notify_field_violations(status: &tonic::Status) -> Vec<(String, String)> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| {
-            b.field_violations
-                .into_iter()
-                .map(|v| (v.field, v.description))
-                .collect()
-        })
-        .unwrap_or_default()
 }

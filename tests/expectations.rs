@@ -142,12 +142,7 @@ async fn successes_stopping_give_one_alert_and_the_next_success_one_recovery() {
     assert_eq!(seen.state, expectation::State::Ok as i32);
     assert!(seen.next_due_at.is_some());
     // This process (started after the miss was recorded) recorded the recovery.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_metrics(metrics_port).await;
     let line = "flyte_notify_expectation_alerts_total{kind=\"recovered\"} 1";
     assert!(
         metrics.lines().any(|l| l == line),

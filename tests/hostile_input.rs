@@ -9,18 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
 use flyte_notify::proto::flytenotify::v1::{DeliveryState, EnqueueRequest, PreviewRequest};
-use tonic_types::StatusExt;
 
 fn violations(status: &tonic::Status) -> Vec<(String, String)> {
-    status
-        .get_details_bad_request()
-        .map(|b| {
-            b.field_violations
-                .into_iter()
-                .map(|v| (v.field, v.description))
-                .collect()
-        })
-        .unwrap_or_default()
+    field_violations(status)
 }
 
 async fn healthy(server: &Server) -> bool {

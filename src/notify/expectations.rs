@@ -198,13 +198,7 @@ impl Expectations {
     /// One look: each watched launch plan past its deadline gets its alert, each recovered one
     /// its recovery.
     async fn look(&self, notifier: &Notifier) -> Result<(), Error> {
-        let rows: HashMap<String, ExpectationRow> = notifier
-            .ledger
-            .expectations()
-            .await?
-            .into_iter()
-            .map(|r| (r.launch_plan.clone(), r))
-            .collect();
+        let rows = rows_by_launch_plan(notifier).await?;
         let now = now_millis();
         for w in &self.watched {
             let Some(row) = rows.get(&w.config.launch_plan) else {
@@ -260,13 +254,7 @@ impl Expectations {
 
     /// What ListExpectations shows, in config order.
     pub async fn list(&self, notifier: &Notifier) -> Result<api::ListExpectationsResponse, Error> {
-        let rows: HashMap<String, ExpectationRow> = notifier
-            .ledger
-            .expectations()
-            .await?
-            .into_iter()
-            .map(|r| (r.launch_plan.clone(), r))
-            .collect();
+        let rows = rows_by_launch_plan(notifier).await?;
         let expectations = self
             .watched
             .iter()
@@ -299,6 +287,19 @@ impl Expectations {
             .collect();
         Ok(api::ListExpectationsResponse { expectations })
     }
+}
+
+/// The ledger's rows, by launch plan.
+async fn rows_by_launch_plan(
+    notifier: &Notifier,
+) -> Result<HashMap<String, ExpectationRow>, Error> {
+    Ok(notifier
+        .ledger
+        .expectations()
+        .await?
+        .into_iter()
+        .map(|r| (r.launch_plan.clone(), r))
+        .collect())
 }
 
 /// When the alert goes out if no success comes first.

@@ -634,3 +634,27 @@ pub async fn wait_for_processor_health(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The BadRequest field violations of `status`, as (field, description).
+pub fn field_violations(status: &tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The text of GET /metrics on 127.0.0.1:`port`.
+pub async fn scrape_metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics body")
+}

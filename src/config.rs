@@ -374,7 +374,7 @@ pub struct ExpectationConfig {
 
 /// Whom a missed schedule is told, as a Flyte notification names them: email addresses, Slack and
 /// PagerDuty recipients (a native route in flyteNotify.slack or .pagerduty sends those natively,
-/// as for any notification; otherwise they get email).
+/// as for any notification; otherwise they get email), and webhook destinations by name.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExpectationNotify {
@@ -384,6 +384,9 @@ pub struct ExpectationNotify {
     pub slack: Vec<String>,
     #[serde(default)]
     pub pager_duty: Vec<String>,
+    /// Names of webhook destinations (flyteNotify.webhooks.destinations).
+    #[serde(default)]
+    pub webhooks: Vec<String>,
 }
 
 impl ExpectationConfig {
@@ -942,10 +945,14 @@ impl Config {
                 return Err(invalid(&key("grace"), "must be at most 30 days".into()));
             }
             let n = &e.notify;
-            if n.email.is_empty() && n.slack.is_empty() && n.pager_duty.is_empty() {
+            if n.email.is_empty()
+                && n.slack.is_empty()
+                && n.pager_duty.is_empty()
+                && n.webhooks.is_empty()
+            {
                 return Err(invalid(
                     &key("notify"),
-                    "name at least one recipient: email, slack or pagerDuty".into(),
+                    "name at least one recipient: email, slack, pagerDuty or webhooks".into(),
                 ));
             }
         }

@@ -129,7 +129,12 @@ pub fn check_secrets(config: &Config) -> anyhow::Result<()> {
     // Slack, PagerDuty and webhook secrets, and the webhook allow-list.
     let native = native_channels::build(config)?;
     let expectations = notify::expectations::Expectations::new(&config.flyte_notify.expectations);
-    expectations_ok(&expectations, &config.flyte_notify.limits, &native.routes)
+    expectations_ok(
+        &expectations,
+        &config.flyte_notify.limits,
+        &native.routes,
+        &native.webhook_targets,
+    )
 }
 
 /// The expectations' recipients, checked as a notification's are: a start, or check-config,
@@ -138,8 +143,9 @@ fn expectations_ok(
     expectations: &notify::expectations::Expectations,
     limits: &config::Limits,
     routes: &notify::routes::Routes,
+    targets: &notify::webhooks::WebhookTargets,
 ) -> anyhow::Result<()> {
-    match expectations.check(limits, routes).first() {
+    match expectations.check(limits, routes, targets).first() {
         Some(v) => Err(anyhow::anyhow!("{}: {}", v.field, v.description)),
         None => Ok(()),
     }
@@ -354,7 +360,12 @@ pub async fn run(
         max_rendered_bytes: svc.limits.max_rendered_bytes,
     });
     let expectations = Arc::new(notify::expectations::Expectations::new(&svc.expectations));
-    expectations_ok(&expectations, &svc.limits, &native.routes)?;
+    expectations_ok(
+        &expectations,
+        &svc.limits,
+        &native.routes,
+        &native.webhook_targets,
+    )?;
     let notifier = Arc::new(
         Notifier::new(
             ledger.clone(),

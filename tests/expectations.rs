@@ -207,6 +207,10 @@ fn bad_expectations_are_refused_naming_the_key() {
             "{ launchPlan: p/d/n, every: 1h, notify: { email: [a@example.com] }, evry: 2h }",
             "evry",
         ),
+        (
+            "{ launchPlan: p/d/n, every: 1h, notify: { webhooks: [nowhere] } }",
+            "flyteNotify.expectations[0].notify.webhooks[0]",
+        ),
     ] {
         let path = dir.path().join("config.yaml");
         std::fs::write(

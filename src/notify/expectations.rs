@@ -19,6 +19,7 @@ use crate::config::{ExpectationConfig, Limits};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{ExpectationRow, ExpectationState, ExpectationWrite, Millis};
 use crate::notify::routes::Routes;
+use crate::notify::webhooks::WebhookTargets;
 use crate::proto::flyteidl::admin::{
     EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
 };
@@ -33,6 +34,7 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 struct Watched {
     config: ExpectationConfig,
     notifications: Vec<Notification>,
+    webhooks: Vec<api::WebhookNotification>,
 }
 
 /// The configured expectations.
@@ -88,6 +90,16 @@ impl Expectations {
                 .iter()
                 .map(|config| Watched {
                     notifications: notifications_of(config),
+                    webhooks: config
+                        .notify
+                        .webhooks
+                        .iter()
+                        .map(|destination| api::WebhookNotification {
+                            destination: destination.clone(),
+                            phases: vec![Phase::Failed as i32, Phase::Succeeded as i32],
+                            ..Default::default()
+                        })
+                        .collect(),
                     config: config.clone(),
                 })
                 .collect(),
@@ -100,11 +112,43 @@ impl Expectations {
 
     /// The recipients, checked as a notification's would be: what Enqueue would refuse, named by
     /// its config key. The service refuses to start with any, and check-config reports them.
-    pub fn check(&self, limits: &Limits, routes: &Routes) -> Vec<FieldViolation> {
+    pub fn check(
+        &self,
+        limits: &Limits,
+        routes: &Routes,
+        targets: &WebhookTargets,
+    ) -> Vec<FieldViolation> {
         let mut problems = Vec::new();
         for (i, w) in self.watched.iter().enumerate() {
             let mut found = Vec::new();
-            validate::notifications(&w.notifications, 0, limits, routes, &mut found);
+            if !w.notifications.is_empty() {
+                validate::notifications(
+                    &w.notifications,
+                    w.webhooks.len(),
+                    limits,
+                    routes,
+                    &mut found,
+                );
+            }
+            let mut hooks = Vec::new();
+            validate::webhooks(
+                &w.webhooks,
+                w.notifications.len(),
+                limits,
+                targets,
+                &mut hooks,
+            );
+            for v in hooks {
+                // webhooks[j].destination -> notify.webhooks[j]
+                let field = v
+                    .field
+                    .split_once('.')
+                    .map_or(v.field.clone(), |(head, _)| head.to_string());
+                problems.push(FieldViolation::new(
+                    format!("flyteNotify.expectations[{i}].notify.{field}"),
+                    v.description,
+                ));
+            }
             for v in found {
                 // notifications[k].email.recipients_email[j] -> notify.email[j]
                 let field = v
@@ -350,7 +394,7 @@ fn alert_request(
             ..Default::default()
         }),
         notifications: w.notifications.clone(),
-        webhooks: Vec::new(),
+        webhooks: w.webhooks.clone(),
         deadline: None,
     };
     let alert = api::ExpectationAlert {

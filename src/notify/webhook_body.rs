@@ -166,8 +166,37 @@ fn id_json(id: &Identifier) -> Value {
     v
 }
 
+/// A missed schedule's built-in body: `flyte.launch_plan.missed` (or `.recovered`), about the
+/// launch plan rather than an execution.
+fn expectation_body(alert: &crate::proto::flytenotify::v1::ExpectationAlert) -> String {
+    let time = |t: &prost_types::Timestamp| {
+        chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    };
+    let seconds = |d: Option<&prost_types::Duration>| d.map_or(0, |d| d.seconds);
+    let mut data = Map::new();
+    data.insert("launch_plan".into(), json!(alert.launch_plan));
+    data.insert("every_seconds".into(), json!(seconds(alert.every.as_ref())));
+    data.insert("grace_seconds".into(), json!(seconds(alert.grace.as_ref())));
+    if let Some(at) = alert.last_success_at.as_ref().and_then(time) {
+        data.insert("last_success_at".into(), json!(at));
+    }
+    if let Some(at) = alert.watched_since.as_ref().and_then(time) {
+        data.insert("watched_since".into(), json!(at));
+    }
+    let kind = if alert.recovered {
+        "recovered"
+    } else {
+        "missed"
+    };
+    harden(json!({"type": format!("flyte.launch_plan.{kind}"), "data": data}).to_string())
+}
+
 /// The built-in body (see the module doc).
 fn built_in_body(execution: &ExecutionContext, console_link: Option<String>) -> String {
+    if let Some(alert) = &execution.expectation {
+        return expectation_body(alert);
+    }
     let phase = Phase::try_from(execution.phase)
         .map(|p| p.as_str_name().to_string())
         .unwrap_or_else(|_| format!("PHASE_{}", execution.phase));
@@ -742,5 +771,43 @@ mod tests {
         assert_eq!(body["type"], "flyte.execution.stuck");
         assert_eq!(body["data"]["phase"], "RUNNING");
         assert_eq!(body["data"]["still_running_after"], "1h 30m");
+    }
+
+    #[test]
+    fn a_missed_schedule_is_about_the_launch_plan() {
+        let missed = ExecutionContext {
+            expectation: Some(crate::proto::flytenotify::v1::ExpectationAlert {
+                launch_plan: "flytesnacks/production/daily_report".into(),
+                every: Some(prost_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                }),
+                grace: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                last_success_at: None,
+                watched_since: Some(prost_types::Timestamp {
+                    seconds: 1_795_000_000,
+                    nanos: 0,
+                }),
+                recovered: false,
+            }),
+            ..Default::default()
+        };
+        let body: Value = serde_json::from_str(&built_in_body(&missed, None)).unwrap();
+        assert_eq!(body["type"], "flyte.launch_plan.missed");
+        assert_eq!(
+            body["data"]["launch_plan"],
+            "flytesnacks/production/daily_report"
+        );
+        assert_eq!(body["data"]["every_seconds"], 86_400);
+        assert!(body["data"].get("last_success_at").is_none());
+        assert!(
+            body["data"]["watched_since"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-")
+        );
     }
 }

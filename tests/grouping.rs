@@ -1,7 +1,8 @@
 //! Grouping into digests (issue #19): deliveries of a route with `groupWait` wait in the ledger
 //! as members of their group, and one digest goes out for all of them: one email listing every
-//! execution, one PagerDuty event with the count. Durable across a SIGKILL, one digest across
-//! PostgreSQL replicas, and bad settings are refused naming their key.
+//! execution, one PagerDuty event with the count, one Slack message within Slack's block limit.
+//! Durable across a SIGKILL, one digest across PostgreSQL replicas, and bad settings are refused
+//! naming their key.
 
 mod common;
 
@@ -214,6 +215,88 @@ async fn members_arriving_at_two_replicas_are_one_digest() {
     assert!(list_all(&mut clients[0], "").await.is_empty());
 }
 
+/// Sixty failures routed to one Slack channel with `groupWait`: one message, the header and the
+/// fallback text counting sixty, a section for each of the first ones (with its error and a
+/// button to it), and one line counting the rest, within Slack's fifty blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_slack_failures_are_one_message_within_fifty_blocks() {
+    const SIXTY: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sink = start_python_peer(
+        "slack_pagerduty_sink.py",
+        &[
+            port.to_string().into(),
+            dir.path().join("slack.jsonl").into(),
+            "".into(),
+        ],
+        port,
+    );
+    let hook = dir.path().join("slack-url");
+    std::fs::write(
+        &hook,
+        format!("http://127.0.0.1:{port}/services/T1/B2/hook\n"),
+    )
+    .unwrap();
+    let yaml = format!(
+        "flyteNotify:\n  consoleUrl: https://flyte.example.com/console\n  \
+         retry: {{ baseDelay: 200ms, maxDelay: 1s, maxAttempts: 20 }}\n  \
+         slack:\n    routes:\n      - recipients: [\"#ml-alerts\"]\n        \
+         webhookUrlFile: {}\n        grouping: {{ groupBy: [project, domain], groupWait: 3s }}\n",
+        hook.display()
+    );
+    let server = Server::start_env(dir.path(), &yaml, &[]);
+    let mut client = server.client().await;
+    for i in 0..SIXTY {
+        let mut request = failure(i);
+        request.notifications = vec![slack(&[Phase::Failed], &["#ml-alerts"])];
+        client.enqueue(request).await.unwrap();
+    }
+    let log = dir.path().join("slack.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !log.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Anything that would follow the digest has had time to.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let posted = read_jsonl(&log);
+    assert_eq!(posted.len(), 1, "{posted:#?}");
+    let body = &posted[0]["body"];
+    let headline = format!("Flyte: {SIXTY} executions FAILED in flytesnacks/development");
+    assert_eq!(body["text"], headline);
+    let blocks = body["blocks"].as_array().unwrap();
+    assert!(blocks.len() <= 50, "{} blocks", blocks.len());
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["text"], format!(":x: {headline}"));
+    let sections: Vec<_> = blocks.iter().filter(|b| b["type"] == "section").collect();
+    assert!(!sections.is_empty());
+    for (i, section) in sections.iter().enumerate() {
+        let text = section["text"]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(&format!("`flytesnacks/development/run-{i}` FAILED")),
+            "{text}"
+        );
+        assert!(text.contains("x &lt; 0 &amp; y &gt; \"1\""), "{text}");
+        assert_eq!(
+            section["accessory"]["url"],
+            format!(
+                "https://flyte.example.com/console/projects/flytesnacks/domains/development/\
+                 executions/run-{i}"
+            )
+        );
+    }
+    let more = blocks.last().unwrap();
+    assert_eq!(more["type"], "context");
+    assert_eq!(
+        more["elements"][0]["text"],
+        format!(
+            "…and {} more ({SIXTY} executions in this digest)",
+            SIXTY - sections.len()
+        )
+    );
+    assert!(list_all(&mut client, "").await.is_empty());
+}
+
 #[test]
 fn bad_grouping_settings_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,6 +317,11 @@ fn bad_grouping_settings_are_refused_naming_the_key() {
             "pagerduty: { routes: [{ recipients: [a@acme.pagerduty.com], routingKeyEnvVar: K, \
              grouping: { groupInterval: 30d } }] }",
             "flyteNotify.pagerduty.routes[0].grouping.groupInterval",
+        ),
+        (
+            "slack: { routes: [{ recipients: [\"#a\"], webhookUrlEnvVar: U, \
+             grouping: { groupBy: [team] } }] }",
+            "flyteNotify.slack.routes[0].grouping.groupBy[0]",
         ),
     ] {
         let path = dir.path().join("config.yaml");

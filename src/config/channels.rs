@@ -108,6 +108,9 @@ pub struct SlackRouteConfig {
     /// With a token: the channel to post in (`#ml-alerts` or its id).
     #[serde(default)]
     pub channel: String,
+    /// Messages of this route grouped into digests: one Slack message per group.
+    #[serde(default)]
+    pub grouping: super::grouping::GroupingConfig,
 }
 
 impl SlackRouteConfig {
@@ -309,6 +312,7 @@ pub fn validate(
             }
             _ => {}
         }
+        route.grouping.validate(&format!("{key}.grouping"))?;
     }
     seen.clear();
     for (i, route) in pagerduty.routes.iter().enumerate() {

@@ -21,6 +21,8 @@ pub struct Routes {
     pub pagerduty_resolve_on_success: bool,
     /// Digests of email deliveries; None sends each on its own.
     email_grouping: Option<GroupingConfig>,
+    /// Digests of each Slack route's messages, by route index.
+    slack_grouping: Vec<Option<GroupingConfig>>,
     /// Digests of each PagerDuty route's triggers, by route index.
     pagerduty_grouping: Vec<Option<GroupingConfig>>,
 }
@@ -56,17 +58,24 @@ impl Routes {
             pagerduty_trigger_on: trigger_on,
             pagerduty_resolve_on_success: resolve_on_success,
             email_grouping: None,
+            slack_grouping: Vec::new(),
             pagerduty_grouping: Vec::new(),
         }
     }
 
-    /// Which deliveries are grouped into digests: email ones by `email`, each PagerDuty route's
-    /// by its own (in route order). A config with no groupWait groups nothing.
-    pub fn with_grouping(mut self, email: &GroupingConfig, pagerduty: &[GroupingConfig]) -> Self {
+    /// Which deliveries are grouped into digests: email ones by `email`, each Slack and PagerDuty
+    /// route's by its own (in route order). A config with no groupWait groups nothing.
+    pub fn with_grouping(
+        mut self,
+        email: &GroupingConfig,
+        slack: &[GroupingConfig],
+        pagerduty: &[GroupingConfig],
+    ) -> Self {
         fn enabled(g: &GroupingConfig) -> Option<GroupingConfig> {
             g.enabled().then(|| g.clone())
         }
         self.email_grouping = enabled(email);
+        self.slack_grouping = slack.iter().map(enabled).collect();
         self.pagerduty_grouping = pagerduty.iter().map(enabled).collect();
         self
     }
@@ -81,6 +90,7 @@ impl Routes {
     ) -> Option<&GroupingConfig> {
         match (channel, route) {
             (Channel::Email, None) => self.email_grouping.as_ref(),
+            (Channel::Slack, Some(route)) => self.slack_grouping.get(route)?.as_ref(),
             (Channel::Pagerduty, Some(route)) if self.pagerduty_trigger_on.contains(&phase) => {
                 self.pagerduty_grouping.get(route)?.as_ref()
             }

@@ -106,6 +106,12 @@ fn routes(config: &Config) -> Routes {
         svc.pagerduty.resolve_on_success,
     )
     .with_grouping(&svc.grouping.email, &slack_grouping, &pagerduty_grouping)
+    .with_webhook_grouping(
+        svc.webhooks
+            .destinations
+            .iter()
+            .map(|d| (d.name.clone(), d.grouping.clone())),
+    )
 }
 
 /// The native Slack sender, when any recipient has a route.

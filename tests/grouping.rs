@@ -323,6 +323,11 @@ fn bad_grouping_settings_are_refused_naming_the_key() {
              grouping: { groupBy: [team] } }] }",
             "flyteNotify.slack.routes[0].grouping.groupBy[0]",
         ),
+        (
+            "webhooks: { destinations: [{ name: ops, urlEnvVar: U, \
+             grouping: { groupWait: 5s, maxGroupSize: 1 } }] }",
+            "flyteNotify.webhooks.destinations[0].grouping.maxGroupSize",
+        ),
     ] {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, format!("flyteNotify:\n  {grouping}\n")).unwrap();

@@ -260,6 +260,9 @@ pub struct WebhookDestinationConfig {
     /// Sent with every request to it (not secret: use the URL or the signature for that).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Webhooks to this destination grouped into digests: one request per group.
+    #[serde(default)]
+    pub grouping: super::grouping::GroupingConfig,
 }
 
 impl WebhookDestinationConfig {
@@ -351,6 +354,7 @@ pub fn validate(
         if !d.url(&key).is_set() {
             return Err((key, "name the URL: urlEnvVar or urlFile".into()));
         }
+        d.grouping.validate(&format!("{key}.grouping"))?;
     }
     Ok(())
 }

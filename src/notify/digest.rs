@@ -2,7 +2,8 @@
 //! digest is sent from each member's stored execution context, with the same facts its own
 //! message would show. Email gets one row per execution; PagerDuty one trigger with the count
 //! and the executions in `custom_details`; Slack one Block Kit message, a section per execution
-//! up to Slack's block limit and a line counting the rest.
+//! up to Slack's block limit and a line counting the rest; a webhook destination one request
+//! whose built-in body holds the executions (`webhook_body::digest_body`).
 
 use askama::Template;
 use prost::Message as _;
@@ -13,8 +14,10 @@ use super::native::{SLACK_HEADER_MAX, SLACK_SECTION_MAX, SLACK_TEXT_MAX, SLACK_U
 use super::render::{Renderer, identifier, phase_name};
 use crate::delivery::{
     Channel, EmailMessage, PagerDutyAction, PagerDutyEvent, Payload, Rendered, SlackMessage,
+    WebhookRequest, WebhookTarget,
 };
 use crate::ledger::DigestMember;
+use crate::proto::flyteidl::core::WorkflowExecutionIdentifier;
 use crate::proto::flyteidl::core::workflow_execution::Phase;
 use crate::proto::flytenotify::v1::ExecutionContext;
 
@@ -68,17 +71,32 @@ fn cut(text: &str, max: usize) -> String {
     }
 }
 
-/// The rows of `members` whose context can be read, with `execution` decoded; a member whose
-/// context cannot be read is still counted and listed by its execution id.
+/// A member's execution context; one that cannot be read stands as its execution id and phase,
+/// so that it is still counted and listed.
+fn context(m: &DigestMember) -> ExecutionContext {
+    let mut context = m
+        .context
+        .as_ref()
+        .ok()
+        .and_then(|bytes| ExecutionContext::decode(&bytes[..]).ok())
+        .unwrap_or_default();
+    if context.execution_id.is_none() {
+        context.execution_id = Some(WorkflowExecutionIdentifier {
+            project: m.execution.project.clone(),
+            domain: m.execution.domain.clone(),
+            name: m.execution.name.clone(),
+            org: m.execution.org.clone(),
+        });
+        context.phase = m.phase;
+    }
+    context
+}
+
+/// The rows of `members`.
 fn digest(renderer: &Renderer, members: &[DigestMember]) -> Digest {
     let mut rows = Vec::with_capacity(members.len());
     for m in members {
-        let context = m
-            .context
-            .as_ref()
-            .ok()
-            .and_then(|bytes| ExecutionContext::decode(&bytes[..]).ok())
-            .unwrap_or_default();
+        let context = context(m);
         let key = &m.execution;
         rows.push(Row {
             execution: format!("{}/{}/{}", key.project, key.domain, key.name),
@@ -212,9 +230,31 @@ pub fn render_digest(
             &payload.recipients,
             renderer.max_rendered_bytes,
         ))),
-        other => Err(format!(
-            "{other} digests are not built; only email, Slack and PagerDuty"
-        )),
+        Channel::Webhook => {
+            // Only webhooks to a destination are grouped; the digest's recipient is its name.
+            let [name] = &payload.recipients[..] else {
+                return Err("a webhook digest names one destination".into());
+            };
+            let executions: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    let context = context(m);
+                    let link = renderer.console_link_for(&context);
+                    (context, link)
+                })
+                .collect();
+            // The members' own method, headers and body template are for one execution each:
+            // a digest is a POST of the built-in body, with the destination's headers.
+            let body = super::webhook_body::digest_body(&executions, renderer.max_rendered_bytes)?;
+            Ok(Rendered::Webhook(WebhookRequest {
+                recipients: payload.recipients.clone(),
+                target: WebhookTarget::Destination(name.clone()),
+                method: "POST".into(),
+                headers: Vec::new(),
+                body,
+                timeout: None,
+            }))
+        }
     }
 }
 

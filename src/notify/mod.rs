@@ -22,7 +22,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::{EmailerConfig, Limits};
-use crate::delivery::{Channel, Content, Payload, Rendered, WebhookSpec};
+use crate::delivery::{Channel, Content, Payload, Rendered, WebhookSpec, WebhookTarget};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{
     self, AcceptOutcome, ExecutionKey, Ledger, NewDelivery, NewRequest, PageToken, PendingQuery,
@@ -112,11 +112,13 @@ fn expand<'a>(
     (matched, unmatched)
 }
 
-/// The group `m` joins under `config`: the same channel and recipients (a route's, or the
-/// notification's own) and the same values of the groupBy labels make one digest.
+/// The group a delivery of `channel` to `recipients` (a route's, the notification's own, or a
+/// webhook destination's name, as they compare) joins under `config`: the same channel and
+/// recipients and the same values of the groupBy labels make one digest.
 fn group_of(
     execution: &api::ExecutionContext,
-    m: &Expanded<'_>,
+    channel: Channel,
+    mut recipients: Vec<String>,
     config: &crate::config::grouping::GroupingConfig,
 ) -> ledger::Grouping {
     let id = execution.execution_id.clone().unwrap_or_default();
@@ -125,17 +127,12 @@ fn group_of(
             .map(|i| format!("{}/{}/{}", i.project, i.domain, i.name))
             .unwrap_or_default()
     };
-    let mut recipients: Vec<String> = m
-        .recipients
-        .iter()
-        .map(|r| crate::config::channels::normalize_recipient(r))
-        .collect();
     recipients.sort();
     recipients.dedup();
     // The recipients are hashed so that the key stays short, whatever their number.
     let mut key = format!(
         "{}/{}",
-        m.channel,
+        channel,
         hex(&Sha256::digest(recipients.join("\n").as_bytes())[..12])
     );
     for label in &config.group_by {
@@ -427,17 +424,33 @@ impl Notifier {
             org: id.org.clone(),
         };
         let first_webhook_index = request.notifications.len() as u32;
-        // A deadline's alert is never grouped: it is due later, on its own.
+        // A deadline's alert is never grouped: it is due later, on its own. The notifications'
+        // groups, then the webhooks', as their deliveries are ordered.
+        let grouping = grouping && deadline.is_none();
         let groups: Vec<Option<ledger::Grouping>> = matched
             .iter()
             .map(|m| {
                 let config = self.routes.grouping(m.channel, m.route, execution.phase)?;
-                (grouping && deadline.is_none()).then(|| group_of(execution, m, config))
+                let recipients = m
+                    .recipients
+                    .iter()
+                    .map(|r| crate::config::channels::normalize_recipient(r))
+                    .collect();
+                grouping.then(|| group_of(execution, m.channel, recipients, config))
             })
+            .chain(webhooks.iter().map(|(_, spec)| {
+                let WebhookTarget::Destination(name) = &spec.target else {
+                    return None;
+                };
+                let config = self.routes.webhook_grouping(name)?;
+                // Destination names are compared exactly, as the sender looks them up.
+                grouping.then(|| group_of(execution, Channel::Webhook, vec![name.clone()], config))
+            }))
             .collect();
+        let (notification_groups, webhook_groups) = groups.split_at(matched.len());
         let deliveries = matched
             .iter()
-            .zip(&groups)
+            .zip(notification_groups)
             .map(|(m, group)| NewDelivery {
                 id: uuid::Uuid::now_v7().to_string(),
                 notification_index: m.index,
@@ -449,21 +462,26 @@ impl Notifier {
                 },
                 group: group.clone(),
             })
-            .chain(webhooks.iter().map(|(index, spec)| {
-                let spec = (*spec).clone();
-                NewDelivery {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    // After the notifications', so that ids come back in the documented order.
-                    notification_index: first_webhook_index + index,
-                    phase: execution.phase,
-                    payload: Payload {
-                        channel: Channel::Webhook,
-                        recipients: vec![webhooks::shown_as(&spec.target)],
-                        content: Content::Webhook(spec),
-                    },
-                    group: None,
-                }
-            }))
+            .chain(
+                webhooks
+                    .iter()
+                    .zip(webhook_groups)
+                    .map(|((index, spec), group)| {
+                        let spec = (*spec).clone();
+                        NewDelivery {
+                            id: uuid::Uuid::now_v7().to_string(),
+                            // After the notifications', so that ids come back in the documented order.
+                            notification_index: first_webhook_index + index,
+                            phase: execution.phase,
+                            payload: Payload {
+                                channel: Channel::Webhook,
+                                recipients: vec![webhooks::shown_as(&spec.target)],
+                                content: Content::Webhook(spec),
+                            },
+                            group: group.clone(),
+                        }
+                    }),
+            )
             .collect();
         let outcome = self
             .ledger

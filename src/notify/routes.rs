@@ -25,6 +25,8 @@ pub struct Routes {
     slack_grouping: Vec<Option<GroupingConfig>>,
     /// Digests of each PagerDuty route's triggers, by route index.
     pagerduty_grouping: Vec<Option<GroupingConfig>>,
+    /// Digests of the webhooks to each destination that groups, by its name.
+    webhook_grouping: HashMap<String, GroupingConfig>,
 }
 
 /// One group of a notification's recipients: all on one route, or all without one.
@@ -60,6 +62,7 @@ impl Routes {
             email_grouping: None,
             slack_grouping: Vec::new(),
             pagerduty_grouping: Vec::new(),
+            webhook_grouping: HashMap::new(),
         }
     }
 
@@ -78,6 +81,24 @@ impl Routes {
         self.slack_grouping = slack.iter().map(enabled).collect();
         self.pagerduty_grouping = pagerduty.iter().map(enabled).collect();
         self
+    }
+
+    /// Which webhook destinations group their webhooks into digests: `(name, grouping)`.
+    pub fn with_webhook_grouping(
+        mut self,
+        destinations: impl IntoIterator<Item = (String, GroupingConfig)>,
+    ) -> Self {
+        self.webhook_grouping = destinations
+            .into_iter()
+            .filter(|(_, g)| g.enabled())
+            .collect();
+        self
+    }
+
+    /// The grouping the webhooks to destination `name` follow, if any. Webhooks to a URL are
+    /// never grouped: a digest goes to a destination, by name.
+    pub fn webhook_grouping(&self, name: &str) -> Option<&GroupingConfig> {
+        self.webhook_grouping.get(name)
     }
 
     /// The grouping a delivery of `channel` to `group`'s recipients at `phase` follows, if any.

@@ -16,7 +16,8 @@ use flyte_notify::proto::flyteidl::admin::{PagerDutyNotification, notification};
 use flyte_notify::proto::flyteidl::core::Identifier;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
 use flyte_notify::proto::flytenotify::v1::{
-    DeliveryState, EnqueueRequest, GetDeliveryRequest, delivery_event,
+    DeliveryState, EnqueueRequest, GetDeliveryRequest, PreviewDigestRequest, WebhookNotification,
+    delivery_event,
 };
 
 const ROUTING_KEY: &str = "R0UT1NGk3yS3cr3tR0UT1NGk3yS3cr3";
@@ -247,11 +248,25 @@ async fn sixty_slack_failures_are_one_message_within_fifty_blocks() {
     );
     let server = Server::start_env(dir.path(), &yaml, &[]);
     let mut client = server.client().await;
+    let mut executions = Vec::new();
     for i in 0..SIXTY {
         let mut request = failure(i);
         request.notifications = vec![slack(&[Phase::Failed], &["#ml-alerts"])];
+        executions.extend(request.execution.clone());
         client.enqueue(request).await.unwrap();
     }
+    // PreviewDigest renders what the worker will send, to the byte.
+    let preview = client
+        .preview_digest(PreviewDigestRequest {
+            executions,
+            notification: Some(slack(&[Phase::Failed], &["#ml-alerts"])),
+            webhook: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.messages.len(), 1, "{preview:#?}");
+    assert_eq!(preview.messages[0].channel, "slack");
     let log = dir.path().join("slack.jsonl");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !log.exists() && std::time::Instant::now() < deadline {
@@ -262,6 +277,8 @@ async fn sixty_slack_failures_are_one_message_within_fifty_blocks() {
     let posted = read_jsonl(&log);
     assert_eq!(posted.len(), 1, "{posted:#?}");
     let body = &posted[0]["body"];
+    let previewed: serde_json::Value = serde_json::from_str(&preview.messages[0].body).unwrap();
+    assert_eq!(&previewed, body);
     let headline = format!("Flyte: {SIXTY} executions FAILED in flytesnacks/development");
     assert_eq!(body["text"], headline);
     let blocks = body["blocks"].as_array().unwrap();
@@ -293,6 +310,93 @@ async fn sixty_slack_failures_are_one_message_within_fifty_blocks() {
             "…and {} more ({SIXTY} executions in this digest)",
             SIXTY - sections.len()
         )
+    );
+    assert!(list_all(&mut client, "").await.is_empty());
+}
+
+/// PreviewDigest refuses what no digest could be, naming the field, and records nothing.
+#[tokio::test]
+async fn preview_digest_names_the_field_it_refuses() {
+    use tonic_types::StatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let mut client = server.client().await;
+    let notification = || Some(email(&[Phase::Failed], &["oncall@example.com"], ""));
+    let mut unnamed = failed_execution("run-1");
+    unnamed.execution_id.as_mut().unwrap().name.clear();
+    for (request, field) in [
+        (
+            PreviewDigestRequest {
+                executions: Vec::new(),
+                notification: notification(),
+                webhook: None,
+            },
+            "executions",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0"); 501],
+                notification: notification(),
+                webhook: None,
+            },
+            "executions",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0"), unnamed],
+                notification: notification(),
+                webhook: None,
+            },
+            "executions[1].execution_id.name",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0")],
+                notification: None,
+                webhook: None,
+            },
+            "notification",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0")],
+                notification: None,
+                webhook: Some(WebhookNotification {
+                    url: "https://hooks.example.com/x".into(),
+                    phases: vec![Phase::Failed as i32],
+                    ..Default::default()
+                }),
+            },
+            "webhook.url",
+        ),
+    ] {
+        let status = client.preview_digest(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default();
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} not in {fields:?}"
+        );
+    }
+    // A good one: the email digest, with the count.
+    let ok = client
+        .preview_digest(PreviewDigestRequest {
+            executions: (0..3)
+                .map(|i| failed_execution(&format!("run-{i}")))
+                .collect(),
+            notification: notification(),
+            webhook: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.messages.len(), 1);
+    assert_eq!(
+        ok.messages[0].subject,
+        "Flyte: 3 executions FAILED in flytesnacks/development"
     );
     assert!(list_all(&mut client, "").await.is_empty());
 }

@@ -87,6 +87,12 @@ fn routes(config: &Config) -> Routes {
         .iter()
         .map(|r| r.recipients.clone())
         .collect();
+    let slack_grouping: Vec<_> = svc
+        .slack
+        .routes
+        .iter()
+        .map(|r| r.grouping.clone())
+        .collect();
     let pagerduty_grouping: Vec<_> = svc
         .pagerduty
         .routes
@@ -99,7 +105,13 @@ fn routes(config: &Config) -> Routes {
         trigger_on,
         svc.pagerduty.resolve_on_success,
     )
-    .with_grouping(&svc.grouping.email, &pagerduty_grouping)
+    .with_grouping(&svc.grouping.email, &slack_grouping, &pagerduty_grouping)
+    .with_webhook_grouping(
+        svc.webhooks
+            .destinations
+            .iter()
+            .map(|d| (d.name.clone(), d.grouping.clone())),
+    )
 }
 
 /// The native Slack sender, when any recipient has a route.

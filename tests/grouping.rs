@@ -1,7 +1,8 @@
 //! Grouping into digests (issue #19): deliveries of a route with `groupWait` wait in the ledger
 //! as members of their group, and one digest goes out for all of them: one email listing every
-//! execution, one PagerDuty event with the count. Durable across a SIGKILL, one digest across
-//! PostgreSQL replicas, and bad settings are refused naming their key.
+//! execution, one PagerDuty event with the count, one Slack message within Slack's block limit.
+//! Durable across a SIGKILL, one digest across PostgreSQL replicas, and bad settings are refused
+//! naming their key.
 
 mod common;
 
@@ -15,7 +16,8 @@ use flyte_notify::proto::flyteidl::admin::{PagerDutyNotification, notification};
 use flyte_notify::proto::flyteidl::core::Identifier;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
 use flyte_notify::proto::flytenotify::v1::{
-    DeliveryState, EnqueueRequest, GetDeliveryRequest, delivery_event,
+    DeliveryState, EnqueueRequest, GetDeliveryRequest, PreviewDigestRequest, WebhookNotification,
+    delivery_event,
 };
 
 const ROUTING_KEY: &str = "R0UT1NGk3yS3cr3tR0UT1NGk3yS3cr3";
@@ -214,6 +216,191 @@ async fn members_arriving_at_two_replicas_are_one_digest() {
     assert!(list_all(&mut clients[0], "").await.is_empty());
 }
 
+/// Sixty failures routed to one Slack channel with `groupWait`: one message, the header and the
+/// fallback text counting sixty, a section for each of the first ones (with its error and a
+/// button to it), and one line counting the rest, within Slack's fifty blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_slack_failures_are_one_message_within_fifty_blocks() {
+    const SIXTY: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sink = start_python_peer(
+        "slack_pagerduty_sink.py",
+        &[
+            port.to_string().into(),
+            dir.path().join("slack.jsonl").into(),
+            "".into(),
+        ],
+        port,
+    );
+    let hook = dir.path().join("slack-url");
+    std::fs::write(
+        &hook,
+        format!("http://127.0.0.1:{port}/services/T1/B2/hook\n"),
+    )
+    .unwrap();
+    let yaml = format!(
+        "flyteNotify:\n  consoleUrl: https://flyte.example.com/console\n  \
+         retry: {{ baseDelay: 200ms, maxDelay: 1s, maxAttempts: 20 }}\n  \
+         slack:\n    routes:\n      - recipients: [\"#ml-alerts\"]\n        \
+         webhookUrlFile: {}\n        grouping: {{ groupBy: [project, domain], groupWait: 3s }}\n",
+        hook.display()
+    );
+    let server = Server::start_env(dir.path(), &yaml, &[]);
+    let mut client = server.client().await;
+    let mut executions = Vec::new();
+    for i in 0..SIXTY {
+        let mut request = failure(i);
+        request.notifications = vec![slack(&[Phase::Failed], &["#ml-alerts"])];
+        executions.extend(request.execution.clone());
+        client.enqueue(request).await.unwrap();
+    }
+    // PreviewDigest renders what the worker will send, to the byte.
+    let preview = client
+        .preview_digest(PreviewDigestRequest {
+            executions,
+            notification: Some(slack(&[Phase::Failed], &["#ml-alerts"])),
+            webhook: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.messages.len(), 1, "{preview:#?}");
+    assert_eq!(preview.messages[0].channel, "slack");
+    let log = dir.path().join("slack.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !log.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Anything that would follow the digest has had time to.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let posted = read_jsonl(&log);
+    assert_eq!(posted.len(), 1, "{posted:#?}");
+    let body = &posted[0]["body"];
+    let previewed: serde_json::Value = serde_json::from_str(&preview.messages[0].body).unwrap();
+    assert_eq!(&previewed, body);
+    let headline = format!("Flyte: {SIXTY} executions FAILED in flytesnacks/development");
+    assert_eq!(body["text"], headline);
+    let blocks = body["blocks"].as_array().unwrap();
+    assert!(blocks.len() <= 50, "{} blocks", blocks.len());
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["text"], format!(":x: {headline}"));
+    let sections: Vec<_> = blocks.iter().filter(|b| b["type"] == "section").collect();
+    assert!(!sections.is_empty());
+    for (i, section) in sections.iter().enumerate() {
+        let text = section["text"]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(&format!("`flytesnacks/development/run-{i}` FAILED")),
+            "{text}"
+        );
+        assert!(text.contains("x &lt; 0 &amp; y &gt; \"1\""), "{text}");
+        assert_eq!(
+            section["accessory"]["url"],
+            format!(
+                "https://flyte.example.com/console/projects/flytesnacks/domains/development/\
+                 executions/run-{i}"
+            )
+        );
+    }
+    let more = blocks.last().unwrap();
+    assert_eq!(more["type"], "context");
+    assert_eq!(
+        more["elements"][0]["text"],
+        format!(
+            "…and {} more ({SIXTY} executions in this digest)",
+            SIXTY - sections.len()
+        )
+    );
+    assert!(list_all(&mut client, "").await.is_empty());
+}
+
+/// PreviewDigest refuses what no digest could be, naming the field, and records nothing.
+#[tokio::test]
+async fn preview_digest_names_the_field_it_refuses() {
+    use tonic_types::StatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let mut client = server.client().await;
+    let notification = || Some(email(&[Phase::Failed], &["oncall@example.com"], ""));
+    let mut unnamed = failed_execution("run-1");
+    unnamed.execution_id.as_mut().unwrap().name.clear();
+    for (request, field) in [
+        (
+            PreviewDigestRequest {
+                executions: Vec::new(),
+                notification: notification(),
+                webhook: None,
+            },
+            "executions",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0"); 501],
+                notification: notification(),
+                webhook: None,
+            },
+            "executions",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0"), unnamed],
+                notification: notification(),
+                webhook: None,
+            },
+            "executions[1].execution_id.name",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0")],
+                notification: None,
+                webhook: None,
+            },
+            "notification",
+        ),
+        (
+            PreviewDigestRequest {
+                executions: vec![failed_execution("run-0")],
+                notification: None,
+                webhook: Some(WebhookNotification {
+                    url: "https://hooks.example.com/x".into(),
+                    phases: vec![Phase::Failed as i32],
+                    ..Default::default()
+                }),
+            },
+            "webhook.url",
+        ),
+    ] {
+        let status = client.preview_digest(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default();
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} not in {fields:?}"
+        );
+    }
+    // A good one: the email digest, with the count.
+    let ok = client
+        .preview_digest(PreviewDigestRequest {
+            executions: (0..3)
+                .map(|i| failed_execution(&format!("run-{i}")))
+                .collect(),
+            notification: notification(),
+            webhook: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.messages.len(), 1);
+    assert_eq!(
+        ok.messages[0].subject,
+        "Flyte: 3 executions FAILED in flytesnacks/development"
+    );
+    assert!(list_all(&mut client, "").await.is_empty());
+}
+
 #[test]
 fn bad_grouping_settings_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,6 +421,16 @@ fn bad_grouping_settings_are_refused_naming_the_key() {
             "pagerduty: { routes: [{ recipients: [a@acme.pagerduty.com], routingKeyEnvVar: K, \
              grouping: { groupInterval: 30d } }] }",
             "flyteNotify.pagerduty.routes[0].grouping.groupInterval",
+        ),
+        (
+            "slack: { routes: [{ recipients: [\"#a\"], webhookUrlEnvVar: U, \
+             grouping: { groupBy: [team] } }] }",
+            "flyteNotify.slack.routes[0].grouping.groupBy[0]",
+        ),
+        (
+            "webhooks: { destinations: [{ name: ops, urlEnvVar: U, \
+             grouping: { groupWait: 5s, maxGroupSize: 1 } }] }",
+            "flyteNotify.webhooks.destinations[0].grouping.maxGroupSize",
         ),
     ] {
         let path = dir.path().join("config.yaml");

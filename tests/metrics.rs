@@ -1,7 +1,7 @@
 //! /metrics after a known sequence: 3 delivered, 1 dead, 2 waiting to be retried, 1 silenced. Every counter,
 //! gauge and histogram count an operator would alert or chart on is checked for its exact value,
 //! and the alert rules the README documents (docs/prometheus-alerts.yml) name only metrics the
-//! service exports.
+//! service exports. A second server sends one digest of three: the group size histogram counts it.
 
 mod common;
 
@@ -314,6 +314,78 @@ flyteNotify:
         }
     }
     assert!(checked >= 3, "the rules name {checked} metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_sent_is_counted_by_its_group_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let config = format!(
+        r#"
+notifications:
+  emailer: {{ sender: flyte@example.com }}
+flyteNotify:
+  metricsListen: 127.0.0.1:{metrics_port}
+  grouping:
+    email: {{ groupWait: 1s }}
+"#
+    );
+    let server = Server::start(dir.path(), Some(&config));
+    let mut client = server.client().await;
+    for name in ["exec-a", "exec-b", "exec-c"] {
+        client.enqueue(failed_email_request(name)).await.unwrap();
+    }
+    let messages = wait_for_messages(&server.maildir(), 1, Duration::from_secs(30));
+    assert_eq!(messages.len(), 1);
+    // The histogram is recorded after the digest is recorded delivered, just after the mail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = scrape(metrics_port).await;
+        if sample(
+            &body,
+            "flyte_notify_group_size_count",
+            &[("channel", "email")],
+        )
+        .is_some()
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}\nlog:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (name, labels, want) in [
+        (
+            "flyte_notify_group_size_count",
+            vec![("channel", "email")],
+            1.0,
+        ),
+        (
+            "flyte_notify_group_size_sum",
+            vec![("channel", "email")],
+            3.0,
+        ),
+        (
+            "flyte_notify_group_size_bucket",
+            vec![("channel", "email"), ("le", "2")],
+            0.0,
+        ),
+        (
+            "flyte_notify_group_size_bucket",
+            vec![("channel", "email"), ("le", "5")],
+            1.0,
+        ),
+        (
+            "flyte_notify_deliveries_accepted_total",
+            vec![("channel", "email")],
+            3.0,
+        ),
+    ] {
+        assert_eq!(
+            sample(&body, name, &labels),
+            Some(want),
+            "{name} {labels:?}\n{body}"
+        );
+    }
 }
 
 /// Every flyte_notify_* identifier in a PromQL expression.

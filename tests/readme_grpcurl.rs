@@ -48,7 +48,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
     let blocks = readme_grpcurl_blocks();
     assert_eq!(
         blocks.len(),
-        17,
+        18,
         "the README's grpcurl examples changed: {blocks:#?}"
     );
     for block in &blocks {
@@ -77,6 +77,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
                 "rpc ListSilences",
                 "rpc ExpireSilence",
                 "rpc ListExpectations",
+                "rpc PreviewDigest",
             ] {
                 assert!(out.contains(rpc), "{out}");
             }
@@ -89,6 +90,24 @@ async fn every_readme_grpcurl_command_works_as_written() {
         } else if first.contains("Health/Check") {
             assert!(ok, "{err}");
             assert!(out.contains(r#""status": "SERVING""#), "{out}");
+        } else if block.contains("/PreviewDigest") {
+            // One email digest of both executions; nothing sent or recorded.
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let messages = v["messages"].as_array().unwrap();
+            assert_eq!(messages.len(), 1, "{out}");
+            assert_eq!(
+                messages[0]["subject"],
+                "Flyte: 2 executions FAILED in flytesnacks/development"
+            );
+            assert!(
+                messages[0]["textBody"]
+                    .as_str()
+                    .unwrap()
+                    .contains("learning rate must be positive"),
+                "{out}"
+            );
+            assert_eq!(maildir_messages(&server.maildir()).len(), mails_before);
         } else if first.contains("/Preview") {
             assert!(ok, "{err}");
             let v: serde_json::Value = serde_json::from_str(&out).unwrap();

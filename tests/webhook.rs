@@ -462,3 +462,91 @@ async fn loopback_and_private_literals_are_refused_without_an_entry() {
     }
     assert!(sink.requests().is_empty());
 }
+
+/// A destination with `grouping`: twelve failures within its groupWait are one signed request to
+/// the sink, whose built-in body lists every execution as its own webhook's `data` would, with
+/// the count. A member's own body template is for one execution and does not shape the digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_executions_to_a_destination_is_one_signed_request_with_the_array() {
+    use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
+    use flyte_notify::proto::flytenotify::v1::{EnqueueRequest, WebhookNotification};
+
+    const MEMBERS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = WebhookSink::start("", Some(SECRET));
+    let config = r#"
+notifications:
+  emailer: { sender: flyte@example.com }
+flyteNotify:
+  consoleUrl: https://flyte.example.com/console
+  retry: { baseDelay: 200ms, maxDelay: 1s, maxAttempts: 20 }
+  webhooks:
+    destinations:
+      - name: ops
+        urlEnvVar: FN_TEST_OPS_URL
+        signingSecretEnvVar: FN_TEST_OPS_SECRET
+        grouping: { groupBy: [project, domain], groupWait: 2s }
+"#;
+    let server = Server::start_env(
+        dir.path(),
+        config,
+        &[
+            ("FN_TEST_OPS_URL", &sink.url("/hooks/ops")),
+            ("FN_TEST_OPS_SECRET", SECRET),
+        ],
+    );
+    let mut client = server.client().await;
+    for i in 0..MEMBERS {
+        let body_template = if i == 0 {
+            r#"{"only": "{{ name }}"}"#.to_string()
+        } else {
+            String::new()
+        };
+        client
+            .enqueue(EnqueueRequest {
+                request_id: format!("run-{i}"),
+                execution: Some(failed_execution(&format!("run-{i}"))),
+                notifications: Vec::new(),
+                webhooks: vec![WebhookNotification {
+                    destination: "ops".into(),
+                    phases: vec![Phase::Failed as i32],
+                    body_template,
+                    ..Default::default()
+                }],
+                deadline: None,
+            })
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sink.requests().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Anything that would follow the digest has had time to.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = sink.requests();
+    assert_eq!(seen.len(), 1, "{seen:#?}\nlog:\n{}", server.log());
+    let r = &seen[0];
+    assert_eq!(r["signature"], "valid", "{r:#}");
+    assert_eq!(r["method"], "POST");
+    assert_eq!(r["path"], "/hooks/ops");
+    let body = &r["json"];
+    assert_eq!(body["type"], "flyte.executions.digest");
+    assert_eq!(body["data"]["count"], MEMBERS);
+    assert_eq!(body["data"].get("more"), None);
+    let executions = body["data"]["executions"].as_array().unwrap();
+    assert_eq!(executions.len(), MEMBERS);
+    for (i, e) in executions.iter().enumerate() {
+        assert_eq!(e["execution_id"]["name"], format!("run-{i}"));
+        assert_eq!(e["phase"], "FAILED");
+        assert_eq!(e["error"]["message"], "x < 0 & y > \"1\"");
+        assert_eq!(
+            e["console_link"],
+            format!(
+                "https://flyte.example.com/console/projects/flytesnacks/domains/development/\
+                 executions/run-{i}"
+            )
+        );
+    }
+    assert!(list_all(&mut client, "").await.is_empty());
+}

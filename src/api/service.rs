@@ -10,9 +10,9 @@ use crate::proto::flytenotify::v1::{
     CreateSilenceRequest, CreateSilenceResponse, DiscardRequest, DiscardResponse, EnqueueRequest,
     EnqueueResponse, ExpireSilenceRequest, ExpireSilenceResponse, GetDeliveryRequest,
     GetDeliveryResponse, ListExpectationsRequest, ListExpectationsResponse, ListPendingRequest,
-    ListPendingResponse, ListSilencesRequest, ListSilencesResponse, PreviewRequest,
-    PreviewResponse, RedriveRequest, RedriveResponse, SendTestRequest, SendTestResponse,
-    notification_service_server::NotificationService,
+    ListPendingResponse, ListSilencesRequest, ListSilencesResponse, PreviewDigestRequest,
+    PreviewDigestResponse, PreviewRequest, PreviewResponse, RedriveRequest, RedriveResponse,
+    SendTestRequest, SendTestResponse, notification_service_server::NotificationService,
 };
 
 pub struct GrpcNotificationService {
@@ -57,6 +57,19 @@ impl NotificationService for GrpcNotificationService {
         // thread; a blocking thread keeps health checks and other calls moving meanwhile.
         let notifier = self.notifier.clone();
         tokio::task::spawn_blocking(move || notifier.preview(request.into_inner()))
+            .await
+            .map_err(|e| to_status(crate::error::Error::Internal(anyhow::anyhow!(e))))?
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn preview_digest(
+        &self,
+        request: Request<PreviewDigestRequest>,
+    ) -> Result<Response<PreviewDigestResponse>, Status> {
+        // Up to 500 executions rendered: off the async workers, as Preview is.
+        let notifier = self.notifier.clone();
+        tokio::task::spawn_blocking(move || notifier.preview_digest(request.into_inner()))
             .await
             .map_err(|e| to_status(crate::error::Error::Internal(anyhow::anyhow!(e))))?
             .map(Response::new)

@@ -108,6 +108,9 @@ pub struct SlackRouteConfig {
     /// With a token: the channel to post in (`#ml-alerts` or its id).
     #[serde(default)]
     pub channel: String,
+    /// Messages of this route grouped into digests: one Slack message per group.
+    #[serde(default)]
+    pub grouping: super::grouping::GroupingConfig,
 }
 
 impl SlackRouteConfig {
@@ -257,6 +260,9 @@ pub struct WebhookDestinationConfig {
     /// Sent with every request to it (not secret: use the URL or the signature for that).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Webhooks to this destination grouped into digests: one request per group.
+    #[serde(default)]
+    pub grouping: super::grouping::GroupingConfig,
 }
 
 impl WebhookDestinationConfig {
@@ -309,6 +315,7 @@ pub fn validate(
             }
             _ => {}
         }
+        route.grouping.validate(&format!("{key}.grouping"))?;
     }
     seen.clear();
     for (i, route) in pagerduty.routes.iter().enumerate() {
@@ -347,6 +354,7 @@ pub fn validate(
         if !d.url(&key).is_set() {
             return Err((key, "name the URL: urlEnvVar or urlFile".into()));
         }
+        d.grouping.validate(&format!("{key}.grouping"))?;
     }
     Ok(())
 }

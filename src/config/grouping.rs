@@ -1,6 +1,7 @@
 //! How deliveries are grouped into digests: which labels make a group, how long the first member
 //! waits for company, how soon the next digest of a group may go, and how many members one digest
-//! holds. The same settings serve `flyteNotify.grouping.email` and each PagerDuty route.
+//! holds. The same settings serve `flyteNotify.grouping.email`, each Slack and PagerDuty route,
+//! and each webhook destination.
 
 use std::time::Duration;
 

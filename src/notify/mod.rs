@@ -22,7 +22,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::{EmailerConfig, Limits};
-use crate::delivery::{Channel, Content, Payload, Rendered, WebhookSpec};
+use crate::delivery::{Channel, Content, Payload, Rendered, WebhookSpec, WebhookTarget};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{
     self, AcceptOutcome, ExecutionKey, Ledger, NewDelivery, NewRequest, PageToken, PendingQuery,
@@ -112,11 +112,13 @@ fn expand<'a>(
     (matched, unmatched)
 }
 
-/// The group `m` joins under `config`: the same channel and recipients (a route's, or the
-/// notification's own) and the same values of the groupBy labels make one digest.
+/// The group a delivery of `channel` to `recipients` (a route's, the notification's own, or a
+/// webhook destination's name, as they compare) joins under `config`: the same channel and
+/// recipients and the same values of the groupBy labels make one digest.
 fn group_of(
     execution: &api::ExecutionContext,
-    m: &Expanded<'_>,
+    channel: Channel,
+    mut recipients: Vec<String>,
     config: &crate::config::grouping::GroupingConfig,
 ) -> ledger::Grouping {
     let id = execution.execution_id.clone().unwrap_or_default();
@@ -125,17 +127,12 @@ fn group_of(
             .map(|i| format!("{}/{}/{}", i.project, i.domain, i.name))
             .unwrap_or_default()
     };
-    let mut recipients: Vec<String> = m
-        .recipients
-        .iter()
-        .map(|r| crate::config::channels::normalize_recipient(r))
-        .collect();
     recipients.sort();
     recipients.dedup();
     // The recipients are hashed so that the key stays short, whatever their number.
     let mut key = format!(
         "{}/{}",
-        m.channel,
+        channel,
         hex(&Sha256::digest(recipients.join("\n").as_bytes())[..12])
     );
     for label in &config.group_by {
@@ -427,17 +424,33 @@ impl Notifier {
             org: id.org.clone(),
         };
         let first_webhook_index = request.notifications.len() as u32;
-        // A deadline's alert is never grouped: it is due later, on its own.
+        // A deadline's alert is never grouped: it is due later, on its own. The notifications'
+        // groups, then the webhooks', as their deliveries are ordered.
+        let grouping = grouping && deadline.is_none();
         let groups: Vec<Option<ledger::Grouping>> = matched
             .iter()
             .map(|m| {
                 let config = self.routes.grouping(m.channel, m.route, execution.phase)?;
-                (grouping && deadline.is_none()).then(|| group_of(execution, m, config))
+                let recipients = m
+                    .recipients
+                    .iter()
+                    .map(|r| crate::config::channels::normalize_recipient(r))
+                    .collect();
+                grouping.then(|| group_of(execution, m.channel, recipients, config))
             })
+            .chain(webhooks.iter().map(|(_, spec)| {
+                let WebhookTarget::Destination(name) = &spec.target else {
+                    return None;
+                };
+                let config = self.routes.webhook_grouping(name)?;
+                // Destination names are compared exactly, as the sender looks them up.
+                grouping.then(|| group_of(execution, Channel::Webhook, vec![name.clone()], config))
+            }))
             .collect();
+        let (notification_groups, webhook_groups) = groups.split_at(matched.len());
         let deliveries = matched
             .iter()
-            .zip(&groups)
+            .zip(notification_groups)
             .map(|(m, group)| NewDelivery {
                 id: uuid::Uuid::now_v7().to_string(),
                 notification_index: m.index,
@@ -449,21 +462,26 @@ impl Notifier {
                 },
                 group: group.clone(),
             })
-            .chain(webhooks.iter().map(|(index, spec)| {
-                let spec = (*spec).clone();
-                NewDelivery {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    // After the notifications', so that ids come back in the documented order.
-                    notification_index: first_webhook_index + index,
-                    phase: execution.phase,
-                    payload: Payload {
-                        channel: Channel::Webhook,
-                        recipients: vec![webhooks::shown_as(&spec.target)],
-                        content: Content::Webhook(spec),
-                    },
-                    group: None,
-                }
-            }))
+            .chain(
+                webhooks
+                    .iter()
+                    .zip(webhook_groups)
+                    .map(|((index, spec), group)| {
+                        let spec = (*spec).clone();
+                        NewDelivery {
+                            id: uuid::Uuid::now_v7().to_string(),
+                            // After the notifications', so that ids come back in the documented order.
+                            notification_index: first_webhook_index + index,
+                            phase: execution.phase,
+                            payload: Payload {
+                                channel: Channel::Webhook,
+                                recipients: vec![webhooks::shown_as(&spec.target)],
+                                content: Content::Webhook(spec),
+                            },
+                            group: group.clone(),
+                        }
+                    }),
+            )
             .collect();
         let outcome = self
             .ledger
@@ -623,6 +641,141 @@ impl Notifier {
             messages,
             unmatched_notifications: unmatched + unmatched_webhooks,
         })
+    }
+
+    /// The digest(s) `request.notification` or `request.webhook` would send for
+    /// `request.executions`, rendered by the worker's own `digest::render_digest`.
+    pub fn preview_digest(
+        &self,
+        request: api::PreviewDigestRequest,
+    ) -> Result<api::PreviewDigestResponse, Error> {
+        let mut violations = Vec::new();
+        validate::request_size(request.encoded_len(), &self.limits, &mut violations);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let max = crate::config::grouping::MAX_GROUP_SIZE as usize;
+        match request.executions.len() {
+            0 => violations.push(FieldViolation::new(
+                "executions",
+                "required: the members of one digest, at least one",
+            )),
+            n if n > max => violations.push(FieldViolation::new(
+                "executions",
+                format!("{n} executions; a digest holds at most {max} (maxGroupSize)"),
+            )),
+            _ => {}
+        }
+        // Each execution checked as Enqueue checks one, its paths under executions[i].
+        let mut filled = Vec::with_capacity(request.executions.len());
+        for (i, execution) in request.executions.iter().enumerate().take(max) {
+            let mut own = Vec::new();
+            if let Some((execution, _)) = validate::execution(Some(execution), None, &mut own) {
+                filled.push(with_server_time(execution).into_owned());
+            }
+            violations.extend(own.into_iter().map(|v| {
+                let rest = v.field.strip_prefix("execution").unwrap_or(&v.field);
+                FieldViolation::new(format!("executions[{i}]{rest}"), v.description)
+            }));
+        }
+        let notifications = Vec::from_iter(request.notification.clone());
+        let webhooks = Vec::from_iter(request.webhook.clone());
+        if notifications.len() + webhooks.len() != 1 {
+            violations.push(FieldViolation::new(
+                "notification",
+                "set exactly one target: notification or webhook",
+            ));
+            return Err(Error::InvalidArgument(violations));
+        }
+        // The target checked as Enqueue checks it, its paths as this request names them.
+        let mut own = Vec::new();
+        let targets = validate::notifications(
+            &notifications,
+            webhooks.len(),
+            &self.limits,
+            &self.routes,
+            &mut own,
+        );
+        let specs = validate::webhooks(&webhooks, 0, &self.limits, &self.webhook_targets, &mut own);
+        if let Some(WebhookSpec {
+            target: WebhookTarget::Url(_),
+            ..
+        }) = specs.first()
+        {
+            own.push(FieldViolation::new(
+                "webhooks[0].url",
+                "a webhook to a URL is never grouped; name a configured destination",
+            ));
+        }
+        violations.extend(own.into_iter().map(|v| {
+            let field = v
+                .field
+                .replacen("notifications[0]", "notification", 1)
+                .replacen("webhooks[0]", "webhook", 1);
+            FieldViolation::new(field, v.description)
+        }));
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let members: Vec<ledger::DigestMember> = filled
+            .iter()
+            .enumerate()
+            .map(|(i, execution)| {
+                let id = execution.execution_id.clone().unwrap_or_default();
+                ledger::DigestMember {
+                    id: format!("preview-{i}"),
+                    execution: ExecutionKey {
+                        project: id.project,
+                        domain: id.domain,
+                        name: id.name,
+                        org: id.org,
+                    },
+                    phase: execution.phase,
+                    context: Ok(Arc::from(execution.encode_to_vec())),
+                }
+            })
+            .collect();
+        // The digests Enqueue would make: one per route of the notification, and one of its
+        // recipients without a route (emailed); or the destination's.
+        let mut digests: Vec<(Channel, Payload)> = Vec::new();
+        for t in &targets {
+            for group in self.routes.split(t.channel, t.recipients) {
+                let wire = if group.routed {
+                    t.channel
+                } else {
+                    Channel::Email
+                };
+                let payload = Payload {
+                    channel: t.channel,
+                    recipients: group.recipients,
+                    content: Content::Digest,
+                };
+                digests.push((wire, payload));
+            }
+        }
+        for spec in &specs {
+            let payload = Payload {
+                channel: Channel::Webhook,
+                recipients: vec![webhooks::shown_as(&spec.target)],
+                content: Content::Digest,
+            };
+            digests.push((Channel::Webhook, payload));
+        }
+        let mut messages = Vec::with_capacity(digests.len());
+        for (wire, payload) in digests {
+            let rendered =
+                digest::render_digest(&self.renderer, wire, &payload, "preview", &members)
+                    .map_err(|e| {
+                        let field = if webhooks.is_empty() {
+                            "notification"
+                        } else {
+                            "webhook"
+                        };
+                        Error::InvalidArgument(vec![FieldViolation::new(field, e)])
+                    })?;
+            messages.push(preview_message(payload.channel, 0, rendered));
+        }
+        Ok(api::PreviewDigestResponse { messages })
     }
 
     pub async fn list_pending(

@@ -34,7 +34,7 @@ pub const SLACK_TEXT_MAX: usize = 3000;
 
 /// One identifier in the details section: three of them and their labels stay within
 /// `SLACK_SECTION_MAX` (a test holds this).
-const SLACK_ID_MAX: usize = 900;
+pub(super) const SLACK_ID_MAX: usize = 900;
 const SLACK_CODE_MAX: usize = 200;
 /// The error excerpt in the fallback text.
 const SLACK_TEXT_ERROR_MAX: usize = 500;
@@ -51,16 +51,16 @@ const CONSOLE_LINK_TEXT: &str = "View in the Flyte console";
 /// Text escaped for Slack's mrkdwn (`&`, `<` and `>` as entities, which is all Slack asks for)
 /// and held to a length. The Slack templates insert nothing else.
 #[derive(Clone)]
-struct Mrkdwn(String);
+pub(super) struct Mrkdwn(String);
 
 impl Mrkdwn {
     /// `text` escaped, at most `max` UTF-16 units long.
-    fn new(text: &str, max: usize) -> Self {
+    pub(super) fn new(text: &str, max: usize) -> Self {
         Mrkdwn(bounded(text, max, char::len_utf16, true, false))
     }
 
     /// As `new`, on one line: a line break in a value would end a code span and the field.
-    fn line(text: &str, max: usize) -> Self {
+    pub(super) fn line(text: &str, max: usize) -> Self {
         Mrkdwn(bounded(text, max, char::len_utf16, true, true))
     }
 }
@@ -111,12 +111,12 @@ fn bounded(text: &str, max: usize, measure: Measure, escape: bool, one_line: boo
     out
 }
 
-fn utf16_len(s: &str) -> usize {
+pub(super) fn utf16_len(s: &str) -> usize {
     s.chars().map(char::len_utf16).sum()
 }
 
 /// Plain text for Slack (a header) in at most `max` UTF-16 units, on one line.
-fn slack_plain(text: &str, max: usize) -> String {
+pub(super) fn slack_plain(text: &str, max: usize) -> String {
     bounded(text, max, char::len_utf16, false, true)
 }
 
@@ -225,7 +225,7 @@ fn non_empty(text: &str, f: impl FnOnce(&str) -> Mrkdwn) -> Option<Mrkdwn> {
     (!text.is_empty()).then(|| f(text))
 }
 
-fn slack_icon(phase: Option<Phase>) -> &'static str {
+pub(super) fn slack_icon(phase: Option<Phase>) -> &'static str {
     match phase {
         Some(Phase::Succeeded) => ":white_check_mark:",
         Some(Phase::Failed) => ":x:",

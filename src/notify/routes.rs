@@ -21,8 +21,12 @@ pub struct Routes {
     pub pagerduty_resolve_on_success: bool,
     /// Digests of email deliveries; None sends each on its own.
     email_grouping: Option<GroupingConfig>,
+    /// Digests of each Slack route's messages, by route index.
+    slack_grouping: Vec<Option<GroupingConfig>>,
     /// Digests of each PagerDuty route's triggers, by route index.
     pagerduty_grouping: Vec<Option<GroupingConfig>>,
+    /// Digests of the webhooks to each destination that groups, by its name.
+    webhook_grouping: HashMap<String, GroupingConfig>,
 }
 
 /// One group of a notification's recipients: all on one route, or all without one.
@@ -56,19 +60,45 @@ impl Routes {
             pagerduty_trigger_on: trigger_on,
             pagerduty_resolve_on_success: resolve_on_success,
             email_grouping: None,
+            slack_grouping: Vec::new(),
             pagerduty_grouping: Vec::new(),
+            webhook_grouping: HashMap::new(),
         }
     }
 
-    /// Which deliveries are grouped into digests: email ones by `email`, each PagerDuty route's
-    /// by its own (in route order). A config with no groupWait groups nothing.
-    pub fn with_grouping(mut self, email: &GroupingConfig, pagerduty: &[GroupingConfig]) -> Self {
+    /// Which deliveries are grouped into digests: email ones by `email`, each Slack and PagerDuty
+    /// route's by its own (in route order). A config with no groupWait groups nothing.
+    pub fn with_grouping(
+        mut self,
+        email: &GroupingConfig,
+        slack: &[GroupingConfig],
+        pagerduty: &[GroupingConfig],
+    ) -> Self {
         fn enabled(g: &GroupingConfig) -> Option<GroupingConfig> {
             g.enabled().then(|| g.clone())
         }
         self.email_grouping = enabled(email);
+        self.slack_grouping = slack.iter().map(enabled).collect();
         self.pagerduty_grouping = pagerduty.iter().map(enabled).collect();
         self
+    }
+
+    /// Which webhook destinations group their webhooks into digests: `(name, grouping)`.
+    pub fn with_webhook_grouping(
+        mut self,
+        destinations: impl IntoIterator<Item = (String, GroupingConfig)>,
+    ) -> Self {
+        self.webhook_grouping = destinations
+            .into_iter()
+            .filter(|(_, g)| g.enabled())
+            .collect();
+        self
+    }
+
+    /// The grouping the webhooks to destination `name` follow, if any. Webhooks to a URL are
+    /// never grouped: a digest goes to a destination, by name.
+    pub fn webhook_grouping(&self, name: &str) -> Option<&GroupingConfig> {
+        self.webhook_grouping.get(name)
     }
 
     /// The grouping a delivery of `channel` to `group`'s recipients at `phase` follows, if any.
@@ -81,6 +111,7 @@ impl Routes {
     ) -> Option<&GroupingConfig> {
         match (channel, route) {
             (Channel::Email, None) => self.email_grouping.as_ref(),
+            (Channel::Slack, Some(route)) => self.slack_grouping.get(route)?.as_ref(),
             (Channel::Pagerduty, Some(route)) if self.pagerduty_trigger_on.contains(&phase) => {
                 self.pagerduty_grouping.get(route)?.as_ref()
             }

@@ -14,6 +14,9 @@
 //! `{"type": "flyte.execution.<phase>", "timestamp": <occurred_at>, "data": {execution_id,
 //! phase, workflow, launch_plan, error, occurred_at, console_link}}`, fields left out when the
 //! execution has none. GET and HEAD have no built-in body.
+//!
+//! A digest (a destination's `grouping`) is one POST whose built-in body lists its members:
+//! `{"type": "flyte.executions.digest", "data": {"count", "executions": [data, ...], "more"}}`.
 
 use std::time::Duration;
 
@@ -192,18 +195,21 @@ fn expectation_body(alert: &crate::proto::flytenotify::v1::ExpectationAlert) -> 
     harden(json!({"type": format!("flyte.launch_plan.{kind}"), "data": data}).to_string())
 }
 
-/// The built-in body (see the module doc).
-fn built_in_body(execution: &ExecutionContext, console_link: Option<String>) -> String {
-    if let Some(alert) = &execution.expectation {
-        return expectation_body(alert);
-    }
+/// When the execution reached its phase, in RFC 3339.
+fn occurred_at(execution: &ExecutionContext) -> Option<String> {
+    execution.occurred_at.as_ref().and_then(|t| {
+        chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    })
+}
+
+/// The built-in body's `data`: what one execution's webhook says about it, and what each
+/// entry of a digest's `executions` says.
+fn built_in_data(execution: &ExecutionContext, console_link: Option<String>) -> Map<String, Value> {
     let phase = Phase::try_from(execution.phase)
         .map(|p| p.as_str_name().to_string())
         .unwrap_or_else(|_| format!("PHASE_{}", execution.phase));
-    let occurred_at = execution.occurred_at.as_ref().and_then(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-    });
+    let occurred_at = occurred_at(execution);
     let mut data = Map::new();
     if let Some(id) = &execution.execution_id {
         let mut v = json!({"project": id.project, "domain": id.domain, "name": id.name});
@@ -232,10 +238,20 @@ fn built_in_body(execution: &ExecutionContext, console_link: Option<String>) -> 
         data.insert("console_link".into(), json!(link));
     }
     // A deadline's alert is its own event type, flyte.execution.stuck, saying how long.
-    let stuck = render::still_running_after(execution);
-    if let Some(after) = &stuck {
+    if let Some(after) = render::still_running_after(execution) {
         data.insert("still_running_after".into(), json!(after));
     }
+    data
+}
+
+/// The built-in body (see the module doc).
+fn built_in_body(execution: &ExecutionContext, console_link: Option<String>) -> String {
+    if let Some(alert) = &execution.expectation {
+        return expectation_body(alert);
+    }
+    let occurred_at = occurred_at(execution);
+    let data = built_in_data(execution, console_link);
+    let stuck = render::still_running_after(execution);
     let kind = match stuck {
         Some(_) => "stuck".to_string(),
         None => render::phase_name(execution.phase),
@@ -247,6 +263,51 @@ fn built_in_body(execution: &ExecutionContext, console_link: Option<String>) -> 
     }
     body.insert("data".into(), Value::Object(data));
     harden(Value::Object(body).to_string())
+}
+
+/// The event type of a digest's built-in body.
+pub const DIGEST_TYPE: &str = "flyte.executions.digest";
+
+/// A digest's body: `{"type": "flyte.executions.digest", "data": {"count": N, "executions":
+/// [...], "more": K}}`, each entry the `data` of that execution's own built-in body, in the
+/// members' order. Entries that would take the body over `max_bytes` are left out, and `more`
+/// (present only then) says how many.
+pub fn digest_body(
+    executions: &[(ExecutionContext, Option<String>)],
+    max_bytes: usize,
+) -> Result<String, String> {
+    let count = executions.len();
+    let head = format!(r#"{{"type":"{DIGEST_TYPE}","data":{{"count":{count},"executions":["#);
+    let tail = |more: usize| {
+        if more == 0 {
+            "]}}".to_string()
+        } else {
+            format!(r#"],"more":{more}}}}}"#)
+        }
+    };
+    // Room for the longest tail, whatever is left out.
+    let frame = head.len() + tail(count).len();
+    if frame > max_bytes {
+        return Err(too_large(frame, max_bytes));
+    }
+    let mut body = head;
+    let mut used = frame;
+    let mut listed = 0;
+    for (execution, link) in executions {
+        let entry = harden(Value::Object(built_in_data(execution, link.clone())).to_string());
+        let size = entry.len() + usize::from(listed > 0);
+        if used + size > max_bytes {
+            break;
+        }
+        if listed > 0 {
+            body.push(',');
+        }
+        body.push_str(&entry);
+        used += size;
+        listed += 1;
+    }
+    body.push_str(&tail(count - listed));
+    Ok(body)
 }
 
 fn too_large(size: usize, max: usize) -> String {
@@ -809,5 +870,38 @@ mod tests {
                 .unwrap()
                 .starts_with("2026-")
         );
+    }
+
+    #[test]
+    fn a_digest_body_lists_each_execution_as_its_own_body_does_and_counts_what_did_not_fit() {
+        let link = Some("https://console.example.com/x".to_string());
+        let executions = vec![(hostile(), link.clone()); 10];
+        let one: Value = serde_json::from_str(&built_in_body(&hostile(), link)).unwrap();
+        let all = digest_body(&executions, 1 << 20).unwrap();
+        assert!(!all.contains("</script>"), "{all}");
+        let body: Value = serde_json::from_str(&all).unwrap();
+        assert_eq!(body["type"], "flyte.executions.digest");
+        assert_eq!(body["data"]["count"], 10);
+        assert_eq!(body["data"]["executions"].as_array().unwrap().len(), 10);
+        assert_eq!(body["data"]["executions"][3], one["data"]);
+        assert_eq!(body["data"].get("more"), None);
+
+        // Room for about three and a half: three are listed, seven counted.
+        let entry = all.len() / 10;
+        let max = entry * 7 / 2;
+        let cut = digest_body(&executions, max).unwrap();
+        assert!(cut.len() <= max, "{} > {max}", cut.len());
+        let body: Value = serde_json::from_str(&cut).unwrap();
+        assert_eq!(body["data"]["count"], 10);
+        let listed = body["data"]["executions"].as_array().unwrap().len();
+        assert!((2..=3).contains(&listed), "{listed}");
+        assert_eq!(body["data"]["more"], 10 - listed);
+
+        // No room for even one: still the count, and why nothing is listed.
+        let none: Value = serde_json::from_str(&digest_body(&executions, 100).unwrap()).unwrap();
+        assert_eq!(none["data"]["executions"], json!([]));
+        assert_eq!(none["data"]["more"], 10);
+        let e = digest_body(&executions, 20).unwrap_err();
+        assert!(e.contains("at most 20"), "{e}");
     }
 }

@@ -16,6 +16,7 @@ from flytenotify.convert import (
     DeliveryIdLike,
     ErrorLike,
     ExecutionIdLike,
+    ExecutionLike,
     IdentifierLike,
     NotificationLike,
     PhaseLike,
@@ -29,6 +30,7 @@ from flytenotify.results import (
     EnqueueResult,
     PreviewResult,
     RedriveResult,
+    RenderedMessage,
     SendTestResult,
     Expectation,
     Silence,
@@ -123,6 +125,14 @@ class AsyncNotificationClient:
         )
         request = convert.preview_request(execution, notifications, webhooks)
         return PreviewResult.from_proto(await self._call(self._stub.Preview, request))
+
+    async def preview_digest(
+        self, executions: Iterable[ExecutionLike], target: NotificationLike | WebhookLike
+    ) -> tuple[RenderedMessage, ...]:
+        """See NotificationClient.preview_digest."""
+        request = convert.preview_digest_request(executions, target)
+        response = await self._call(self._stub.PreviewDigest, request)
+        return tuple(RenderedMessage.from_proto(m) for m in response.messages)
 
     async def send_test(self, target: NotificationLike | WebhookLike) -> SendTestResult:
         """See NotificationClient.send_test."""

@@ -15,6 +15,7 @@ from flytenotify.convert import (
     DeliveryIdLike,
     ErrorLike,
     ExecutionIdLike,
+    ExecutionLike,
     IdentifierLike,
     NotificationLike,
     PhaseLike,
@@ -28,6 +29,7 @@ from flytenotify.results import (
     EnqueueResult,
     PreviewResult,
     RedriveResult,
+    RenderedMessage,
     SendTestResult,
     Expectation,
     Silence,
@@ -169,6 +171,19 @@ class NotificationClient:
         )
         request = convert.preview_request(execution, notifications, webhooks)
         return PreviewResult.from_proto(self._call(self._stub.Preview, request))
+
+    def preview_digest(
+        self, executions: Iterable[ExecutionLike], target: NotificationLike | WebhookLike
+    ) -> tuple[RenderedMessage, ...]:
+        """Renders the digest(s) `target` would send for `executions` when grouped (each of a
+        notification's routes, and its recipients without one, is a digest of its own; its phases
+        are not matched), by the function the server sends digests with. Sends and records
+        nothing. `target` is a notification or a webhook to a configured destination, as for
+        send_test; each execution an ExecutionContext or a dict such as {"execution_id":
+        "flytesnacks/development/a1", "phase": "FAILED", "error": "..."}."""
+        request = convert.preview_digest_request(executions, target)
+        response = self._call(self._stub.PreviewDigest, request)
+        return tuple(RenderedMessage.from_proto(m) for m in response.messages)
 
     def send_test(self, target: NotificationLike | WebhookLike) -> SendTestResult:
         """Sends one message marked as a test through `target` (its phases are ignored), by the

@@ -440,6 +440,48 @@ def preview_request(
     )
 
 
+ExecutionLike = Union[api.ExecutionContext, Mapping[str, Any]]
+"""An ExecutionContext, or a dict of execution_context's arguments: {"execution_id": ...,
+"phase": ..., and optionally "launch_plan", "workflow", "error", "occurred_at"}."""
+
+_EXECUTION_KEYS = ("launch_plan", "workflow", "error", "occurred_at")
+
+
+def executions(values: Iterable[ExecutionLike], what: str = "executions") -> list[api.ExecutionContext]:
+    out = []
+    for i, value in enumerate(values):
+        if isinstance(value, api.ExecutionContext):
+            out.append(value)
+            continue
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{what}[{i}]: expected an ExecutionContext or a dict, got {type(value).__name__}")
+        unknown = set(value) - {"execution_id", "phase", *_EXECUTION_KEYS}
+        if unknown:
+            raise TypeError(f"{what}[{i}]: unknown keys {sorted(unknown)}")
+        if "execution_id" not in value or "phase" not in value:
+            raise TypeError(f"{what}[{i}]: execution_id and phase are required")
+        out.append(
+            execution_context(
+                value["execution_id"], value["phase"], **{k: value.get(k) for k in _EXECUTION_KEYS}
+            )
+        )
+    return out
+
+
+def preview_digest_request(
+    executions_: Iterable[ExecutionLike], target: NotificationLike | WebhookLike
+) -> api.PreviewDigestRequest:
+    """PreviewDigest's request: the executions, and one target picked by its type as send_test
+    picks it (fields named "notification..." or "webhook...")."""
+    one = send_test_request(target)
+    request = api.PreviewDigestRequest(executions=executions(executions_))
+    if one.HasField("webhook"):
+        request.webhook.CopyFrom(one.webhook)
+    else:
+        request.notification.CopyFrom(one.notification)
+    return request
+
+
 def _timestamp(value: Any, what: str) -> timestamp_pb2.Timestamp:
     if not isinstance(value, datetime):
         raise TypeError(f"{what}: expected a datetime, got {type(value).__name__}")

@@ -194,6 +194,22 @@ class PreviewResponse(_message.Message):
     unmatched_notifications: int
     def __init__(self, messages: _Optional[_Iterable[_Union[RenderedMessage, _Mapping]]] = ..., unmatched_notifications: _Optional[int] = ...) -> None: ...
 
+class PreviewDigestRequest(_message.Message):
+    __slots__ = ("executions", "notification", "webhook")
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    executions: _containers.RepeatedCompositeFieldContainer[ExecutionContext]
+    notification: _common_pb2.Notification
+    webhook: WebhookNotification
+    def __init__(self, executions: _Optional[_Iterable[_Union[ExecutionContext, _Mapping]]] = ..., notification: _Optional[_Union[_common_pb2.Notification, _Mapping]] = ..., webhook: _Optional[_Union[WebhookNotification, _Mapping]] = ...) -> None: ...
+
+class PreviewDigestResponse(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[RenderedMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[RenderedMessage, _Mapping]]] = ...) -> None: ...
+
 class ListPendingRequest(_message.Message):
     __slots__ = ("limit", "token", "filters")
     LIMIT_FIELD_NUMBER: _ClassVar[int]

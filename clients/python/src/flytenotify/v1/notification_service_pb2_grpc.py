@@ -70,6 +70,11 @@ class NotificationServiceStub(object):
                 request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsRequest.SerializeToString,
                 response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsResponse.FromString,
                 )
+        self.PreviewDigest = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/PreviewDigest',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestResponse.FromString,
+                )
 
 
 class NotificationServiceServicer(object):
@@ -158,6 +163,14 @@ class NotificationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewDigest(self, request, context):
+        """Render the digest one target would send for these executions (what `grouping` makes of a
+        group), through the function the worker sends digests with. Sends and records nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +228,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.ListExpectations,
                     request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsRequest.FromString,
                     response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsResponse.SerializeToString,
+            ),
+            'PreviewDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewDigest,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -410,5 +428,22 @@ class NotificationService(object):
         return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/ListExpectations',
             flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsRequest.SerializeToString,
             flytenotify_dot_v1_dot_notification__service__pb2.ListExpectationsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PreviewDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/PreviewDigest',
+            flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -41,3 +41,6 @@ def test_readme_example_runs(request: pytest.FixtureRequest, index: int) -> None
         assert out.getvalue().startswith("DELIVERED")
     if "redrive" in code:
         assert "pending again: ()" in out.getvalue()
+    if "preview_digest" in code:
+        assert "armed: 1" in out.getvalue()
+        assert "2 executions FAILED in flytesnacks/development" in out.getvalue(), out.getvalue()

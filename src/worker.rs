@@ -227,46 +227,29 @@ impl Worker {
         mut cut: watch::Receiver<bool>,
     ) {
         let delivery = leased.delivery;
-        let channel = leased
-            .content
+        // The execution context, decoded once: the silences, the rendering and the metrics
+        // read it.
+        let content = leased.content.and_then(|(payload, bytes)| {
+            let execution = crate::notify::stored_context(&payload, &bytes)?;
+            Ok((payload, execution))
+        });
+        let channel = content.as_ref().ok().map(|(payload, _)| payload.channel);
+        let stuck = content
             .as_ref()
-            .ok()
-            .map(|(payload, _)| payload.channel);
-        if let (Some(channel), Ok((payload, context))) = (channel, leased.content.as_ref())
+            .is_ok_and(|(_, execution)| execution.still_running_after.is_some());
+        if let (Some(channel), Ok((payload, execution))) = (channel, content.as_ref())
             && !self.silences.is_empty()
         {
-            // The launch plan, workflow and phase are in the execution context: read only when a
-            // silence asks about them.
-            let execution = self
-                .silences
-                .needs_context()
-                .then(|| {
-                    <crate::proto::flytenotify::v1::ExecutionContext as prost::Message>::decode(
-                        &context[..],
-                    )
-                    .ok()
-                })
-                .flatten();
             let id_of = |id: Option<&crate::proto::flyteidl::core::Identifier>| {
                 id.filter(|id| !id.name.is_empty())
                     .map(|id| format!("{}/{}/{}", id.project, id.domain, id.name))
                     .unwrap_or_default()
             };
-            let launch_plan = execution
-                .as_ref()
-                .map(|e| id_of(e.launch_plan.as_ref()))
-                .unwrap_or_default();
-            let workflow = execution
-                .as_ref()
-                .map(|e| id_of(e.workflow.as_ref()))
-                .unwrap_or_default();
-            let phase = execution
-                .as_ref()
-                .and_then(|e| {
-                    crate::proto::flyteidl::core::workflow_execution::Phase::try_from(e.phase).ok()
-                })
-                .map(|p| p.as_str_name())
-                .unwrap_or("");
+            let launch_plan = id_of(execution.launch_plan.as_ref());
+            let workflow = id_of(execution.workflow.as_ref());
+            let phase =
+                crate::proto::flyteidl::core::workflow_execution::Phase::try_from(execution.phase)
+                    .map_or("", |p| p.as_str_name());
             let subject = Subject {
                 project: &leased.execution.project,
                 domain: &leased.execution.domain,
@@ -281,10 +264,8 @@ impl Worker {
                 return self.silence(handle, delivery, silence_id, channel).await;
             }
         }
-        // Kept to tell, once sent, whether this was a stuck-run deadline's alert.
-        let context = leased.content.as_ref().ok().map(|(_, c)| c.clone());
         let members = &leased.members;
-        let routed = leased.content.and_then(|(payload, context)| {
+        let routed = content.and_then(|(payload, execution)| {
             let sender = self
                 .router
                 .route(payload.channel, &payload.recipients)
@@ -300,7 +281,12 @@ impl Worker {
                     members,
                 )?
             } else {
-                crate::notify::render_stored(&self.renderer, sender.channel(), &payload, &context)?
+                crate::notify::render_stored(
+                    &self.renderer,
+                    sender.channel(),
+                    &payload,
+                    &execution,
+                )?
             };
             Ok((sender.clone(), rendered))
         });
@@ -346,10 +332,6 @@ impl Worker {
                 metrics::histogram!(telemetry::GROUP_SIZE, "channel" => channel.as_str())
                     .record(leased.members.len() as f64);
             }
-            let stuck = context.as_deref().is_some_and(|bytes| {
-                <crate::proto::flytenotify::v1::ExecutionContext as prost::Message>::decode(bytes)
-                    .is_ok_and(|c| c.still_running_after.is_some())
-            });
             if stuck {
                 metrics::counter!(telemetry::DEADLINES_FIRED, "channel" => channel.as_str())
                     .increment(1);

@@ -243,17 +243,6 @@ pub struct Subject<'a> {
     pub destinations: &'a [String],
 }
 
-/// Whether a matcher needs what only the execution context holds (launch plan, workflow,
-/// phase): the worker reads it only then.
-pub fn needs_context(filters: &[Filter]) -> bool {
-    filters.iter().any(|f| {
-        matches!(
-            f.field,
-            FilterField::LaunchPlan | FilterField::Workflow | FilterField::Phase
-        )
-    })
-}
-
 /// Parses a silence's matcher: the filter syntax, not empty, and only fields a delivery has
 /// before it is sent (not `state`).
 pub fn parse_matcher(matcher: &str) -> Result<Vec<Filter>, String> {

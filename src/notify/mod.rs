@@ -830,23 +830,29 @@ impl Notifier {
     }
 }
 
-/// Renders a leased delivery for the sender that will send it (`wire` is that sender's channel),
-/// as Preview rendered it when it was accepted: the same inputs and, unless the config changed
-/// since, the same templates.
+/// The execution context a stored delivery renders with: decoded from its request's bytes for
+/// our own content; content from a queue carries no execution of ours. The worker decodes it
+/// once per send, for the silences, the rendering and its metrics.
+pub fn stored_context(
+    payload: &Payload,
+    execution: &[u8],
+) -> Result<api::ExecutionContext, String> {
+    if let Content::Template(_) | Content::Webhook(_) = payload.content {
+        api::ExecutionContext::decode(execution)
+            .map_err(|e| format!("the stored execution context does not decode: {e}"))
+    } else {
+        Ok(api::ExecutionContext::default())
+    }
+}
+
+/// What the worker sends for a stored `payload` by a `wire` sender, given its context.
 pub fn render_stored(
     renderer: &Renderer,
     wire: Channel,
     payload: &Payload,
-    execution: &[u8],
+    execution: &api::ExecutionContext,
 ) -> Result<Rendered, String> {
-    if let Content::Template(_) | Content::Webhook(_) = payload.content {
-        let execution = api::ExecutionContext::decode(execution)
-            .map_err(|e| format!("the stored execution context does not decode: {e}"))?;
-        render_payload(renderer, wire, payload, &execution)
-    } else {
-        // Content from a queue carries no execution of ours.
-        render_payload(renderer, wire, payload, &api::ExecutionContext::default())
-    }
+    render_payload(renderer, wire, payload, execution)
 }
 
 /// What goes on the wire for `payload` when sent by a `wire` sender: the one rendering path of

@@ -74,16 +74,6 @@ impl ActiveSilences {
             .is_empty()
     }
 
-    /// Whether a silence's matcher names the launch plan, workflow or phase: only then does the
-    /// worker read the execution context before it decides.
-    pub fn needs_context(&self) -> bool {
-        self.silences
-            .read()
-            .expect("silences lock poisoned")
-            .iter()
-            .any(|s| filters::needs_context(&s.filters))
-    }
-
     /// The id of an active silence that matches, if any.
     pub fn matching(&self, subject: &Subject<'_>) -> Option<String> {
         let silences = self

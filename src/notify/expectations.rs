@@ -41,6 +41,9 @@ struct Watched {
 #[derive(Default)]
 pub struct Expectations {
     watched: Vec<Watched>,
+    /// `project/domain/name` by its parts: every accepted Enqueue asks whether its launch plan
+    /// is watched, so the answer is one lookup, not a walk of the list.
+    by_parts: HashMap<(String, String, String), String>,
 }
 
 fn millis(d: Duration) -> Millis {
@@ -85,7 +88,15 @@ fn notifications_of(config: &ExpectationConfig) -> Vec<Notification> {
 
 impl Expectations {
     pub fn new(configs: &[ExpectationConfig]) -> Self {
+        let by_parts = configs
+            .iter()
+            .filter_map(|c| {
+                let (p, d, n) = c.launch_plan_parts()?;
+                Some(((p.into(), d.into(), n.into()), c.launch_plan.clone()))
+            })
+            .collect();
         Self {
+            by_parts,
             watched: configs
                 .iter()
                 .map(|config| Watched {
@@ -171,12 +182,13 @@ impl Expectations {
 
     /// The watched launch plan `execution` ran, if any: `project/domain/name`.
     fn watched_key(&self, execution: &api::ExecutionContext) -> Option<&str> {
+        if self.by_parts.is_empty() {
+            return None;
+        }
         let lp = execution.launch_plan.as_ref()?;
-        self.watched.iter().find_map(|w| {
-            let (p, d, n) = w.config.launch_plan_parts()?;
-            (p == lp.project && d == lp.domain && n == lp.name)
-                .then_some(w.config.launch_plan.as_str())
-        })
+        self.by_parts
+            .get(&(lp.project.clone(), lp.domain.clone(), lp.name.clone()))
+            .map(String::as_str)
     }
 
     /// Called for every accepted Enqueue: a SUCCEEDED execution of a watched launch plan is the

@@ -13,6 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/flyteidl/core/identifier.proto",
         "proto/flyteidl/admin/common.proto",
         "proto/flyteidl/admin/notification.proto",
+        "proto/flyteidl2/common/identifier.proto",
+        "proto/flyteidl2/common/phase.proto",
+        "proto/flyteidl2/notification/definition.proto",
+        "proto/flyteidl2/task/run.proto",
         "proto/flytenotify/v1/notification_service.proto",
         // Only for reflection (see the file); its generated Rust type goes unused.
         "proto/google/rpc/error_details.proto",

@@ -153,6 +153,8 @@ fn preview_request() -> PreviewRequest {
         execution: Some(execution),
         notifications: enqueue_request(0, 0, Sink::Email).notifications,
         webhooks: Vec::new(),
+        run_event: None,
+        action_paused: None,
     }
 }
 

@@ -469,6 +469,7 @@ pub async fn send_test(args: SendTestArgs) -> anyhow::Result<()> {
     let r = client
         .send_test(SendTestRequest {
             target: Some(test_target(args.target)),
+            run: None,
         })
         .await
         .map_err(failed)?

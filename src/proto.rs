@@ -12,6 +12,19 @@ pub mod flyteidl {
     }
 }
 
+/// Flyte 2's messages (PyPI flyteidl2), the parts flyte.notify rules need.
+pub mod flyteidl2 {
+    pub mod common {
+        tonic::include_proto!("flyteidl2.common");
+    }
+    pub mod notification {
+        tonic::include_proto!("flyteidl2.notification");
+    }
+    pub mod task {
+        tonic::include_proto!("flyteidl2.task");
+    }
+}
+
 pub mod flytenotify {
     pub mod v1 {
         tonic::include_proto!("flytenotify.v1");

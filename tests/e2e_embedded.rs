@@ -194,6 +194,7 @@ async fn preview_shows_byte_for_byte_what_the_maildir_receives() {
             execution: Some(execution.clone()),
             notifications: notifications.clone(),
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -289,6 +290,7 @@ async fn config_templates_substitute_all_thirteen_variables_and_leave_the_rest_v
             execution: Some(failed_execution("exec-a5")),
             notifications: vec![email(&[Phase::Failed], &["a@example.com"], "")],
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -333,6 +335,7 @@ async fn config_templates_substitute_all_thirteen_variables_and_leave_the_rest_v
             execution: Some(execution),
             notifications: vec![email(&[Phase::Failed], &["a@example.com"], "[{{ error }}]")],
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -35,6 +35,7 @@ async fn a_flyteadmin_style_html_body_gives_a_text_part_with_no_tags_and_the_lin
             execution: request.execution.clone(),
             notifications: request.notifications.clone(),
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -102,6 +103,7 @@ async fn the_built_in_email_shows_the_servers_time_when_the_request_has_none() {
             execution: request.execution.clone(),
             notifications: request.notifications.clone(),
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -56,6 +56,7 @@ async fn amplifying_and_quadratic_templates_are_refused_and_the_server_keeps_ser
             execution: Some(execution.clone()),
             notifications: vec![amplifying],
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -73,6 +74,7 @@ async fn amplifying_and_quadratic_templates_are_refused_and_the_server_keeps_ser
             execution: Some(failed_execution("q")),
             notifications: vec![quadratic; 15],
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -232,6 +232,7 @@ async fn each_invalid_request_names_its_field_and_the_service_keeps_serving() {
                         execution: request.execution.clone(),
                         notifications: request.notifications.clone(),
                         webhooks: Vec::new(),
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ())

@@ -459,6 +459,7 @@ async fn send_test_reaches_a_slack_route_and_an_email_recipient_marked_as_a_test
         let r = client
             .send_test(SendTestRequest {
                 target: Some(Target::Notification(notification)),
+                run: None,
             })
             .await
             .unwrap()
@@ -540,6 +541,7 @@ async fn no_secret_appears_in_logs_metrics_list_pending_or_preview() {
             execution: r.execution.clone(),
             notifications: r.notifications.clone(),
             webhooks: r.webhooks.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -73,6 +73,7 @@ async fn the_request_is_sendgrids_mail_send_with_both_parts_and_the_delivery_id(
             execution: req.execution.clone(),
             notifications: req.notifications.clone(),
             webhooks: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -7,10 +7,12 @@ use tonic::{Request, Response, Status};
 use super::status::to_status;
 use crate::notify::Notifier;
 use crate::proto::flytenotify::v1::{
-    CreateSilenceRequest, CreateSilenceResponse, DiscardRequest, DiscardResponse, EnqueueRequest,
-    EnqueueResponse, ExpireSilenceRequest, ExpireSilenceResponse, GetDeliveryRequest,
-    GetDeliveryResponse, ListExpectationsRequest, ListExpectationsResponse, ListPendingRequest,
-    ListPendingResponse, ListSilencesRequest, ListSilencesResponse, PreviewDigestRequest,
+    CreateSilenceRequest, CreateSilenceResponse, DiscardRequest, DiscardResponse,
+    EnqueueActionPausedRequest, EnqueueRequest, EnqueueResponse, EnqueueRunEventRequest,
+    ExpireSilenceRequest, ExpireSilenceResponse, GetDeliveryRequest, GetDeliveryResponse,
+    ListDeliveryConfigsRequest, ListDeliveryConfigsResponse, ListExpectationsRequest,
+    ListExpectationsResponse, ListPendingRequest, ListPendingResponse, ListRulesRequest,
+    ListRulesResponse, ListSilencesRequest, ListSilencesResponse, PreviewDigestRequest,
     PreviewDigestResponse, PreviewRequest, PreviewResponse, RedriveRequest, RedriveResponse,
     SendTestRequest, SendTestResponse, notification_service_server::NotificationService,
 };
@@ -160,6 +162,48 @@ impl NotificationService for GrpcNotificationService {
         self.notifier
             .send_test(request.into_inner())
             .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn enqueue_run_event(
+        &self,
+        request: Request<EnqueueRunEventRequest>,
+    ) -> Result<Response<EnqueueResponse>, Status> {
+        self.notifier
+            .enqueue_run_event(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn enqueue_action_paused(
+        &self,
+        request: Request<EnqueueActionPausedRequest>,
+    ) -> Result<Response<EnqueueResponse>, Status> {
+        self.notifier
+            .enqueue_action_paused(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_delivery_configs(
+        &self,
+        request: Request<ListDeliveryConfigsRequest>,
+    ) -> Result<Response<ListDeliveryConfigsResponse>, Status> {
+        self.notifier
+            .list_delivery_configs(request.into_inner())
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<ListRulesRequest>,
+    ) -> Result<Response<ListRulesResponse>, Status> {
+        self.notifier
+            .list_rules(request.into_inner())
             .map(Response::new)
             .map_err(to_status)
     }

@@ -3,6 +3,7 @@
 
 pub mod digest;
 pub mod expectations;
+pub mod flyte2;
 pub mod html_text;
 pub mod native;
 mod operator;

@@ -81,6 +81,9 @@ impl Notifier {
                 w.phases = vec![Phase::Failed as i32];
                 enqueue.webhooks.push(w);
             }
+            Some(Target::Rule(rule)) => {
+                return self.send_test_rule(rule, request.run).await;
+            }
         }
         let accepted = self
             .accept(enqueue, false, None)

@@ -75,6 +75,95 @@ pub enum Content {
     /// One message for the members of a group, rendered at send time from theirs: the ledger
     /// hands the members out with the lease.
     Digest,
+    /// A Flyte 2 rule's delivery (`flyte.notify`): its template and the event it renders, with
+    /// Go-template style variables, at send time.
+    Flyte2(Box<Flyte2Spec>),
+}
+
+/// A Flyte 2 delivery as stored: what happened, and the message its rule asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flyte2Spec {
+    pub event: Flyte2Event,
+    pub message: Flyte2Message,
+}
+
+/// The variables of a Flyte 2 notification: a run reaching a phase, or an action waiting for a
+/// person (`paused`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flyte2Event {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub org: String,
+    pub project: String,
+    pub domain: String,
+    /// The run's name.
+    pub name: String,
+    /// flyteidl2.common.ActionPhase.
+    pub phase: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// When the phase was reached, in milliseconds since the epoch.
+    pub occurred_at_ms: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Flyte2Paused>,
+}
+
+/// What a paused action asks of a person.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flyte2Paused {
+    pub action: String,
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt_type: String,
+}
+
+/// The message a Flyte 2 rule sends, with its templates unrendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Flyte2Message {
+    Email {
+        to: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cc: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        bcc: Vec<String>,
+        content: Flyte2EmailContent,
+    },
+    /// Slack, Teams and generic webhooks alike: the SDK makes each of them an HTTP request.
+    Webhook {
+        target: WebhookTarget,
+        /// Upper case.
+        method: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<(String, String)>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        body_template: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Flyte2EmailContent {
+    Inline {
+        subject: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        html: String,
+    },
+    /// A template kept by the email provider; its data values are templates too.
+    Provider {
+        template_id: String,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        data: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// Where a webhook goes: a URL the request named, or a destination in the config (whose URL,
@@ -149,6 +238,7 @@ enum StoredContent {
     Unreadable { raw: String, error: String },
     Webhook(WebhookSpec),
     Digest,
+    Flyte2(Box<Flyte2Spec>),
 }
 
 impl Payload {
@@ -184,6 +274,11 @@ impl Payload {
                 channel,
                 recipients,
                 content: StoredContent::Digest,
+            },
+            Content::Flyte2(spec) => StoredPayload::V3 {
+                channel,
+                recipients,
+                content: StoredContent::Flyte2(spec.clone()),
             },
         };
         serde_json::to_string(&stored).expect("a payload always serializes")
@@ -238,6 +333,7 @@ impl Payload {
                     },
                     StoredContent::Webhook(spec) => Content::Webhook(spec),
                     StoredContent::Digest => Content::Digest,
+                    StoredContent::Flyte2(spec) => Content::Flyte2(spec),
                 };
                 (
                     Payload {

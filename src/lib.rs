@@ -374,7 +374,16 @@ pub async fn run(
             svc.limits.clone(),
         )
         .with_routes(native.routes, native.webhook_targets)
-        .with_expectations(expectations.clone()),
+        .with_expectations(expectations.clone())
+        .with_flyte2(notify::flyte2::Flyte2Setup {
+            catalog: notify::flyte2::rules::Catalog {
+                delivery_configs: svc.delivery_configs.clone(),
+                rule_sets: svc.rules.clone(),
+                channel_of: Box::new(|_| delivery::Channel::Webhook),
+                max_template_bytes: svc.limits.max_template_bytes,
+            },
+            run_url: svc.flyte2.run_url.clone(),
+        }),
     );
 
     let (stopping_tx, stopping) = watch::channel(false);

@@ -111,6 +111,9 @@ pub struct Flyte2Event {
     pub task_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<Flyte2Paused>,
+    /// Set on the alert of a stuck-run deadline: how long the run had been in `phase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub still_running_after_ms: Option<u64>,
 }
 
 /// What a paused action asks of a person.

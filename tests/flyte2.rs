@@ -22,7 +22,7 @@ use flyte_notify::proto::flytenotify::v1::{
     Silence, flyte2_rules::Rules,
 };
 
-fn config(smtp: u16, ops_url_file: &std::path::Path) -> String {
+fn config(smtp: u16, ops_url_file: &std::path::Path, extra: &str) -> String {
     format!(
         r#"
 notifications:
@@ -78,7 +78,7 @@ flyteNotify:
       rules:
         - onPhases: [FAILED]
           deliveryConfig: secret-team
-"#,
+{extra}"#,
         ops = ops_url_file.display(),
     )
 }
@@ -92,6 +92,11 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with("")
+}
+
+/// With `extra` appended to the flyteNotify section.
+fn start_with(extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let sink = dir.path().join("sink");
@@ -99,7 +104,7 @@ fn start() -> Setup {
     let hook = WebhookSink::start("", None);
     let ops = dir.path().join("ops-url");
     std::fs::write(&ops, hook.url("/ops")).unwrap();
-    let server = Server::start(dir.path(), Some(&config(port, &ops)));
+    let server = Server::start(dir.path(), Some(&config(port, &ops, extra)));
     Setup {
         server,
         sink,
@@ -747,4 +752,149 @@ async fn a_silence_holds_back_flyte2_deliveries_it_matches() {
     assert!(silenced[0].last_error.contains(&created.id), "{silenced:?}");
     wait_for_requests(&s.hook, 1).await;
     assert!(maildir_messages(&s.sink).is_empty());
+}
+
+#[tokio::test]
+async fn a_stuck_run_gets_one_alert_and_a_run_that_ends_in_time_disarms_its_deadline() {
+    let s = start();
+    let mut client = s.server.client().await;
+    let rules = || {
+        inline(vec![email_rule(
+            &[ActionPhase::Failed],
+            &["oncall@example.com"],
+            "Run {{.Run.Name}} {{.Phase}}",
+            "{{.Run.Name}} has been {{.Phase}} for {{.Deadline}}",
+            "",
+        )])
+    };
+    let mut stuck = run_event(
+        "stuck-1",
+        run("flytesnacks", "development", "stuck-1"),
+        ActionPhase::Running,
+        "",
+        rules(),
+    );
+    stuck.deadline = Some(prost_types::Duration {
+        seconds: 2,
+        nanos: 0,
+    });
+    let mut on_time = run_event(
+        "on-time-1",
+        run("flytesnacks", "development", "on-time-1"),
+        ActionPhase::Running,
+        "",
+        rules(),
+    );
+    on_time.deadline = Some(prost_types::Duration {
+        seconds: 4,
+        nanos: 0,
+    });
+    let armed = client.enqueue_run_event(stuck).await.unwrap().into_inner();
+    assert_eq!(armed.delivery_ids.len(), 1, "{armed:?}");
+    let disarmed = client
+        .enqueue_run_event(on_time)
+        .await
+        .unwrap()
+        .into_inner();
+    // The run ends well within its deadline; its SUCCEEDED matches no rule.
+    let ended = client
+        .enqueue_run_event(run_event(
+            "on-time-1-done",
+            run("flytesnacks", "development", "on-time-1"),
+            ActionPhase::Succeeded,
+            "",
+            rules(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ended.delivery_ids.is_empty());
+    let mails = wait_for_messages(&s.sink, 1, Duration::from_secs(20));
+    let mail = parse_mail(&mails[0]);
+    assert_eq!(mail.subject, "Still running after 2s: Run stuck-1 RUNNING");
+    assert!(
+        mail.text.contains("stuck-1 has been RUNNING for 2s"),
+        "{}",
+        mail.text
+    );
+    let got = client
+        .get_delivery(GetDeliveryRequest {
+            delivery_id: disarmed.delivery_ids[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    assert_eq!(got.state, DeliveryState::Disarmed as i32, "{got:?}");
+    // Past the second deadline too: still the one alert.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(maildir_messages(&s.sink).len(), 1);
+
+    // A deadline on a terminal phase is refused, naming it.
+    let mut bad = run_event(
+        "bad-deadline",
+        run("flytesnacks", "development", "x"),
+        ActionPhase::Failed,
+        "",
+        rules(),
+    );
+    bad.deadline = Some(prost_types::Duration {
+        seconds: 60,
+        nanos: 0,
+    });
+    let status = client.enqueue_run_event(bad).await.unwrap_err();
+    assert!(
+        field_violations(&status)
+            .iter()
+            .any(|(f, _)| f == "deadline"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn flyte2_emails_join_the_configured_email_groups() {
+    let s = start_with("  grouping:\n    email: { groupBy: [project, domain], groupWait: 2s }\n");
+    let mut client = s.server.client().await;
+    let rules = || {
+        inline(vec![email_rule(
+            &[ActionPhase::Failed],
+            &["team@example.com"],
+            "Run {{.Run.Name}} {{.Phase}}",
+            "{{.Error}}",
+            "",
+        )])
+    };
+    for i in 0..3 {
+        let name = format!("batch-{i}");
+        client
+            .enqueue_run_event(run_event(
+                &name,
+                run("flytesnacks", "development", &name),
+                ActionPhase::Failed,
+                "OOMKilled",
+                rules(),
+            ))
+            .await
+            .unwrap();
+    }
+    let grouped = list_all(&mut client, "eq(state,grouped)").await;
+    assert_eq!(grouped.len(), 3, "{grouped:?}");
+    let mails = wait_for_messages(&s.sink, 1, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(maildir_messages(&s.sink).len(), 1, "{mails:?}");
+    let mail = parse_mail(&mails[0]);
+    assert_eq!(mail.to, vec!["team@example.com"]);
+    assert_eq!(
+        mail.subject,
+        "Flyte: 3 executions FAILED in flytesnacks/development"
+    );
+    for i in 0..3 {
+        assert!(
+            mail.text
+                .contains(&format!("flytesnacks/development/batch-{i} FAILED")),
+            "{}",
+            mail.text
+        );
+    }
 }

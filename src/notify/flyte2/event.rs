@@ -30,6 +30,7 @@ pub const RUN_VARIABLES: &[&str] = &[
     "Phase",
     "Error",
     "Task.Name",
+    "Deadline",
 ];
 
 /// A paused action's: the run's, its own (the names of ActionPausedNotificationTemplateData's
@@ -98,6 +99,7 @@ impl VariablesOf for Flyte2Event {
             "Phase" => Cow::Borrowed(phase_name(self.phase)),
             "Error" => Cow::Borrowed(self.error.as_str()),
             "Task.Name" => Cow::Borrowed(self.task_name.as_str()),
+            "Deadline" => Cow::Owned(self.deadline_text()),
             "Action.Name" => Cow::Borrowed(paused?.action.as_str()),
             "Prompt" => Cow::Borrowed(paused?.prompt.as_str()),
             "Description" => Cow::Borrowed(paused?.description.as_str()),
@@ -105,6 +107,22 @@ impl VariablesOf for Flyte2Event {
             _ => return None,
         })
     }
+}
+
+impl Flyte2EventExt for Flyte2Event {
+    fn deadline_text(&self) -> String {
+        self.still_running_after_ms
+            .map(|ms| {
+                humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What a message says of an event beyond its variables.
+pub trait Flyte2EventExt {
+    /// "1h 30m" on a deadline's alert, else empty.
+    fn deadline_text(&self) -> String;
 }
 
 /// The variables an event offers, and their values.
@@ -127,20 +145,35 @@ fn timestamp(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// SUCCEEDED, FAILED, ABORTED, TIMED_OUT, RECOVERED: the run is over.
+pub fn is_terminal(phase: i32) -> bool {
+    matches!(
+        ActionPhase::try_from(phase),
+        Ok(ActionPhase::Succeeded
+            | ActionPhase::Failed
+            | ActionPhase::Aborted
+            | ActionPhase::TimedOut
+            | ActionPhase::Recovered)
+    )
+}
+
 /// The Flyte 1 phase the ledger records and lists a Flyte 2 delivery under: a terminal phase
-/// keeps its meaning (RECOVERED is a success), the rest are RUNNING or QUEUED.
-pub fn ledger_phase(phase: i32) -> i32 {
-    let mapped = match ActionPhase::try_from(phase) {
-        Ok(ActionPhase::Succeeded | ActionPhase::Recovered) => Flyte1Phase::Succeeded,
-        Ok(ActionPhase::Failed) => Flyte1Phase::Failed,
-        Ok(ActionPhase::Aborted) => Flyte1Phase::Aborted,
-        Ok(ActionPhase::TimedOut) => Flyte1Phase::TimedOut,
-        Ok(ActionPhase::Running | ActionPhase::Paused) => Flyte1Phase::Running,
-        Ok(ActionPhase::Queued | ActionPhase::WaitingForResources | ActionPhase::Initializing) => {
-            Flyte1Phase::Queued
-        }
-        _ => Flyte1Phase::Undefined,
-    };
+/// keeps its meaning (RECOVERED is a success); a deadline's alert is RUNNING or QUEUED, which the
+/// ledger disarms when the run ends; anything else (a pause, a rule on RUNNING) is UNDEFINED, so
+/// that the end of the run never disarms it.
+pub fn ledger_phase(phase: i32, arms_deadline: bool) -> i32 {
+    let mapped =
+        match ActionPhase::try_from(phase) {
+            Ok(ActionPhase::Succeeded | ActionPhase::Recovered) => Flyte1Phase::Succeeded,
+            Ok(ActionPhase::Failed) => Flyte1Phase::Failed,
+            Ok(ActionPhase::Aborted) => Flyte1Phase::Aborted,
+            Ok(ActionPhase::TimedOut) => Flyte1Phase::TimedOut,
+            Ok(ActionPhase::Running) if arms_deadline => Flyte1Phase::Running,
+            Ok(
+                ActionPhase::Queued | ActionPhase::WaitingForResources | ActionPhase::Initializing,
+            ) if arms_deadline => Flyte1Phase::Queued,
+            _ => Flyte1Phase::Undefined,
+        };
     mapped as i32
 }
 
@@ -154,7 +187,7 @@ pub fn execution_context(event: &Flyte2Event) -> api::ExecutionContext {
             name: event.name.clone(),
             org: event.org.clone(),
         }),
-        phase: ledger_phase(event.phase),
+        phase: ledger_phase(event.phase, event.still_running_after_ms.is_some()),
         error: (!event.error.is_empty()).then(|| ExecutionError {
             message: event.error.clone(),
             ..Default::default()
@@ -247,6 +280,16 @@ pub fn run_event(
         )),
     }
     at_most("error", &request.error, MAX_ERROR_MESSAGE_BYTES, out);
+    if request.deadline.is_some() && is_terminal(request.phase) {
+        out.push(FieldViolation::new(
+            "deadline",
+            format!(
+                "only a phase that is not terminal (QUEUED, WAITING_FOR_RESOURCES, INITIALIZING, \
+                 RUNNING) arms a deadline; phase is {}",
+                phase_name(request.phase)
+            ),
+        ));
+    }
     url("run_url", &request.run_url, out);
     at_most("task_name", &request.task_name, MAX_ID_FIELD_BYTES, out);
     let duration_ms = match &request.duration {
@@ -273,6 +316,7 @@ pub fn run_event(
         occurred_at_ms: millis(request.occurred_at.as_ref()),
         task_name: request.task_name.clone(),
         paused: None,
+        still_running_after_ms: None,
     }
 }
 
@@ -323,6 +367,7 @@ pub fn paused_event(
             description: request.description.clone(),
             prompt_type: request.prompt_type.clone(),
         }),
+        still_running_after_ms: None,
     }
 }
 
@@ -331,7 +376,14 @@ pub fn fill_run_url(event: &mut Flyte2Event, pattern: &str) {
     if !event.run_url.is_empty() || pattern.is_empty() {
         return;
     }
-    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    // Each part is one path segment (or query value): everything but RFC 3986's unreserved
+    // characters is percent-encoded.
+    const PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, PART).to_string();
     event.run_url = pattern
         .replace("{org}", &enc(&event.org))
         .replace("{project}", &enc(&event.project))
@@ -363,6 +415,8 @@ mod tests {
         }
         assert_eq!(e.lookup("Phase").unwrap(), "TIMED_OUT");
         assert_eq!(e.lookup("Run.Duration").unwrap(), "1m 30s");
+        assert_eq!(e.lookup("Deadline").unwrap(), "");
+        assert_eq!(e.lookup("Deadline").unwrap(), "");
         assert_eq!(e.lookup("Run.Timestamp").unwrap(), "2023-11-14T22:13:20Z");
         assert!(e.lookup("Prompt").is_none());
         let mut p = e.clone();
@@ -380,18 +434,22 @@ mod tests {
 
     #[test]
     fn terminal_phases_keep_their_meaning_in_the_ledger() {
+        let p = |phase: ActionPhase, armed| ledger_phase(phase as i32, armed);
         assert_eq!(
-            ledger_phase(ActionPhase::Recovered as i32),
+            p(ActionPhase::Recovered, false),
             Flyte1Phase::Succeeded as i32
         );
         assert_eq!(
-            ledger_phase(ActionPhase::TimedOut as i32),
+            p(ActionPhase::TimedOut, false),
             Flyte1Phase::TimedOut as i32
         );
+        // Only a deadline's alert is in a phase the end of the run disarms.
+        assert_eq!(p(ActionPhase::Running, true), Flyte1Phase::Running as i32);
         assert_eq!(
-            ledger_phase(ActionPhase::Paused as i32),
-            Flyte1Phase::Running as i32
+            p(ActionPhase::Running, false),
+            Flyte1Phase::Undefined as i32
         );
+        assert_eq!(p(ActionPhase::Paused, false), Flyte1Phase::Undefined as i32);
     }
 
     #[test]
@@ -404,7 +462,7 @@ mod tests {
         );
         assert_eq!(
             e.run_url,
-            "https://flyte.example.com/v2/flytesnacks/development/a+b"
+            "https://flyte.example.com/v2/flytesnacks/development/a%20b"
         );
     }
 }

@@ -15,7 +15,9 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::flyte2::{self as config};
-use crate::delivery::{Content, Flyte2Event, Flyte2Message, Flyte2Spec, Payload, WebhookSpec};
+use crate::delivery::{
+    Channel, Content, Flyte2Event, Flyte2Message, Flyte2Spec, Payload, WebhookSpec, WebhookTarget,
+};
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{AcceptOutcome, ExecutionKey, NewDelivery, NewRequest};
 use crate::proto::flyteidl2::common::RunIdentifier;
@@ -42,6 +44,7 @@ struct Accepted {
     event: Flyte2Event,
     matched: Vec<Resolved>,
     unmatched: u32,
+    deadline: Option<std::time::Duration>,
 }
 
 fn fingerprint(kind: &str, mut request_bytes_without_id: Vec<u8>) -> String {
@@ -67,6 +70,7 @@ impl Notifier {
         size: usize,
         mut event: Flyte2Event,
         rules: Option<&api::Flyte2Rules>,
+        deadline: Option<std::time::Duration>,
         mut out: Vec<FieldViolation>,
     ) -> Result<(Flyte2Event, Vec<Resolved>, u32, Vec<(String, WebhookSpec)>), Error> {
         validate::request_id(request_id, &mut out);
@@ -76,10 +80,12 @@ impl Notifier {
             return Err(Error::InvalidArgument(out));
         }
         event::fill_run_url(&mut event, &self.flyte2.run_url);
+        // A deadline's alert goes to every rule, whatever phases it names (as in Flyte 1).
+        event.still_running_after_ms = deadline.map(|d| d.as_millis() as u64);
         let total = resolved.len() as u32;
         let matched: Vec<Resolved> = resolved
             .into_iter()
-            .filter(|r| r.on_phases.contains(&event.phase))
+            .filter(|r| deadline.is_some() || r.on_phases.contains(&event.phase))
             .collect();
         let mut problems = Vec::new();
         let mut urls = Vec::new();
@@ -118,10 +124,11 @@ impl Notifier {
         size: usize,
         event: Flyte2Event,
         rules: Option<&api::Flyte2Rules>,
+        deadline: Option<std::time::Duration>,
         out: Vec<FieldViolation>,
     ) -> Result<(Flyte2Event, Vec<Resolved>, u32), Error> {
         let (event, matched, unmatched, urls) =
-            self.check_flyte2_now(request_id, size, event, rules, out)?;
+            self.check_flyte2_now(request_id, size, event, rules, deadline, out)?;
         let specs: Vec<WebhookSpec> = urls.iter().map(|(_, s)| s.clone()).collect();
         let problems: Vec<FieldViolation> = self
             .webhook_targets
@@ -142,12 +149,17 @@ impl Notifier {
     ) -> Result<api::EnqueueResponse, Error> {
         let mut out = Vec::new();
         let event = event::run_event(&request, &mut out);
+        let deadline = request
+            .deadline
+            .as_ref()
+            .and_then(|d| validate::deadline(d, &mut out));
         let (event, matched, unmatched) = self
             .check_flyte2(
                 &request.request_id,
                 request.encoded_len(),
                 event,
                 request.rules.as_ref(),
+                deadline,
                 out,
             )
             .await?;
@@ -160,6 +172,7 @@ impl Notifier {
             event,
             matched,
             unmatched,
+            deadline,
         })
         .await
     }
@@ -176,6 +189,7 @@ impl Notifier {
                 request.encoded_len(),
                 event,
                 request.rules.as_ref(),
+                None,
                 out,
             )
             .await?;
@@ -187,8 +201,57 @@ impl Notifier {
             event,
             matched,
             unmatched,
+            deadline: None,
         })
         .await
+    }
+
+    /// The group a Flyte 2 delivery joins, as Flyte 1's do: email by the configured email
+    /// grouping, webhooks to a configured destination by its own. A digest lists its members'
+    /// runs (it is rendered from their execution contexts), so a grouped rule's own template
+    /// and its cc and bcc are not in it; a deadline's alert is never grouped.
+    fn flyte2_group(
+        &self,
+        execution: &api::ExecutionContext,
+        r: &Resolved,
+        deadline: bool,
+    ) -> Option<crate::ledger::Grouping> {
+        if deadline {
+            return None;
+        }
+        match (&r.message, r.channel) {
+            (Flyte2Message::Email { to, .. }, Channel::Email) => {
+                let config = self
+                    .routes
+                    .grouping(Channel::Email, None, execution.phase)?;
+                let recipients = to
+                    .iter()
+                    .map(|a| crate::config::channels::normalize_recipient(a))
+                    .collect();
+                Some(super::group_of(
+                    execution,
+                    Channel::Email,
+                    recipients,
+                    config,
+                ))
+            }
+            (
+                Flyte2Message::Webhook {
+                    target: WebhookTarget::Destination(name),
+                    ..
+                },
+                Channel::Webhook,
+            ) => {
+                let config = self.routes.webhook_grouping(name)?;
+                Some(super::group_of(
+                    execution,
+                    Channel::Webhook,
+                    vec![name.clone()],
+                    config,
+                ))
+            }
+            _ => None,
+        }
     }
 
     async fn accept_flyte2(&self, a: Accepted) -> Result<api::EnqueueResponse, Error> {
@@ -199,7 +262,7 @@ impl Notifier {
         };
         let execution = event::execution_context(&a.event);
         let phase = execution.phase;
-        let deliveries = a
+        let deliveries: Vec<NewDelivery> = a
             .matched
             .iter()
             .map(|r| NewDelivery {
@@ -214,11 +277,10 @@ impl Notifier {
                         message: r.message.clone(),
                     })),
                 },
-                // Digests are rendered from Flyte 1 contexts and would drop a rule's own
-                // template, cc and bcc: Flyte 2 deliveries go one by one.
-                group: None,
+                group: self.flyte2_group(&execution, r, a.deadline.is_some()),
             })
             .collect();
+        let groups: Vec<bool> = deliveries.iter().map(|d| d.group.is_some()).collect();
         let key = ExecutionKey {
             project: a.event.project.clone(),
             domain: a.event.domain.clone(),
@@ -234,9 +296,10 @@ impl Notifier {
                 execution_key: key.clone(),
                 execution: execution.encode_to_vec(),
                 deliveries,
-                due_in: std::time::Duration::ZERO,
-                // Flyte 2 events neither arm nor disarm the Flyte 1 stuck-run deadlines.
-                disarms_deadlines: false,
+                due_in: a.deadline.unwrap_or_default(),
+                // The end of the run disarms what a deadline armed for it (of either generation:
+                // the ledger keys both by project, domain, name and org).
+                disarms_deadlines: event::is_terminal(a.event.phase),
             })
             .await?;
         match outcome {
@@ -245,8 +308,13 @@ impl Notifier {
                     metrics::counter!(crate::telemetry::ACCEPTED, "channel" => r.channel.as_str())
                         .increment(1);
                 }
-                let announced: Vec<Announcement> =
-                    delivery_ids.iter().map(Announcement::id).collect();
+                // A group member waits for its digest, which the ledger hands out when due.
+                let announced: Vec<Announcement> = delivery_ids
+                    .iter()
+                    .zip(&groups)
+                    .filter(|(_, grouped)| !**grouped)
+                    .map(|(id, _)| Announcement::id(id))
+                    .collect();
                 if !announced.is_empty()
                     && let Err(e) = self.queue.publish(&announced).await
                 {
@@ -312,8 +380,13 @@ impl Notifier {
         } else {
             "action_paused"
         };
+        let deadline = request
+            .run_event
+            .as_ref()
+            .and_then(|r| r.deadline.as_ref())
+            .and_then(|d| validate::deadline(d, &mut out));
         let (event, matched, unmatched, _) = self
-            .check_flyte2_now("", size, event, rules, out)
+            .check_flyte2_now("", size, event, rules, deadline, out)
             .map_err(|e| match e {
                 Error::InvalidArgument(v) => Error::InvalidArgument(
                     v.into_iter()

@@ -13,7 +13,7 @@ use crate::delivery::{
 
 use super::super::html_text;
 use super::super::render::{Renderer, escape_html};
-use super::event::{VariablesOf, phase_name};
+use super::event::{Flyte2EventExt, VariablesOf, phase_name};
 use super::rules::body_escape;
 use super::template::{self, Escape};
 
@@ -65,6 +65,9 @@ pub fn built_in_body(event: &Flyte2Event) -> serde_json::Value {
     if !event.task_name.is_empty() {
         body["task"] = json!(event.task_name);
     }
+    if event.still_running_after_ms.is_some() {
+        body["still_running_after"] = json!(event.deadline_text());
+    }
     if let Some(p) = &event.paused {
         body["action"] = json!(p.action);
         body["prompt"] = json!(p.prompt);
@@ -100,10 +103,15 @@ pub fn render(
                     text,
                     html,
                 } => {
-                    let subject = one_line(
+                    let mut subject = one_line(
                         fill(event, subject, Escape::Text, max)
                             .map_err(|e| format!("subject: {e}"))?,
                     );
+                    // A deadline's alert says so first, whatever the rule's own subject says.
+                    if event.still_running_after_ms.is_some() {
+                        subject =
+                            format!("Still running after {}: {subject}", event.deadline_text());
+                    }
                     let html = if html == SDK_NO_HTML_BODY {
                         ""
                     } else {

@@ -388,4 +388,59 @@ mod tests {
         assert_eq!(parse_phase("unspecified"), None);
         assert_eq!(parse_phase("done"), None);
     }
+
+    fn refused(yaml: &str) -> String {
+        crate::config::Config::from_yaml(yaml)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| panic!("accepted:\n{yaml}"))
+    }
+
+    #[test]
+    fn bad_named_configs_and_rules_are_refused_naming_the_key() {
+        let head = "flyteNotify:\n  webhooks:\n    destinations:\n      - name: hook\n        urlEnvVar: HOOK_URL\n";
+        let cases = [
+            (
+                "  deliveryConfigs:\n    - name: a\n      webhook: { destination: nope }\n",
+                "flyteNotify.deliveryConfigs[0].webhook.destination",
+            ),
+            (
+                "  deliveryConfigs:\n    - name: a\n      email: { to: [x@example.com], subject: \"{{.Run.Nmae}}\", text: t }\n",
+                "flyteNotify.deliveryConfigs[0].email.subject",
+            ),
+            (
+                "  deliveryConfigs:\n    - name: a\n      email: { to: [x@example.com], subject: s, text: t }\n    - name: a\n      email: { to: [y@example.com], subject: s, text: t }\n",
+                "flyteNotify.deliveryConfigs[1].name",
+            ),
+            (
+                "  deliveryConfigs:\n    - name: a\n      email: { to: [x@example.com], templateId: d-1, subject: s }\n",
+                "flyteNotify.deliveryConfigs[0].email.templateId",
+            ),
+            (
+                "  rules:\n    - name: r\n      rules: [{ onPhases: [FAILED], deliveryConfig: missing }]\n",
+                "flyteNotify.rules[0].rules[0].deliveryConfig",
+            ),
+            (
+                "  deliveryConfigs:\n    - name: a\n      project: p\n      webhook: { destination: hook }\n  rules:\n    - name: r\n      rules: [{ onPhases: [FAILED], deliveryConfig: a }]\n",
+                "flyteNotify.rules[0].rules[0].deliveryConfig",
+            ),
+            (
+                "  deliveryConfigs:\n    - name: a\n      webhook: { destination: hook }\n  rules:\n    - name: r\n      rules: [{ onPhases: [FINISHED], deliveryConfig: a }]\n",
+                "flyteNotify.rules[0].rules[0].onPhases[0]",
+            ),
+            (
+                "  flyte2: { runUrl: ftp://x }\n",
+                "flyteNotify.flyte2.runUrl",
+            ),
+        ];
+        for (tail, key) in cases {
+            let e = refused(&format!("{head}{tail}"));
+            assert!(e.starts_with(key), "{key}: {e}");
+        }
+        // And a good one passes.
+        crate::config::Config::from_yaml(&format!(
+            "{head}  deliveryConfigs:\n    - name: a\n      webhook: {{ destination: hook, body: '{{\"r\": \"{{{{.Run.Name}}}}\"}}' }}\n  rules:\n    - name: r\n      rules: [{{ onPhases: [failed, TIMED_OUT], deliveryConfig: a }}]\n"
+        ))
+        .unwrap();
+    }
 }

@@ -898,3 +898,51 @@ async fn flyte2_emails_join_the_configured_email_groups() {
         );
     }
 }
+
+#[tokio::test]
+async fn send_test_of_a_rule_resolves_its_delivery_config_for_the_given_project() {
+    use flyte_notify::proto::flytenotify::v1::{SendTestRequest, send_test_request::Target};
+    let s = start();
+    let mut client = s.server.client().await;
+    let sent = client
+        .send_test(SendTestRequest {
+            target: Some(Target::Rule(InlineRule {
+                // Its phases are ignored: a test is always sent.
+                on_phases: vec![ActionPhase::Succeeded as i32],
+                delivery_config_name: "oncall".into(),
+                delivery_template: None,
+            })),
+            run: Some(run("flytesnacks", "production", "")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!sent.delivery_id.is_empty());
+    let mails = wait_for_messages(&s.sink, 1, Duration::from_secs(20));
+    let mail = parse_mail(&mails[0]);
+    assert_eq!(mail.to, vec!["prod-oncall@example.com"]);
+    assert!(
+        mail.subject.starts_with("PROD send-test-"),
+        "{}",
+        mail.subject
+    );
+    assert!(
+        mail.text.contains("This is a test message"),
+        "{}",
+        mail.text
+    );
+    // A name the project cannot see is refused as the rule's.
+    let status = client
+        .send_test(SendTestRequest {
+            target: Some(Target::Rule(InlineRule {
+                on_phases: Vec::new(),
+                delivery_config_name: "secret-team".into(),
+                delivery_template: None,
+            })),
+            run: Some(run("flytesnacks", "production", "")),
+        })
+        .await
+        .unwrap_err();
+    let v = field_violations(&status);
+    assert_eq!(v[0].0, "rule.delivery_config_name", "{v:?}");
+}

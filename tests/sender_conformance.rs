@@ -210,6 +210,9 @@ fn delivery(id: &str) -> DeliveryRef {
 fn message() -> Rendered {
     Rendered::Email(EmailMessage {
         recipients: vec!["oncall@example.com".into(), "team@example.com".into()],
+        cc: Vec::new(),
+        bcc: Vec::new(),
+        provider_template: None,
         sender: "flyte@example.com".into(),
         subject: "flytesnacks/development/exec-1 failed".into(),
         html_body: "<p>Execution <b>exec-1</b> failed: x &lt; 0</p>".into(),
@@ -391,6 +394,7 @@ fn webhook_message(target: WebhookTarget) -> Rendered {
         headers: vec![("X-Team".into(), "ml".into())],
         body: r#"{"text": "flytesnacks/development/exec-1 failed"}"#.into(),
         timeout: None,
+        flavor: flyte_notify::delivery::WebhookFlavor::Generic,
     })
 }
 

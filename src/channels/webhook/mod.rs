@@ -21,9 +21,12 @@
 //! the URL, its path and query, and the signing secret. An inline URL is the caller's own and is
 //! shown without its query string (where tokens go), which is scrubbed too.
 
+mod flavor;
 mod reply;
 pub mod rules;
 pub mod signing;
+
+pub use flavor::{WebhookFlavor, flavor_of};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -487,6 +490,7 @@ mod tests {
             headers: Vec::new(),
             body: "{}".into(),
             timeout: None,
+            flavor: crate::delivery::WebhookFlavor::Generic,
         })
     }
 

@@ -405,6 +405,7 @@ fn webhook_settings(timeout: Duration) -> WebhookSettings {
         default_signing_secret: Some(Secret::new(WEBHOOK_SECRET)),
         timeout,
         per_url: DEFAULT_RATE_LIMIT,
+        slack_per_url: flyte_notify::channels::slack::DEFAULT_PER_CHANNEL,
     }
 }
 

@@ -19,6 +19,7 @@ mod rest;
 mod routes;
 pub mod secret;
 pub mod slack;
+pub mod teams;
 pub mod webhook;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -299,9 +299,12 @@ impl WebhookSender {
             SendError::permanent(format!("{what}: the delivery id cannot go in a header"))
         })?;
         headers.insert(rules::IDEMPOTENCY_KEY, id.clone());
+        // Slack and Teams check no signature: one made with our secret would only travel to a
+        // third party. (Teams requests normally go by the Teams sender; this covers one routed
+        // here as a plain webhook.)
         let signed = match request.flavor {
-            WebhookFlavor::Slack => None,
-            WebhookFlavor::Generic | WebhookFlavor::Teams => target.key,
+            WebhookFlavor::Generic => target.key,
+            WebhookFlavor::Slack | WebhookFlavor::Teams => None,
         };
         if let Some(key) = signed {
             let timestamp = SystemTime::now()

@@ -340,6 +340,8 @@ pub struct ServiceConfig {
     pub pagerduty: channels::PagerDutyConfig,
     #[serde(default)]
     pub webhooks: channels::WebhooksConfig,
+    #[serde(default)]
+    pub teams: channels::TeamsConfig,
     /// Launch plans that must succeed every so often: an alert when one does not, and another
     /// when it succeeds again (missed schedules).
     #[serde(default)]
@@ -656,6 +658,7 @@ impl Default for ServiceConfig {
             slack: Default::default(),
             pagerduty: Default::default(),
             webhooks: Default::default(),
+            teams: Default::default(),
             expectations: Vec::new(),
             grouping: Default::default(),
             delivery_configs: Vec::new(),

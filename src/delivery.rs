@@ -21,14 +21,18 @@ pub enum Channel {
     Slack,
     Pagerduty,
     Webhook,
+    /// Microsoft Teams: an incoming webhook or a Workflows URL, sent natively (Teams has no
+    /// email-ingest address to fall back to).
+    Teams,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
+    pub const ALL: [Channel; 5] = [
         Channel::Email,
         Channel::Slack,
         Channel::Pagerduty,
         Channel::Webhook,
+        Channel::Teams,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +41,7 @@ impl Channel {
             Channel::Slack => "slack",
             Channel::Pagerduty => "pagerduty",
             Channel::Webhook => "webhook",
+            Channel::Teams => "teams",
         }
     }
 
@@ -421,11 +426,29 @@ pub fn quoted(text: &str) -> String {
 /// An email, exactly as it goes out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailMessage {
+    /// To.
     pub recipients: Vec<String>,
+    /// Cc: seen by every recipient. Empty for everything Flyte 1 makes.
+    pub cc: Vec<String>,
+    /// Bcc: in the envelope only, so no other recipient learns of them. Empty for Flyte 1.
+    pub bcc: Vec<String>,
     pub sender: String,
+    /// Unused when `provider_template` is set: the provider's template has its own.
     pub subject: String,
     pub html_body: String,
     pub text_body: String,
+    /// A template stored at the email provider (SendGrid, SES), filled in by the provider with
+    /// `data`, instead of the subject and bodies above. Only senders whose
+    /// `Sender::provider_templates` is true can send it.
+    pub provider_template: Option<ProviderTemplate>,
+}
+
+/// A template kept by the email provider, and the values it is filled in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderTemplate {
+    /// SendGrid's dynamic template id (`d-...`), or the SES template's name.
+    pub template_id: String,
+    pub data: std::collections::BTreeMap<String, String>,
 }
 
 /// A Slack message: Block Kit blocks plus the plain `text` that notifications and clients without
@@ -457,6 +480,17 @@ pub struct PagerDutyEvent {
     pub links: Vec<(String, String)>,
 }
 
+/// Which service a webhook URL belongs to, as `channels::webhook::flavor_of` tells from its host:
+/// Slack's incoming webhooks and Teams' webhooks answer in their own ways and have their own rate
+/// limits, though Flyte 2 describes all three as one webhook template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WebhookFlavor {
+    #[default]
+    Generic,
+    Slack,
+    Teams,
+}
+
 /// One HTTP request to a webhook. A configured destination's URL, signing secret and headers are
 /// the sender's to add (they are secrets); `headers` are the notification's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,6 +502,8 @@ pub struct WebhookRequest {
     pub body: String,
     /// Per attempt; None for the worker's sendTimeout.
     pub timeout: Option<Duration>,
+    /// Generic for every Flyte 1 webhook and every configured destination.
+    pub flavor: WebhookFlavor,
 }
 
 /// What a sender puts on the wire: one variant per channel.

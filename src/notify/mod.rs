@@ -907,7 +907,8 @@ fn render_payload(
         }
         Content::Webhook(spec) => {
             return match wire {
-                Channel::Webhook => webhook_body::webhook_request(
+                // A Teams delivery is a webhook request too, sent by the Teams sender.
+                Channel::Webhook | Channel::Teams => webhook_body::webhook_request(
                     execution,
                     spec,
                     &payload.recipients,
@@ -943,6 +944,7 @@ fn render_payload(
             &payload.recipients,
         ))),
         Channel::Webhook => Err("a webhook delivery has no webhook to send".into()),
+        Channel::Teams => Err("a Teams delivery has no webhook to send".into()),
     }
 }
 

@@ -153,6 +153,10 @@ pub enum Flyte2Message {
         headers: Vec<(String, String)>,
         #[serde(default, skip_serializing_if = "String::is_empty")]
         body_template: String,
+        /// Told from the URL when the rule was accepted: Slack's and Teams' webhooks answer in
+        /// their own ways.
+        #[serde(default)]
+        flavor: WebhookFlavor,
     },
 }
 
@@ -483,7 +487,8 @@ pub struct PagerDutyEvent {
 /// Which service a webhook URL belongs to, as `channels::webhook::flavor_of` tells from its host:
 /// Slack's incoming webhooks and Teams' webhooks answer in their own ways and have their own rate
 /// limits, though Flyte 2 describes all three as one webhook template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WebhookFlavor {
     #[default]
     Generic,

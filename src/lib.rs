@@ -379,8 +379,24 @@ pub async fn run(
             catalog: notify::flyte2::rules::Catalog {
                 delivery_configs: svc.delivery_configs.clone(),
                 rule_sets: svc.rules.clone(),
-                channel_of: Box::new(|_| delivery::Channel::Webhook),
+                flavor_of: {
+                    let webhooks = svc.webhooks.clone();
+                    let destinations = native.destination_flavors.clone();
+                    Box::new(move |target| match target {
+                        delivery::WebhookTarget::Url(url) => {
+                            channels::webhook::flavor_of(url, &webhooks)
+                        }
+                        delivery::WebhookTarget::Destination(name) => {
+                            destinations.get(name).copied().unwrap_or_default()
+                        }
+                    })
+                },
                 max_template_bytes: svc.limits.max_template_bytes,
+                emailer: format!("{:?}", config.email_service()).to_ascii_lowercase(),
+                provider_templates: matches!(
+                    config.email_service(),
+                    EmailService::Ses | EmailService::Sendgrid
+                ),
             },
             run_url: svc.flyte2.run_url.clone(),
         }),

@@ -45,13 +45,16 @@ pub struct Native {
     pub senders: Vec<Arc<dyn Sender>>,
     pub routes: Routes,
     pub webhook_targets: WebhookTargets,
+    /// Which service each configured webhook destination's URL belongs to (its URL is a secret
+    /// and stays with the sender; this is all Flyte 2's rules need of it).
+    pub destination_flavors: std::collections::HashMap<String, crate::delivery::WebhookFlavor>,
 }
 
 pub fn build(config: &Config) -> anyhow::Result<Native> {
     let svc = &config.flyte_notify;
     let timeout = svc.worker.send_timeout;
     let mut senders: Vec<Arc<dyn Sender>> = Vec::new();
-    let (webhook_sender, webhook_targets) = webhooks(config, timeout)?;
+    let (webhook_sender, webhook_targets, destination_flavors) = webhooks(config, timeout)?;
     // Always there, as the webhook sender is: Teams messages go to URLs that requests name.
     let teams = TeamsSender::new(
         &webhook_sender,
@@ -73,6 +76,7 @@ pub fn build(config: &Config) -> anyhow::Result<Native> {
         senders,
         routes: routes(config),
         webhook_targets,
+        destination_flavors,
     })
 }
 
@@ -208,18 +212,32 @@ impl UrlGuard for Guard {
 
 /// The webhook sender (always there: a configured destination, or an allowed URL, may be named by
 /// any request) and the targets Enqueue accepts.
-fn webhooks(config: &Config, timeout: Duration) -> anyhow::Result<(WebhookSender, WebhookTargets)> {
+#[allow(clippy::type_complexity)]
+fn webhooks(
+    config: &Config,
+    timeout: Duration,
+) -> anyhow::Result<(
+    WebhookSender,
+    WebhookTargets,
+    std::collections::HashMap<String, crate::delivery::WebhookFlavor>,
+)> {
     let c = &config.flyte_notify.webhooks;
     let policy = Arc::new(
         WebhookPolicy::new(&c.allowed_hosts, c.allow_private)
             .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
     );
     let mut destinations = Vec::with_capacity(c.destinations.len());
+    let mut flavors = std::collections::HashMap::new();
     for (i, d) in c.destinations.iter().enumerate() {
         let key = format!("flyteNotify.webhooks.destinations[{i}]");
+        let url = secret(d.url(&key))?;
+        flavors.insert(
+            d.name.clone(),
+            crate::channels::webhook::flavor_of(url.expose(), c),
+        );
         destinations.push(WebhookDestination {
             name: d.name.clone(),
-            url: secret(d.url(&key))?,
+            url,
             signing_secret: optional_secret(d.signing_secret(&key))?,
             headers: d
                 .headers
@@ -242,7 +260,7 @@ fn webhooks(config: &Config, timeout: Duration) -> anyhow::Result<(WebhookSender
             .then(|| Arc::new(Guard(policy)) as Arc<dyn UrlGuard>),
         destinations: c.destinations.iter().map(|d| d.name.clone()).collect(),
     };
-    Ok((sender, targets))
+    Ok((sender, targets, flavors))
 }
 
 #[cfg(test)]

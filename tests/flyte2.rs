@@ -22,7 +22,7 @@ use flyte_notify::proto::flytenotify::v1::{
     Silence, flyte2_rules::Rules,
 };
 
-fn config(smtp: u16, ops_url_file: &std::path::Path, extra: &str) -> String {
+fn config(smtp: u16, ops_url_file: &std::path::Path, services: (u16, u16), extra: &str) -> String {
     format!(
         r#"
 notifications:
@@ -36,6 +36,9 @@ flyteNotify:
   retry: {{ baseDelay: 100ms, maxDelay: 1s, maxAttempts: 3 }}
   webhooks:
     allowedHosts: ["127.0.0.1"]
+    # The sinks standing in for Slack's and Teams' webhooks, told apart by port.
+    slackHosts: ["127.0.0.1:{slack}"]
+    teamsHosts: ["127.0.0.1:{teams}"]
     destinations:
       - name: ops-hook
         urlFile: {ops}
@@ -80,6 +83,8 @@ flyteNotify:
           deliveryConfig: secret-team
 {extra}"#,
         ops = ops_url_file.display(),
+        slack = services.0,
+        teams = services.1,
     )
 }
 
@@ -87,6 +92,8 @@ struct Setup {
     server: Server,
     sink: std::path::PathBuf,
     hook: WebhookSink,
+    slack: WebhookSink,
+    teams: WebhookSink,
     _smtp: SmtpSink,
     _dir: tempfile::TempDir,
 }
@@ -102,13 +109,20 @@ fn start_with(extra: &str) -> Setup {
     let sink = dir.path().join("sink");
     let smtp = SmtpSink::start(port, &sink);
     let hook = WebhookSink::start("", None);
+    let slack = WebhookSink::start("", None);
+    let teams = WebhookSink::start("", None);
     let ops = dir.path().join("ops-url");
     std::fs::write(&ops, hook.url("/ops")).unwrap();
-    let server = Server::start(dir.path(), Some(&config(port, &ops, extra)));
+    let server = Server::start(
+        dir.path(),
+        Some(&config(port, &ops, (slack.port, teams.port), extra)),
+    );
     Setup {
         server,
         sink,
         hook,
+        slack,
+        teams,
         _smtp: smtp,
         _dir: dir,
     }
@@ -945,4 +959,208 @@ async fn send_test_of_a_rule_resolves_its_delivery_config_for_the_given_project(
         .unwrap_err();
     let v = field_violations(&status);
     assert_eq!(v[0].0, "rule.delivery_config_name", "{v:?}");
+}
+
+/// A webhook rule as the SDK makes Slack, Teams and Webhook notifiers: POST, JSON.
+fn sdk_webhook_rule(phases: &[ActionPhase], url: &str, body: serde_json::Value) -> InlineRule {
+    webhook_rule(phases, url, &body.to_string())
+}
+
+#[tokio::test]
+async fn slack_and_teams_webhooks_go_by_their_own_senders_and_email_copies_by_cc_and_bcc() {
+    let s = start();
+    let mut client = s.server.client().await;
+    let mut email = email_rule(
+        &[ActionPhase::Failed],
+        &["team@example.com"],
+        "Run {{.Run.Name}} {{.Phase}}",
+        "{{.Error}}",
+        "No HTML body",
+    );
+    if let Some(t) = email
+        .delivery_template
+        .as_mut()
+        .and_then(|t| t.email.as_mut())
+    {
+        t.cc = vec![address("lead@example.com")];
+        t.bcc = vec![address("audit@example.com")];
+    }
+    let rules = vec![
+        email,
+        sdk_webhook_rule(
+            &[ActionPhase::Failed],
+            &s.slack.url("/services/T0/B0/secret"),
+            serde_json::json!({"blocks": [{"type": "section", "text": {"type": "mrkdwn",
+                "text": "*{{.Run.Name}}* failed: {{.Error}}"}}]}),
+        ),
+        sdk_webhook_rule(
+            &[ActionPhase::Failed],
+            &s.teams.url("/webhookb2/abc"),
+            serde_json::json!({"type": "message", "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {"type": "AdaptiveCard", "version": "1.4",
+                    "body": [{"type": "TextBlock", "text": "{{.Run.Name}}: {{.Error}}"}]}}]}),
+        ),
+    ];
+    let response = client
+        .enqueue_run_event(run_event(
+            "copies-1",
+            run("flytesnacks", "development", "copies-1"),
+            ActionPhase::Failed,
+            "bad \"quote\"",
+            inline(rules),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.delivery_ids.len(), 3);
+
+    let mails = wait_for_messages(&s.sink, 1, Duration::from_secs(20));
+    let raw = String::from_utf8(std::fs::read(&mails[0]).unwrap()).unwrap();
+    let mail = parse_mail(&mails[0]);
+    assert_eq!(mail.to, vec!["team@example.com"]);
+    assert!(raw.contains("Cc: lead@example.com"), "{raw}");
+    // Bcc went in the envelope (aiosmtpd records it as X-RcptTo), never in the headers.
+    let rcpt = raw
+        .lines()
+        .find(|l| l.starts_with("X-RcptTo:"))
+        .unwrap_or_default();
+    assert!(rcpt.contains("audit@example.com"), "{raw}");
+    assert!(!raw.contains("Bcc:"), "{raw}");
+    // The SDK's "No HTML body" is no HTML body: the text goes as both parts.
+    assert!(!mail.html.contains("No HTML body"), "{}", mail.html);
+    assert!(mail.html.contains("bad &"), "{}", mail.html);
+
+    let slack = wait_for_requests(&s.slack, 1).await;
+    assert_eq!(
+        slack[0]["json"]["blocks"][0]["text"]["text"],
+        "*copies-1* failed: bad \"quote\""
+    );
+    // Slack's webhooks are not Standard Webhooks: no signature headers.
+    assert!(
+        slack[0]["headers"].get("webhook-signature").is_none(),
+        "{slack:?}"
+    );
+    let teams = wait_for_requests(&s.teams, 1).await;
+    assert_eq!(
+        teams[0]["json"]["attachments"][0]["content"]["body"][0]["text"],
+        "copies-1: bad \"quote\""
+    );
+    let mut channels = Vec::new();
+    for id in &response.delivery_ids {
+        let d = client
+            .get_delivery(GetDeliveryRequest {
+                delivery_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .delivery
+            .unwrap();
+        channels.push(d.channel);
+    }
+    assert_eq!(channels, vec!["email", "webhook", "teams"]);
+}
+
+#[tokio::test]
+async fn a_provider_template_is_refused_when_the_emailer_has_none() {
+    let s = start();
+    let mut client = s.server.client().await;
+    let mut rule = email_rule(&[ActionPhase::Failed], &["a@example.com"], "s", "t", "");
+    if let Some(t) = rule
+        .delivery_template
+        .as_mut()
+        .and_then(|t| t.email.as_mut())
+    {
+        t.content = Some(email_delivery_template::Content::ProviderTemplate(
+            flyte_notify::proto::flyteidl2::notification::ProviderEmailTemplate {
+                template_id: "d-123".into(),
+                template_data: [("run".to_string(), "{{.Run.Name}}".to_string())].into(),
+            },
+        ));
+    }
+    let status = client
+        .enqueue_run_event(run_event(
+            "prov-1",
+            run("flytesnacks", "development", "prov-1"),
+            ActionPhase::Failed,
+            "",
+            inline(vec![rule]),
+        ))
+        .await
+        .unwrap_err();
+    let v = field_violations(&status);
+    assert_eq!(
+        v[0].0, "rules.notification_rules.rules[0].delivery_template.email.provider_template",
+        "{v:?}"
+    );
+    assert!(v[0].1.contains("smtp"), "{v:?}");
+}
+
+#[tokio::test]
+async fn a_provider_template_goes_to_sendgrid_as_a_dynamic_template_with_the_filled_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("requests.jsonl");
+    let _sink = start_sendgrid_sink(port, &log, "");
+    let config = format!(
+        r#"
+notifications:
+  emailer:
+    sender: flyte@example.com
+    emailServerConfig: {{ serviceName: sendgrid, apiKeyEnvVar: FN_TEST_SG_KEY }}
+flyteNotify:
+  sendgrid: {{ baseUrl: "http://127.0.0.1:{port}/" }}
+"#
+    );
+    let server = Server::start_env(dir.path(), &config, &[("FN_TEST_SG_KEY", "SG.k.s")]);
+    let mut client = server.client().await;
+    let mut rule = email_rule(&[ActionPhase::Failed], &["a@example.com"], "s", "t", "");
+    if let Some(t) = rule
+        .delivery_template
+        .as_mut()
+        .and_then(|t| t.email.as_mut())
+    {
+        t.cc = vec![address("b@example.com")];
+        t.content = Some(email_delivery_template::Content::ProviderTemplate(
+            flyte_notify::proto::flyteidl2::notification::ProviderEmailTemplate {
+                template_id: "d-0123456789abcdef".into(),
+                template_data: [
+                    ("run".to_string(), "{{.Run.Name}}".to_string()),
+                    ("why".to_string(), "{{.Error}}".to_string()),
+                ]
+                .into(),
+            },
+        ));
+    }
+    client
+        .enqueue_run_event(run_event(
+            "prov-sg-1",
+            run("flytesnacks", "development", "prov-sg-1"),
+            ActionPhase::Failed,
+            "<b>OOM</b>",
+            inline(vec![rule]),
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let requests = loop {
+        let got = read_jsonl(&log);
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body = &requests[0]["body"];
+    assert_eq!(body["template_id"], "d-0123456789abcdef", "{body}");
+    let p = &body["personalizations"][0];
+    assert_eq!(p["to"][0]["email"], "a@example.com");
+    assert_eq!(p["cc"][0]["email"], "b@example.com");
+    // Text for the provider to escape in its own template.
+    assert_eq!(
+        p["dynamic_template_data"],
+        serde_json::json!({"run": "prov-sg-1", "why": "<b>OOM</b>"})
+    );
+    assert!(body.get("content").is_none(), "{body}");
 }

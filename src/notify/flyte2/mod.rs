@@ -484,7 +484,12 @@ impl Notifier {
                         let target =
                             crate::delivery::WebhookTarget::Destination(w.destination.clone());
                         (
-                            (catalog.channel_of)(&target).as_str().to_string(),
+                            match (catalog.flavor_of)(&target) {
+                                crate::delivery::WebhookFlavor::Teams => "teams",
+                                crate::delivery::WebhookFlavor::Slack => "slack",
+                                crate::delivery::WebhookFlavor::Generic => "webhook",
+                            }
+                            .to_string(),
                             vec![w.destination.clone()],
                         )
                     }

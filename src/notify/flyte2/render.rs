@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use serde_json::json;
 
 use crate::delivery::{
-    Channel, EmailMessage, Flyte2EmailContent, Flyte2Event, Flyte2Message, Flyte2Spec, Rendered,
-    WebhookRequest,
+    Channel, EmailMessage, Flyte2EmailContent, Flyte2Event, Flyte2Message, Flyte2Spec,
+    ProviderTemplate, Rendered, WebhookRequest,
 };
 
 use super::super::html_text;
@@ -96,7 +96,6 @@ pub fn render(
             if wire != Channel::Email {
                 return Err(format!("a Flyte 2 email cannot go as {wire}"));
             }
-            let _ = (cc, bcc);
             match content {
                 Flyte2EmailContent::Inline {
                     subject,
@@ -144,14 +143,37 @@ pub fn render(
                     };
                     Ok(Rendered::Email(EmailMessage {
                         recipients: to.clone(),
+                        cc: cc.clone(),
+                        bcc: bcc.clone(),
                         sender: renderer.sender().to_string(),
                         subject,
                         html_body,
                         text_body,
+                        provider_template: None,
                     }))
                 }
-                Flyte2EmailContent::Provider { .. } => {
-                    Err("provider templates are not sent by this build yet".to_string())
+                Flyte2EmailContent::Provider { template_id, data } => {
+                    // The provider fills its own template: each value is text (the provider
+                    // escapes it for its HTML), bounded like any rendered part.
+                    let mut values = std::collections::BTreeMap::new();
+                    for (key, value) in data {
+                        let filled = fill(event, value, Escape::Text, max)
+                            .map_err(|e| format!("template_data[{key:?}]: {e}"))?;
+                        values.insert(key.clone(), filled);
+                    }
+                    Ok(Rendered::Email(EmailMessage {
+                        recipients: to.clone(),
+                        cc: cc.clone(),
+                        bcc: bcc.clone(),
+                        sender: renderer.sender().to_string(),
+                        subject: String::new(),
+                        html_body: String::new(),
+                        text_body: String::new(),
+                        provider_template: Some(ProviderTemplate {
+                            template_id: template_id.clone(),
+                            data: values,
+                        }),
+                    }))
                 }
             }
         }
@@ -160,8 +182,9 @@ pub fn render(
             method,
             headers,
             body_template,
+            flavor,
         } => {
-            if !matches!(wire, Channel::Webhook) {
+            if !matches!(wire, Channel::Webhook | Channel::Teams) {
                 return Err(format!("a Flyte 2 webhook cannot go as {wire}"));
             }
             let body = if body_template.is_empty() {
@@ -189,6 +212,7 @@ pub fn render(
                 headers,
                 body,
                 timeout: None,
+                flavor: *flavor,
             }))
         }
     }

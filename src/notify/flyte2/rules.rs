@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::flyte2::{self as config, DeliveryConfigEntry, RuleSetEntry};
-use crate::delivery::{Channel, Flyte2EmailContent, Flyte2Event, Flyte2Message, WebhookTarget};
+use crate::delivery::{
+    Channel, Flyte2EmailContent, Flyte2Event, Flyte2Message, WebhookFlavor, WebhookTarget,
+};
 use crate::error::FieldViolation;
 use crate::proto::flyteidl2::notification::{
     DeliveryConfigTemplate, EmailDeliveryTemplate, EmailRecipient, HttpMethod,
@@ -28,10 +30,21 @@ pub const MAX_EMAIL_RECIPIENTS: usize = 100;
 pub struct Catalog {
     pub delivery_configs: Vec<DeliveryConfigEntry>,
     pub rule_sets: Vec<RuleSetEntry>,
-    /// Which channel a webhook target is sent on: Teams has its own sender; Slack incoming
-    /// webhooks and the rest go by the webhook sender (which knows Slack's replies).
-    pub channel_of: Box<dyn Fn(&WebhookTarget) -> Channel + Send + Sync>,
+    /// Which service a webhook target belongs to, by its URL (a destination's from the config).
+    pub flavor_of: Box<dyn Fn(&WebhookTarget) -> WebhookFlavor + Send + Sync>,
     pub max_template_bytes: usize,
+    /// The configured emailer ("smtp", "ses", ...), and whether it sends provider templates.
+    pub emailer: String,
+    pub provider_templates: bool,
+}
+
+/// The channel a webhook of `flavor` to `target` goes by: Teams URLs by the Teams sender, the
+/// rest (Slack incoming webhooks too, which it knows) by the webhook sender.
+pub fn webhook_channel(target: &WebhookTarget, flavor: WebhookFlavor) -> Channel {
+    match (target, flavor) {
+        (WebhookTarget::Url(_), WebhookFlavor::Teams) => Channel::Teams,
+        _ => Channel::Webhook,
+    }
 }
 
 impl Default for Catalog {
@@ -39,8 +52,10 @@ impl Default for Catalog {
         Self {
             delivery_configs: Vec::new(),
             rule_sets: Vec::new(),
-            channel_of: Box::new(|_| Channel::Webhook),
+            flavor_of: Box::new(|_| WebhookFlavor::Generic),
             max_template_bytes: crate::config::Limits::default().max_template_bytes,
+            emailer: "maildir".into(),
+            provider_templates: false,
         }
     }
 }
@@ -127,9 +142,10 @@ fn email(
     field: &str,
     t: &EmailDeliveryTemplate,
     event: &Flyte2Event,
-    max_template_bytes: usize,
+    catalog: &Catalog,
     out: &mut Vec<FieldViolation>,
 ) -> Option<(Vec<String>, Flyte2Message)> {
+    let max_template_bytes = catalog.max_template_bytes;
     let before = out.len();
     let to = addresses(&format!("{field}.to"), &t.to, out);
     let cc = addresses(&format!("{field}.cc"), &t.cc, out);
@@ -188,6 +204,16 @@ fn email(
                 out.push(FieldViolation::new(
                     format!("{f}.template_id"),
                     "must not be empty",
+                ));
+            }
+            if !catalog.provider_templates {
+                out.push(FieldViolation::new(
+                    f.clone(),
+                    format!(
+                        "the configured emailer ({}) has no provider templates: use an inline \
+                         template, or send through SendGrid or SES",
+                        catalog.emailer
+                    ),
                 ));
             }
             for (key, value) in &p.template_data {
@@ -299,7 +325,8 @@ fn webhook(
     if out.len() != before {
         return None;
     }
-    let channel = (known.catalog.channel_of)(&target);
+    let flavor = (known.catalog.flavor_of)(&target);
+    let channel = webhook_channel(&target, flavor);
     Some((
         vec![shown_as(&target)],
         channel,
@@ -308,6 +335,7 @@ fn webhook(
             method,
             headers,
             body_template: t.body_template.clone(),
+            flavor,
         },
     ))
 }
@@ -322,14 +350,8 @@ fn template_message(
     out: &mut Vec<FieldViolation>,
 ) -> Option<(Vec<String>, Channel, Flyte2Message)> {
     match (&t.email, &t.webhook) {
-        (Some(e), None) => email(
-            &format!("{field}.email"),
-            e,
-            event,
-            known.catalog.max_template_bytes,
-            out,
-        )
-        .map(|(shown, m)| (shown, Channel::Email, m)),
+        (Some(e), None) => email(&format!("{field}.email"), e, event, known.catalog, out)
+            .map(|(shown, m)| (shown, Channel::Email, m)),
         (None, Some(w)) => webhook(
             &format!("{field}.webhook"),
             w,

@@ -221,6 +221,23 @@ fn run_event(
     }
 }
 
+async fn delivery(
+    client: &mut flyte_notify::proto::flytenotify::v1::notification_service_client::NotificationServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+) -> flyte_notify::proto::flytenotify::v1::Delivery {
+    client
+        .get_delivery(GetDeliveryRequest {
+            delivery_id: id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap()
+}
+
 async fn wait_for_requests(hook: &WebhookSink, count: usize) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -327,15 +344,7 @@ async fn inline_rules_deliver_at_their_phases_with_variables_substituted_and_esc
     wait_for_pending(&s.server, "", Duration::from_secs(10), |l| l.is_empty()).await;
     let mut channels = Vec::new();
     for id in &response.delivery_ids {
-        let d = client
-            .get_delivery(GetDeliveryRequest {
-                delivery_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .delivery
-            .unwrap();
+        let d = delivery(&mut client, id).await;
         assert_eq!(d.state, DeliveryState::Delivered as i32, "{d:?}");
         assert_eq!(d.execution_id.as_ref().unwrap().name, "r-fail-1");
         assert_eq!(d.phase, Phase::Failed as i32);
@@ -831,15 +840,7 @@ async fn a_stuck_run_gets_one_alert_and_a_run_that_ends_in_time_disarms_its_dead
         "{}",
         mail.text
     );
-    let got = client
-        .get_delivery(GetDeliveryRequest {
-            delivery_id: disarmed.delivery_ids[0].clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .delivery
-        .unwrap();
+    let got = delivery(&mut client, &disarmed.delivery_ids[0]).await;
     assert_eq!(got.state, DeliveryState::Disarmed as i32, "{got:?}");
     // Past the second deadline too: still the one alert.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1048,15 +1049,7 @@ async fn slack_and_teams_webhooks_go_by_their_own_senders_and_email_copies_by_cc
     );
     let mut channels = Vec::new();
     for id in &response.delivery_ids {
-        let d = client
-            .get_delivery(GetDeliveryRequest {
-                delivery_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .delivery
-            .unwrap();
+        let d = delivery(&mut client, id).await;
         channels.push(d.channel);
     }
     assert_eq!(channels, vec!["email", "webhook", "teams"]);

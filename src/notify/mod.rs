@@ -553,19 +553,7 @@ impl Notifier {
                     duplicate: false,
                 })
             }
-            AcceptOutcome::Duplicate {
-                delivery_ids,
-                unmatched,
-            } => Ok(api::EnqueueResponse {
-                delivery_ids,
-                unmatched_notifications: unmatched,
-                request_id,
-                duplicate: true,
-            }),
-            AcceptOutcome::Conflict => Err(Error::Conflict(format!(
-                "request_id {request_id:?} was already used for a different request; \
-                 use a new request_id for new content"
-            ))),
+            repeated => answer_repeated(repeated, request_id),
         }
     }
 
@@ -1062,6 +1050,35 @@ fn to_api_delivery(d: StoredDelivery) -> api::Delivery {
 
 /// A digest of everything in the request but its request_id: the same bytes as encoding the
 /// request with request_id cleared (fields are encoded in tag order), without copying it.
+/// The answer to a request_id the ledger had seen: the same delivery ids again, or a conflict
+/// when the content differs. (An accepted outcome is the caller's to answer.)
+fn answer_repeated(
+    outcome: AcceptOutcome,
+    request_id: String,
+) -> Result<api::EnqueueResponse, Error> {
+    match outcome {
+        AcceptOutcome::Duplicate {
+            delivery_ids,
+            unmatched,
+        } => Ok(api::EnqueueResponse {
+            delivery_ids,
+            unmatched_notifications: unmatched,
+            request_id,
+            duplicate: true,
+        }),
+        AcceptOutcome::Conflict => Err(Error::Conflict(format!(
+            "request_id {request_id:?} was already used for a different request; \
+             use a new request_id for new content"
+        ))),
+        AcceptOutcome::Accepted { delivery_ids } => Ok(api::EnqueueResponse {
+            delivery_ids,
+            unmatched_notifications: 0,
+            request_id,
+            duplicate: false,
+        }),
+    }
+}
+
 fn content_fingerprint(request: &api::EnqueueRequest) -> String {
     let mut content = Vec::with_capacity(request.encoded_len());
     if let Some(execution) = &request.execution {

@@ -153,7 +153,9 @@ impl Notifier {
             .deadline
             .as_ref()
             .and_then(|d| validate::deadline(d, &mut out));
-        let (event, matched, unmatched) = self
+        let mut unkeyed = request.clone();
+        unkeyed.request_id.clear();
+        let checked = self
             .check_flyte2(
                 &request.request_id,
                 request.encoded_len(),
@@ -163,17 +165,12 @@ impl Notifier {
                 out,
             )
             .await?;
-        let mut unkeyed = request.clone();
-        unkeyed.request_id.clear();
-        // occurred_at left unset takes the server's clock; a retry without it is the same request.
-        self.accept_flyte2(Accepted {
-            request_id: request.request_id,
-            fingerprint: fingerprint("run", unkeyed.encode_to_vec()),
-            event,
-            matched,
-            unmatched,
+        self.accept_flyte2(
+            request.request_id,
+            ("run", unkeyed.encode_to_vec()),
+            checked,
             deadline,
-        })
+        )
         .await
     }
 
@@ -183,7 +180,9 @@ impl Notifier {
     ) -> Result<api::EnqueueResponse, Error> {
         let mut out = Vec::new();
         let event = event::paused_event(&request, &mut out);
-        let (event, matched, unmatched) = self
+        let mut unkeyed = request.clone();
+        unkeyed.request_id.clear();
+        let checked = self
             .check_flyte2(
                 &request.request_id,
                 request.encoded_len(),
@@ -193,16 +192,12 @@ impl Notifier {
                 out,
             )
             .await?;
-        let mut unkeyed = request.clone();
-        unkeyed.request_id.clear();
-        self.accept_flyte2(Accepted {
-            request_id: request.request_id,
-            fingerprint: fingerprint("paused", unkeyed.encode_to_vec()),
-            event,
-            matched,
-            unmatched,
-            deadline: None,
-        })
+        self.accept_flyte2(
+            request.request_id,
+            ("paused", unkeyed.encode_to_vec()),
+            checked,
+            None,
+        )
         .await
     }
 
@@ -254,7 +249,24 @@ impl Notifier {
         }
     }
 
-    async fn accept_flyte2(&self, a: Accepted) -> Result<api::EnqueueResponse, Error> {
+    /// Records a checked event under `request_id`; `content` (its kind and the request's bytes
+    /// without the id) is what a repeated request_id must match. occurred_at left unset takes
+    /// the server's clock, so a retry that also leaves it unset is the same request.
+    async fn accept_flyte2(
+        &self,
+        request_id: String,
+        content: (&str, Vec<u8>),
+        (event, matched, unmatched): (Flyte2Event, Vec<Resolved>, u32),
+        deadline: Option<std::time::Duration>,
+    ) -> Result<api::EnqueueResponse, Error> {
+        let a = Accepted {
+            request_id,
+            fingerprint: fingerprint(content.0, content.1),
+            event,
+            matched,
+            unmatched,
+            deadline,
+        };
         let request_id = if a.request_id.is_empty() {
             format!("server-{}", uuid::Uuid::now_v7())
         } else {
@@ -335,19 +347,7 @@ impl Notifier {
                     duplicate: false,
                 })
             }
-            AcceptOutcome::Duplicate {
-                delivery_ids,
-                unmatched,
-            } => Ok(api::EnqueueResponse {
-                delivery_ids,
-                unmatched_notifications: unmatched,
-                request_id,
-                duplicate: true,
-            }),
-            AcceptOutcome::Conflict => Err(Error::Conflict(format!(
-                "request_id {request_id:?} was already used for a different request; \
-                 use a new request_id for new content"
-            ))),
+            repeated => super::answer_repeated(repeated, request_id),
         }
     }
 

@@ -2,6 +2,8 @@
 //! delivery configs and rule sets of the config, become deliveries like Flyte 1 notifications,
 //! with the same ledger, retries, silences and history.
 
+pub mod template;
+
 use crate::error::Error;
 use crate::proto::flytenotify::v1 as api;
 

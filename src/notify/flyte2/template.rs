@@ -805,6 +805,8 @@ mod tests {
             ("{{true}}", 2, "constants ({{true}})"),
             ("{{(.Phase)}}", 2, "parenthesized pipelines"),
             ("{{ 3 }}", 3, "unexpected `3`"),
+            ("{{ é }}", 3, "unexpected `é`"),
+            ("{{.Run.Name\u{a0}}}", 11, "followed by `\u{a0}`"),
             ("{{{.Phase}}}", 2, "unexpected `{.Phase`"),
             ("{{{{.Phase}}", 2, "unexpected `{{.Phase`"),
             (

@@ -260,8 +260,8 @@ fn unknown_value(value: &str, accepted: &[&str]) -> String {
 
 /// The candidate `word` is most likely a typo of, if any: the same letters ignoring case and
 /// `_`/`-`, or at most two edits away (for words long enough that two edits are a typo, not
-/// another word).
-fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+/// another word). Also suggests Flyte 2 template variables (`notify::flyte2::template`).
+pub(crate) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let folded = |s: &str| {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')

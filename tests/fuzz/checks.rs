@@ -5,9 +5,12 @@
 
 #![allow(dead_code)]
 
+use std::borrow::Cow;
+
 use flyte_notify::config::{Config, Limits};
 use flyte_notify::delivery::{Payload, email_address};
 use flyte_notify::ledger::filters::{self, FilterField, FilterOp};
+use flyte_notify::notify::flyte2::template::{self as gotmpl, Escape, TemplateError};
 use flyte_notify::notify::render::{Expanded, Renderer, escape_html, html_escaped_len};
 use flyte_notify::notify::template::{self, Values, Variable};
 use flyte_notify::notify::validate;
@@ -30,6 +33,7 @@ pub fn run(target: &str, data: &[u8]) {
 
 /// Input: the template, then the values separated by NUL bytes (assigned to the 13 variables in
 /// turn, repeating; without any, each variable gets `<name>` with characters HTML escapes).
+/// The same template and values also go through the Flyte 2 engine (`go_template`).
 pub fn template(data: &[u8]) {
     let mut parts = data.split(|b| *b == 0);
     let t = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
@@ -45,6 +49,8 @@ pub fn template(data: &[u8]) {
         };
         values.set(var, value);
     }
+
+    go_template(&t, &given);
 
     let _ = template::problems(&t);
     let raw = template::render(&t, &values, |s| s.to_string());
@@ -65,6 +71,96 @@ pub fn template(data: &[u8]) {
             html_escaped_len(v),
             escape_html(v).len(),
             "html_escaped_len disagrees with escape_html for {v:?}"
+        );
+    }
+}
+
+/// The variables the Flyte 2 check offers the template.
+const GO_KNOWN: [&str; 5] = ["Run.Name", "Run.Project", "Run.Domain", "Phase", "Error"];
+
+/// The Flyte 2 engine on the template input: `check` and `render` agree (what `check` passes
+/// renders, what it refuses `render` refuses with the same error), the bound holds exactly
+/// (a bounded render is the unbounded one when that fits, else TooLarge), and each value
+/// escaped for JSON reads back inside quotes, escaped for HTML carries no markup.
+fn go_template(t: &str, given: &[String]) {
+    let values: Vec<String> = (0..GO_KNOWN.len())
+        .map(|i| {
+            if given.is_empty() {
+                format!("<{}>&\"'\\\n\u{1}{{{{.Phase}}}}", GO_KNOWN[i])
+            } else {
+                given[i % given.len()].clone()
+            }
+        })
+        .collect();
+    let lookup = |name: &str| {
+        GO_KNOWN
+            .iter()
+            .position(|k| *k == name)
+            .map(|i| Cow::Borrowed(values[i].as_str()))
+    };
+    // A bound that the input moves around: sometimes above, sometimes below the output.
+    let bound = given.first().map_or(t.len(), |g| g.len() * 4);
+
+    let checked = gotmpl::check(t, &GO_KNOWN);
+    let nothing_known = gotmpl::check(t, &[]);
+    for escape in [Escape::Text, Escape::Html, Escape::Json] {
+        let full = gotmpl::render_with(t, lookup, escape, usize::MAX);
+        match (&checked, &full) {
+            (Ok(()), Ok(_)) => {}
+            (
+                Err(TemplateError::Unknown { name: a, .. }),
+                Err(TemplateError::Unknown { name: b, .. }),
+            ) => {
+                assert_eq!(a, b, "check and render name different unknowns in {t:?}")
+            }
+            (Err(e @ TemplateError::Syntax { .. }), Err(f)) => {
+                assert_eq!(e, f, "check and render disagree on the syntax of {t:?}")
+            }
+            (c, r) => panic!("check says {c:?} but render ({escape:?}) says {r:?} for {t:?}"),
+        }
+        // `render`, whose lookup owns its values, renders what `render_with` renders.
+        let owned = gotmpl::render(
+            t,
+            &|name| lookup(name).map(|v| Cow::Owned(v.into_owned())),
+            escape,
+            usize::MAX,
+        );
+        assert_eq!(owned, full, "render and render_with differ on {t:?}");
+
+        let bounded = gotmpl::render_with(t, lookup, escape, bound);
+        let too_large = Err(TemplateError::TooLarge { max_bytes: bound });
+        match &full {
+            Ok(out) if out.len() <= bound => assert_eq!(bounded.as_ref(), Ok(out), "{t:?}"),
+            Ok(_) => assert_eq!(bounded, too_large, "{t:?} within {bound}"),
+            Err(e) => assert!(
+                bounded == too_large || bounded.as_ref() == Err(e),
+                "{t:?} within {bound}: {bounded:?}, unbounded {e:?}"
+            ),
+        }
+
+        // A lookup that knows nothing refuses exactly what a check against no names refuses.
+        let blind = gotmpl::render_with(t, |_| None::<Cow<str>>, escape, usize::MAX);
+        assert_eq!(
+            nothing_known.is_ok(),
+            blind.is_ok(),
+            "check against no names says {nothing_known:?}, render without values {blind:?}: {t:?}"
+        );
+    }
+
+    for (name, value) in GO_KNOWN.iter().zip(&values) {
+        let variable = format!("{{{{.{name}}}}}");
+        let json = gotmpl::render_with(&variable, lookup, Escape::Json, usize::MAX).unwrap();
+        let read: String = serde_json::from_str(&format!("\"{json}\"")).unwrap_or_else(|e| {
+            panic!("{value:?} escaped for JSON as {json:?} does not parse: {e}")
+        });
+        assert_eq!(
+            &read, value,
+            "JSON escaping of {value:?} reads back as {read:?}"
+        );
+        let html = gotmpl::render_with(&variable, lookup, Escape::Html, usize::MAX).unwrap();
+        assert!(
+            !html.contains(['<', '>', '"', '\'']),
+            "{value:?} escaped for HTML as {html:?}"
         );
     }
 }

@@ -22,10 +22,7 @@ use super::template::{self, Escape};
 pub const SDK_NO_HTML_BODY: &str = "No HTML body";
 
 fn fill(event: &Flyte2Event, text: &str, escape: Escape, max: usize) -> Result<String, String> {
-    // The engine's lookup borrows from the name it is given, not from the event: owned values.
-    let lookup: &dyn Fn(&str) -> Option<Cow<'_, str>> =
-        &|name| event.lookup(name).map(|v| Cow::Owned(v.into_owned()));
-    template::render(text, lookup, escape, max).map_err(|e| match e {
+    template::render_with(text, |name| event.lookup(name), escape, max).map_err(|e| match e {
         template::TemplateError::TooLarge { max_bytes } => {
             format!("the rendered text would exceed {max_bytes} bytes (limits.maxRenderedBytes)")
         }

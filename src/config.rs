@@ -3,6 +3,7 @@
 //! start-up with the key's path rather than as a missing email hours later.
 
 pub mod channels;
+pub mod flyte2;
 pub mod grouping;
 
 use std::net::SocketAddr;
@@ -339,12 +340,22 @@ pub struct ServiceConfig {
     pub pagerduty: channels::PagerDutyConfig,
     #[serde(default)]
     pub webhooks: channels::WebhooksConfig,
+    #[serde(default)]
+    pub teams: channels::TeamsConfig,
     /// Launch plans that must succeed every so often: an alert when one does not, and another
     /// when it succeeds again (missed schedules).
     #[serde(default)]
     pub expectations: Vec<ExpectationConfig>,
     #[serde(default)]
     pub grouping: GroupingSection,
+    /// Flyte 2: what `flyte.notify.NamedDelivery(name)` sends.
+    #[serde(default)]
+    pub delivery_configs: Vec<flyte2::DeliveryConfigEntry>,
+    /// Flyte 2: what `flyte.notify.NamedRule(name)` applies.
+    #[serde(default)]
+    pub rules: Vec<flyte2::RuleSetEntry>,
+    #[serde(default)]
+    pub flyte2: flyte2::Flyte2Settings,
 }
 
 /// Digests for the channels that are not configured per route (PagerDuty routes have their own
@@ -647,8 +658,12 @@ impl Default for ServiceConfig {
             slack: Default::default(),
             pagerduty: Default::default(),
             webhooks: Default::default(),
+            teams: Default::default(),
             expectations: Vec::new(),
             grouping: Default::default(),
+            delivery_configs: Vec::new(),
+            rules: Vec::new(),
+            flyte2: Default::default(),
         }
     }
 }
@@ -1023,6 +1038,19 @@ impl Config {
             .email
             .validate("flyteNotify.grouping.email")
             .map_err(|(key, message)| invalid(&key, message))?;
+        let destinations: Vec<&str> = svc
+            .webhooks
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        flyte2::validate(
+            &svc.delivery_configs,
+            &svc.rules,
+            &svc.flyte2,
+            &destinations,
+        )
+        .map_err(|(key, message)| invalid(&key, message))?;
         check_base_url(&svc.slack.api_base_url)
             .map_err(|message| invalid("flyteNotify.slack.apiBaseUrl", message))?;
         check_base_url(&svc.pagerduty.events_url)

@@ -21,14 +21,18 @@ pub enum Channel {
     Slack,
     Pagerduty,
     Webhook,
+    /// Microsoft Teams: an incoming webhook or a Workflows URL, sent natively (Teams has no
+    /// email-ingest address to fall back to).
+    Teams,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
+    pub const ALL: [Channel; 5] = [
         Channel::Email,
         Channel::Slack,
         Channel::Pagerduty,
         Channel::Webhook,
+        Channel::Teams,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +41,7 @@ impl Channel {
             Channel::Slack => "slack",
             Channel::Pagerduty => "pagerduty",
             Channel::Webhook => "webhook",
+            Channel::Teams => "teams",
         }
     }
 
@@ -75,6 +80,102 @@ pub enum Content {
     /// One message for the members of a group, rendered at send time from theirs: the ledger
     /// hands the members out with the lease.
     Digest,
+    /// A Flyte 2 rule's delivery (`flyte.notify`): its template and the event it renders, with
+    /// Go-template style variables, at send time.
+    Flyte2(Box<Flyte2Spec>),
+}
+
+/// A Flyte 2 delivery as stored: what happened, and the message its rule asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flyte2Spec {
+    pub event: Flyte2Event,
+    pub message: Flyte2Message,
+}
+
+/// The variables of a Flyte 2 notification: a run reaching a phase, or an action waiting for a
+/// person (`paused`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flyte2Event {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub org: String,
+    pub project: String,
+    pub domain: String,
+    /// The run's name.
+    pub name: String,
+    /// flyteidl2.common.ActionPhase.
+    pub phase: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// When the phase was reached, in milliseconds since the epoch.
+    pub occurred_at_ms: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Flyte2Paused>,
+    /// Set on the alert of a stuck-run deadline: how long the run had been in `phase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub still_running_after_ms: Option<u64>,
+}
+
+/// What a paused action asks of a person.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flyte2Paused {
+    pub action: String,
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt_type: String,
+}
+
+/// The message a Flyte 2 rule sends, with its templates unrendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Flyte2Message {
+    Email {
+        to: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cc: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        bcc: Vec<String>,
+        content: Flyte2EmailContent,
+    },
+    /// Slack, Teams and generic webhooks alike: the SDK makes each of them an HTTP request.
+    Webhook {
+        target: WebhookTarget,
+        /// Upper case.
+        method: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<(String, String)>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        body_template: String,
+        /// Told from the URL when the rule was accepted: Slack's and Teams' webhooks answer in
+        /// their own ways.
+        #[serde(default)]
+        flavor: WebhookFlavor,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Flyte2EmailContent {
+    Inline {
+        subject: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        html: String,
+    },
+    /// A template kept by the email provider; its data values are templates too.
+    Provider {
+        template_id: String,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        data: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// Where a webhook goes: a URL the request named, or a destination in the config (whose URL,
@@ -149,6 +250,7 @@ enum StoredContent {
     Unreadable { raw: String, error: String },
     Webhook(WebhookSpec),
     Digest,
+    Flyte2(Box<Flyte2Spec>),
 }
 
 impl Payload {
@@ -184,6 +286,11 @@ impl Payload {
                 channel,
                 recipients,
                 content: StoredContent::Digest,
+            },
+            Content::Flyte2(spec) => StoredPayload::V3 {
+                channel,
+                recipients,
+                content: StoredContent::Flyte2(spec.clone()),
             },
         };
         serde_json::to_string(&stored).expect("a payload always serializes")
@@ -238,6 +345,7 @@ impl Payload {
                     },
                     StoredContent::Webhook(spec) => Content::Webhook(spec),
                     StoredContent::Digest => Content::Digest,
+                    StoredContent::Flyte2(spec) => Content::Flyte2(spec),
                 };
                 (
                     Payload {
@@ -322,11 +430,29 @@ pub fn quoted(text: &str) -> String {
 /// An email, exactly as it goes out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailMessage {
+    /// To.
     pub recipients: Vec<String>,
+    /// Cc: seen by every recipient. Empty for everything Flyte 1 makes.
+    pub cc: Vec<String>,
+    /// Bcc: in the envelope only, so no other recipient learns of them. Empty for Flyte 1.
+    pub bcc: Vec<String>,
     pub sender: String,
+    /// Unused when `provider_template` is set: the provider's template has its own.
     pub subject: String,
     pub html_body: String,
     pub text_body: String,
+    /// A template stored at the email provider (SendGrid, SES), filled in by the provider with
+    /// `data`, instead of the subject and bodies above. Only senders whose
+    /// `Sender::provider_templates` is true can send it.
+    pub provider_template: Option<ProviderTemplate>,
+}
+
+/// A template kept by the email provider, and the values it is filled in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderTemplate {
+    /// SendGrid's dynamic template id (`d-...`), or the SES template's name.
+    pub template_id: String,
+    pub data: std::collections::BTreeMap<String, String>,
 }
 
 /// A Slack message: Block Kit blocks plus the plain `text` that notifications and clients without
@@ -358,6 +484,18 @@ pub struct PagerDutyEvent {
     pub links: Vec<(String, String)>,
 }
 
+/// Which service a webhook URL belongs to, as `channels::webhook::flavor_of` tells from its host:
+/// Slack's incoming webhooks and Teams' webhooks answer in their own ways and have their own rate
+/// limits, though Flyte 2 describes all three as one webhook template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFlavor {
+    #[default]
+    Generic,
+    Slack,
+    Teams,
+}
+
 /// One HTTP request to a webhook. A configured destination's URL, signing secret and headers are
 /// the sender's to add (they are secrets); `headers` are the notification's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +507,8 @@ pub struct WebhookRequest {
     pub body: String,
     /// Per attempt; None for the worker's sendTimeout.
     pub timeout: Option<Duration>,
+    /// Generic for every Flyte 1 webhook and every configured destination.
+    pub flavor: WebhookFlavor,
 }
 
 /// What a sender puts on the wire: one variant per channel.

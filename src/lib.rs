@@ -374,7 +374,32 @@ pub async fn run(
             svc.limits.clone(),
         )
         .with_routes(native.routes, native.webhook_targets)
-        .with_expectations(expectations.clone()),
+        .with_expectations(expectations.clone())
+        .with_flyte2(notify::flyte2::Flyte2Setup {
+            catalog: notify::flyte2::rules::Catalog {
+                delivery_configs: svc.delivery_configs.clone(),
+                rule_sets: svc.rules.clone(),
+                flavor_of: {
+                    let webhooks = svc.webhooks.clone();
+                    let destinations = native.destination_flavors.clone();
+                    Box::new(move |target| match target {
+                        delivery::WebhookTarget::Url(url) => {
+                            channels::webhook::flavor_of(url, &webhooks)
+                        }
+                        delivery::WebhookTarget::Destination(name) => {
+                            destinations.get(name).copied().unwrap_or_default()
+                        }
+                    })
+                },
+                max_template_bytes: svc.limits.max_template_bytes,
+                emailer: format!("{:?}", config.email_service()).to_ascii_lowercase(),
+                provider_templates: matches!(
+                    config.email_service(),
+                    EmailService::Ses | EmailService::Sendgrid
+                ),
+            },
+            run_url: svc.flyte2.run_url.clone(),
+        }),
     );
 
     let (stopping_tx, stopping) = watch::channel(false);

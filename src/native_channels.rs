@@ -1,4 +1,4 @@
-//! Builds the native senders (Slack, PagerDuty, webhooks) and Enqueue's route and webhook checks
+//! Builds the native senders (Slack, PagerDuty, webhooks, Teams) and Enqueue's route and webhook checks
 //! from the config: part of the wiring in `lib`, kept apart because each channel reads its own
 //! section and loads its own secrets. A secret that cannot be read stops the start, naming the
 //! config key that points at it.
@@ -12,6 +12,7 @@ use crate::channels::net_guard::{GuardError, WebhookPolicy};
 use crate::channels::pagerduty::{PagerDutyRoute, PagerDutySender, PagerDutySettings};
 use crate::channels::secret::Secret;
 use crate::channels::slack::{SlackDestination, SlackRoute, SlackSender, SlackSettings};
+use crate::channels::teams::{TeamsSender, TeamsSettings};
 use crate::channels::webhook::{WebhookDestination, WebhookSender, WebhookSettings};
 use crate::channels::{RateLimit, Sender};
 use crate::config::Config;
@@ -44,14 +45,27 @@ pub struct Native {
     pub senders: Vec<Arc<dyn Sender>>,
     pub routes: Routes,
     pub webhook_targets: WebhookTargets,
+    /// Which service each configured webhook destination's URL belongs to (its URL is a secret
+    /// and stays with the sender; this is all Flyte 2's rules need of it).
+    pub destination_flavors: std::collections::HashMap<String, crate::delivery::WebhookFlavor>,
 }
 
 pub fn build(config: &Config) -> anyhow::Result<Native> {
     let svc = &config.flyte_notify;
     let timeout = svc.worker.send_timeout;
     let mut senders: Vec<Arc<dyn Sender>> = Vec::new();
-    let (webhook_sender, webhook_targets) = webhooks(config, timeout)?;
+    let (webhook_sender, webhook_targets, destination_flavors) = webhooks(config, timeout)?;
+    // Always there, as the webhook sender is: Teams messages go to URLs that requests name.
+    let teams = TeamsSender::new(
+        &webhook_sender,
+        TeamsSettings {
+            timeout,
+            per_url: limit(svc.teams.rate_limit),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("flyteNotify.teams: {e}"))?;
     senders.push(Arc::new(webhook_sender));
+    senders.push(Arc::new(teams));
     if let Some(slack) = slack(config, timeout)? {
         senders.push(Arc::new(slack));
     }
@@ -62,6 +76,7 @@ pub fn build(config: &Config) -> anyhow::Result<Native> {
         senders,
         routes: routes(config),
         webhook_targets,
+        destination_flavors,
     })
 }
 
@@ -197,18 +212,32 @@ impl UrlGuard for Guard {
 
 /// The webhook sender (always there: a configured destination, or an allowed URL, may be named by
 /// any request) and the targets Enqueue accepts.
-fn webhooks(config: &Config, timeout: Duration) -> anyhow::Result<(WebhookSender, WebhookTargets)> {
+#[allow(clippy::type_complexity)]
+fn webhooks(
+    config: &Config,
+    timeout: Duration,
+) -> anyhow::Result<(
+    WebhookSender,
+    WebhookTargets,
+    std::collections::HashMap<String, crate::delivery::WebhookFlavor>,
+)> {
     let c = &config.flyte_notify.webhooks;
     let policy = Arc::new(
         WebhookPolicy::new(&c.allowed_hosts, c.allow_private)
             .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
     );
     let mut destinations = Vec::with_capacity(c.destinations.len());
+    let mut flavors = std::collections::HashMap::new();
     for (i, d) in c.destinations.iter().enumerate() {
         let key = format!("flyteNotify.webhooks.destinations[{i}]");
+        let url = secret(d.url(&key))?;
+        flavors.insert(
+            d.name.clone(),
+            crate::channels::webhook::flavor_of(url.expose(), c),
+        );
         destinations.push(WebhookDestination {
             name: d.name.clone(),
-            url: secret(d.url(&key))?,
+            url,
             signing_secret: optional_secret(d.signing_secret(&key))?,
             headers: d
                 .headers
@@ -223,6 +252,7 @@ fn webhooks(config: &Config, timeout: Duration) -> anyhow::Result<(WebhookSender
         default_signing_secret: optional_secret(c.signing_secret())?,
         timeout,
         per_url: limit(c.rate_limit),
+        slack_per_url: limit(config.flyte_notify.slack.rate_limit),
     })
     .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
     let targets = WebhookTargets {
@@ -230,5 +260,75 @@ fn webhooks(config: &Config, timeout: Duration) -> anyhow::Result<(WebhookSender
             .then(|| Arc::new(Guard(policy)) as Arc<dyn UrlGuard>),
         destinations: c.destinations.iter().map(|d| d.name.clone()).collect(),
     };
-    Ok((sender, targets))
+    Ok((sender, targets, flavors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::Router;
+    use crate::delivery::{Channel, Rendered, WebhookFlavor, WebhookRequest, WebhookTarget};
+
+    fn teams_message() -> Rendered {
+        Rendered::Webhook(WebhookRequest {
+            recipients: Vec::new(),
+            target: WebhookTarget::Url("https://acme.webhook.office.com/webhookb2/x".into()),
+            method: "POST".into(),
+            headers: Vec::new(),
+            body: "{}".into(),
+            timeout: None,
+            flavor: WebhookFlavor::Teams,
+        })
+    }
+
+    fn teams_limit(yaml: &str) -> RateLimit {
+        let config = Config::from_yaml(yaml).unwrap();
+        let native = build(&config).unwrap();
+        let router = native
+            .senders
+            .into_iter()
+            .fold(Router::new(Arc::new(NoEmail)), Router::with);
+        let teams = router
+            .route(Channel::Teams, &[])
+            .expect("the router sends Channel::Teams natively");
+        assert_eq!(teams.name(), "teams");
+        teams.destination(&teams_message()).unwrap().limit
+    }
+
+    struct NoEmail;
+
+    #[async_trait]
+    impl Sender for NoEmail {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn channel(&self) -> Channel {
+            Channel::Email
+        }
+        async fn send(
+            &self,
+            _: &crate::delivery::DeliveryRef,
+            _: &Rendered,
+        ) -> Result<(), crate::channels::SendError> {
+            unreachable!("no email is sent here")
+        }
+    }
+
+    #[test]
+    fn the_teams_sender_is_always_registered_with_its_configured_rate() {
+        assert_eq!(
+            teams_limit("{}"),
+            crate::channels::teams::DEFAULT_PER_URL,
+            "4/s by default"
+        );
+        let two = RateLimit {
+            events: 2,
+            per: Duration::from_secs(1),
+        };
+        assert_eq!(
+            teams_limit("flyteNotify:\n  teams:\n    rateLimit: 2/s\n"),
+            two
+        );
+        assert_eq!(teams_limit("flyteNotify:\n  teams:\n    rate: 2/s\n"), two);
+    }
 }

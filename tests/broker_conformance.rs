@@ -257,8 +257,16 @@ async fn an_unacknowledged_message_comes_back_and_is_recorded_once() {
         drop(first);
         drop(first_broker);
         let second = connect().await;
-        let again = receive(second.as_ref(), 1, Duration::from_secs(60)).await;
+        let handed_over = Instant::now();
+        // Measured: SQS after its 5 s visibility timeout; Pub/Sub (the emulator) after one ack
+        // deadline of 10 s, sometimes three (30 s) when it hands the message to the dead
+        // broker's closing stream again, and once, on a loaded CI machine, after more than 60 s.
+        // The nack the dropped broker's handlers send does not reach the emulator before its
+        // stream is gone (issue #9's note); the window is generous so that the property tested
+        // is the hand-over, not the emulator's timing.
+        let again = receive(second.as_ref(), 1, Duration::from_secs(150)).await;
         assert_eq!(again.len(), 1, "{again:?}");
+        eprintln!("{name}: handed over after {:?}", handed_over.elapsed());
         assert_eq!(again[0].message_id, message_id);
         assert_eq!(
             ingest(

@@ -48,7 +48,7 @@ async fn every_readme_grpcurl_command_works_as_written() {
     let blocks = readme_grpcurl_blocks();
     assert_eq!(
         blocks.len(),
-        18,
+        19,
         "the README's grpcurl examples changed: {blocks:#?}"
     );
     for block in &blocks {
@@ -105,6 +105,16 @@ async fn every_readme_grpcurl_command_works_as_written() {
                     .as_str()
                     .unwrap()
                     .contains("learning rate must be positive"),
+                "{out}"
+            );
+            assert_eq!(maildir_messages(&server.maildir()).len(), mails_before);
+        } else if block.contains(r#""run_event""#) {
+            assert!(ok, "{err}");
+            assert!(out.contains(r#""subject": "Run r8x2k FAILED""#), "{out}");
+            assert!(
+                out.contains(
+                    r#""textBody": "Error: ValueError: learning rate must be positive\nSee https://flyte.example.com/v2/runs/r8x2k""#
+                ),
                 "{out}"
             );
             assert_eq!(maildir_messages(&server.maildir()).len(), mails_before);

@@ -4,8 +4,9 @@
 //!
 //! Native senders over HTTP pass the same checks as each other: delivered once; a 5xx, a 429
 //! (with its Retry-After), no answer and no peer are retryable; the service's refusal is
-//! permanent; and the secret is in no error, even one the peer quotes it in. Webhooks run them
-//! against tests/peers/webhook_sink.py (which also verifies signatures), Slack's incoming webhooks
+//! permanent; and the secret is in no error, even one the peer quotes it in. Webhooks (generic
+//! and Slack-flavored) and Teams run them against tests/peers/webhook_sink.py (which also
+//! verifies signatures), Slack's incoming webhooks
 //! and chat.postMessage and PagerDuty's Events v2 against tests/peers/slack_pagerduty_sink.py.
 
 mod common;
@@ -30,6 +31,7 @@ use flyte_notify::channels::secret::Secret;
 use flyte_notify::channels::slack::{
     DEFAULT_PER_CHANNEL, SlackDestination, SlackRoute, SlackSender, SlackSettings,
 };
+use flyte_notify::channels::teams::{DEFAULT_PER_URL as TEAMS_PER_URL, TeamsSender, TeamsSettings};
 use flyte_notify::channels::webhook::{
     DEFAULT_RATE_LIMIT, WebhookDestination, WebhookSender, WebhookSettings,
 };
@@ -210,6 +212,9 @@ fn delivery(id: &str) -> DeliveryRef {
 fn message() -> Rendered {
     Rendered::Email(EmailMessage {
         recipients: vec!["oncall@example.com".into(), "team@example.com".into()],
+        cc: Vec::new(),
+        bcc: Vec::new(),
+        provider_template: None,
         sender: "flyte@example.com".into(),
         subject: "flytesnacks/development/exec-1 failed".into(),
         html_body: "<p>Execution <b>exec-1</b> failed: x &lt; 0</p>".into(),
@@ -391,6 +396,7 @@ fn webhook_message(target: WebhookTarget) -> Rendered {
         headers: vec![("X-Team".into(), "ml".into())],
         body: r#"{"text": "flytesnacks/development/exec-1 failed"}"#.into(),
         timeout: None,
+        flavor: flyte_notify::delivery::WebhookFlavor::Generic,
     })
 }
 
@@ -401,6 +407,7 @@ fn webhook_settings(timeout: Duration) -> WebhookSettings {
         default_signing_secret: Some(Secret::new(WEBHOOK_SECRET)),
         timeout,
         per_url: DEFAULT_RATE_LIMIT,
+        slack_per_url: flyte_notify::channels::slack::DEFAULT_PER_CHANNEL,
     }
 }
 
@@ -445,6 +452,64 @@ async fn webhook_to_a_url_conforms() {
 #[tokio::test]
 async fn webhook_to_a_destination_conforms() {
     http_conformance(webhook_destination()).await;
+}
+
+/// A Slack incoming webhook named by a Flyte 2 request: unsigned, its path the credential.
+fn webhook_slack_flavor() -> HttpBackend {
+    HttpBackend {
+        make: Box::new(|base, timeout| {
+            let sender = WebhookSender::new(webhook_settings(timeout)).unwrap();
+            let url = format!("{base}/services/T0001/B0002/slackflavor-s3cr3t-0123");
+            let Rendered::Webhook(request) = webhook_message(WebhookTarget::Url(url)) else {
+                unreachable!()
+            };
+            let message = Rendered::Webhook(WebhookRequest {
+                flavor: flyte_notify::delivery::WebhookFlavor::Slack,
+                ..request
+            });
+            (Arc::new(sender), message)
+        }),
+        signing_secret: None,
+        secrets: vec!["slackflavor-s3cr3t-0123", "T0001/B0002"],
+    }
+}
+
+/// A Teams Workflows URL, with its signature in the query.
+fn teams() -> HttpBackend {
+    HttpBackend {
+        make: Box::new(|base, timeout| {
+            let webhooks = WebhookSender::new(webhook_settings(timeout)).unwrap();
+            let sender = TeamsSender::new(
+                &webhooks,
+                TeamsSettings {
+                    timeout,
+                    per_url: TEAMS_PER_URL,
+                },
+            )
+            .unwrap();
+            let url = format!("{base}/workflows/teams-fl0w-0123/invoke?sig=teams-s1g-0123");
+            let Rendered::Webhook(request) = webhook_message(WebhookTarget::Url(url)) else {
+                unreachable!()
+            };
+            let message = Rendered::Webhook(WebhookRequest {
+                flavor: flyte_notify::delivery::WebhookFlavor::Teams,
+                ..request
+            });
+            (Arc::new(sender), message)
+        }),
+        signing_secret: None,
+        secrets: vec!["teams-fl0w-0123", "teams-s1g-0123", WEBHOOK_SECRET],
+    }
+}
+
+#[tokio::test]
+async fn webhook_to_a_slack_url_conforms() {
+    http_conformance(webhook_slack_flavor()).await;
+}
+
+#[tokio::test]
+async fn teams_conforms() {
+    http_conformance(teams()).await;
 }
 
 /// A native sender against the stand-in: how to build it, what to send, and what the service

@@ -88,6 +88,9 @@ fn delivery(id: &str) -> DeliveryRef {
 fn message(subject: &str) -> Rendered {
     Rendered::Email(EmailMessage {
         recipients: vec!["oncall@example.com".into()],
+        cc: Vec::new(),
+        bcc: Vec::new(),
+        provider_template: None,
         sender: "Flyte <flyte@example.com>".into(),
         subject: subject.into(),
         html_body: "<p>Execution <b>exec-1</b> failed</p>".into(),

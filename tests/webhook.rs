@@ -35,6 +35,7 @@ fn settings(policy: WebhookPolicy, secret: Option<&str>) -> WebhookSettings {
         default_signing_secret: secret.map(Secret::new),
         timeout: Duration::from_secs(10),
         per_url: DEFAULT_RATE_LIMIT,
+        slack_per_url: flyte_notify::channels::slack::DEFAULT_PER_CHANNEL,
     }
 }
 
@@ -549,4 +550,124 @@ flyteNotify:
         );
     }
     assert!(list_all(&mut client, "").await.is_empty());
+}
+
+/// `message` as a webhook of Slack's flavor (a Flyte 2 Slack notification's incoming webhook).
+fn as_slack(message: Rendered) -> Rendered {
+    let Rendered::Webhook(request) = message else {
+        unreachable!()
+    };
+    Rendered::Webhook(WebhookRequest {
+        flavor: flyte_notify::delivery::WebhookFlavor::Slack,
+        ..request
+    })
+}
+
+#[tokio::test]
+async fn a_slack_webhook_is_not_signed_and_slacks_answers_are_understood() {
+    let script = "200=ok,400=invalid_payload,400=no_text,403=action_prohibited,403=invalid_token,\
+                  404=channel_not_found,404=no_service,410=channel_is_archived,429@3=rate_limited,\
+                  500,503";
+    let answers = script.split(',').count();
+    let sink = WebhookSink::start(script, Some(SECRET));
+    let sender = sender(settings(loopback(), Some(SECRET)));
+    let url = sink.url("/services/T0001/B0002/abcdefghijklmnopqrstuvwx");
+    let mut got = Vec::new();
+    for i in 0..answers {
+        got.push(
+            sender
+                .send(
+                    &delivery(&format!("d-slack-{i}")),
+                    &as_slack(to(url.clone())),
+                )
+                .await,
+        );
+    }
+    let seen = sink.requests();
+    assert_eq!(seen.len(), answers);
+    for r in &seen {
+        assert_eq!(r["signature"], "absent", "{r:#}");
+    }
+    assert_eq!(got[0], Ok(()));
+    for (i, code) in [
+        (1, "invalid_payload"),
+        (2, "no_text"),
+        (3, "action_prohibited"),
+        (4, "invalid_token"),
+        (5, "channel_not_found"),
+        (6, "no_service"),
+        (7, "channel_is_archived"),
+    ] {
+        let e = got[i].clone().unwrap_err();
+        assert!(matches!(e, SendError::Permanent { .. }), "{code}: {e:?}");
+        assert!(e.to_string().ends_with(code), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("webhook POST to the Slack incoming webhook at 127.0.0.1: HTTP"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        got[8],
+        Err(SendError::Retryable {
+            message: "webhook POST to the Slack incoming webhook at 127.0.0.1: HTTP 429 Too Many \
+                      Requests: rate_limited"
+                .into(),
+            retry_after: Some(Duration::from_secs(3)),
+        })
+    );
+    for i in [9, 10] {
+        assert!(
+            matches!(got[i], Err(SendError::Retryable { .. })),
+            "{:?}",
+            got[i]
+        );
+    }
+    // The URL's path is the credential; the sink echoes it into the bodiless 5xx answers.
+    for e in got.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(!e.to_string().contains("abcdefghijklmnop"), "{e}");
+    }
+    // The same URL as a generic webhook is signed, as before.
+    sender
+        .send(&delivery("d-generic"), &to(url.clone()))
+        .await
+        .unwrap();
+    assert_eq!(sink.requests().last().unwrap()["signature"], "valid");
+}
+
+#[test]
+fn a_slack_webhook_shares_the_rate_limit_of_a_slack_route_to_its_url() {
+    use flyte_notify::channels::slack::{
+        DEFAULT_PER_CHANNEL, SlackDestination, SlackRoute, SlackSender, SlackSettings,
+    };
+    let url = "https://hooks.slack.com/services/T0001/B0002/abcdefghijklmnopqrstuvwx";
+    let slack = SlackSender::new(SlackSettings {
+        api_base_url: "https://slack.com/api".into(),
+        routes: vec![SlackRoute {
+            recipients: vec!["#ml".into()],
+            destination: SlackDestination::IncomingWebhook {
+                url: Secret::new(url),
+            },
+        }],
+        timeout: Duration::from_secs(5),
+        per_channel: DEFAULT_PER_CHANNEL,
+    })
+    .unwrap();
+    let route = slack
+        .destination(&Rendered::Slack(flyte_notify::delivery::SlackMessage {
+            recipients: vec!["#ml".into()],
+            text: "t".into(),
+            blocks: serde_json::Value::Null,
+        }))
+        .unwrap();
+    let webhooks = sender(settings(loopback(), None));
+    let flyte2 = webhooks
+        .destination(&as_slack(to(url.to_string())))
+        .unwrap();
+    assert_eq!(flyte2, route);
+    assert_eq!(flyte2.limit, DEFAULT_PER_CHANNEL);
+    // The generic webhook to that URL keeps the webhook rate and a bucket of its own.
+    let generic = webhooks.destination(&to(url.to_string())).unwrap();
+    assert_ne!(generic.key, route.key);
+    assert_eq!(generic.limit, DEFAULT_RATE_LIMIT);
 }

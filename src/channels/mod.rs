@@ -19,6 +19,7 @@ mod rest;
 mod routes;
 pub mod secret;
 pub mod slack;
+pub mod teams;
 pub mod webhook;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +103,12 @@ pub trait Sender: Send + Sync + 'static {
     fn destination(&self, _message: &Rendered) -> Option<Destination> {
         None
     }
+
+    /// Whether this sender can send an email whose content is a template kept at the provider
+    /// (`EmailMessage::provider_template`): SendGrid and SES can; the others refuse it.
+    fn provider_templates(&self) -> bool {
+        false
+    }
 }
 
 /// A destination for rate limiting: see `Sender::destination`.
@@ -148,7 +155,8 @@ impl Router {
             .filter(|s| channel == Channel::Email || s.handles(recipients));
         native.or(match channel {
             Channel::Slack | Channel::Pagerduty => self.senders.get(&Channel::Email),
-            Channel::Email | Channel::Webhook => None,
+            // Teams has no email-ingest address; a webhook has no email form.
+            Channel::Email | Channel::Webhook | Channel::Teams => None,
         })
     }
 

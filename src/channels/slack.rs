@@ -180,7 +180,7 @@ impl SlackSender {
                     Route {
                         label: format!("incoming webhook for {name}"),
                         secrets: webhook_secrets(&url, &parsed),
-                        key: rest::destination_key("slack", &["webhook", url.expose()]),
+                        key: incoming_webhook_key(url.expose()),
                         target: Target::Webhook { url },
                     }
                 }
@@ -233,7 +233,7 @@ impl SlackSender {
 
 /// A webhook URL, and the parts of it a peer could quote on their own: its path (everything
 /// after the host is the credential) and its long segments (the token at its end).
-fn webhook_secrets(url: &Secret, parsed: &reqwest::Url) -> Vec<Secret> {
+pub(crate) fn webhook_secrets(url: &Secret, parsed: &reqwest::Url) -> Vec<Secret> {
     let mut secrets = vec![url.clone()];
     let mut path = parsed.path().to_string();
     if let Some(query) = parsed.query() {
@@ -272,6 +272,22 @@ impl Route {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
         secrets.iter().fold(text, |text, s| s.scrub(&text))
     }
+}
+
+/// The rate-limit key of an incoming webhook: the same for a Slack route and for a webhook of
+/// Slack's flavor to that URL, so that both share Slack's per-channel limit.
+pub(crate) fn incoming_webhook_key(url: &str) -> String {
+    rest::destination_key("slack", &["webhook", url])
+}
+
+/// What an incoming webhook's answer means: None when the message was posted, else the error
+/// (without the URL, which the caller names without its secret part).
+pub(crate) fn judge_incoming_webhook(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Option<SendError> {
+    judge(false, status, retry_after, body)
 }
 
 /// What Slack's answer means: None when the message was posted, else the error without the

@@ -216,10 +216,54 @@ pub struct WebhooksConfig {
     /// secrets stay here.
     #[serde(default)]
     pub destinations: Vec<WebhookDestinationConfig>,
+    /// Hosts whose webhook URLs are Slack incoming webhooks: rate limited as Slack
+    /// (`flyteNotify.slack.rateLimit`), Slack's answers understood, not signed. A host,
+    /// `*.domain`, either with an optional `:port`.
+    #[serde(default = "slack_hosts")]
+    pub slack_hosts: Vec<String>,
+    /// Hosts whose webhook URLs are Microsoft Teams webhooks (incoming webhooks and Workflows),
+    /// written as `slackHosts`.
+    #[serde(default = "teams_hosts")]
+    pub teams_hosts: Vec<String>,
 }
 
 fn webhook_rate() -> Rate {
     rate("10/s")
+}
+fn slack_hosts() -> Vec<String> {
+    vec!["hooks.slack.com".into()]
+}
+fn teams_hosts() -> Vec<String> {
+    [
+        "*.webhook.office.com",
+        "*.logic.azure.com",
+        "*.api.powerplatform.com",
+        "*.powerautomate.com",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Microsoft Teams webhooks (`Channel::Teams`): how fast each may be sent to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TeamsConfig {
+    /// Per webhook URL. Teams' incoming webhooks take about 4 requests a second before they
+    /// answer 429.
+    #[serde(default = "teams_rate", alias = "rate")]
+    pub rate_limit: Rate,
+}
+
+fn teams_rate() -> Rate {
+    rate("4/s")
+}
+
+impl Default for TeamsConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit: teams_rate(),
+        }
+    }
 }
 
 impl Default for WebhooksConfig {
@@ -231,6 +275,8 @@ impl Default for WebhooksConfig {
             signing_secret_file: String::new(),
             rate_limit: webhook_rate(),
             destinations: Vec::new(),
+            slack_hosts: slack_hosts(),
+            teams_hosts: teams_hosts(),
         }
     }
 }
@@ -356,7 +402,41 @@ pub fn validate(
         }
         d.grouping.validate(&format!("{key}.grouping"))?;
     }
+    for (name, hosts) in [
+        ("slackHosts", &webhooks.slack_hosts),
+        ("teamsHosts", &webhooks.teams_hosts),
+    ] {
+        for (i, entry) in hosts.iter().enumerate() {
+            host_entry(entry).map_err(|why| (format!("flyteNotify.webhooks.{name}[{i}]"), why))?;
+        }
+    }
     Ok(())
+}
+
+/// A `slackHosts` or `teamsHosts` entry read: its host pattern in lower case (a host, or `*.`
+/// and a domain) and its port, if it names one. The one reading of these entries, for the
+/// config check and for `channels::webhook::flavor_of`.
+pub fn host_entry(entry: &str) -> Result<(String, Option<u16>), String> {
+    let bad = || {
+        format!(
+            "{entry:?} is not a host entry; write a host (hooks.slack.com) or *. and a domain \
+             (*.webhook.office.com), either with an optional :port"
+        )
+    };
+    let lower = entry.trim().to_ascii_lowercase();
+    // A port follows the last colon, unless that colon is inside an IPv6 literal ("[::1]").
+    let (host, port) = match lower.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+            (host, Some(port.parse::<u16>().map_err(|_| bad())?))
+        }
+        _ => (lower.as_str(), None),
+    };
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.is_empty() || name.contains(['*', '/']) || name.starts_with('.') || name.ends_with('.')
+    {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
 }
 
 fn recipients(

@@ -172,6 +172,9 @@ pub fn render_digest(
             }
             Ok(Rendered::Email(EmailMessage {
                 recipients: payload.recipients.clone(),
+                cc: Vec::new(),
+                bcc: Vec::new(),
+                provider_template: None,
                 sender: renderer.sender().to_string(),
                 subject: subject(&d),
                 html_body: html_body.replace('\n', "\r\n"),
@@ -230,6 +233,8 @@ pub fn render_digest(
             &payload.recipients,
             renderer.max_rendered_bytes,
         ))),
+        // Teams deliveries are never grouped: no Teams route has a grouping setting.
+        Channel::Teams => Err("Teams deliveries are not grouped into digests".into()),
         Channel::Webhook => {
             // Only webhooks to a destination are grouped; the digest's recipient is its name.
             let [name] = &payload.recipients[..] else {
@@ -253,6 +258,7 @@ pub fn render_digest(
                 headers: Vec::new(),
                 body,
                 timeout: None,
+                flavor: crate::delivery::WebhookFlavor::Generic,
             }))
         }
     }

@@ -54,6 +54,7 @@ pub struct Notifier {
     webhook_targets: WebhookTargets,
     silences: Arc<silences::ActiveSilences>,
     expectations: Arc<expectations::Expectations>,
+    flyte2: Arc<flyte2::Flyte2Setup>,
 }
 
 /// A request that passed validation, and what validation found in it.
@@ -219,7 +220,14 @@ impl Notifier {
             webhook_targets: WebhookTargets::default(),
             silences: Arc::default(),
             expectations: Arc::default(),
+            flyte2: Arc::default(),
         }
+    }
+
+    /// Flyte 2's named delivery configs and rule sets, and how a run's link is made.
+    pub fn with_flyte2(mut self, setup: flyte2::Flyte2Setup) -> Self {
+        self.flyte2 = Arc::new(setup);
+        self
     }
 
     /// The launch plans that must succeed every so often (flyteNotify.expectations).
@@ -564,6 +572,19 @@ impl Notifier {
     /// Renders exactly what Enqueue would record for the same input (with no `occurred_at`, both
     /// take the server's clock at the call). Touches nothing.
     pub fn preview(&self, request: api::PreviewRequest) -> Result<api::PreviewResponse, Error> {
+        if request.run_event.is_some() || request.action_paused.is_some() {
+            if request.execution.is_some()
+                || !request.notifications.is_empty()
+                || !request.webhooks.is_empty()
+            {
+                return Err(Error::InvalidArgument(vec![FieldViolation::new(
+                    "run_event",
+                    "a Flyte 2 event (run_event or action_paused) goes without execution, \
+                     notifications and webhooks",
+                )]));
+            }
+            return self.preview_flyte2(&request);
+        }
         let valid = self.check(
             request.encoded_len(),
             request.execution.as_ref(),
@@ -838,7 +859,7 @@ pub fn stored_context(
     payload: &Payload,
     execution: &[u8],
 ) -> Result<api::ExecutionContext, String> {
-    if let Content::Template(_) | Content::Webhook(_) = payload.content {
+    if let Content::Template(_) | Content::Webhook(_) | Content::Flyte2(_) = payload.content {
         api::ExecutionContext::decode(execution)
             .map_err(|e| format!("the stored execution context does not decode: {e}"))
     } else {
@@ -881,9 +902,13 @@ fn render_payload(
             return Err(format!("the queue message cannot be read: {error}"));
         }
         Content::Digest => return Err("a digest is rendered from its members".into()),
+        Content::Flyte2(spec) => {
+            return flyte2::render::render(renderer, wire, spec, &payload.recipients);
+        }
         Content::Webhook(spec) => {
             return match wire {
-                Channel::Webhook => webhook_body::webhook_request(
+                // A Teams delivery is a webhook request too, sent by the Teams sender.
+                Channel::Webhook | Channel::Teams => webhook_body::webhook_request(
                     execution,
                     spec,
                     &payload.recipients,
@@ -919,6 +944,7 @@ fn render_payload(
             &payload.recipients,
         ))),
         Channel::Webhook => Err("a webhook delivery has no webhook to send".into()),
+        Channel::Teams => Err("a Teams delivery has no webhook to send".into()),
     }
 }
 

@@ -350,6 +350,9 @@ impl Renderer {
                 html_body: html,
                 text_body: text,
                 recipients: notification.recipients.to_vec(),
+                cc: Vec::new(),
+                bcc: Vec::new(),
+                provider_template: None,
                 sender: self.sender().to_string(),
                 subject: one_line(&facts.headline()),
             });
@@ -377,6 +380,9 @@ impl Renderer {
             html_body,
             text_body,
             recipients: notification.recipients.to_vec(),
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            provider_template: None,
             sender: self.sender().to_string(),
             subject,
         })
@@ -421,6 +427,9 @@ impl Renderer {
             html_body: crlf(&email.body),
             text_body: crlf(&text_body),
             recipients: recipients.to_vec(),
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            provider_template: None,
             sender,
             subject: email.subject.trim().replace(['\r', '\n'], " "),
         })

@@ -123,7 +123,7 @@ impl Routes {
         match channel {
             Channel::Slack => Some(&self.slack),
             Channel::Pagerduty => Some(&self.pagerduty),
-            Channel::Email | Channel::Webhook => None,
+            Channel::Email | Channel::Webhook | Channel::Teams => None,
         }
     }
 

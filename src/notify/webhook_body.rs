@@ -375,6 +375,7 @@ pub fn webhook_request(
         headers: spec.headers.clone(),
         body,
         timeout: spec.timeout_ms.map(Duration::from_millis),
+        flavor: crate::delivery::WebhookFlavor::Generic,
     })
 }
 

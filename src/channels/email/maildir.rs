@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use super::{build_email, email_of};
+use super::{BccHeader, build_email, email_of, refuse_provider_template};
 use crate::channels::{SendError, Sender};
 use crate::delivery::{Channel, DeliveryRef, Rendered};
 
@@ -64,7 +64,10 @@ impl Sender for MaildirSender {
 
     async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError> {
         let email = email_of(self.name(), message)?;
-        let bytes = build_email(delivery, email)?.formatted();
+        refuse_provider_template(self.name(), email)?;
+        // The Maildir is the sender's own copy of the message, not a recipient's: like a Sent
+        // folder it keeps the Bcc line, the only record of who else was sent it.
+        let bytes = build_email(delivery, email, BccHeader::Keep)?.formatted();
         let name = self.unique_name();
         let tmp = self.root.join("tmp").join(&name);
         let new = self.root.join("new").join(&name);
@@ -110,6 +113,9 @@ mod tests {
         };
         let email = Rendered::Email(EmailMessage {
             recipients: vec!["a@example.com".into()],
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            provider_template: None,
             sender: "f@example.com".into(),
             subject: "s".into(),
             html_body: "h".into(),

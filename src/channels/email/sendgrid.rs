@@ -7,6 +7,12 @@
 //! SendGrid's own explanation. 401/403 mean the key is wrong or lacks the mail.send scope, which
 //! an operator can fix without touching the notification: retried. 429 and 5xx are retried,
 //! honouring Retry-After.
+//!
+//! Cc and Bcc go in the one personalization beside To. SendGrid refuses a request that names an
+//! address twice anywhere in a personalization, so each address is sent once, in the first of
+//! To, Cc, Bcc that names it. An email with a provider template is sent as a dynamic template:
+//! `template_id`, the data as `dynamic_template_data`, and no subject or content (the template
+//! has its own).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,8 +123,15 @@ struct Address {
 }
 
 #[derive(Debug, Serialize)]
-struct Personalization {
+struct Personalization<'a> {
     to: Vec<Address>,
+    // SendGrid refuses an empty list: left out instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cc: Vec<Address>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bcc: Vec<Address>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynamic_template_data: Option<&'a BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,10 +143,14 @@ struct Content<'a> {
 
 #[derive(Debug, Serialize)]
 struct MailSend<'a> {
-    personalizations: Vec<Personalization>,
+    personalizations: Vec<Personalization<'a>>,
     from: Address,
-    subject: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     content: Vec<Content<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template_id: Option<&'a str>,
     headers: BTreeMap<&'static str, String>,
     custom_args: BTreeMap<&'static str, &'a str>,
 }
@@ -146,20 +163,74 @@ fn mail_send<'a>(
 ) -> Result<MailSend<'a>, SendError> {
     let from =
         email_address(&email.sender).map_err(|e| SendError::permanent(format!("sender: {e}")))?;
-    let mut to: Vec<Address> = Vec::with_capacity(email.recipients.len());
-    for r in &email.recipients {
-        let mailbox =
-            email_address(r).map_err(|e| SendError::permanent(format!("recipient: {e}")))?;
-        let address = mailbox.email.to_string();
-        // SendGrid refuses the whole request when an address appears twice.
-        if to.iter().any(|a| a.email.eq_ignore_ascii_case(&address)) {
-            continue;
+    // SendGrid refuses the whole request when an address appears twice, in one list or across
+    // them: each goes in the first list that names it, so To wins over Cc, and Cc over Bcc.
+    let mut seen: Vec<String> = Vec::new();
+    let mut list = |field: &str, addresses: &[String]| -> Result<Vec<Address>, SendError> {
+        let mut out = Vec::with_capacity(addresses.len());
+        for r in addresses {
+            let mailbox =
+                email_address(r).map_err(|e| SendError::permanent(format!("{field}: {e}")))?;
+            let address = mailbox.email.to_string();
+            if seen.iter().any(|a| a.eq_ignore_ascii_case(&address)) {
+                continue;
+            }
+            seen.push(address.clone());
+            out.push(Address {
+                email: address,
+                name: mailbox.name,
+            });
         }
-        to.push(Address {
-            email: address,
-            name: mailbox.name,
-        });
-    }
+        Ok(out)
+    };
+    let to = list("recipient", &email.recipients)?;
+    let cc = list("cc", &email.cc)?;
+    let bcc = list("bcc", &email.bcc)?;
+    let personalization = |dynamic_template_data| Personalization {
+        to,
+        cc,
+        bcc,
+        dynamic_template_data,
+    };
+    let (personalization, subject, content, template_id) = match &email.provider_template {
+        Some(template) => {
+            if template.template_id.trim().is_empty() {
+                return Err(SendError::permanent(
+                    "sendgrid: the email's provider template has no template_id",
+                ));
+            }
+            (
+                personalization(Some(&template.data)),
+                None,
+                Vec::new(),
+                Some(template.template_id.as_str()),
+            )
+        }
+        None => (
+            personalization(None),
+            Some(email.subject.as_str()),
+            contents(email),
+            None,
+        ),
+    };
+    Ok(MailSend {
+        personalizations: vec![personalization],
+        // Message-ID is not among the headers SendGrid reserves, so every path gives a delivery
+        // the same id and a re-sent attempt threads with the first in mail clients.
+        headers: BTreeMap::from([("Message-ID", message_id(delivery, &from))]),
+        from: Address {
+            email: from.email.to_string(),
+            name: Some(from.name.unwrap_or_else(|| FROM_NAME.to_string())),
+        },
+        subject,
+        content,
+        template_id,
+        custom_args: BTreeMap::from([(DELIVERY_ID_ARG, delivery.id.as_str())]),
+    })
+}
+
+/// The text and HTML parts of an email rendered here.
+fn contents(email: &EmailMessage) -> Vec<Content<'_>> {
     // SendGrid requires text/plain before text/html, and refuses an empty value; the other
     // senders deliver an empty body, so an empty part is left out rather than failing the send.
     let mut content: Vec<Content> = [
@@ -176,19 +247,7 @@ fn mail_send<'a>(
             value: " ",
         });
     }
-    Ok(MailSend {
-        personalizations: vec![Personalization { to }],
-        // Message-ID is not among the headers SendGrid reserves, so every path gives a delivery
-        // the same id and a re-sent attempt threads with the first in mail clients.
-        headers: BTreeMap::from([("Message-ID", message_id(delivery, &from))]),
-        from: Address {
-            email: from.email.to_string(),
-            name: Some(from.name.unwrap_or_else(|| FROM_NAME.to_string())),
-        },
-        subject: &email.subject,
-        content,
-        custom_args: BTreeMap::from([(DELIVERY_ID_ARG, delivery.id.as_str())]),
-    })
+    content
 }
 
 /// SendGrid's `errors[].message` (with the field it names), or the start of whatever else came.
@@ -264,6 +323,10 @@ impl Sender for SendgridSender {
         Channel::Email
     }
 
+    fn provider_templates(&self) -> bool {
+        true
+    }
+
     async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError> {
         let email = email_of(self.name(), message)?;
         let body = mail_send(delivery, email)?;
@@ -328,6 +391,9 @@ mod tests {
                 "B <b@example.com>".into(),
                 "A@example.com".into(),
             ],
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            provider_template: None,
             sender: "flyte@example.org".into(),
             subject: "s".into(),
             html_body: "<p>h</p>".into(),
@@ -358,6 +424,9 @@ mod tests {
     fn a_sender_with_its_own_name_keeps_it() {
         let email = EmailMessage {
             recipients: vec!["a@example.com".into()],
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            provider_template: None,
             sender: "Ops <ops@example.org>".into(),
             subject: "s".into(),
             html_body: String::new(),
@@ -393,6 +462,9 @@ mod tests {
         .unwrap();
         let email = Rendered::Email(EmailMessage {
             recipients: vec!["a@example.com".into()],
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            provider_template: None,
             sender: "f@example.com".into(),
             subject: "s".into(),
             html_body: "h".into(),

@@ -1,6 +1,8 @@
 //! Amazon SES through its v2 API: one SendEmail to all recipients, as FlyteAdmin does, but with
 //! the raw MIME the other email senders write (text and HTML parts, the delivery's stable
-//! Message-ID) instead of FlyteAdmin's HTML-only body.
+//! Message-ID) instead of FlyteAdmin's HTML-only body. To, Cc and Bcc go in the Destination
+//! (the raw message has no Bcc header); an email with a provider template is sent as SES's
+//! `Content.Template` (the template's name and its data as JSON), filled in by SES.
 //!
 //! Region, endpoint and credentials follow the AWS SDK's own conventions (AWS_REGION,
 //! AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SESV2, profiles, web identity, instance roles), so SES works
@@ -16,11 +18,11 @@ use aws_sdk_sesv2::config::{BehaviorVersion, Region};
 use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::primitives::Blob;
-use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
+use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage, Template};
 
-use super::{build_email, email_of};
+use super::{BccHeader, build_email, email_of, mailboxes};
 use crate::channels::{SendError, Sender, error_chain};
-use crate::delivery::{Channel, DeliveryRef, Rendered};
+use crate::delivery::{Channel, DeliveryRef, EmailMessage, ProviderTemplate, Rendered};
 
 pub struct SesSender {
     client: aws_sdk_sesv2::Client,
@@ -141,29 +143,81 @@ impl Sender for SesSender {
         Channel::Email
     }
 
+    fn provider_templates(&self) -> bool {
+        true
+    }
+
     async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError> {
-        let email = build_email(delivery, email_of(self.name(), message)?)?;
-        let envelope = email.envelope();
-        let from = envelope
-            .from()
-            .map(|a| a.to_string())
-            .ok_or_else(|| SendError::permanent("ses: the email has no sender"))?;
-        let to: Vec<String> = envelope.to().iter().map(|a| a.to_string()).collect();
-        let raw = RawMessage::builder()
-            .data(Blob::new(email.formatted()))
-            .build()
-            .map_err(|e| SendError::permanent(format!("ses: cannot build the request: {e}")))?;
+        let email = email_of(self.name(), message)?;
+        let (from, content) = match &email.provider_template {
+            Some(template) => {
+                let from = crate::delivery::email_address(&email.sender)
+                    .map_err(|e| SendError::permanent(format!("sender: {e}")))?;
+                // With a display name: SES writes the From: header from this.
+                (from.to_string(), template_content(template)?)
+            }
+            None => {
+                let built = build_email(delivery, email, BccHeader::Drop)?;
+                let from = built
+                    .envelope()
+                    .from()
+                    .map(|a| a.to_string())
+                    .ok_or_else(|| SendError::permanent("ses: the email has no sender"))?;
+                let raw = RawMessage::builder()
+                    .data(Blob::new(built.formatted()))
+                    .build()
+                    .map_err(|e| {
+                        SendError::permanent(format!("ses: cannot build the request: {e}"))
+                    })?;
+                (from, EmailContent::builder().raw(raw).build())
+            }
+        };
+        let destination = destination(email)?;
         self.client
             .send_email()
             .from_email_address(from)
-            // The envelope, as for SMTP; the raw message's To: header says the same.
-            .destination(Destination::builder().set_to_addresses(Some(to)).build())
-            .content(EmailContent::builder().raw(raw).build())
+            .destination(destination)
+            .content(content)
             .send()
             .await
             .map(|_| ())
             .map_err(|e| classify(e, self.timeout))
     }
+}
+
+/// To, Cc and Bcc as SES takes them: bare addresses (the raw message's headers carry the display
+/// names), each list left out when empty.
+fn destination(email: &EmailMessage) -> Result<Destination, SendError> {
+    let addresses = |field: &str, list: &[String]| -> Result<Option<Vec<String>>, SendError> {
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let boxes = mailboxes(field, list)?;
+        Ok(Some(boxes.iter().map(|m| m.email.to_string()).collect()))
+    };
+    Ok(Destination::builder()
+        .set_to_addresses(addresses("recipient", &email.recipients)?)
+        .set_cc_addresses(addresses("cc", &email.cc)?)
+        .set_bcc_addresses(addresses("bcc", &email.bcc)?)
+        .build())
+}
+
+/// SES's `Content.Template`: the template's name and its data, as the JSON object SES expects.
+fn template_content(template: &ProviderTemplate) -> Result<EmailContent, SendError> {
+    if template.template_id.trim().is_empty() {
+        return Err(SendError::permanent(
+            "ses: the email's provider template has no template_id",
+        ));
+    }
+    let data = serde_json::to_string(&template.data).expect("a map of strings serializes");
+    Ok(EmailContent::builder()
+        .template(
+            Template::builder()
+                .template_name(&template.template_id)
+                .template_data(data)
+                .build(),
+        )
+        .build())
 }
 
 #[cfg(test)]
@@ -204,6 +258,9 @@ mod tests {
         };
         let email = Rendered::Email(EmailMessage {
             recipients: vec!["a@example.com".into()],
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            provider_template: None,
             sender: "f@example.com".into(),
             subject: "s".into(),
             html_body: "h".into(),

@@ -20,10 +20,19 @@
 //! name the destination and never its URL, and whatever a receiver echoes back is scrubbed of
 //! the URL, its path and query, and the signing secret. An inline URL is the caller's own and is
 //! shown without its query string (where tokens go), which is scrubbed too.
+//!
+//! A URL of Slack's flavor (`flavor_of`: a Slack incoming webhook, as Flyte 2 sends Slack
+//! notifications) is sent as Slack expects: unsigned (Slack ignores the headers, and a signature
+//! made with our secret would only travel to a third party), rate limited per URL at the Slack
+//! rate (`flyteNotify.slack.rateLimit`, sharing the bucket of a Slack route to the same URL), and
+//! its answers read as Slack's (`slack::judge_incoming_webhook`).
 
+mod flavor;
 mod reply;
 pub mod rules;
 pub mod signing;
+
+pub use flavor::{WebhookFlavor, flavor_of};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +45,7 @@ use url::Url;
 
 use crate::channels::net_guard::{self, WebhookPolicy};
 use crate::channels::secret::Secret;
-use crate::channels::{Destination, RateLimit, SendError, Sender, error_chain};
+use crate::channels::{Destination, RateLimit, SendError, Sender, error_chain, rest, slack};
 use crate::delivery::{Channel, DeliveryRef, Rendered, WebhookRequest, WebhookTarget};
 use signing::SigningKey;
 
@@ -72,6 +81,8 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Per URL (per destination for configured ones).
     pub per_url: RateLimit,
+    /// Per URL of Slack's flavor: the Slack rate (`slack::DEFAULT_PER_CHANNEL`).
+    pub slack_per_url: RateLimit,
 }
 
 /// A destination, read once.
@@ -94,6 +105,7 @@ pub struct WebhookSender {
     default_secret: Option<Secret>,
     timeout: Duration,
     per_url: RateLimit,
+    slack_per_url: RateLimit,
 }
 
 /// Where one request goes, as `send` needs it.
@@ -178,7 +190,14 @@ impl WebhookSender {
             default_secret: settings.default_signing_secret,
             timeout: settings.timeout,
             per_url: settings.per_url,
+            slack_per_url: settings.slack_per_url,
         })
+    }
+
+    /// The client for inline URLs, whose resolver is the SSRF guard: for the Teams sender, which
+    /// calls URLs that requests name too, and so must be held to the same guard.
+    pub fn guarded_client(&self) -> reqwest::Client {
+        self.guarded.clone()
     }
 
     /// Whether `name` is a configured destination: what Enqueue checks a notification's
@@ -195,11 +214,14 @@ impl WebhookSender {
     fn target(&self, request: &WebhookRequest) -> Result<Target<'_>, SendError> {
         match &request.target {
             WebhookTarget::Url(url) => {
-                let what = format!(
-                    "webhook {} {}",
-                    request.method,
+                let slack = request.flavor == WebhookFlavor::Slack;
+                // A Slack incoming webhook's path is its credential: only its host is shown.
+                let shown_before_check = if slack {
+                    "to a Slack incoming webhook".to_string()
+                } else {
                     describe_target(&request.target)
-                );
+                };
+                let what = format!("webhook {} {shown_before_check}", request.method);
                 // Checked again here: the allow-list may have changed since Enqueue, and an
                 // address literal never reaches the guarded resolver.
                 let parsed = self
@@ -209,9 +231,22 @@ impl WebhookSender {
                 let mut secrets: Vec<String> =
                     parsed.query().map(str::to_string).into_iter().collect();
                 secrets.extend(self.default_secret.iter().map(|s| s.expose().to_string()));
+                let shown = if slack {
+                    secrets.extend(
+                        slack::webhook_secrets(&Secret::new(url.as_str()), &parsed)
+                            .iter()
+                            .map(|s| s.expose().to_string()),
+                    );
+                    format!(
+                        "to the Slack incoming webhook at {}",
+                        parsed.host_str().unwrap_or("an unnamed host")
+                    )
+                } else {
+                    parsed[..url::Position::AfterPath].to_string()
+                };
                 Ok(Target {
                     client: &self.guarded,
-                    shown: parsed[..url::Position::AfterPath].to_string(),
+                    shown,
                     url: parsed,
                     key: self.default_key.as_ref(),
                     headers: &[],
@@ -264,7 +299,14 @@ impl WebhookSender {
             SendError::permanent(format!("{what}: the delivery id cannot go in a header"))
         })?;
         headers.insert(rules::IDEMPOTENCY_KEY, id.clone());
-        if let Some(key) = target.key {
+        // Slack and Teams check no signature: one made with our secret would only travel to a
+        // third party. (Teams requests normally go by the Teams sender; this covers one routed
+        // here as a plain webhook.)
+        let signed = match request.flavor {
+            WebhookFlavor::Generic => target.key,
+            WebhookFlavor::Slack | WebhookFlavor::Teams => None,
+        };
+        if let Some(key) = signed {
             let timestamp = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
@@ -403,10 +445,19 @@ impl Sender for WebhookSender {
                 .await
                 .map_err(|e| self.no_answer(&what, e, request, timeout))?;
             let status = response.status();
+            if request.flavor == WebhookFlavor::Slack {
+                // Slack's codes come in the body, with a 200 or an error status alike.
+                let retry_after = rest::retry_after(response.headers());
+                let body = rest::read_bounded(response).await;
+                return match slack::judge_incoming_webhook(status, retry_after, &body) {
+                    None => Ok(()),
+                    Some(e) => Err(rest::map_message(e, |m| format!("{what}: {m}"))),
+                };
+            }
             if status.is_success() {
                 return Ok(());
             }
-            let retry_after = super::rest::retry_after(response.headers());
+            let retry_after = rest::retry_after(response.headers());
             let excerpt = reply::excerpt(response).await;
             Err(reply::classify(&what, status, retry_after, &excerpt))
         }
@@ -443,6 +494,13 @@ impl Sender for WebhookSender {
         };
         let key = match &request.target {
             WebhookTarget::Destination(name) => format!("webhook:destination:{name}"),
+            // The key a Slack route to the same incoming webhook has: one bucket for both.
+            WebhookTarget::Url(url) if request.flavor == WebhookFlavor::Slack => {
+                return Some(Destination {
+                    key: slack::incoming_webhook_key(url),
+                    limit: self.slack_per_url,
+                });
+            }
             WebhookTarget::Url(url) => {
                 let digest = Sha256::digest(url.as_bytes());
                 let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
@@ -467,6 +525,7 @@ mod tests {
             default_signing_secret: None,
             timeout: Duration::from_secs(5),
             per_url: DEFAULT_RATE_LIMIT,
+            slack_per_url: slack::DEFAULT_PER_CHANNEL,
         }
     }
 
@@ -487,6 +546,7 @@ mod tests {
             headers: Vec::new(),
             body: "{}".into(),
             timeout: None,
+            flavor: crate::delivery::WebhookFlavor::Generic,
         })
     }
 

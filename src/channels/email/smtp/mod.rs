@@ -24,7 +24,7 @@ use self::connector::{Connector, Login};
 use self::errors::{Errors, is_connection_trouble};
 use self::pool::{Pool, Pooled};
 use self::transaction::{Failure, Step};
-use super::{build_email, email_of};
+use super::{BccHeader, build_email, email_of, refuse_provider_template};
 use crate::channels::secret::Secret;
 use crate::channels::{SendError, Sender};
 use crate::delivery::{Channel, DeliveryRef, Rendered};
@@ -156,7 +156,10 @@ impl Sender for SmtpSender {
     }
 
     async fn send(&self, delivery: &DeliveryRef, message: &Rendered) -> Result<(), SendError> {
-        let email = build_email(delivery, email_of(self.name(), message)?)?;
+        let email = email_of(self.name(), message)?;
+        refuse_provider_template(self.name(), email)?;
+        // Bcc addresses get RCPT TO from the envelope; the data every recipient sees has no Bcc.
+        let email = build_email(delivery, email, BccHeader::Drop)?;
         let envelope = email.envelope().clone();
         let bytes = email.formatted();
         self.deliver(&envelope, &bytes).await

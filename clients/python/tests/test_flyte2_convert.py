@@ -255,3 +255,17 @@ except TypeError as e:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("notifications: got object, which is neither a flyteidl2 message nor")
     assert "install flyte or pass an InlineRuleList" in done.stdout
+
+
+def test_a_stuck_run_deadline_goes_in_the_request() -> None:
+    request = flyte2.run_event_request(
+        "r", ("p", "d", "r1"), "RUNNING", committed_rules("webhook_put"),
+        error=None, run_url=None, duration=None, occurred_at=None, task_name=None, deadline=timedelta(hours=2),
+    )
+    assert request.phase == phase_pb2.ACTION_PHASE_RUNNING
+    assert request.deadline.seconds == 7200
+    with pytest.raises(TypeError, match="deadline: expected a datetime.timedelta, got int"):
+        flyte2.run_event_request(
+            "r", ("p", "d", "r1"), "RUNNING", committed_rules("webhook_put"),
+            error=None, run_url=None, duration=None, occurred_at=None, task_name=None, deadline=7200,  # type: ignore[arg-type]
+        )

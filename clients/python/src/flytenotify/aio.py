@@ -122,6 +122,7 @@ class AsyncNotificationClient:
         occurred_at: datetime | None = None,
         task_name: str | None = None,
         request_id: str | None = None,
+        deadline: timedelta | None = None,
     ) -> EnqueueResult:
         """See NotificationClient.enqueue_run_event."""
         if request_id is None:
@@ -136,6 +137,7 @@ class AsyncNotificationClient:
             duration=duration,
             occurred_at=occurred_at,
             task_name=task_name,
+            deadline=deadline,
         )
         return EnqueueResult.from_proto(await self._call(self._stub.EnqueueRunEvent, request, request_id))
 

@@ -168,6 +168,7 @@ class NotificationClient:
         occurred_at: datetime | None = None,
         task_name: str | None = None,
         request_id: str | None = None,
+        deadline: timedelta | None = None,
     ) -> EnqueueResult:
         """Flyte 2: a run reached `phase`; records one delivery per rule whose on_phases contain it.
 
@@ -179,8 +180,9 @@ class NotificationClient:
         value or its name. `error` fills {{.Error}}, `run_url` {{.Run.URL}}, `duration`
         {{.Run.Duration}}, `task_name` {{.Task.Name}}.
 
-        `request_id` works as for enqueue. Raises InvalidArgumentError naming the field, e.g. an
-        unknown NamedDelivery or NamedRule name.
+        `request_id` and `deadline` (with a phase that is not terminal: a stuck-run alert to every
+        rule unless the run ends in time) work as for enqueue. Raises InvalidArgumentError naming
+        the field, e.g. an unknown NamedDelivery or NamedRule name.
         """
         if request_id is None:
             request_id = new_request_id()
@@ -194,6 +196,7 @@ class NotificationClient:
             duration=duration,
             occurred_at=occurred_at,
             task_name=task_name,
+            deadline=deadline,
         )
         return EnqueueResult.from_proto(self._call(self._stub.EnqueueRunEvent, request, request_id))
 

@@ -177,6 +177,7 @@ def run_event_request(
     duration: timedelta | None,
     occurred_at: datetime | None,
     task_name: str | None,
+    deadline: timedelta | None = None,
 ) -> api.EnqueueRunEventRequest:
     request = api.EnqueueRunEventRequest(
         request_id=request_id,
@@ -191,6 +192,8 @@ def run_event_request(
         request.duration.CopyFrom(convert.duration(duration, "duration"))
     if occurred_at is not None:
         request.occurred_at.CopyFrom(convert.timestamp(occurred_at, "occurred_at"))
+    if deadline is not None:
+        request.deadline.CopyFrom(convert.duration(deadline, "deadline"))
     return request
 
 

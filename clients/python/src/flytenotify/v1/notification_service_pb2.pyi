@@ -496,7 +496,7 @@ class Flyte2Rules(_message.Message):
     def __init__(self, notification_rules: _Optional[_Union[_run_pb2.InlineRuleList, _Mapping]] = ..., notification_rule_name: _Optional[str] = ...) -> None: ...
 
 class EnqueueRunEventRequest(_message.Message):
-    __slots__ = ("request_id", "run", "phase", "error", "rules", "run_url", "duration", "occurred_at", "task_name")
+    __slots__ = ("request_id", "run", "phase", "error", "rules", "run_url", "duration", "occurred_at", "task_name", "deadline")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -506,6 +506,7 @@ class EnqueueRunEventRequest(_message.Message):
     DURATION_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     run: _identifier_pb2_1.RunIdentifier
     phase: _phase_pb2.ActionPhase
@@ -515,7 +516,8 @@ class EnqueueRunEventRequest(_message.Message):
     duration: _duration_pb2.Duration
     occurred_at: _timestamp_pb2.Timestamp
     task_name: str
-    def __init__(self, request_id: _Optional[str] = ..., run: _Optional[_Union[_identifier_pb2_1.RunIdentifier, _Mapping]] = ..., phase: _Optional[_Union[_phase_pb2.ActionPhase, str]] = ..., error: _Optional[str] = ..., rules: _Optional[_Union[Flyte2Rules, _Mapping]] = ..., run_url: _Optional[str] = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., task_name: _Optional[str] = ...) -> None: ...
+    deadline: _duration_pb2.Duration
+    def __init__(self, request_id: _Optional[str] = ..., run: _Optional[_Union[_identifier_pb2_1.RunIdentifier, _Mapping]] = ..., phase: _Optional[_Union[_phase_pb2.ActionPhase, str]] = ..., error: _Optional[str] = ..., rules: _Optional[_Union[Flyte2Rules, _Mapping]] = ..., run_url: _Optional[str] = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., task_name: _Optional[str] = ..., deadline: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class EnqueueActionPausedRequest(_message.Message):
     __slots__ = ("request_id", "action", "prompt", "description", "prompt_type", "rules", "run_url", "occurred_at", "task_name")

@@ -24,6 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Malformed requests are INVALID_ARGUMENT, not INTERNAL (see src/api/codec.rs).
         .codec_path("crate::api::codec::ServiceCodec")
+        // Sorted maps encode in one order, so a Flyte 2 request's idempotency fingerprint (its
+        // bytes re-encoded) is the same on a retry; a HashMap's order differs per instance, and a
+        // webhook template with two headers made every retry a "different request".
+        .btree_map(".flyteidl2")
         .file_descriptor_set_path(out_dir.join("flytenotify_descriptor.bin"))
         .compile_protos(
             &protos,

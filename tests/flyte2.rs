@@ -15,7 +15,7 @@ use flyte_notify::proto::flyteidl2::notification::{
     DeliveryConfigTemplate, EmailDeliveryTemplate, EmailRecipient, HttpMethod, InlineEmailTemplate,
     WebhookDeliveryTemplate, email_delivery_template,
 };
-use flyte_notify::proto::flyteidl2::task::{InlineRule, InlineRuleList};
+use flyte_notify::proto::flyteidl2::task::{InlineRule, InlineRuleList, inline_rule::Delivery};
 use flyte_notify::proto::flytenotify::v1::{
     CreateSilenceRequest, DeliveryState, EnqueueActionPausedRequest, EnqueueRunEventRequest,
     Flyte2Rules, GetDeliveryRequest, ListDeliveryConfigsRequest, ListRulesRequest, PreviewRequest,
@@ -165,8 +165,7 @@ fn email_rule(
 ) -> InlineRule {
     InlineRule {
         on_phases: phases.iter().map(|p| *p as i32).collect(),
-        delivery_config_name: String::new(),
-        delivery_template: Some(DeliveryConfigTemplate {
+        delivery: Some(Delivery::DeliveryTemplate(DeliveryConfigTemplate {
             webhook: None,
             email: Some(EmailDeliveryTemplate {
                 to: to.iter().map(|a| address(a)).collect(),
@@ -180,15 +179,14 @@ fn email_rule(
                     },
                 )),
             }),
-        }),
+        })),
     }
 }
 
 fn webhook_rule(phases: &[ActionPhase], url: &str, body: &str) -> InlineRule {
     InlineRule {
         on_phases: phases.iter().map(|p| *p as i32).collect(),
-        delivery_config_name: String::new(),
-        delivery_template: Some(DeliveryConfigTemplate {
+        delivery: Some(Delivery::DeliveryTemplate(DeliveryConfigTemplate {
             webhook: Some(WebhookDeliveryTemplate {
                 url: url.into(),
                 method: HttpMethod::Post as i32,
@@ -196,7 +194,7 @@ fn webhook_rule(phases: &[ActionPhase], url: &str, body: &str) -> InlineRule {
                 body_template: body.into(),
             }),
             email: None,
-        }),
+        })),
     }
 }
 
@@ -438,8 +436,7 @@ async fn a_named_rule_resolves_for_its_project_and_domain_and_an_unknown_name_is
             "",
             inline(vec![InlineRule {
                 on_phases: vec![ActionPhase::Failed as i32],
-                delivery_config_name: "secret-team".into(),
-                delivery_template: None,
+                delivery: Some(Delivery::DeliveryConfigName("secret-team".into())),
             }]),
         ))
         .await
@@ -924,8 +921,7 @@ async fn send_test_of_a_rule_resolves_its_delivery_config_for_the_given_project(
             target: Some(Target::Rule(InlineRule {
                 // Its phases are ignored: a test is always sent.
                 on_phases: vec![ActionPhase::Succeeded as i32],
-                delivery_config_name: "oncall".into(),
-                delivery_template: None,
+                delivery: Some(Delivery::DeliveryConfigName("oncall".into())),
             })),
             run: Some(run("flytesnacks", "production", "")),
         })
@@ -951,8 +947,7 @@ async fn send_test_of_a_rule_resolves_its_delivery_config_for_the_given_project(
         .send_test(SendTestRequest {
             target: Some(Target::Rule(InlineRule {
                 on_phases: Vec::new(),
-                delivery_config_name: "secret-team".into(),
-                delivery_template: None,
+                delivery: Some(Delivery::DeliveryConfigName("secret-team".into())),
             })),
             run: Some(run("flytesnacks", "production", "")),
         })
@@ -978,11 +973,10 @@ async fn slack_and_teams_webhooks_go_by_their_own_senders_and_email_copies_by_cc
         "{{.Error}}",
         "No HTML body",
     );
-    if let Some(t) = email
-        .delivery_template
-        .as_mut()
-        .and_then(|t| t.email.as_mut())
-    {
+    if let Some(t) = email.delivery.as_mut().and_then(|d| match d {
+        Delivery::DeliveryTemplate(t) => t.email.as_mut(),
+        Delivery::DeliveryConfigName(_) => None,
+    }) {
         t.cc = vec![address("lead@example.com")];
         t.bcc = vec![address("audit@example.com")];
     }
@@ -1060,11 +1054,10 @@ async fn a_provider_template_is_refused_when_the_emailer_has_none() {
     let s = start();
     let mut client = s.server.client().await;
     let mut rule = email_rule(&[ActionPhase::Failed], &["a@example.com"], "s", "t", "");
-    if let Some(t) = rule
-        .delivery_template
-        .as_mut()
-        .and_then(|t| t.email.as_mut())
-    {
+    if let Some(t) = rule.delivery.as_mut().and_then(|d| match d {
+        Delivery::DeliveryTemplate(t) => t.email.as_mut(),
+        Delivery::DeliveryConfigName(_) => None,
+    }) {
         t.content = Some(email_delivery_template::Content::ProviderTemplate(
             flyte_notify::proto::flyteidl2::notification::ProviderEmailTemplate {
                 template_id: "d-123".into(),
@@ -1109,11 +1102,10 @@ flyteNotify:
     let server = Server::start_env(dir.path(), &config, &[("FN_TEST_SG_KEY", "SG.k.s")]);
     let mut client = server.client().await;
     let mut rule = email_rule(&[ActionPhase::Failed], &["a@example.com"], "s", "t", "");
-    if let Some(t) = rule
-        .delivery_template
-        .as_mut()
-        .and_then(|t| t.email.as_mut())
-    {
+    if let Some(t) = rule.delivery.as_mut().and_then(|d| match d {
+        Delivery::DeliveryTemplate(t) => t.email.as_mut(),
+        Delivery::DeliveryConfigName(_) => None,
+    }) {
         t.cc = vec![address("b@example.com")];
         t.content = Some(email_delivery_template::Content::ProviderTemplate(
             flyte_notify::proto::flyteidl2::notification::ProviderEmailTemplate {

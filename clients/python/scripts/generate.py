@@ -6,6 +6,12 @@ exist so protoc can resolve the imports; the generated code imports them as
 `from flyteidl.admin import common_pb2` etc., i.e. from the PyPI flyteidl package, so the shared
 messages are flytekit's own classes and there is a single descriptor for each in the process.
 
+The same holds for proto/flyteidl2/**: mirrors of PyPI flyteidl2's files, imported by the
+generated code from the flyteidl2 package (`from flyteidl2.task import run_pb2`), so a run's
+InlineRuleList from the flyte SDK is the same class here. `--mirror-descriptor-set PATH` compiles
+those mirrors on their own into a FileDescriptorSet, which tests/test_flyteidl2_mirror.py compares
+with the real package's descriptors.
+
 The proto package path flytenotify/v1 is also our Python package path, so the generated imports
 (`from flytenotify.v1 import notification_service_pb2`) need no rewriting; the only
 post-processing is the banner and the package __init__.py.
@@ -30,7 +36,16 @@ OUT_DIR = CLIENT_ROOT / "src" / "flytenotify" / "v1"
 
 # Generated modules may import only these: anything else would be a module that the installed
 # distributions do not provide (e.g. a flyteidl file we mirror but flyteidl does not ship).
-ALLOWED_IMPORT_PACKAGES = ("google.protobuf", "flyteidl.admin", "flyteidl.core", "flytenotify.v1")
+ALLOWED_IMPORT_PACKAGES = (
+    "google.protobuf",
+    "flyteidl.admin",
+    "flyteidl.core",
+    "flyteidl2.common",
+    "flyteidl2.notification",
+    "flyteidl2.task",
+    "flytenotify.v1",
+)
+MIRROR_PACKAGE = "flyteidl2"
 IMPORT_RE = re.compile(r"^from (\S+) import \S+_pb2 as ", re.MULTILINE)
 
 
@@ -41,23 +56,27 @@ def banner(tools_version: str) -> str:
     )
 
 
-def run_protoc(protos: list[str], out: Path) -> None:
+def protoc_main(outputs: list[str], protos: list[str]) -> None:
     from grpc_tools import protoc  # only in generate.sh's venv
 
     # grpc_tools bundles the well-known types (google/protobuf/timestamp.proto); `python -m
     # grpc_tools.protoc` adds this include itself, protoc.main() does not.
     well_known = importlib.resources.files("grpc_tools") / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
-        *protos,
-    ]
+    args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", *outputs, *protos]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+
+
+def run_protoc(protos: list[str], out: Path) -> None:
+    protoc_main([f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}"], protos)
+
+
+def write_mirror_descriptor_set(path: Path) -> None:
+    """Compiles proto/flyteidl2/** alone (no imports outside it are included) into `path`."""
+    protos = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in (PROTO_ROOT / MIRROR_PACKAGE).rglob("*.proto"))
+    if not protos:
+        raise SystemExit(f"no .proto files under {PROTO_ROOT / MIRROR_PACKAGE}")
+    protoc_main([f"--descriptor_set_out={path}"], protos)
 
 
 def generate(tools_version: str, work: Path) -> dict[str, str]:
@@ -132,6 +151,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the committed code differs")
     parser.add_argument("--grpcio-tools-version", required=True, help="set by generate.sh")
+    parser.add_argument(
+        "--mirror-descriptor-set",
+        type=Path,
+        metavar="PATH",
+        help="only compile proto/flyteidl2 into a FileDescriptorSet at PATH (for the mirror test)",
+    )
     args = parser.parse_args()
 
     from importlib.metadata import version
@@ -139,6 +164,9 @@ def main() -> int:
     installed = version("grpcio-tools")
     if installed != args.grpcio_tools_version:
         raise SystemExit(f"grpcio-tools {installed} is installed; generate.sh pins {args.grpcio_tools_version}")
+    if args.mirror_descriptor_set is not None:
+        write_mirror_descriptor_set(args.mirror_descriptor_set)
+        return 0
     with tempfile.TemporaryDirectory(prefix="flytenotify-gen-") as tmp:
         files = generate(args.grpcio_tools_version, Path(tmp))
     if args.check:

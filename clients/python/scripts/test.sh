@@ -8,6 +8,10 @@
 # The binary is found as tests/flytenotify_server.py says: $FLYTE_NOTIFY_BIN, else
 # $CARGO_TARGET_DIR/debug/flyte-notify, else ~/.cache/flyte-notify-target/debug/flyte-notify, else
 # <repo>/target/debug/flyte-notify. Pass `-m "not slow"` to skip the fresh-venv flytekit test.
+# The tests marked flyte2_server need the server's Flyte 2 RPCs (EnqueueRunEvent, ListRules, ...).
+#
+# The test venv holds flytekit 1.16 and the Flyte 2 SDK (flyte 2.12) side by side; the Flyte 2
+# fixtures (tests/fixtures/flyte2) are checked against that flyte's own serializer.
 set -euo pipefail
 
 client="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +29,9 @@ fi
 echo "== generated code" >&2
 "$client/scripts/generate.sh" --check
 
+echo "== Flyte 2 fixtures" >&2
+"$venv/bin/python" "$client/../../tests/fixtures/flyte2/make_fixtures.py" --check
+
 echo "== mypy" >&2
 (cd "$client" && "$venv/bin/python" -m mypy)
 
@@ -33,7 +40,8 @@ cd "$client"
 "$venv/bin/python" -m pytest "$@"
 
 # The same suite (less the fresh-venv test) on the oldest versions pyproject.toml allows, so the
-# floors stay true. flytekit is absent here, so its tests skip; the run above covers them.
+# floors stay true. flytekit and flyte are absent here, so their tests skip; the run above covers
+# them. The Flyte 2 tests that need only flyteidl2 (the mirror, proto inputs) run here too.
 echo "== pytest on the dependency floors" >&2
 floors="$venv-floors"
 if ! "$floors/bin/python" -c "import sys" 2>/dev/null; then

@@ -119,7 +119,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # On failure, show the server's log: most failures here are explained by it.
     if call.excinfo is None or call.when != "call":
         return
-    for name in ("server", "pending_server", "dead_server", "webhook_server"):
+    for name in ("server", "pending_server", "dead_server", "webhook_server", "flyte2_server"):
         srv = getattr(item, "funcargs", {}).get(name)
         if isinstance(srv, Server):
             item.add_report_section("call", f"{name} log", srv.log_text())

@@ -16,15 +16,25 @@ README_TARGET = "127.0.0.1:8091"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
 
 
+def is_flyte2(code: str) -> bool:
+    return "enqueue_run_event" in code or "enqueue_action_paused" in code
+
+
+# Flyte 2 examples need the server's Flyte 2 RPCs.
+EXAMPLES = [pytest.param(i, marks=[pytest.mark.flyte2_server] if is_flyte2(code) else []) for i, code in enumerate(BLOCKS)]
+
+
 def test_readme_has_examples() -> None:
     assert len(BLOCKS) >= 11
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize("index", EXAMPLES)
 def test_readme_example_runs(request: pytest.FixtureRequest, index: int) -> None:
     code = BLOCKS[index]
     if "flytekit" in code:
         pytest.importorskip("flytekit")
+    if is_flyte2(code) and "from flyte." in code:
+        pytest.importorskip("flyte")
     name = f"README.md example {index}"
     if README_TARGET not in code or "notify.internal" in code:
         # Connection-option examples name hosts that do not exist here: syntax-checked only.
@@ -41,6 +51,9 @@ def test_readme_example_runs(request: pytest.FixtureRequest, index: int) -> None
         assert out.getvalue().startswith("DELIVERED")
     if "redrive" in code:
         assert "pending again: ()" in out.getvalue()
+    if "enqueue_run_event" in code:
+        assert "deliveries: 1" in out.getvalue(), out.getvalue()
+        assert "configs: []" in out.getvalue(), out.getvalue()
     if "preview_digest" in code:
         assert "armed: 1" in out.getvalue()
         assert "2 executions FAILED in flytesnacks/development" in out.getvalue(), out.getvalue()

@@ -21,7 +21,7 @@ use crate::delivery::{
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{AcceptOutcome, ExecutionKey, NewDelivery, NewRequest};
 use crate::proto::flyteidl2::common::RunIdentifier;
-use crate::proto::flyteidl2::task::InlineRule;
+use crate::proto::flyteidl2::task::{InlineRule, inline_rule::Delivery};
 use crate::proto::flytenotify::v1 as api;
 use crate::queue::Announcement;
 
@@ -530,8 +530,7 @@ impl Notifier {
                             .iter()
                             .filter_map(|p| config::parse_phase(p))
                             .collect(),
-                        delivery_config_name: r.delivery_config.clone(),
-                        delivery_template: None,
+                        delivery: Some(Delivery::DeliveryConfigName(r.delivery_config.clone())),
                     })
                     .collect(),
             })

@@ -13,7 +13,7 @@ use crate::proto::flyteidl2::notification::{
     DeliveryConfigTemplate, EmailDeliveryTemplate, EmailRecipient, HttpMethod,
     WebhookDeliveryTemplate, email_delivery_template,
 };
-use crate::proto::flyteidl2::task::InlineRule;
+use crate::proto::flyteidl2::task::{InlineRule, inline_rule::Delivery};
 use crate::proto::flytenotify::v1 as api;
 
 use super::super::webhook_body;
@@ -466,23 +466,16 @@ fn rule(
     out: &mut Vec<FieldViolation>,
 ) -> Option<Resolved> {
     let on_phases = phases(&format!("{field}.on_phases"), &r.on_phases, out);
-    let named = !r.delivery_config_name.is_empty();
-    let (shown, channel, message) = match (named, &r.delivery_template) {
-        (true, Some(_)) => {
-            out.push(FieldViolation::new(
-                format!("{field}.delivery_config_name"),
-                "set delivery_config_name or delivery_template, not both",
-            ));
-            return None;
-        }
-        (false, None) => {
+    // Upstream the two are a oneof, so a rule carries one of them at most.
+    let (shown, channel, message) = match &r.delivery {
+        None => {
             out.push(FieldViolation::new(
                 format!("{field}.delivery_template"),
                 "required: a delivery_template or a delivery_config_name",
             ));
             return None;
         }
-        (false, Some(t)) => template_message(
+        Some(Delivery::DeliveryTemplate(t)) => template_message(
             &format!("{field}.delivery_template"),
             t,
             None,
@@ -490,8 +483,7 @@ fn rule(
             known,
             out,
         )?,
-        (true, None) => {
-            let name = &r.delivery_config_name;
+        Some(Delivery::DeliveryConfigName(name)) => {
             let Some(entry) = config::resolve(
                 &known.catalog.delivery_configs,
                 name,
@@ -602,8 +594,7 @@ pub fn resolve(
                             .iter()
                             .filter_map(|p| config::parse_phase(p))
                             .collect(),
-                        delivery_config_name: r.delivery_config.clone(),
-                        delivery_template: None,
+                        delivery: Some(Delivery::DeliveryConfigName(r.delivery_config.clone())),
                     };
                     rule(
                         &format!("{field}({name}).rules[{i}]"),

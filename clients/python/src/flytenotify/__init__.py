@@ -12,6 +12,11 @@ The notification, identifier and phase types are flyteidl's own, so flytekit's o
             WorkflowExecutionPhase.FAILED,
             [Email(phases=[WorkflowExecutionPhase.FAILED], recipients_email=["oncall@example.com"])],
         )
+
+Flyte 2 runs take the flyte SDK's own notifiers (flyte.notify), serialized by the SDK:
+
+    client.enqueue_run_event(("flytesnacks", "development", "r1"), ActionPhase.FAILED,
+                             flyte.notify.Email(on_phase=ActionPhase.FAILED, recipients=["a@example.com"]))
 """
 
 from flytenotify.aio import AsyncNotificationClient
@@ -30,6 +35,7 @@ from flytenotify.errors import (
 )
 from flytenotify.results import (
     Delivery,
+    DeliveryConfig,
     DeliveryDetails,
     DeliveryEvent,
     DeliveryEventKind,
@@ -42,6 +48,7 @@ from flytenotify.results import (
     SendTestResult,
     Expectation,
     ExpectationState,
+    NamedRuleSet,
     Silence,
     SilenceState,
     SkippedDelivery,
@@ -55,6 +62,7 @@ __all__ = [
     "ConflictError",
     "DeadlineExceededError",
     "Delivery",
+    "DeliveryConfig",
     "DeliveryDetails",
     "DeliveryEvent",
     "DeliveryEventKind",
@@ -64,6 +72,7 @@ __all__ = [
     "FieldViolation",
     "InternalError",
     "InvalidArgumentError",
+    "NamedRuleSet",
     "NotFoundError",
     "NotificationClient",
     "NotifyError",

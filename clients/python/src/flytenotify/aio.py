@@ -10,7 +10,7 @@ from typing import Any, Callable
 import grpc
 import grpc.aio
 
-from flytenotify import convert
+from flytenotify import convert, flyte2
 from flytenotify.client import DEFAULT_TIMEOUT, TlsLike, auth_metadata, channel_credentials, new_request_id
 from flytenotify.convert import (
     DeliveryIdLike,
@@ -23,8 +23,10 @@ from flytenotify.convert import (
     WebhookLike,
 )
 from flytenotify.errors import from_rpc_error
+from flytenotify.flyte2 import ActionIdLike, ActionPhaseLike, Flyte2NotificationsLike, RunIdLike
 from flytenotify.results import (
     Delivery,
+    DeliveryConfig,
     DeliveryDetails,
     DiscardResult,
     EnqueueResult,
@@ -33,6 +35,7 @@ from flytenotify.results import (
     RenderedMessage,
     SendTestResult,
     Expectation,
+    NamedRuleSet,
     Silence,
 )
 from flytenotify.v1 import notification_service_pb2 as api
@@ -106,6 +109,78 @@ class AsyncNotificationClient:
         )
         request = convert.enqueue_request(request_id, execution, notifications, webhooks, deadline)
         return EnqueueResult.from_proto(await self._call(self._stub.Enqueue, request, request_id))
+
+    async def enqueue_run_event(
+        self,
+        run: RunIdLike,
+        phase: ActionPhaseLike,
+        notifications: Flyte2NotificationsLike,
+        *,
+        error: str | None = None,
+        run_url: str | None = None,
+        duration: timedelta | None = None,
+        occurred_at: datetime | None = None,
+        task_name: str | None = None,
+        request_id: str | None = None,
+        deadline: timedelta | None = None,
+    ) -> EnqueueResult:
+        """See NotificationClient.enqueue_run_event."""
+        if request_id is None:
+            request_id = new_request_id()
+        request = flyte2.run_event_request(
+            request_id,
+            run,
+            phase,
+            notifications,
+            error=error,
+            run_url=run_url,
+            duration=duration,
+            occurred_at=occurred_at,
+            task_name=task_name,
+            deadline=deadline,
+        )
+        return EnqueueResult.from_proto(await self._call(self._stub.EnqueueRunEvent, request, request_id))
+
+    async def enqueue_action_paused(
+        self,
+        action: ActionIdLike,
+        prompt: str,
+        notifications: Flyte2NotificationsLike,
+        *,
+        description: str | None = None,
+        prompt_type: str | None = None,
+        run_url: str | None = None,
+        occurred_at: datetime | None = None,
+        task_name: str | None = None,
+        request_id: str | None = None,
+    ) -> EnqueueResult:
+        """See NotificationClient.enqueue_action_paused."""
+        if request_id is None:
+            request_id = new_request_id()
+        request = flyte2.action_paused_request(
+            request_id,
+            action,
+            prompt,
+            notifications,
+            description=description,
+            prompt_type=prompt_type,
+            run_url=run_url,
+            occurred_at=occurred_at,
+            task_name=task_name,
+        )
+        return EnqueueResult.from_proto(await self._call(self._stub.EnqueueActionPaused, request, request_id))
+
+    async def list_delivery_configs(self, project: str | None = None, domain: str | None = None) -> list[DeliveryConfig]:
+        """See NotificationClient.list_delivery_configs."""
+        request = api.ListDeliveryConfigsRequest(**flyte2.scope(project, domain))
+        response = await self._call(self._stub.ListDeliveryConfigs, request)
+        return [DeliveryConfig.from_proto(c) for c in response.delivery_configs]
+
+    async def list_rules(self, project: str | None = None, domain: str | None = None) -> list[NamedRuleSet]:
+        """See NotificationClient.list_rules."""
+        request = api.ListRulesRequest(**flyte2.scope(project, domain))
+        response = await self._call(self._stub.ListRules, request)
+        return [NamedRuleSet.from_proto(r) for r in response.rules]
 
     async def preview(
         self,

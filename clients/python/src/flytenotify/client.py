@@ -10,7 +10,7 @@ from typing import Any, Callable, Union
 
 import grpc
 
-from flytenotify import convert
+from flytenotify import convert, flyte2
 from flytenotify.convert import (
     DeliveryIdLike,
     ErrorLike,
@@ -22,8 +22,10 @@ from flytenotify.convert import (
     WebhookLike,
 )
 from flytenotify.errors import from_rpc_error
+from flytenotify.flyte2 import ActionIdLike, ActionPhaseLike, Flyte2NotificationsLike, RunIdLike
 from flytenotify.results import (
     Delivery,
+    DeliveryConfig,
     DeliveryDetails,
     DiscardResult,
     EnqueueResult,
@@ -32,6 +34,7 @@ from flytenotify.results import (
     RenderedMessage,
     SendTestResult,
     Expectation,
+    NamedRuleSet,
     Silence,
 )
 from flytenotify.v1 import notification_service_pb2 as api
@@ -152,6 +155,96 @@ class NotificationClient:
         )
         request = convert.enqueue_request(request_id, execution, notifications, webhooks, deadline)
         return EnqueueResult.from_proto(self._call(self._stub.Enqueue, request, request_id))
+
+    def enqueue_run_event(
+        self,
+        run: RunIdLike,
+        phase: ActionPhaseLike,
+        notifications: Flyte2NotificationsLike,
+        *,
+        error: str | None = None,
+        run_url: str | None = None,
+        duration: timedelta | None = None,
+        occurred_at: datetime | None = None,
+        task_name: str | None = None,
+        request_id: str | None = None,
+        deadline: timedelta | None = None,
+    ) -> EnqueueResult:
+        """Flyte 2: a run reached `phase`; records one delivery per rule whose on_phases contain it.
+
+        `notifications` is what flyte's `notifications=` takes: a flyte.notify notifier (Email,
+        Slack, Teams, Webhook, NamedDelivery), a tuple of them, or NamedRule("name") for a rule set
+        defined on the server; they are serialized by the flyte SDK itself. A flyteidl2
+        InlineRuleList needs no flyte installed. `run` is a flyteidl2 RunIdentifier, a (project,
+        domain, name) tuple or a flyte.remote.Run; `phase` a flyte.models.ActionPhase, the proto
+        value or its name. `error` fills {{.Error}}, `run_url` {{.Run.URL}}, `duration`
+        {{.Run.Duration}}, `task_name` {{.Task.Name}}.
+
+        `request_id` and `deadline` (with a phase that is not terminal: a stuck-run alert to every
+        rule unless the run ends in time) work as for enqueue. Raises InvalidArgumentError naming
+        the field, e.g. an unknown NamedDelivery or NamedRule name.
+        """
+        if request_id is None:
+            request_id = new_request_id()
+        request = flyte2.run_event_request(
+            request_id,
+            run,
+            phase,
+            notifications,
+            error=error,
+            run_url=run_url,
+            duration=duration,
+            occurred_at=occurred_at,
+            task_name=task_name,
+            deadline=deadline,
+        )
+        return EnqueueResult.from_proto(self._call(self._stub.EnqueueRunEvent, request, request_id))
+
+    def enqueue_action_paused(
+        self,
+        action: ActionIdLike,
+        prompt: str,
+        notifications: Flyte2NotificationsLike,
+        *,
+        description: str | None = None,
+        prompt_type: str | None = None,
+        run_url: str | None = None,
+        occurred_at: datetime | None = None,
+        task_name: str | None = None,
+        request_id: str | None = None,
+    ) -> EnqueueResult:
+        """Flyte 2: `action` waits for a person. Rules whose on_phases contain PAUSED deliver
+        `prompt` ({{.Prompt}}) with a link to the run. `action` is a flyteidl2 ActionIdentifier, a
+        (project, domain, run name, action name) tuple or a flyte.remote.Action; `notifications`
+        as for enqueue_run_event."""
+        if request_id is None:
+            request_id = new_request_id()
+        request = flyte2.action_paused_request(
+            request_id,
+            action,
+            prompt,
+            notifications,
+            description=description,
+            prompt_type=prompt_type,
+            run_url=run_url,
+            occurred_at=occurred_at,
+            task_name=task_name,
+        )
+        return EnqueueResult.from_proto(self._call(self._stub.EnqueueActionPaused, request, request_id))
+
+    def list_delivery_configs(self, project: str | None = None, domain: str | None = None) -> list[DeliveryConfig]:
+        """The named delivery configs (what flyte.notify.NamedDelivery can name) that `project` and
+        `domain` can use; all of them without either. Secrets are never shown."""
+        request = api.ListDeliveryConfigsRequest(**flyte2.scope(project, domain))
+        response = self._call(self._stub.ListDeliveryConfigs, request)
+        return [DeliveryConfig.from_proto(c) for c in response.delivery_configs]
+
+    def list_rules(self, project: str | None = None, domain: str | None = None) -> list[NamedRuleSet]:
+        """The named rule sets (what flyte.notify.NamedRule can name) that `project` and `domain`
+        can use; all of them without either."""
+        request = api.ListRulesRequest(**flyte2.scope(project, domain))
+        response = self._call(self._stub.ListRules, request)
+        return [NamedRuleSet.from_proto(r) for r in response.rules]
 
     def preview(
         self,

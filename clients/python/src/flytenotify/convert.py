@@ -482,7 +482,7 @@ def preview_digest_request(
     return request
 
 
-def _timestamp(value: Any, what: str) -> timestamp_pb2.Timestamp:
+def timestamp(value: Any, what: str) -> timestamp_pb2.Timestamp:
     if not isinstance(value, datetime):
         raise TypeError(f"{what}: expected a datetime, got {type(value).__name__}")
     if value.tzinfo is None:
@@ -517,9 +517,9 @@ def silence_request(
     silence = api.Silence(
         matcher=matcher, comment=comment, created_by=created_by, deliver_after=bool(deliver_after)
     )
-    silence.ends_at.CopyFrom(_timestamp(ends_at, "ends_at"))
+    silence.ends_at.CopyFrom(timestamp(ends_at, "ends_at"))
     if starts_at is not None:
-        silence.starts_at.CopyFrom(_timestamp(starts_at, "starts_at"))
+        silence.starts_at.CopyFrom(timestamp(starts_at, "starts_at"))
     return api.CreateSilenceRequest(silence=silence)
 
 

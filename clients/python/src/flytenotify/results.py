@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 
 from flyteidl.core import execution_pb2, identifier_pb2
+from flyteidl2.task import run_pb2
 from google.protobuf import timestamp_pb2
 
 from flytenotify.v1 import notification_service_pb2 as api
@@ -352,3 +353,40 @@ class Expectation:
             state=state,
             recipients=tuple(e.recipients),
         )
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """A named delivery config (flyteNotify.deliveryConfigs), as flyte.notify.NamedDelivery names
+    it; its secrets are never sent."""
+
+    name: str
+    project: str
+    """Empty: every project can use it."""
+    domain: str
+    """Empty: every domain can use it."""
+    channel: str
+    """"email", "webhook", "slack" or "teams"."""
+    destinations: tuple[str, ...]
+    """Email addresses, or a webhook's host and path."""
+
+    @classmethod
+    def from_proto(cls, c: api.DeliveryConfig) -> DeliveryConfig:
+        return cls(
+            name=c.name, project=c.project, domain=c.domain, channel=c.channel, destinations=tuple(c.destinations)
+        )
+
+
+@dataclass(frozen=True)
+class NamedRuleSet:
+    """A named rule set (flyteNotify.rules), as flyte.notify.NamedRule names it."""
+
+    name: str
+    project: str
+    domain: str
+    rules: tuple[run_pb2.InlineRule, ...]
+    """Each names a delivery config (delivery_config_name)."""
+
+    @classmethod
+    def from_proto(cls, r: api.NamedRuleSet) -> NamedRuleSet:
+        return cls(name=r.name, project=r.project, domain=r.domain, rules=tuple(r.rules))

@@ -4,6 +4,9 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from flyteidl.admin import common_pb2 as _common_pb2
 from flyteidl.core import execution_pb2 as _execution_pb2
 from flyteidl.core import identifier_pb2 as _identifier_pb2
+from flyteidl2.common import identifier_pb2 as _identifier_pb2_1
+from flyteidl2.common import phase_pb2 as _phase_pb2
+from flyteidl2.task import run_pb2 as _run_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -144,14 +147,18 @@ class EnqueueResponse(_message.Message):
     def __init__(self, delivery_ids: _Optional[_Iterable[str]] = ..., unmatched_notifications: _Optional[int] = ..., request_id: _Optional[str] = ..., duplicate: bool = ...) -> None: ...
 
 class PreviewRequest(_message.Message):
-    __slots__ = ("execution", "notifications", "webhooks")
+    __slots__ = ("execution", "notifications", "webhooks", "run_event", "action_paused")
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
     WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
+    RUN_EVENT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_PAUSED_FIELD_NUMBER: _ClassVar[int]
     execution: ExecutionContext
     notifications: _containers.RepeatedCompositeFieldContainer[_common_pb2.Notification]
     webhooks: _containers.RepeatedCompositeFieldContainer[WebhookNotification]
-    def __init__(self, execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookNotification, _Mapping]]] = ...) -> None: ...
+    run_event: EnqueueRunEventRequest
+    action_paused: EnqueueActionPausedRequest
+    def __init__(self, execution: _Optional[_Union[ExecutionContext, _Mapping]] = ..., notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookNotification, _Mapping]]] = ..., run_event: _Optional[_Union[EnqueueRunEventRequest, _Mapping]] = ..., action_paused: _Optional[_Union[EnqueueActionPausedRequest, _Mapping]] = ...) -> None: ...
 
 class RenderedMessage(_message.Message):
     __slots__ = ("channel", "recipients", "sender", "subject", "html_body", "text_body", "notification_index", "body", "destination", "method", "headers")
@@ -309,12 +316,16 @@ class SkippedDelivery(_message.Message):
     def __init__(self, delivery_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SendTestRequest(_message.Message):
-    __slots__ = ("notification", "webhook")
+    __slots__ = ("notification", "webhook", "rule", "run")
     NOTIFICATION_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     notification: _common_pb2.Notification
     webhook: WebhookNotification
-    def __init__(self, notification: _Optional[_Union[_common_pb2.Notification, _Mapping]] = ..., webhook: _Optional[_Union[WebhookNotification, _Mapping]] = ...) -> None: ...
+    rule: _run_pb2.InlineRule
+    run: _identifier_pb2_1.RunIdentifier
+    def __init__(self, notification: _Optional[_Union[_common_pb2.Notification, _Mapping]] = ..., webhook: _Optional[_Union[WebhookNotification, _Mapping]] = ..., rule: _Optional[_Union[_run_pb2.InlineRule, _Mapping]] = ..., run: _Optional[_Union[_identifier_pb2_1.RunIdentifier, _Mapping]] = ...) -> None: ...
 
 class SendTestResponse(_message.Message):
     __slots__ = ("delivery_id", "request_id")
@@ -475,3 +486,111 @@ class ListExpectationsResponse(_message.Message):
     EXPECTATIONS_FIELD_NUMBER: _ClassVar[int]
     expectations: _containers.RepeatedCompositeFieldContainer[Expectation]
     def __init__(self, expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ...) -> None: ...
+
+class Flyte2Rules(_message.Message):
+    __slots__ = ("notification_rules", "notification_rule_name")
+    NOTIFICATION_RULES_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_RULE_NAME_FIELD_NUMBER: _ClassVar[int]
+    notification_rules: _run_pb2.InlineRuleList
+    notification_rule_name: str
+    def __init__(self, notification_rules: _Optional[_Union[_run_pb2.InlineRuleList, _Mapping]] = ..., notification_rule_name: _Optional[str] = ...) -> None: ...
+
+class EnqueueRunEventRequest(_message.Message):
+    __slots__ = ("request_id", "run", "phase", "error", "rules", "run_url", "duration", "occurred_at", "task_name", "deadline")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    RUN_URL_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    run: _identifier_pb2_1.RunIdentifier
+    phase: _phase_pb2.ActionPhase
+    error: str
+    rules: Flyte2Rules
+    run_url: str
+    duration: _duration_pb2.Duration
+    occurred_at: _timestamp_pb2.Timestamp
+    task_name: str
+    deadline: _duration_pb2.Duration
+    def __init__(self, request_id: _Optional[str] = ..., run: _Optional[_Union[_identifier_pb2_1.RunIdentifier, _Mapping]] = ..., phase: _Optional[_Union[_phase_pb2.ActionPhase, str]] = ..., error: _Optional[str] = ..., rules: _Optional[_Union[Flyte2Rules, _Mapping]] = ..., run_url: _Optional[str] = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., task_name: _Optional[str] = ..., deadline: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class EnqueueActionPausedRequest(_message.Message):
+    __slots__ = ("request_id", "action", "prompt", "description", "prompt_type", "rules", "run_url", "occurred_at", "task_name")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    RUN_URL_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    action: _identifier_pb2_1.ActionIdentifier
+    prompt: str
+    description: str
+    prompt_type: str
+    rules: Flyte2Rules
+    run_url: str
+    occurred_at: _timestamp_pb2.Timestamp
+    task_name: str
+    def __init__(self, request_id: _Optional[str] = ..., action: _Optional[_Union[_identifier_pb2_1.ActionIdentifier, _Mapping]] = ..., prompt: _Optional[str] = ..., description: _Optional[str] = ..., prompt_type: _Optional[str] = ..., rules: _Optional[_Union[Flyte2Rules, _Mapping]] = ..., run_url: _Optional[str] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., task_name: _Optional[str] = ...) -> None: ...
+
+class ListDeliveryConfigsRequest(_message.Message):
+    __slots__ = ("project", "domain")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    domain: str
+    def __init__(self, project: _Optional[str] = ..., domain: _Optional[str] = ...) -> None: ...
+
+class DeliveryConfig(_message.Message):
+    __slots__ = ("name", "project", "domain", "channel", "destinations")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    project: str
+    domain: str
+    channel: str
+    destinations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., project: _Optional[str] = ..., domain: _Optional[str] = ..., channel: _Optional[str] = ..., destinations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListDeliveryConfigsResponse(_message.Message):
+    __slots__ = ("delivery_configs",)
+    DELIVERY_CONFIGS_FIELD_NUMBER: _ClassVar[int]
+    delivery_configs: _containers.RepeatedCompositeFieldContainer[DeliveryConfig]
+    def __init__(self, delivery_configs: _Optional[_Iterable[_Union[DeliveryConfig, _Mapping]]] = ...) -> None: ...
+
+class ListRulesRequest(_message.Message):
+    __slots__ = ("project", "domain")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    domain: str
+    def __init__(self, project: _Optional[str] = ..., domain: _Optional[str] = ...) -> None: ...
+
+class NamedRuleSet(_message.Message):
+    __slots__ = ("name", "project", "domain", "rules")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    project: str
+    domain: str
+    rules: _containers.RepeatedCompositeFieldContainer[_run_pb2.InlineRule]
+    def __init__(self, name: _Optional[str] = ..., project: _Optional[str] = ..., domain: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[_run_pb2.InlineRule, _Mapping]]] = ...) -> None: ...
+
+class ListRulesResponse(_message.Message):
+    __slots__ = ("rules",)
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedCompositeFieldContainer[NamedRuleSet]
+    def __init__(self, rules: _Optional[_Iterable[_Union[NamedRuleSet, _Mapping]]] = ...) -> None: ...

@@ -75,6 +75,26 @@ class NotificationServiceStub(object):
                 request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestRequest.SerializeToString,
                 response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestResponse.FromString,
                 )
+        self.EnqueueRunEvent = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/EnqueueRunEvent',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueRunEventRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueResponse.FromString,
+                )
+        self.EnqueueActionPaused = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/EnqueueActionPaused',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueActionPausedRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueResponse.FromString,
+                )
+        self.ListDeliveryConfigs = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/ListDeliveryConfigs',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListDeliveryConfigsRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListDeliveryConfigsResponse.FromString,
+                )
+        self.ListRules = channel.unary_unary(
+                '/flytenotify.v1.NotificationService/ListRules',
+                request_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListRulesRequest.SerializeToString,
+                response_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListRulesResponse.FromString,
+                )
 
 
 class NotificationServiceServicer(object):
@@ -171,6 +191,39 @@ class NotificationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnqueueRunEvent(self, request, context):
+        """Flyte 2: a run reached a phase; here are its notification rules (RunSpec's
+        notification_rules, or the name of a rule set on the server). Every rule whose on_phases
+        contain the phase becomes one delivery, durably recorded before this call returns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnqueueActionPaused(self, request, context):
+        """Flyte 2: an action waits for a person. Rules whose on_phases contain PAUSED deliver its
+        prompt, with a link to the run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveryConfigs(self, request, context):
+        """The named delivery configs (flyteNotify.deliveryConfigs) a project and domain can use, as
+        flyte.notify.NamedDelivery names them. Secrets are never shown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRules(self, request, context):
+        """The named rule sets (flyteNotify.rules) a project and domain can use, as
+        flyte.notify.NamedRule names them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +286,26 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.PreviewDigest,
                     request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestRequest.FromString,
                     response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestResponse.SerializeToString,
+            ),
+            'EnqueueRunEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnqueueRunEvent,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueRunEventRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueResponse.SerializeToString,
+            ),
+            'EnqueueActionPaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnqueueActionPaused,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueActionPausedRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.EnqueueResponse.SerializeToString,
+            ),
+            'ListDeliveryConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveryConfigs,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListDeliveryConfigsRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListDeliveryConfigsResponse.SerializeToString,
+            ),
+            'ListRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRules,
+                    request_deserializer=flytenotify_dot_v1_dot_notification__service__pb2.ListRulesRequest.FromString,
+                    response_serializer=flytenotify_dot_v1_dot_notification__service__pb2.ListRulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -445,5 +518,73 @@ class NotificationService(object):
         return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/PreviewDigest',
             flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestRequest.SerializeToString,
             flytenotify_dot_v1_dot_notification__service__pb2.PreviewDigestResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EnqueueRunEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/EnqueueRunEvent',
+            flytenotify_dot_v1_dot_notification__service__pb2.EnqueueRunEventRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.EnqueueResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EnqueueActionPaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/EnqueueActionPaused',
+            flytenotify_dot_v1_dot_notification__service__pb2.EnqueueActionPausedRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.EnqueueResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListDeliveryConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/ListDeliveryConfigs',
+            flytenotify_dot_v1_dot_notification__service__pb2.ListDeliveryConfigsRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.ListDeliveryConfigsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flytenotify.v1.NotificationService/ListRules',
+            flytenotify_dot_v1_dot_notification__service__pb2.ListRulesRequest.SerializeToString,
+            flytenotify_dot_v1_dot_notification__service__pb2.ListRulesResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

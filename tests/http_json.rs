@@ -231,33 +231,43 @@ async fn every_rpc_answers_over_http_as_over_grpc() {
         json!({"delivery_id": "no-such-id"})
     );
 
-    // ListPending, with its query string; then one with a filter that does not parse.
-    grpc.enqueue(proto_of::<pb::EnqueueRequest>(
-        &failed_enqueue("h2"),
-        "EnqueueRequest",
+    // ListPending, with its query string, on a delivery that stays put: a silence holds it.
+    grpc.create_silence(proto_of::<pb::CreateSilenceRequest>(
+        &json!({"silence": {"matcher": "eq(project,held)", "ends_at": "2099-01-01T00:00:00Z",
+                            "created_by": "test", "comment": "holds h2"}}),
+        "CreateSilenceRequest",
     ))
     .await
     .unwrap();
-    same!(
-        http,
-        grpc,
-        enqueue,
-        EnqueueRequest,
-        EnqueueResponse,
-        "POST",
-        "/api/v1/enqueue",
-        failed_enqueue("h2")
-    );
-    same!(
+    let mut held = failed_enqueue("h2");
+    held["execution"]["execution_id"]["project"] = json!("held");
+    grpc.enqueue(proto_of::<pb::EnqueueRequest>(&held, "EnqueueRequest"))
+        .await
+        .unwrap();
+    // The worker sets it aside as silenced.
+    wait_for_pending(
+        &server,
+        "eq(state,silenced)+eq(project,held)",
+        Duration::from_secs(10),
+        |listed| !listed.is_empty(),
+    )
+    .await;
+    let pending = same!(
         http,
         grpc,
         list_pending,
         ListPendingRequest,
         ListPendingResponse,
         "GET",
-        "/api/v1/deliveries?filters=eq(project%2Cflytesnacks)&limit=50",
-        json!({"filters": "eq(project,flytesnacks)", "limit": 50})
+        "/api/v1/deliveries?filters=eq(state%2Csilenced)%2Beq(project%2Cheld)&limit=50",
+        json!({"filters": "eq(state,silenced)+eq(project,held)", "limit": 50})
     );
+    assert_eq!(pending["deliveries"][0]["requestId"], "h2", "{pending}");
+    assert_eq!(
+        pending["deliveries"][0]["state"], "DELIVERY_STATE_SILENCED",
+        "{pending}"
+    );
+    // ... and one with a filter that does not parse.
     let bad = same!(
         http,
         grpc,
@@ -382,7 +392,13 @@ async fn every_rpc_answers_over_http_as_over_grpc() {
         "/api/v1/silences?includeExpired=true",
         json!({"include_expired": true})
     );
-    assert_eq!(listed["silences"][0]["id"], silence_id.as_str(), "{listed}");
+    let expired = listed["silences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == silence_id.as_str())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(expired["comment"], "maintenance", "{listed}");
     same!(
         http,
         grpc,

@@ -97,6 +97,24 @@ fn find_field(message: &MessageDescriptor, name: &str) -> Option<prost_reflect::
         .or_else(|| message.get_field_by_json_name(name))
 }
 
+/// `name=value` pairs, percent-decoded. A `+` stays a `+` rather than becoming a space as in HTML
+/// forms: FlyteAdmin filters join their terms with it (`eq(project,a)+eq(state,dead)`), and a
+/// curl command should not need it written `%2B`.
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(move |pair| match pair.split_once('=') {
+            Some((name, value)) => (decode(name), decode(value)),
+            None => (decode(pair), String::new()),
+        })
+}
+
 /// Query parameters as the JSON fields they stand for: `limit=5` is a number, `includeExpired=true`
 /// a bool, a repeated field may be given more than once. Either name of a field is accepted.
 pub fn query_fields(
@@ -105,11 +123,11 @@ pub fn query_fields(
 ) -> Result<Map<String, Value>, FieldViolation> {
     let input = method.input();
     let mut fields = Map::new();
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+    for (name, value) in query_pairs(query.unwrap_or("")) {
         let Some(field) = find_field(&input, &name) else {
             let known: Vec<String> = input.fields().map(|f| f.json_name().to_string()).collect();
             return Err(FieldViolation::new(
-                name.as_ref(),
+                name.as_str(),
                 format!(
                     "no such query parameter for {}; it takes: {}",
                     method.name(),
@@ -118,7 +136,7 @@ pub fn query_fields(
             ));
         };
         let scalar = match field.kind() {
-            Kind::Bool => match value.as_ref() {
+            Kind::Bool => match value.as_str() {
                 "true" | "" => Value::Bool(true),
                 "false" => Value::Bool(false),
                 other => {
@@ -155,7 +173,7 @@ pub fn query_fields(
                 return Err(not_a_number(&field, &value));
             }
             // Strings, enum names (checked by the deserializer), and numbers.
-            _ => Value::String(value.into_owned()),
+            _ => Value::String(value),
         };
         let key = field.json_name().to_string();
         if field.is_list() {
@@ -201,11 +219,15 @@ mod tests {
     #[test]
     fn query_strings_become_typed_fields_under_either_name() {
         let m = method("ListPending");
-        let extra = query_fields(&m, Some("limit=5&filters=eq(state%2Cdead)&token=t1")).unwrap();
+        let extra = query_fields(
+            &m,
+            Some("limit=5&filters=eq(state,dead)+eq(project%2Ca%20b)&token=t1"),
+        )
+        .unwrap();
         let bytes = request(&m, b"", extra).unwrap();
         let decoded = ListPendingRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded.limit, 5);
-        assert_eq!(decoded.filters, "eq(state,dead)");
+        assert_eq!(decoded.filters, "eq(state,dead)+eq(project,a b)");
         assert_eq!(decoded.token, "t1");
 
         let m = method("ListSilences");

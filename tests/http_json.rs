@@ -715,3 +715,77 @@ async fn http_json_can_be_turned_off() {
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(err.contains("enable"), "{err}");
 }
+
+#[tokio::test]
+async fn http_json_is_served_over_tls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext"])
+        .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
+        .arg("-keyout")
+        .arg(d.join("server.key"))
+        .arg("-out")
+        .arg(d.join("server.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let config = format!(
+        "flyteNotify:\n  tls: {{ certFile: {0}/server.pem, keyFile: {0}/server.key }}\n",
+        d.display()
+    );
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    let server = Server::start(&d.join("srv"), Some(&config));
+    let body = serde_json::to_string(&failed_enqueue("tls1")).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(d.join("server.pem"))
+        .args(["-w", "\n%{http_version}", "-d", &body])
+        .arg(format!("https://{}/api/v1/enqueue", server.addr))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json, version) = out.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "{out}");
+    let v: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["requestId"], "tls1", "{out}");
+    wait_for_messages(&server.maildir(), 1, Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_call_past_the_request_timeout_is_a_json_deadline_exceeded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        Some("flyteNotify:\n  transport:\n    requestTimeout: 500ms\n"),
+    );
+    // A body announced and never finished: the call runs into transport.requestTimeout.
+    let mut socket = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/enqueue HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: 100\r\n\r\n{{\"requestId\": ",
+        server.addr
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains(r#""code":"DEADLINE_EXCEEDED""#), "{text}");
+    assert!(text.contains("transport.requestTimeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

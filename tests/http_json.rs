@@ -171,7 +171,29 @@ fn run_event(name: &str) -> Value {
 #[tokio::test]
 async fn every_rpc_answers_over_http_as_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), None);
+    // Something for each List RPC to show: Durations and Timestamps in the expectation, and the
+    // Flyte 2 names.
+    let config = r#"
+flyteNotify:
+  expectations:
+    - launchPlan: flytesnacks/development/lp.daily
+      every: 24h
+      grace: 90m
+      notify: { email: [oncall@example.com] }
+  deliveryConfigs:
+    - name: oncall
+      email:
+        to: [oncall@example.com]
+        subject: "{{.Run.Name}} {{.Phase}}"
+        text: "{{.Error}}"
+  rules:
+    - name: oncall-alerts
+      project: flytesnacks
+      rules:
+        - onPhases: [FAILED]
+          deliveryConfig: oncall
+"#;
+    let server = Server::start(dir.path(), Some(config));
     let mut grpc = server.client().await;
     let http = Http::new(&server);
 
@@ -410,7 +432,7 @@ async fn every_rpc_answers_over_http_as_over_grpc() {
         json!({"silence_id": "no-such-silence"})
     );
 
-    same!(
+    let expectations = same!(
         http,
         grpc,
         list_expectations,
@@ -420,6 +442,14 @@ async fn every_rpc_answers_over_http_as_over_grpc() {
         "/api/v1/expectations",
         json!({})
     );
+    let expectation = &expectations["expectations"][0];
+    assert_eq!(expectation["every"], "86400s", "{expectations}");
+    assert_eq!(expectation["grace"], "5400s", "{expectations}");
+    assert!(
+        expectation["watchedSince"].as_str().unwrap().ends_with('Z'),
+        "{expectations}"
+    );
+    assert_eq!(expectation["state"], "STATE_OK", "{expectations}");
 
     // Flyte 2: a run event once over gRPC, then again both ways (a duplicate).
     grpc.enqueue_run_event(proto_of::<pb::EnqueueRunEventRequest>(
@@ -449,7 +479,7 @@ async fn every_rpc_answers_over_http_as_over_grpc() {
         "/api/v1/action-paused",
         json!({"request_id": "p1", "action": {"run": {"project": "flytesnacks", "domain": "development", "name": "r2"}, "name": "approve"}, "prompt": "Deploy?"})
     );
-    same!(
+    let configs = same!(
         http,
         grpc,
         list_delivery_configs,
@@ -459,7 +489,7 @@ async fn every_rpc_answers_over_http_as_over_grpc() {
         "/api/v1/delivery-configs?project=flytesnacks",
         json!({"project": "flytesnacks"})
     );
-    same!(
+    let rules = same!(
         http,
         grpc,
         list_rules,
@@ -469,6 +499,8 @@ async fn every_rpc_answers_over_http_as_over_grpc() {
         "/api/v1/rules?project=flytesnacks&domain=development",
         json!({"project": "flytesnacks", "domain": "development"})
     );
+    assert!(configs.to_string().contains("\"oncall\""), "{configs}");
+    assert!(rules.to_string().contains("\"oncall-alerts\""), "{rules}");
 
     // SendTest makes a new delivery each time: the same shape, and a mail for each.
     let mails = maildir_messages(&server.maildir()).len();
@@ -693,7 +725,7 @@ async fn http_json_can_be_turned_off() {
         .get(format!("{}/api/v1/rules", http.base))
         .send()
         .await;
-    assert!(refused.is_err() || !refused.unwrap().status().is_success());
+    assert!(refused.is_err(), "HTTP/1.1 answered: {refused:?}");
     let mut grpc = server.client().await;
     grpc.list_rules(pb::ListRulesRequest::default())
         .await

@@ -695,6 +695,9 @@ async fn http_calls_are_counted_by_method_and_code() {
     assert_eq!(status, 200);
     let (status, _) = http.call("POST", "/api/v1/enqueue", Some(&json!({}))).await;
     assert_eq!(status, 400);
+    // A body that never becomes a gRPC call counts too, under its RPC.
+    let (status, _) = http.raw("POST", "/api/v1/enqueue", "{").await;
+    assert_eq!(status, 400);
     let metrics = scrape_metrics(port).await;
     let count = |code: &str| {
         metrics
@@ -708,7 +711,7 @@ async fn http_calls_are_counted_by_method_and_code() {
             .map(str::to_string)
     };
     assert_eq!(count("OK").as_deref(), Some("1"), "{metrics}");
-    assert_eq!(count("InvalidArgument").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(count("InvalidArgument").as_deref(), Some("2"), "{metrics}");
 }
 
 #[tokio::test]

@@ -165,7 +165,7 @@ pub async fn serve(
         // Outermost: HTTP/JSON calls become gRPC calls here, so that everything below (metrics,
         // the size limit, auth, the service) handles both faces alike.
         .layer(tower::util::option_layer(http_json.then(|| {
-            http_json::HttpJsonLayer::new(max_request_bytes, transport.request_timeout)
+            http_json::HttpJsonLayer::new(max_request_bytes, transport.request_timeout, time_calls)
         })))
         // Then: sees every call's final status, refusals by the layers below included.
         .layer(tower::util::option_layer(

@@ -38,14 +38,18 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(50);
 pub struct HttpJsonLayer {
     max_request_bytes: usize,
     deadline: Duration,
+    /// Whether call metrics are on: a request refused here, before the call-metrics layer sees
+    /// it, is counted here instead.
+    time_calls: bool,
 }
 
 impl HttpJsonLayer {
     /// `max_request_bytes` bounds the JSON body as sent; `request_timeout` is the per-call timeout.
-    pub fn new(max_request_bytes: usize, request_timeout: Duration) -> Self {
+    pub fn new(max_request_bytes: usize, request_timeout: Duration, time_calls: bool) -> Self {
         Self {
             max_request_bytes,
             deadline: request_timeout.saturating_sub(ANSWER_MARGIN),
+            time_calls,
         }
     }
 }
@@ -198,9 +202,17 @@ where
     let method = transcode::method(route.rpc);
     let (mut parts, body) = request.into_parts();
 
+    let started = std::time::Instant::now();
     let message = match read_request(&method, &parts, body, &route, layer).await {
         Ok(message) => message,
-        Err(status) => return Ok(Err(status)),
+        Err(status) => {
+            if layer.time_calls {
+                let service = method.parent_service().full_name().to_string();
+                let code = status.code();
+                super::call_metrics::record(service, route.rpc.to_string(), code, started);
+            }
+            return Ok(Err(status));
+        }
     };
 
     // The gRPC call: the caller's headers (authorization among them) with gRPC's own.

@@ -325,6 +325,8 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
     pub tls: TlsConfig,
     #[serde(default)]
     pub sendgrid: SendgridConfig,
@@ -541,6 +543,21 @@ impl Default for SendgridConfig {
     }
 }
 
+/// The HTTP/JSON face of the API, on the gRPC port.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Every RPC also as HTTP/JSON (`/api/v1/...`), with the same auth, limits and metrics.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 /// Bearer tokens. Off unless a source is named; then every call needs one of the tokens.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -650,6 +667,7 @@ impl Default for ServiceConfig {
             limits: Limits::default(),
             transport: TransportConfig::default(),
             auth: AuthConfig::default(),
+            http: HttpConfig::default(),
             tls: TlsConfig::default(),
             sendgrid: SendgridConfig::default(),
             aws: AwsEndpoint::default(),

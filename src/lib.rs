@@ -464,6 +464,7 @@ pub async fn run(
             processing: Some(processing),
             time_calls: svc.metrics_listen.is_some(),
             drain_delay: svc.shutdown_drain_delay,
+            http_json: svc.http.enabled,
         },
     ));
     let mut stopping_rx = stopping;

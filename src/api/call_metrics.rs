@@ -128,16 +128,22 @@ where
                 // reached the client as one, so it counts as gRPC's catch-all.
                 Err(_) => tonic::Code::Unknown,
             };
-            metrics::histogram!(
-                GRPC_HANDLING,
-                "grpc_service" => service,
-                "grpc_method" => method,
-                "grpc_code" => code_name(code),
-            )
-            .record(started.elapsed().as_secs_f64());
+            record(service, method, code, started);
             result
         })
     }
+}
+
+/// One call of `service`/`method` that ended with `code`, timed from `started`. Also for calls
+/// answered before they reach this layer (an HTTP/JSON body that does not transcode).
+pub fn record(service: String, method: String, code: tonic::Code, started: Instant) {
+    metrics::histogram!(
+        GRPC_HANDLING,
+        "grpc_service" => service,
+        "grpc_method" => method,
+        "grpc_code" => code_name(code),
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 /// The layer, with the known methods read from the descriptors now rather than on the first call.

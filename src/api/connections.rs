@@ -19,7 +19,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use crate::config::TransportConfig;
 
 /// The HTTP/2 client preface is 24 bytes: once they have arrived the connection is speaking
-/// HTTP/2, and from then on keepalive pings and the call timeout govern it.
+/// HTTP/2, and from then on keepalive pings and the call timeout govern it. An HTTP/1.1 request
+/// (HTTP/JSON) passes the same way: its request line and first header are longer than that.
 const HANDSHAKE_BYTES: usize = 24;
 
 /// File descriptors kept for everything but connections: the ledger, the Maildir, logs, SMTP.

@@ -5,6 +5,7 @@ pub mod auth;
 mod call_metrics;
 pub mod codec;
 mod connections;
+pub mod http_json;
 mod service;
 pub mod status;
 
@@ -43,6 +44,8 @@ pub struct ServeOptions {
     /// `shutdownDrainDelay`: how long health reports NOT_SERVING, with calls still answered,
     /// before the port closes.
     pub drain_delay: std::time::Duration,
+    /// `http.enabled`: serve every RPC as HTTP/JSON (HTTP/1.1 and HTTP/2) on this port too.
+    pub http_json: bool,
 }
 
 /// The health service name of the processing side: the cloud queue's consumer and the senders.
@@ -66,6 +69,7 @@ pub async fn serve(
         processing,
         time_calls,
         drain_delay,
+        http_json,
     } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = |up: bool| {
@@ -146,6 +150,8 @@ pub async fn serve(
     }
     builder
         .tcp_nodelay(true)
+        // HTTP/1.1 for curl and browsers; gRPC clients still speak HTTP/2 on the same port.
+        .accept_http1(http_json)
         .max_concurrent_streams(transport.max_concurrent_streams)
         // Beyond this many calls in flight on one connection, more are refused at once with
         // RESOURCE_EXHAUSTED rather than queued without bound.
@@ -156,7 +162,12 @@ pub async fn serve(
         // A peer that stops answering pings (gone, or half-open) is closed.
         .http2_keepalive_interval(Some(transport.keepalive_interval))
         .http2_keepalive_timeout(Some(transport.keepalive_timeout))
-        // Outermost: sees every call's final status, refusals by the layers below included.
+        // Outermost: HTTP/JSON calls become gRPC calls here, so that everything below (metrics,
+        // the size limit, auth, the service) handles both faces alike.
+        .layer(tower::util::option_layer(http_json.then(|| {
+            http_json::HttpJsonLayer::new(max_request_bytes, transport.request_timeout, time_calls)
+        })))
+        // Then: sees every call's final status, refusals by the layers below included.
         .layer(tower::util::option_layer(
             time_calls.then(call_metrics::layer),
         ))

@@ -374,3 +374,33 @@ async fn with_auth_on_the_console_asks_for_an_accepted_token_and_keeps_it_in_a_s
         "a token reached the log"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, console) = (free_port(), free_port());
+    let _server = Server::start(dir.path(), Some(&config(smtp, console, "")));
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", console))
+        .await
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Meanwhile the console answers others.
+    let page = http()
+        .get(format!("http://127.0.0.1:{console}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was still open after 20 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed after {:?}, before the header timeout",
+        started.elapsed()
+    );
+}

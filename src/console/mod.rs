@@ -18,9 +18,14 @@ mod views;
 mod words;
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{Semaphore, watch};
 
 use crate::api::auth::Tokens;
 use crate::notify::Notifier;
@@ -35,8 +40,15 @@ pub struct ConsoleOptions {
     pub tokens: Option<Arc<Tokens>>,
 }
 
-/// Serves `router(notifier, options)` on `listener` until `shutdown` completes; requests in
-/// flight finish first (axum's graceful shutdown).
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection that does not finish sending its request headers within this is closed, so
+/// that idle or trickling clients cannot hold the slots.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router(notifier, options)` on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish. HTTP/1 with a header timeout and a bound on connections, like the
+/// metrics endpoint (`axum::serve` has neither).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     notifier: Arc<Notifier>,
@@ -45,8 +57,47 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!("web console on http://{addr}/");
-    axum::serve(listener, router(notifier, options))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the web console's server failed")
+    let app = router(notifier, options);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (closing_tx, closing) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, typically: wait rather than spin.
+                tracing::warn!(error = %e, "the web console cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut closing = closing.clone();
+        tokio::spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                // The guard wait_for gives is not Send: dropped inside, before the await below.
+                _ = async { drop(closing.wait_for(|c| *c).await) } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    let _ = closing_tx.send(true);
+    Ok(())
 }

@@ -404,3 +404,141 @@ async fn a_client_that_never_finishes_its_request_headers_is_disconnected() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn silenced_and_flyte2_deliveries_show_and_the_list_pages_with_the_listpending_token() {
+    use flyte_notify::proto::flyteidl2::common::{ActionPhase, RunIdentifier};
+    use flyte_notify::proto::flytenotify::v1::{
+        CreateSilenceRequest, EnqueueRunEventRequest, Flyte2Rules, Silence, flyte2_rules::Rules,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, console) = (free_port(), free_port());
+    let flyte2 = r#"
+  flyte2:
+    runUrl: "https://flyte.example.com/v2/{project}/{domain}/{name}"
+  deliveryConfigs:
+    - name: oncall
+      email:
+        to: [v2-oncall@example.com]
+        subject: "v2 {{.Run.Name}} {{.Phase}}"
+        text: "Run {{.Run.Name}} ended {{.Phase}}: {{.Error}}"
+  rules:
+    - name: alerts
+      rules:
+        - onPhases: [FAILED]
+          deliveryConfig: oncall
+"#;
+    let server = Server::start(dir.path(), Some(&config(smtp, console, flyte2)));
+    let mut grpc = server.client().await;
+    let v1 = dead_delivery(&server, "v1-run").await;
+    let v2 = grpc
+        .enqueue_run_event(EnqueueRunEventRequest {
+            request_id: "v2-run".into(),
+            run: Some(RunIdentifier {
+                org: String::new(),
+                project: "flytesnacks".into(),
+                domain: "development".into(),
+                name: "v2-run".into(),
+            }),
+            phase: ActionPhase::Failed as i32,
+            error: "OOMKilled".into(),
+            rules: Some(Flyte2Rules {
+                rules: Some(Rules::NotificationRuleName("alerts".into())),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_ids[0]
+        .clone();
+    wait_for_pending(&server, "eq(state,dead)", Duration::from_secs(30), |d| {
+        d.iter().any(|d| d.id == v2)
+    })
+    .await;
+    grpc.create_silence(CreateSilenceRequest {
+        silence: Some(Silence {
+            matcher: "eq(project,frozen)".into(),
+            ends_at: Some((std::time::SystemTime::now() + Duration::from_secs(3600)).into()),
+            created_by: "oncall@example.com".into(),
+            comment: "release freeze".into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let mut frozen = failed_email_request("held-run");
+    let id = frozen
+        .execution
+        .as_mut()
+        .unwrap()
+        .execution_id
+        .as_mut()
+        .unwrap();
+    id.project = "frozen".into();
+    grpc.enqueue(frozen).await.unwrap();
+    wait_for_pending(
+        &server,
+        "eq(state,silenced)",
+        Duration::from_secs(30),
+        |d| !d.is_empty(),
+    )
+    .await;
+
+    let base = format!("http://127.0.0.1:{console}");
+    let client = http();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{base}{}", path.replace("&amp;", "&"));
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.text().await.unwrap()
+        }
+    };
+    let silenced = get("/?filters=eq(state,silenced)".into()).await;
+    assert!(
+        silenced.contains("frozen/development/held-run"),
+        "{silenced}"
+    );
+    assert!(!silenced.contains("v1-run"), "{silenced}");
+
+    // One row a page: the first page links to the next with ListPending's token, and that page
+    // back to the first; the two pages hold the two dead deliveries, oldest first.
+    let first = get("/?filters=eq(state,dead)&limit=1".into()).await;
+    assert!(first.contains("flytesnacks/development/v1-run"), "{first}");
+    assert!(!first.contains("v2-run"), "{first}");
+    assert!(!first.contains("First page"));
+    let next = first
+        .split(r#"<a href=""#)
+        .find(|a| a.contains(r#"rel="next""#))
+        .and_then(|a| a.split('"').next())
+        .expect("a link to the next page")
+        .to_string();
+    assert!(
+        next.contains("token=") && next.contains("limit=1"),
+        "{next}"
+    );
+    let second = get(next).await;
+    assert!(
+        second.contains("flytesnacks/development/v2-run"),
+        "{second}"
+    );
+    assert!(!second.contains("v1-run"), "{second}");
+    assert!(second.contains("First page"));
+    assert!(!second.contains(r#"rel="next""#), "{second}");
+
+    // The Flyte 2 delivery: its run's own URL, and its message as the rule renders it.
+    let page = get(format!("/deliveries/{v2}")).await;
+    assert!(
+        page.contains(r#"href="https://flyte.example.com/v2/flytesnacks/development/v2-run""#),
+        "{page}"
+    );
+    assert!(page.contains("v2 v2-run FAILED"), "{page}");
+    assert!(
+        page.contains("Run v2-run ended FAILED: OOMKilled"),
+        "{page}"
+    );
+    let page = get(format!("/deliveries/{v1}")).await;
+    assert!(page.contains("oncall@example.com"), "{page}");
+}

@@ -34,8 +34,10 @@ use crate::proto::flyteidl::admin::{
 };
 use crate::proto::flytenotify::v1 as api;
 
-/// Rows per page of the deliveries list.
+/// Rows per page of the deliveries list, unless `?limit=` asks for another count up to
+/// MAX_PAGE_SIZE.
 const PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 500;
 /// The chart's span, in hours.
 const CHART_HOURS: u32 = 24;
 
@@ -205,6 +207,8 @@ struct ListQuery {
     filters: String,
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
 async fn deliveries(
@@ -213,11 +217,12 @@ async fn deliveries(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let filters = q.filters.trim().to_string();
+    let limit = q.limit.unwrap_or(PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
     let listed = c
         .notifier
         .list_pending(api::ListPendingRequest {
             filters: filters.clone(),
-            limit: PAGE_SIZE,
+            limit,
             token: q.token.clone(),
         })
         .await;
@@ -271,6 +276,11 @@ async fn deliveries(
         rows,
         next,
         paged: !q.token.is_empty(),
+        // Kept across pages only when asked for, so that the usual links stay short.
+        limit_param: q
+            .limit
+            .map(|_| format!("&limit={limit}"))
+            .unwrap_or_default(),
         problem,
         chart: chart(&buckets),
         hours: CHART_HOURS,

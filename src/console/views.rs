@@ -117,6 +117,8 @@ pub struct DeliveriesPage {
     pub next: String,
     /// Whether this is a later page (a link back to the first is shown).
     pub paged: bool,
+    /// `&limit=N` when the address asked for a page size, carried into the paging links.
+    pub limit_param: String,
     /// Why the filters were refused, in the core's words.
     pub problem: Option<String>,
     pub chart: Chart,

@@ -293,6 +293,9 @@ pub struct ServiceConfig {
     /// Where to serve Prometheus metrics (GET /metrics), e.g. 0.0.0.0:9100. Off when unset.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The web console for the people on call (README "Console").
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Flyte console base URL, e.g. https://flyte.example.com/console. Adds a link to default emails.
     #[serde(default)]
     pub console_url: String,
@@ -559,6 +562,16 @@ impl Default for HttpConfig {
 }
 
 /// Bearer tokens. Off unless a source is named; then every call needs one of the tokens.
+/// `flyteNotify.console`: the web console, on a listener of its own so that it can be kept off
+/// the network the gRPC port faces.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Where to serve it, e.g. 127.0.0.1:8092. Off when unset.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthConfig {
@@ -658,6 +671,7 @@ impl Default for ServiceConfig {
             listen: defaults::listen(),
             data_dir: defaults::data_dir(),
             metrics_listen: None,
+            console: ConsoleConfig::default(),
             console_url: String::new(),
             shutdown_grace: defaults::shutdown_grace(),
             shutdown_drain_delay: Duration::ZERO,

@@ -4,6 +4,7 @@ pub mod api;
 pub mod bench;
 pub mod channels;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod error;
 pub mod ledger;
@@ -319,6 +320,14 @@ pub async fn run(
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Bound before anything else starts, so that a port already taken stops start-up at once.
     let metrics = svc.metrics_listen.map(telemetry::install).transpose()?;
+    let console_listener = match svc.console.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("flyteNotify.console.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     for warning in notify::template_warnings(&config.notifications.emailer) {
         tracing::warn!("{warning}");
     }
@@ -434,16 +443,30 @@ pub async fn run(
     let processing = processing_health(queue_trouble, sender_health.subscribe());
 
     let serving = store_health(ledger.clone(), stopping.clone());
-    let auth = if svc.auth.enabled() {
+    let tokens = if svc.auth.enabled() {
         let tokens = api::auth::Tokens::load(&svc.auth)?;
         tokens.clone().watch(Duration::from_secs(2));
-        Some(api::auth::AuthLayer::new(tokens, &svc.auth))
+        Some(tokens)
     } else {
         tracing::warn!(
             "no authentication: anyone who can reach the port can enqueue (flyteNotify.auth)"
         );
         None
     };
+    let auth = tokens
+        .clone()
+        .map(|tokens| api::auth::AuthLayer::new(tokens, &svc.auth));
+    if let Some(listener) = console_listener {
+        let mut stopping = stopping.clone();
+        tokio::spawn(console::serve(
+            listener,
+            notifier.clone(),
+            console::ConsoleOptions { tokens },
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let tls = tls_config(&svc.tls)?;
 
     let local = listener.local_addr()?;

@@ -806,6 +806,72 @@ async fn outcomes_move_deliveries_between_states() {
 }
 
 #[tokio::test]
+async fn activity_counts_deliveries_and_failed_attempts_per_bucket_from_the_history() {
+    for backend in backends() {
+        let (_store, ledger) = fresh(backend).await;
+        let before = now_millis();
+        ledger.accept(ok_again_dead("r")).await.unwrap();
+        let leased = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+        ledger
+            .record(ok_again_dead_outcomes(&leased, Duration::ZERO))
+            .await
+            .unwrap();
+        // The retry's second attempt fails too, later: a second failure in the same hour.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let again = ledger.lease_due(10, LEASE).await.unwrap();
+        assert_eq!(ids(&again), vec!["again"], "{backend:?}");
+        ledger
+            .record(vec![(
+                again[0].delivery.clone(),
+                Outcome::Retry {
+                    delay: Duration::from_secs(60),
+                    error: "attempt 2: refused".into(),
+                },
+            )])
+            .await
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        let since = before - 1000;
+        let buckets = ledger.activity(since, hour).await.unwrap();
+        assert_eq!(
+            buckets,
+            vec![flyte_notify::ledger::ActivityBucket {
+                start: since,
+                delivered: 1,
+                failed: 3,
+            }],
+            "{backend:?}: one delivered, a retry twice and a dead one"
+        );
+        // Buckets start at `since` plus whole widths: an hour-wide bucket that began 59 minutes
+        // before `since` still holds the events, and nothing is counted before `since`.
+        let earlier = since - 59 * 60 * 1000;
+        let shifted = ledger.activity(earlier, hour).await.unwrap();
+        assert_eq!(shifted.len(), 1, "{backend:?}");
+        assert_eq!(shifted[0].start, earlier, "{backend:?}");
+        let later = ledger.activity(now_millis() + 60_000, hour).await.unwrap();
+        assert!(later.is_empty(), "{backend:?}: {later:?}");
+        // Operator actions are not outcomes: a redrive adds nothing.
+        ledger
+            .act(
+                OperatorAction::Redrive,
+                Selection::Ids(vec!["dead".into()]),
+                "fixed".into(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ledger.activity(since, hour).await.unwrap(), buckets);
+
+        assert_eq!(
+            ledger.request_context("r").await.unwrap().as_deref(),
+            Some(&b"context of r"[..]),
+            "{backend:?}"
+        );
+        assert_eq!(ledger.request_context("nope").await.unwrap(), None);
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
 async fn stats_count_the_open_deliveries_by_state_and_age_the_oldest_pending_one() {
     for backend in backends() {
         let (_store, ledger) = fresh(backend).await;

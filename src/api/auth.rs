@@ -84,7 +84,9 @@ impl Tokens {
         Ok(count)
     }
 
-    fn accepts(&self, token: &str) -> bool {
+    /// Whether `token` is one of the accepted ones: the one check of both gRPC calls and the
+    /// web console's login.
+    pub fn accepts(&self, token: &str) -> bool {
         self.digests
             .read()
             .expect("token lock poisoned")

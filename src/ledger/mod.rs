@@ -213,6 +213,16 @@ pub struct LedgerStats {
     pub oldest_pending_age: Option<Duration>,
 }
 
+/// Outcomes recorded in one time bucket, for the console's chart: deliveries that went out and
+/// attempts that failed (a failure that gave up, `dead`, counts as one too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActivityBucket {
+    /// Where the bucket begins: `since` plus a whole number of buckets.
+    pub start: Millis,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
 /// What `record` did with each outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recorded {
@@ -534,6 +544,18 @@ pub trait Ledger: Send + Sync + 'static {
     /// on each metrics scrape: a count over the open deliveries' index, not a cached figure, so
     /// that every replica reports the same.
     async fn stats(&self) -> Result<LedgerStats, LedgerError>;
+
+    /// Delivered and failed outcomes from `since` on, counted per `bucket` (buckets start at
+    /// `since`), oldest first; buckets with nothing in them are left out.
+    async fn activity(
+        &self,
+        since: Millis,
+        bucket: Duration,
+    ) -> Result<Vec<ActivityBucket>, LedgerError>;
+
+    /// The execution context (protobuf) recorded with the request `request_id`, None when the
+    /// ledger holds no such request or none was recorded with it (content from a queue).
+    async fn request_context(&self, request_id: &str) -> Result<Option<Vec<u8>>, LedgerError>;
 
     /// Stores a silence unless `max_open` silences that have not ended exist already.
     async fn create_silence(

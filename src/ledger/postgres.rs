@@ -35,7 +35,9 @@ use super::{
     LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction, PageToken, PendingPage,
     PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
-use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
+use super::{
+    ActivityBucket, CreatedSilence, Millis, NewSilence, SettledSilences, Silence, silence_state,
+};
 use crate::delivery::{Channel, Content, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How a replica talks to the database.
@@ -875,6 +877,56 @@ impl Ledger for PostgresLedger {
         let result = self
             .link
             .bounded(act(&mut conn, action, &selection, &note))
+            .await;
+        self.link.settle(conn, result)
+    }
+
+    async fn activity(
+        &self,
+        since: Millis,
+        bucket: Duration,
+    ) -> Result<Vec<ActivityBucket>, LedgerError> {
+        self.ready()?;
+        let width = (bucket.as_millis() as i64).max(1);
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(
+                sqlx::query_as::<_, (i64, i64, i64)>(
+                    "SELECT (at - $1) / $2 AS b, \
+                            COUNT(*) FILTER (WHERE kind = 'delivered'), \
+                            COUNT(*) FILTER (WHERE kind IN ('failed', 'dead')) \
+                     FROM delivery_events WHERE at >= $1 GROUP BY b ORDER BY b",
+                )
+                .bind(since)
+                .bind(width)
+                .fetch_all(&mut *conn),
+            )
+            .await;
+        let rows = self.link.settle(conn, result)?;
+        Ok(rows
+            .into_iter()
+            .map(|(b, delivered, failed)| ActivityBucket {
+                start: since + b * width,
+                delivered: delivered.max(0) as u64,
+                failed: failed.max(0) as u64,
+            })
+            .filter(|b| b.delivered + b.failed > 0)
+            .collect())
+    }
+
+    async fn request_context(&self, request_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.ready()?;
+        let mut conn = self.link.acquire().await?;
+        let result = self
+            .link
+            .bounded(
+                sqlx::query_scalar::<_, Vec<u8>>(
+                    "SELECT execution FROM requests WHERE request_id = $1",
+                )
+                .bind(request_id)
+                .fetch_optional(&mut *conn),
+            )
             .await;
         self.link.settle(conn, result)
     }

@@ -31,7 +31,7 @@ use super::{
     LedgerError, LedgerStats, Millis, NewDelivery, NewRequest, OperatorAction, PageToken,
     PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
-use super::{CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
+use super::{ActivityBucket, CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
 use crate::delivery::{Channel, Content, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How many calls one transaction takes at most; bounds the time one commit holds the writer.
@@ -391,6 +391,46 @@ impl Ledger for SqliteLedger {
             });
         }
         Ok(Some((delivery, history)))
+    }
+
+    async fn activity(
+        &self,
+        since: Millis,
+        bucket: Duration,
+    ) -> Result<Vec<ActivityBucket>, LedgerError> {
+        let width = (bucket.as_millis() as i64).max(1);
+        // Read from the reader pool: a chart must not queue behind the writer's batches.
+        let rows = sqlx::query(
+            "SELECT (at - ?1) / ?2 AS b, \
+                    SUM(kind = 'delivered'), SUM(kind IN ('failed', 'dead')) \
+             FROM delivery_events WHERE at >= ?1 GROUP BY b ORDER BY b",
+        )
+        .bind(since)
+        .bind(width)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let count = |i| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64);
+                Ok(ActivityBucket {
+                    start: since + row.try_get::<i64, _>(0)? * width,
+                    delivered: count(1)?,
+                    failed: count(2)?,
+                })
+            })
+            .filter(|b: &Result<ActivityBucket, LedgerError>| {
+                b.as_ref().map_or(true, |b| b.delivered + b.failed > 0)
+            })
+            .collect()
+    }
+
+    async fn request_context(&self, request_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        let bytes: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT execution FROM requests WHERE request_id = ?1")
+                .bind(request_id)
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(bytes.flatten())
     }
 
     async fn create_silence(

@@ -5,6 +5,7 @@ pub mod digest;
 pub mod expectations;
 pub mod flyte2;
 pub mod html_text;
+pub mod inspect;
 pub mod native;
 mod operator;
 pub mod render;

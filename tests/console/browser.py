@@ -1,0 +1,93 @@
+"""The console as on-call uses it, in headless Chromium: load the deliveries, filter to the dead
+ones, open the dead delivery, redrive it (confirming), and see it delivered.
+
+Run by tests/console.rs against the real binary, which has made one dead delivery of execution
+NAME and has since started the SMTP server it failed to reach. A screenshot per step goes to OUT.
+
+    python3 tests/console/browser.py --url http://127.0.0.1:8092 --name exec-1 --out /tmp/shots
+
+Debian's chromium (/usr/bin/chromium, or --chromium) is launched through Playwright's
+executable_path, so Playwright never downloads a browser of its own.
+"""
+
+import argparse
+import pathlib
+import re
+import shutil
+import sys
+import time
+
+from playwright.sync_api import expect, sync_playwright
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--name", required=True, help="the dead delivery's execution name")
+    parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    step = 0
+
+    def shot(page, what):
+        nonlocal step
+        step += 1
+        path = args.out / f"{step}-{what}.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot {path}", flush=True)
+
+    with sync_playwright() as p:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        browser = p.chromium.launch(executable_path=args.chromium, headless=True,
+                                    args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(15_000)
+
+        page.goto(args.url + "/")
+        expect(page.get_by_role("heading", name="Deliveries")).to_be_visible()
+        expect(page.locator("svg[role=img]")).to_be_visible()
+        shot(page, "deliveries")
+
+        page.fill("#filters", "eq(state,dead)")
+        page.get_by_role("button", name="Apply").click()
+        expect(page).to_have_url(re.compile(r"filters=eq(\(|%28)state(,|%2C)dead"))
+        row = page.locator("table.deliveries tbody tr", has_text=args.name)
+        expect(row).to_have_count(1)
+        expect(row.locator(".state")).to_have_text("dead")
+        expect(page.locator(".tabs a.active")).to_have_text("dead")
+        shot(page, "filtered-dead")
+
+        row.get_by_role("link", name=args.name, exact=False).click()
+        expect(page.locator("h1 .state")).to_have_text("dead")
+        expect(page.locator("ol.history li.dead")).to_have_count(1)
+        expect(page.get_by_text("Nothing accepted the connection").first).to_be_visible()
+        expect(page.get_by_role("link", name="open in Flyte")).to_be_visible()
+        shot(page, "dead-delivery")
+
+        page.get_by_role("link", name="Redrive").click()
+        expect(page.get_by_role("heading", name="Redrive?")).to_be_visible()
+        page.fill("#note", "SMTP relay is back")
+        shot(page, "confirm-redrive")
+        page.get_by_role("button", name="Yes, redrive").click()
+        expect(page.locator(".notice")).to_contain_text("Redriven")
+        shot(page, "redriven")
+
+        # The worker sends it within a poll or two; the page shows what the ledger says.
+        deadline = time.monotonic() + 30
+        while page.locator("h1 .state").inner_text() != "delivered":
+            if time.monotonic() > deadline:
+                shot(page, "never-delivered")
+                print("the delivery never showed as delivered", file=sys.stderr)
+                return 1
+            time.sleep(0.3)
+            page.reload()
+        expect(page.locator("ol.history li.delivered")).to_have_count(1)
+        expect(page.locator("ol.history li.redriven")).to_contain_text("SMTP relay is back")
+        shot(page, "delivered")
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

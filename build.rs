@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // bytes re-encoded) is the same on a retry; a HashMap's order differs per instance, and a
         // webhook template with two headers made every retry a "different request".
         .btree_map(".flyteidl2")
+        // The same for Flyte 1's webhooks, whose headers go into Enqueue's fingerprint.
+        .btree_map(".flytenotify.v1.WebhookNotification.headers")
         .file_descriptor_set_path(out_dir.join("flytenotify_descriptor.bin"))
         .compile_protos(
             &protos,

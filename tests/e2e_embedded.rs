@@ -703,3 +703,34 @@ async fn an_unreadable_ledger_row_dies_alone_and_the_rest_are_delivered() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_retried_enqueue_with_a_webhook_of_several_headers_is_the_same_request() {
+    use flyte_notify::proto::flytenotify::v1::WebhookNotification;
+    let dir = tempfile::tempdir().unwrap();
+    // A closed port: what is sent does not matter here, only what is recorded.
+    let config = "flyteNotify:\n  webhooks:\n    allowedHosts: [\"127.0.0.1\"]\n";
+    let server = Server::start(dir.path(), Some(config));
+    let mut client = server.client().await;
+    // Built anew for every try, as a caller's retry is: each map is a new instance.
+    let request = || EnqueueRequest {
+        request_id: "retry-with-headers".into(),
+        execution: Some(failed_execution("exec-h1")),
+        notifications: Vec::new(),
+        webhooks: vec![WebhookNotification {
+            url: "http://127.0.0.1:9/hook".into(),
+            headers: (0..8)
+                .map(|i| (format!("X-Header-{i}"), format!("value-{i}")))
+                .collect(),
+            phases: vec![Phase::Failed as i32],
+            ..Default::default()
+        }],
+        deadline: None,
+    };
+    let first = client.enqueue(request()).await.unwrap().into_inner();
+    for _ in 0..5 {
+        let again = client.enqueue(request()).await.unwrap().into_inner();
+        assert!(again.duplicate, "{again:?}");
+        assert_eq!(again.delivery_ids, first.delivery_ids);
+    }
+}

@@ -1,6 +1,7 @@
 //! flyte-notify: delivers Flyte workflow notifications reliably. See README.md.
 
 pub mod api;
+pub mod authz;
 pub mod bench;
 pub mod channels;
 pub mod config;
@@ -437,7 +438,23 @@ pub async fn run(
     let auth = if svc.auth.enabled() {
         let tokens = api::auth::Tokens::load(&svc.auth)?;
         tokens.clone().watch(Duration::from_secs(2));
-        Some(api::auth::AuthLayer::new(tokens, &svc.auth))
+        let oidc = match &svc.auth.oidc {
+            Some(config) => Some(api::oidc::Oidc::start(config.clone()).await),
+            None => None,
+        };
+        // check-config refused bad rules already; this cannot fail on a loaded config.
+        let permissions = authz::Permissions::compile(&svc.auth.permissions)
+            .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?
+            .map(Arc::new);
+        if permissions.is_none() {
+            tracing::info!("no flyteNotify.auth.permissions: every valid token may do everything");
+        }
+        Some(api::auth::AuthLayer::new(
+            tokens,
+            oidc,
+            permissions,
+            &svc.auth,
+        ))
     } else {
         tracing::warn!(
             "no authentication: anyone who can reach the port can enqueue (flyteNotify.auth)"

@@ -5,6 +5,7 @@ pub mod auth;
 mod call_metrics;
 pub mod codec;
 mod connections;
+pub mod oidc;
 mod service;
 pub mod status;
 

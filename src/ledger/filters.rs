@@ -405,6 +405,17 @@ mod tests {
         assert!(!matches(&m, &subject("other", "dev")));
         let m = parse_matcher("value_in(channel,slack;email)+contains(name,ab)").unwrap();
         assert!(matches(&m, &subject("x", "y")));
+        // A permission scope, matched in memory as the stores match it in SQL.
+        let scope = [in_scope(vec![
+            ("flytesnacks".into(), "*".into()),
+            ("*".into(), "prod".into()),
+        ])];
+        assert!(matches(&scope, &subject("flytesnacks", "dev")));
+        assert!(matches(&scope, &subject("other", "prod")));
+        assert!(!matches(&scope, &subject("other", "dev")));
+        assert!(!matches(&[in_scope(Vec::new())], &subject("x", "y")));
+        // A term can never come from a request: `in_scope` is not in the syntax.
+        assert!(parse("in_scope(project,x)").is_err());
         assert!(parse_matcher("").unwrap_err().contains("empty"));
         assert!(
             parse_matcher("eq(state,dead)")

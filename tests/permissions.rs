@@ -13,7 +13,8 @@ use common::oidc_issuer::{Issuer, SigningKey};
 use common::*;
 use flyte_notify::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
 use flyte_notify::proto::flytenotify::v1::{
-    Delivery, DeliveryState, EnqueueRequest, GetDeliveryRequest, ListPendingRequest, RedriveRequest,
+    Delivery, DeliveryState, DiscardRequest, EnqueueRequest, GetDeliveryRequest,
+    ListPendingRequest, RedriveRequest,
 };
 use serde_json::json;
 use tonic::transport::Channel;
@@ -266,6 +267,20 @@ async fn a_reader_of_flytesnacks_sees_and_touches_nothing_else() {
     let mut expected = vec![ids["fs-1"].clone(), ids["fs-2"].clone()];
     expected.sort();
     assert_eq!(changed, expected, "{answer:?}");
+    // Discard follows the same rules: another project's id is "not found" and left alone.
+    let answer = client
+        .discard(authed(
+            token("fsops"),
+            DiscardRequest {
+                delivery_ids: vec![ids["ot-2"].clone()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.delivery_ids.is_empty(), "{answer:?}");
+    assert_eq!(answer.skipped[0].reason, "not found", "{answer:?}");
     for other in ["ot-1", "ot-2"] {
         let d = client
             .get_delivery(get(token("ops"), &ids[other]))

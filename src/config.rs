@@ -5,6 +5,7 @@
 pub mod channels;
 pub mod flyte2;
 pub mod grouping;
+pub mod permissions;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -587,6 +588,34 @@ pub struct AuthConfig {
     /// Server reflection (what grpcurl `list` and `describe` use) needs no token.
     #[serde(default)]
     pub open_reflection: bool,
+    /// JWT bearer tokens from an OAuth2/OIDC issuer (FlyteAdmin's own authorization server, or
+    /// an external one), besides or instead of the static tokens.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Who may do what, where. Empty: every valid token may do everything.
+    #[serde(default)]
+    pub permissions: Vec<permissions::PermissionRule>,
+}
+
+/// `flyteNotify.auth.oidc`: where JWTs come from and whom they must be for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL, exactly as the tokens' `iss`; `/.well-known/openid-configuration` under it
+    /// names the JWKS.
+    pub issuer: String,
+    /// The `aud` the tokens must carry (FlyteAdmin's default is its own public URL).
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "defaults::oidc_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The claim holding the caller's groups, for `group:` rules.
+    #[serde(default = "defaults::oidc_groups_claim")]
+    pub groups_claim: String,
+    /// The shortest time between two JWKS fetches prompted by an unknown `kid`, so that tokens
+    /// with made-up key ids cannot make us hammer the issuer.
+    #[serde(default = "defaults::oidc_refetch_interval", with = "humantime_serde")]
+    pub refetch_interval: Duration,
 }
 
 impl Default for AuthConfig {
@@ -596,13 +625,54 @@ impl Default for AuthConfig {
             tokens_env_var: None,
             open_health: true,
             open_reflection: false,
+            oidc: None,
+            permissions: Vec::new(),
         }
     }
 }
 
 impl AuthConfig {
     pub fn enabled(&self) -> bool {
+        self.tokens_file.is_some() || self.tokens_env_var.is_some() || self.oidc.is_some()
+    }
+
+    /// Whether static tokens are configured (OIDC alone needs no tokens file).
+    pub fn has_static_tokens(&self) -> bool {
         self.tokens_file.is_some() || self.tokens_env_var.is_some()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(oidc) = &self.oidc {
+            check_base_url(oidc.issuer.trim_end_matches('/'))
+                .map_err(|m| ("flyteNotify.auth.oidc.issuer".to_string(), m))?;
+            if oidc.audience.trim().is_empty() {
+                return Err((
+                    "flyteNotify.auth.oidc.audience".into(),
+                    "required: the aud the tokens are issued for".into(),
+                ));
+            }
+            if oidc.leeway > Duration::from_secs(300) {
+                return Err((
+                    "flyteNotify.auth.oidc.leeway".into(),
+                    "at most 5m; more would accept long-expired tokens".into(),
+                ));
+            }
+            if oidc.groups_claim.trim().is_empty() {
+                return Err((
+                    "flyteNotify.auth.oidc.groupsClaim".into(),
+                    "empty; give the claim name, e.g. groups".into(),
+                ));
+            }
+        }
+        if !self.permissions.is_empty() && !self.enabled() {
+            return Err((
+                "flyteNotify.auth.permissions".into(),
+                "needs tokensFile, tokensEnvVar or oidc: without authentication there is no \
+                 caller to check"
+                    .into(),
+            ));
+        }
+        permissions::validate(&self.permissions)
     }
 }
 
@@ -846,6 +916,15 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn oidc_leeway() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn oidc_groups_claim() -> String {
+        "groups".into()
+    }
+    pub fn oidc_refetch_interval() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn max_connections() -> usize {
         512
     }
@@ -1064,12 +1143,23 @@ impl Config {
         check_base_url(&self.flyte_notify.sendgrid.base_url)
             .map_err(|message| invalid("flyteNotify.sendgrid.baseUrl", message))?;
         let svc = &self.flyte_notify;
+        svc.auth
+            .validate()
+            .map_err(|(key, message)| invalid(&key, message))?;
         channels::validate(&svc.slack, &svc.pagerduty, &svc.webhooks)
             .map_err(|(key, message)| invalid(&key, message))?;
         svc.grouping
             .email
             .validate("flyteNotify.grouping.email")
             .map_err(|(key, message)| invalid(&key, message))?;
+        if svc.console.listen.is_some() && !svc.auth.permissions.is_empty() {
+            return Err(invalid(
+                "flyteNotify.console.listen",
+                "the console does not apply flyteNotify.auth.permissions yet (anyone logged in \
+                 would see and act on every project): turn one of them off"
+                    .into(),
+            ));
+        }
         let destinations: Vec<&str> = svc
             .webhooks
             .destinations

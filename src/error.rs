@@ -28,6 +28,9 @@ pub enum Error {
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The caller's permissions do not cover this action here; the message names both.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The service is shutting down or a dependency is down; the caller may retry.
     #[error("{0}")]
     Unavailable(String),

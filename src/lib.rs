@@ -1,6 +1,7 @@
 //! flyte-notify: delivers Flyte workflow notifications reliably. See README.md.
 
 pub mod api;
+pub mod authz;
 pub mod bench;
 pub mod channels;
 pub mod config;
@@ -453,9 +454,30 @@ pub async fn run(
         );
         None
     };
-    let auth = tokens
-        .clone()
-        .map(|tokens| api::auth::AuthLayer::new(tokens, &svc.auth));
+    let auth = match &tokens {
+        Some(tokens) => {
+            let oidc = match &svc.auth.oidc {
+                Some(config) => Some(api::oidc::Oidc::start(config.clone()).await),
+                None => None,
+            };
+            // check-config refused bad rules already; this cannot fail on a loaded config.
+            let permissions = authz::Permissions::compile(&svc.auth.permissions)
+                .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?
+                .map(Arc::new);
+            if permissions.is_none() {
+                tracing::info!(
+                    "no flyteNotify.auth.permissions: every valid token may do everything"
+                );
+            }
+            Some(api::auth::AuthLayer::new(
+                tokens.clone(),
+                oidc,
+                permissions,
+                &svc.auth,
+            ))
+        }
+        None => None,
+    };
     if let Some(listener) = console_listener {
         let mut stopping = stopping.clone();
         tokio::spawn(console::serve(

@@ -22,6 +22,8 @@ pub const BATCH_SIZE: &str = "flyte_notify_ledger_batch_size";
 pub const STALE_RECORDS: &str = "flyte_notify_stale_records_total";
 /// Calls refused for want of a valid bearer token, by code (Unauthenticated, PermissionDenied).
 pub const AUTH_REFUSED: &str = "flyte_notify_auth_refused_total";
+/// Permission decisions, by action and decision (allow, deny).
+pub const AUTHZ_DECISIONS: &str = "flyte_notify_authz_decisions_total";
 /// Announcements a cloud queue did not take (the deliveries are sent anyway).
 pub const ANNOUNCE_FAILED: &str = "flyte_notify_announce_failed_total";
 /// Requests refused with InvalidArgument.
@@ -110,6 +112,10 @@ fn describe() {
     describe_counter!(
         STALE_RECORDS,
         "Outcomes refused because their lease had ended"
+    );
+    describe_counter!(
+        AUTHZ_DECISIONS,
+        "Permission decisions, by action and decision"
     );
     describe_counter!(
         AUTH_REFUSED,

@@ -1100,6 +1100,47 @@ async fn filters_select_by_execution_channel_and_state() {
             .await,
             vec!["c"]
         );
+        // A caller's permitted projects (OR of project/domain pairs, `*` for any part), ANDed
+        // with the request's own filters; no pairs at all is nothing.
+        let scope = |pairs: &[(&str, &str)]| {
+            flyte_notify::ledger::filters::in_scope(
+                pairs
+                    .iter()
+                    .map(|(p, d)| (p.to_string(), d.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            pending_ids(&*ledger, vec![scope(&[("flytesnacks", "*")])]).await,
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            pending_ids(
+                &*ledger,
+                vec![scope(&[
+                    ("flytesnacks", "production"),
+                    ("other_100%", "development")
+                ])]
+            )
+            .await,
+            vec!["c"]
+        );
+        assert_eq!(
+            pending_ids(&*ledger, vec![scope(&[("*", "development")])]).await,
+            vec!["a", "b", "c"]
+        );
+        assert!(pending_ids(&*ledger, vec![scope(&[])]).await.is_empty());
+        assert_eq!(
+            pending_ids(
+                &*ledger,
+                vec![
+                    f(FilterField::State, FilterOp::Eq, &["dead"]),
+                    scope(&[("*", "development")])
+                ]
+            )
+            .await,
+            vec!["b"]
+        );
         ledger.close().await;
     }
 }
@@ -1329,6 +1370,22 @@ async fn redrive_gives_dead_deliveries_a_fresh_budget_and_leaves_the_rest_alone(
         assert_eq!(d.state, State::Delivered);
         assert_eq!(history.last().unwrap().kind, EventKind::Delivered);
 
+        // A caller's scope in the filter keeps the action within it: beta's dead one stays.
+        let acted = ledger
+            .act(
+                OperatorAction::Redrive,
+                Selection::Filter {
+                    filters: vec![flyte_notify::ledger::filters::in_scope(vec![(
+                        "alpha".into(),
+                        "*".into(),
+                    )])],
+                    limit: 10,
+                },
+                String::new(),
+            )
+            .await
+            .unwrap();
+        assert!(acted.changed.is_empty(), "{acted:?}");
         // A filter selects only dead deliveries, and only those it matches.
         let acted = ledger
             .act(

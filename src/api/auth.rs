@@ -4,10 +4,16 @@
 //! grpcurl's `list` rarely carry tokens).
 //!
 //! Tokens come from a file (one per line, `#` comments) and/or an environment variable (comma
-//! separated). The file is re-read when it changes, so tokens rotate without a restart. Only
+//! separated); either may name a token as `name: token`, and permission rules then refer to it
+//! by that name. The file is re-read when it changes, so tokens rotate without a restart. Only
 //! SHA-256 digests of the tokens are kept in memory, and no token is ever logged or echoed.
+//!
+//! With `flyteNotify.auth.oidc`, a bearer token that is not a static one and looks like a JWT is
+//! verified against the issuer (see `oidc`); a JWT that fails is UNAUTHENTICATED with the reason.
+//! Either way the caller's identity (never the token) goes into the request's extensions as an
+//! `authz::Caller`, for the permission checks behind this layer.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -17,19 +23,45 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
+use super::oidc::Oidc;
+use crate::authz::{Caller, Identity, Permissions};
 use crate::config::AuthConfig;
 
-type Digests = HashSet<[u8; 32]>;
+/// Token digests, each with its name ("" when the token has none).
+type Digests = HashMap<[u8; 32], String>;
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn parse_tokens(text: &str, separator: char) -> impl Iterator<Item = &str> {
+/// `name: token` names a token; a plain line is an unnamed one, as before names existed. Only a
+/// colon followed by a space separates, and the name must be a simple word, so that a token with
+/// a colon in it (`abc:def`) stays one token.
+fn split_name(entry: &str) -> (&str, &str) {
+    if let Some((name, token)) = entry.split_once(": ")
+        && !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !token.trim().is_empty()
+    {
+        return (name, token.trim());
+    }
+    ("", entry)
+}
+
+fn parse_tokens(text: &str, separator: char) -> impl Iterator<Item = (&str, &str)> {
     text.split(separator)
         .flat_map(|line| line.split('\n'))
         .map(|t| t.split('#').next().unwrap_or("").trim())
         .filter(|t| !t.is_empty())
+        .map(split_name)
+}
+
+fn digests<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> Digests {
+    entries
+        .map(|(name, token)| (digest(token), name.to_string()))
+        .collect()
 }
 
 /// The accepted tokens, and where they come from.
@@ -48,7 +80,7 @@ impl Tokens {
                 let value = std::env::var(name).map_err(|_| {
                     anyhow::anyhow!("flyteNotify.auth.tokensEnvVar: {name} is not set")
                 })?;
-                parse_tokens(&value, ',').map(digest).collect()
+                digests(parse_tokens(&value, ','))
             }
             None => Digests::new(),
         };
@@ -58,7 +90,7 @@ impl Tokens {
             from_env,
         };
         let count = tokens.reload()?;
-        if count == 0 {
+        if count == 0 && (config.tokens_file.is_some() || config.tokens_env_var.is_some()) {
             anyhow::bail!(
                 "flyteNotify.auth: no tokens in tokensFile or tokensEnvVar; every call would be refused"
             );
@@ -70,7 +102,7 @@ impl Tokens {
     fn read_file(path: &Path) -> anyhow::Result<Digests> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("flyteNotify.auth.tokensFile {}: {e}", path.display()))?;
-        Ok(parse_tokens(&text, '\n').map(digest).collect())
+        Ok(digests(parse_tokens(&text, '\n')))
     }
 
     /// Re-reads the file; returns how many tokens are accepted now.
@@ -84,13 +116,18 @@ impl Tokens {
         Ok(count)
     }
 
-    /// Whether `token` is one of the accepted ones: the one check of both gRPC calls and the
-    /// web console's login.
-    pub fn accepts(&self, token: &str) -> bool {
+    /// The token's name when it is one of ours.
+    fn name_of(&self, token: &str) -> Option<String> {
         self.digests
             .read()
             .expect("token lock poisoned")
-            .contains(&digest(token))
+            .get(&digest(token))
+            .cloned()
+    }
+
+    /// Whether `token` is one of the accepted static tokens: the web console's login check.
+    pub fn accepts(&self, token: &str) -> bool {
+        self.name_of(token).is_some()
     }
 
     /// Re-reads the tokens file whenever its modification time changes, checking every `every`.
@@ -121,30 +158,48 @@ impl Tokens {
     }
 }
 
-/// Which calls need a token.
+/// Which calls need a token, and who the token says is calling.
 #[derive(Clone)]
 pub struct AuthLayer {
     tokens: Arc<Tokens>,
+    oidc: Option<Arc<Oidc>>,
+    permissions: Option<Arc<Permissions>>,
     open_health: bool,
     open_reflection: bool,
 }
 
+/// What the layer makes of a request before it goes on.
+enum Verdict {
+    /// Open path: no token needed, no caller attached.
+    Open,
+    Caller(Identity),
+    /// A JWT to verify (asynchronously: it may need the issuer's keys).
+    Jwt(String),
+    Refused(Status),
+}
+
 impl AuthLayer {
-    pub fn new(tokens: Arc<Tokens>, config: &AuthConfig) -> Self {
+    pub fn new(
+        tokens: Arc<Tokens>,
+        oidc: Option<Arc<Oidc>>,
+        permissions: Option<Arc<Permissions>>,
+        config: &AuthConfig,
+    ) -> Self {
         Self {
             tokens,
+            oidc,
+            permissions,
             open_health: config.open_health,
             open_reflection: config.open_reflection,
         }
     }
 
-    /// None when the call may go on; the status to answer with otherwise.
-    fn check<B>(&self, request: &http::Request<B>) -> Option<Status> {
+    fn check<B>(&self, request: &http::Request<B>) -> Verdict {
         let path = request.uri().path();
         if (self.open_health && path.starts_with("/grpc.health.v1.Health/"))
             || (self.open_reflection && path.starts_with("/grpc.reflection."))
         {
-            return None;
+            return Verdict::Open;
         }
         let header = request.headers().get(http::header::AUTHORIZATION);
         let token = header
@@ -155,16 +210,28 @@ impl AuthLayer {
             })
             .map(str::trim);
         match token {
-            None if header.is_none() => Some(Status::unauthenticated(
+            None if header.is_none() => Verdict::Refused(Status::unauthenticated(
                 "this service needs a bearer token: send the metadata `authorization: Bearer <token>`",
             )),
-            None => Some(Status::unauthenticated(
+            None => Verdict::Refused(Status::unauthenticated(
                 "the authorization metadata is not of the form `Bearer <token>`",
             )),
-            Some(token) if self.tokens.accepts(token) => None,
-            Some(_) => Some(Status::permission_denied(
-                "the bearer token is not one this service accepts",
-            )),
+            Some(token) => match self.tokens.name_of(token) {
+                Some(name) => Verdict::Caller(Identity::Token { name }),
+                None if self.oidc.is_some() && Oidc::looks_like_jwt(token) => {
+                    Verdict::Jwt(token.to_string())
+                }
+                None => Verdict::Refused(Status::permission_denied(
+                    "the bearer token is not one this service accepts",
+                )),
+            },
+        }
+    }
+
+    fn caller(&self, identity: Identity) -> Caller {
+        Caller {
+            identity,
+            permissions: self.permissions.clone(),
         }
     }
 }
@@ -188,10 +255,20 @@ pub struct Auth<S> {
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
+fn refuse(refused: Status) -> http::Response<tonic::body::Body> {
+    metrics::counter!(crate::telemetry::AUTH_REFUSED, "code" => format!("{:?}", refused.code()))
+        .increment(1);
+    refused.into_http()
+}
+
 impl<S, B> tower::Service<http::Request<B>> for Auth<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -201,14 +278,33 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         match self.layer.check(&request) {
-            Some(refused) => {
-                metrics::counter!(crate::telemetry::AUTH_REFUSED, "code" => format!("{:?}", refused.code()))
-                    .increment(1);
-                Box::pin(async move { Ok(refused.into_http()) })
+            Verdict::Refused(refused) => Box::pin(async move { Ok(refuse(refused)) }),
+            Verdict::Open => Box::pin(self.inner.call(request)),
+            Verdict::Caller(identity) => {
+                request.extensions_mut().insert(self.layer.caller(identity));
+                Box::pin(self.inner.call(request))
             }
-            None => Box::pin(self.inner.call(request)),
+            Verdict::Jwt(token) => {
+                // The service polled ready is the one that must take the call; a clone stays.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let layer = self.layer.clone();
+                let oidc = layer.oidc.clone().expect("a Jwt verdict only with oidc");
+                Box::pin(async move {
+                    match oidc.verify(&token).await {
+                        Ok(identity) => {
+                            request.extensions_mut().insert(layer.caller(identity));
+                            inner.call(request).await
+                        }
+                        Err(reason) => {
+                            tracing::info!(%reason, "refused a JWT bearer token");
+                            Ok(refuse(Status::unauthenticated(reason)))
+                        }
+                    }
+                })
+            }
         }
     }
 }
@@ -219,10 +315,18 @@ mod tests {
 
     #[test]
     fn tokens_are_read_one_per_line_with_comments() {
-        let t: Vec<&str> =
-            parse_tokens("a\n# ops team\n  b  # rotated 2026-11\n\n", '\n').collect();
-        assert_eq!(t, vec!["a", "b"]);
-        let t: Vec<&str> = parse_tokens("x, y ,", ',').collect();
-        assert_eq!(t, vec!["x", "y"]);
+        let t: Vec<_> = parse_tokens("a\n# ops team\n  b  # rotated 2026-11\n\n", '\n').collect();
+        assert_eq!(t, vec![("", "a"), ("", "b")]);
+        let t: Vec<_> = parse_tokens("x, y ,", ',').collect();
+        assert_eq!(t, vec![("", "x"), ("", "y")]);
+    }
+
+    #[test]
+    fn tokens_may_be_named_and_a_colon_inside_a_token_is_not_a_name() {
+        let t: Vec<_> = parse_tokens("ci: s3cret\nabc:def\nweird name: x\n", '\n').collect();
+        assert_eq!(
+            t,
+            vec![("ci", "s3cret"), ("", "abc:def"), ("", "weird name: x")]
+        );
     }
 }

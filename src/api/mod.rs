@@ -6,6 +6,7 @@ mod call_metrics;
 pub mod codec;
 mod connections;
 pub mod http_json;
+pub mod oidc;
 mod service;
 pub mod status;
 

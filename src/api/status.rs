@@ -56,6 +56,7 @@ pub fn to_status(error: Error) -> Status {
         }
         Error::Conflict(message) => Status::already_exists(message),
         Error::NotFound(message) => Status::not_found(message),
+        Error::PermissionDenied(message) => Status::permission_denied(message),
         Error::Unavailable(message) => Status::unavailable(message),
         Error::Internal(e) => {
             // The chain may hold paths and SQL; the caller gets none of it, the log gets all of it.

@@ -8,6 +8,14 @@
 //! GET  /login, POST /login, POST /logout   only when flyteNotify.auth is on
 //! GET  /console.css
 
+/// The console shows and acts everywhere: config refuses it beside per-project permissions
+/// (flyteNotify.auth.permissions), which it does not apply yet.
+const ALL: crate::authz::Scope = crate::authz::Scope::All;
+const OPERATE_ALL: crate::notify::ActScope<'static> = crate::notify::ActScope {
+    operate: &crate::authz::Scope::All,
+    read: &crate::authz::Scope::All,
+};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,11 +228,14 @@ async fn deliveries(
     let limit = q.limit.unwrap_or(PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
     let listed = c
         .notifier
-        .list_pending(api::ListPendingRequest {
-            filters: filters.clone(),
-            limit,
-            token: q.token.clone(),
-        })
+        .list_pending(
+            api::ListPendingRequest {
+                filters: filters.clone(),
+                limit,
+                token: q.token.clone(),
+            },
+            &ALL,
+        )
         .await;
     let now = now_millis();
     let (rows, next, problem, status) = match listed {
@@ -319,9 +330,12 @@ async fn delivery(
 ) -> Response {
     let got = c
         .notifier
-        .get_delivery(api::GetDeliveryRequest {
-            delivery_id: id.clone(),
-        })
+        .get_delivery(
+            api::GetDeliveryRequest {
+                delivery_id: id.clone(),
+            },
+            &ALL,
+        )
         .await;
     let got = match got {
         Ok(got) => got,
@@ -440,7 +454,7 @@ async fn confirm(
     };
     let got = match c
         .notifier
-        .get_delivery(api::GetDeliveryRequest { delivery_id: id })
+        .get_delivery(api::GetDeliveryRequest { delivery_id: id }, &ALL)
         .await
     {
         Ok(got) => got,
@@ -485,11 +499,14 @@ async fn act(
     match name.as_str() {
         "redrive" => match c
             .notifier
-            .redrive(api::RedriveRequest {
-                delivery_ids: vec![id.clone()],
-                note,
-                ..Default::default()
-            })
+            .redrive(
+                api::RedriveRequest {
+                    delivery_ids: vec![id.clone()],
+                    note,
+                    ..Default::default()
+                },
+                OPERATE_ALL,
+            )
             .await
         {
             Ok(r) if r.delivery_ids.is_empty() => here("skipped"),
@@ -498,11 +515,14 @@ async fn act(
         },
         "discard" => match c
             .notifier
-            .discard(api::DiscardRequest {
-                delivery_ids: vec![id.clone()],
-                note,
-                ..Default::default()
-            })
+            .discard(
+                api::DiscardRequest {
+                    delivery_ids: vec![id.clone()],
+                    note,
+                    ..Default::default()
+                },
+                OPERATE_ALL,
+            )
             .await
         {
             Ok(r) if r.delivery_ids.is_empty() => here("skipped"),
@@ -512,9 +532,12 @@ async fn act(
         "send-test" => {
             let got = match c
                 .notifier
-                .get_delivery(api::GetDeliveryRequest {
-                    delivery_id: id.clone(),
-                })
+                .get_delivery(
+                    api::GetDeliveryRequest {
+                        delivery_id: id.clone(),
+                    },
+                    &ALL,
+                )
                 .await
             {
                 Ok(got) => got,

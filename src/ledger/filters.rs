@@ -86,6 +86,33 @@ pub enum FilterOp {
     Ne,
     Contains,
     ValueIn,
+    /// Never parsed from a request: the caller's permitted projects, added by the core so that a
+    /// store restricts the query itself (filtering a page afterwards would break paging). Each
+    /// value is `project/domain` with `*` for any; the term holds when one of them matches.
+    /// Only on the Project field; see [`in_scope`].
+    InScope,
+}
+
+/// The term that keeps a query within these `project/domain` pairs (`*` for any part). An empty
+/// list matches nothing.
+pub fn in_scope(pairs: Vec<(String, String)>) -> Filter {
+    Filter {
+        field: FilterField::Project,
+        op: FilterOp::InScope,
+        values: pairs.into_iter().map(|(p, d)| format!("{p}/{d}")).collect(),
+    }
+}
+
+fn any(s: &str) -> Option<&str> {
+    if s == "*" { None } else { Some(s) }
+}
+
+/// The (project, domain) of each value of an InScope term; None for `*`.
+pub fn scope_pairs(filter: &Filter) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
+    filter.values.iter().map(|v| {
+        let (p, d) = v.split_once('/').unwrap_or((v.as_str(), "*"));
+        (any(p), any(d))
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,8 +296,14 @@ pub fn matches(filters: &[Filter], subject: &Subject<'_>) -> bool {
         FilterOp::Ne => value != f.values[0],
         FilterOp::Contains => value.contains(f.values[0].as_str()),
         FilterOp::ValueIn => f.values.iter().any(|v| v == value),
+        FilterOp::InScope => unreachable!("scope terms are matched whole, below"),
     };
     filters.iter().all(|f| {
+        if f.op == FilterOp::InScope {
+            return scope_pairs(f).any(|(p, d)| {
+                p.is_none_or(|p| p == subject.project) && d.is_none_or(|d| d == subject.domain)
+            });
+        }
         let value = match f.field {
             FilterField::Project => subject.project,
             FilterField::Domain => subject.domain,
@@ -372,6 +405,17 @@ mod tests {
         assert!(!matches(&m, &subject("other", "dev")));
         let m = parse_matcher("value_in(channel,slack;email)+contains(name,ab)").unwrap();
         assert!(matches(&m, &subject("x", "y")));
+        // A permission scope, matched in memory as the stores match it in SQL.
+        let scope = [in_scope(vec![
+            ("flytesnacks".into(), "*".into()),
+            ("*".into(), "prod".into()),
+        ])];
+        assert!(matches(&scope, &subject("flytesnacks", "dev")));
+        assert!(matches(&scope, &subject("other", "prod")));
+        assert!(!matches(&scope, &subject("other", "dev")));
+        assert!(!matches(&[in_scope(Vec::new())], &subject("x", "y")));
+        // A term can never come from a request: `in_scope` is not in the syntax.
+        assert!(parse("in_scope(project,x)").is_err());
         assert!(parse_matcher("").unwrap_err().contains("empty"));
         assert!(
             parse_matcher("eq(state,dead)")

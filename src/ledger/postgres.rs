@@ -1828,6 +1828,21 @@ fn push_filters(sql: &mut QueryBuilder<Postgres>, filters: &[Filter]) {
                     .push_bind(filter.values.clone())
                     .push(")");
             }
+            FilterOp::InScope => {
+                // (project = $n AND domain = $m) OR ...; `1 = 0` first, so that no pairs is nothing.
+                sql.push(" AND (1 = 0");
+                for (project, domain) in super::filters::scope_pairs(filter) {
+                    sql.push(" OR (1 = 1");
+                    if let Some(p) = project {
+                        sql.push(" AND project = ").push_bind(p.to_string());
+                    }
+                    if let Some(d) = domain {
+                        sql.push(" AND domain = ").push_bind(d.to_string());
+                    }
+                    sql.push(")");
+                }
+                sql.push(")");
+            }
         }
     }
 }

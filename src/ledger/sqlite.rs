@@ -786,6 +786,21 @@ fn push_filters(sql: &mut QueryBuilder<Sqlite>, filters: &[super::Filter]) {
                 }
                 sql.push(")");
             }
+            FilterOp::InScope => {
+                // (project = ? AND domain = ?) OR ...; `1 = 0` first, so that no pairs is nothing.
+                sql.push(" AND (1 = 0");
+                for (project, domain) in super::filters::scope_pairs(filter) {
+                    sql.push(" OR (1 = 1");
+                    if let Some(p) = project {
+                        sql.push(" AND project = ").push_bind(p.to_string());
+                    }
+                    if let Some(d) = domain {
+                        sql.push(" AND domain = ").push_bind(d.to_string());
+                    }
+                    sql.push(")");
+                }
+                sql.push(")");
+            }
         }
     }
 }
@@ -805,6 +820,23 @@ fn filter_sql(filters: &[super::Filter], sql: &mut String, values: &mut Vec<Stri
             FilterOp::ValueIn => {
                 let marks = vec!["?"; filter.values.len()].join(", ");
                 sql.push_str(&format!(" AND {column} IN ({marks})"));
+            }
+            FilterOp::InScope => {
+                sql.push_str(" AND (1 = 0");
+                for (project, domain) in super::filters::scope_pairs(filter) {
+                    sql.push_str(" OR (1 = 1");
+                    if let Some(p) = project {
+                        sql.push_str(" AND project = ?");
+                        values.push(p.to_string());
+                    }
+                    if let Some(d) = domain {
+                        sql.push_str(" AND domain = ?");
+                        values.push(d.to_string());
+                    }
+                    sql.push(')');
+                }
+                sql.push(')');
+                continue;
             }
         }
         match filter.op {

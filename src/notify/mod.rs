@@ -8,6 +8,7 @@ pub mod html_text;
 pub mod inspect;
 pub mod native;
 mod operator;
+pub use operator::ActScope;
 pub mod render;
 pub mod routes;
 mod send_test;
@@ -789,9 +790,12 @@ impl Notifier {
         Ok(api::PreviewDigestResponse { messages })
     }
 
+    /// Only deliveries within `scope` (where the caller may read) are listed: the scope is a
+    /// term of the ledger query itself, so pages stay full and tokens stay valid.
     pub async fn list_pending(
         &self,
         request: api::ListPendingRequest,
+        scope: &crate::authz::Scope,
     ) -> Result<api::ListPendingResponse, Error> {
         let mut violations = Vec::new();
         let limit = match request.limit {
@@ -817,7 +821,10 @@ impl Notifier {
             }
         };
         let filters = match ledger::filters::parse(&request.filters) {
-            Ok(f) => f,
+            Ok(mut f) => {
+                f.extend(scope.filter());
+                f
+            }
             Err(message) => {
                 violations.push(FieldViolation::new("filters", message));
                 Vec::new()

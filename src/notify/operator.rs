@@ -2,6 +2,7 @@
 //! back to pending once the cause is fixed, or set them aside for good.
 
 use super::{Notifier, timestamp, to_api_delivery};
+use crate::authz::Scope;
 use crate::error::{Error, FieldViolation};
 use crate::ledger::{self, Acted, EventKind, OperatorAction, Selection, Skip};
 use crate::proto::flytenotify::v1 as api;
@@ -25,15 +26,27 @@ struct ActRequest {
     note: String,
 }
 
+/// Where the caller may act (`operate`) and look (`read`): a delivery outside `operate` is not
+/// changed; one the caller cannot even read is reported as not found, so that its existence and
+/// project stay hidden.
+pub struct ActScope<'a> {
+    pub operate: &'a Scope,
+    pub read: &'a Scope,
+}
+
 impl Notifier {
-    pub async fn redrive(&self, r: api::RedriveRequest) -> Result<api::RedriveResponse, Error> {
+    pub async fn redrive(
+        &self,
+        r: api::RedriveRequest,
+        scope: ActScope<'_>,
+    ) -> Result<api::RedriveResponse, Error> {
         let request = ActRequest {
             delivery_ids: r.delivery_ids,
             filters: r.filters,
             limit: r.limit,
             note: r.note,
         };
-        let acted = self.act(OperatorAction::Redrive, request).await?;
+        let acted = self.act(OperatorAction::Redrive, request, scope).await?;
         // The embedded queue polls anyway; a broker-backed one learns of the work only this way.
         if !acted.changed.is_empty()
             && let Err(e) = self
@@ -59,14 +72,18 @@ impl Notifier {
         })
     }
 
-    pub async fn discard(&self, r: api::DiscardRequest) -> Result<api::DiscardResponse, Error> {
+    pub async fn discard(
+        &self,
+        r: api::DiscardRequest,
+        scope: ActScope<'_>,
+    ) -> Result<api::DiscardResponse, Error> {
         let request = ActRequest {
             delivery_ids: r.delivery_ids,
             filters: r.filters,
             limit: r.limit,
             note: r.note,
         };
-        let acted = self.act(OperatorAction::Discard, request).await?;
+        let acted = self.act(OperatorAction::Discard, request, scope).await?;
         Ok(api::DiscardResponse {
             skipped: skipped(&acted),
             more: acted.more,
@@ -74,9 +91,12 @@ impl Notifier {
         })
     }
 
+    /// A delivery outside `read` is NOT_FOUND, with the same message as one that does not exist:
+    /// PERMISSION_DENIED would tell a caller that the id exists, and in which project.
     pub async fn get_delivery(
         &self,
         r: api::GetDeliveryRequest,
+        read: &Scope,
     ) -> Result<api::GetDeliveryResponse, Error> {
         if r.delivery_id.is_empty() || r.delivery_id.len() > MAX_ID_BYTES {
             return Err(Error::InvalidArgument(vec![FieldViolation::new(
@@ -84,7 +104,12 @@ impl Notifier {
                 "required: the id Enqueue or ListPending gave",
             )]));
         }
-        let Some((delivery, history)) = self.ledger.get(&r.delivery_id).await? else {
+        let found = self
+            .ledger
+            .get(&r.delivery_id)
+            .await?
+            .filter(|(d, _)| read.allows(&d.execution.project, &d.execution.domain));
+        let Some((delivery, history)) = found else {
             return Err(Error::NotFound(format!(
                 "no delivery {:?} in this ledger",
                 r.delivery_id
@@ -104,9 +129,24 @@ impl Notifier {
         })
     }
 
-    async fn act(&self, action: OperatorAction, r: ActRequest) -> Result<Acted, Error> {
-        let selection = selection(&r)?;
-        let acted = self.ledger.act(action, selection, r.note.clone()).await?;
+    async fn act(
+        &self,
+        action: OperatorAction,
+        r: ActRequest,
+        scope: ActScope<'_>,
+    ) -> Result<Acted, Error> {
+        let (selection, hidden) = match selection(&r)? {
+            Selection::Filter { mut filters, limit } => {
+                // In the query, so that `limit` and `more` count only what the caller may change.
+                filters.extend(scope.operate.filter());
+                (Selection::Filter { filters, limit }, Vec::new())
+            }
+            Selection::Ids(ids) => self.ids_in_scope(ids, &scope).await?,
+        };
+        let mut acted = self.ledger.act(action, selection, r.note.clone()).await?;
+        acted
+            .skipped
+            .extend(hidden.into_iter().map(|id| (id, Skip::NotFound)));
         let verb = match action {
             OperatorAction::Redrive => "redrove",
             OperatorAction::Discard => "discarded",
@@ -119,6 +159,39 @@ impl Notifier {
             );
         }
         Ok(acted)
+    }
+}
+
+impl Notifier {
+    /// The ids the caller may operate on, and those it cannot even read (reported as not found).
+    /// One it can read but not operate on refuses the call, naming its project.
+    async fn ids_in_scope(
+        &self,
+        ids: Vec<String>,
+        scope: &ActScope<'_>,
+    ) -> Result<(Selection, Vec<String>), Error> {
+        if *scope.operate == Scope::All {
+            return Ok((Selection::Ids(ids), Vec::new()));
+        }
+        let (mut allowed, mut hidden) = (Vec::new(), Vec::new());
+        for id in ids {
+            let Some((d, _)) = self.ledger.get(&id).await? else {
+                // Not there at all: the ledger reports it, in its place in the order.
+                allowed.push(id);
+                continue;
+            };
+            let (project, domain) = (&d.execution.project, &d.execution.domain);
+            if scope.operate.allows(project, domain) {
+                allowed.push(id);
+            } else if scope.read.allows(project, domain) {
+                return Err(Error::PermissionDenied(format!(
+                    "the caller may not operate in {project}/{domain} (delivery {id:?})"
+                )));
+            } else {
+                hidden.push(id);
+            }
+        }
+        Ok((Selection::Ids(allowed), hidden))
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod http_sink;
+pub mod oidc_issuer;
 pub mod postgres;
 pub mod pubsub;
 pub mod replicas;

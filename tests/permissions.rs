@@ -292,6 +292,49 @@ async fn a_reader_of_flytesnacks_sees_and_touches_nothing_else() {
         assert_eq!(d.state(), DeliveryState::Dead, "{other} was touched: {d:?}");
     }
 
+    // The same rules over HTTP/JSON: the reader lists only flytesnacks, another project's
+    // delivery does not exist for it, and it may not redrive.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+    let listed: serde_json::Value = http
+        .get(format!("{base}/api/v1/deliveries?limit=100"))
+        .bearer_auth(token("reader"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let projects: Vec<&str> = listed["deliveries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|d| d["executionId"]["project"].as_str().unwrap())
+        .collect();
+    assert!(!projects.is_empty(), "{listed}");
+    assert!(projects.iter().all(|p| *p == "flytesnacks"), "{listed}");
+    let hidden = http
+        .get(format!("{base}/api/v1/deliveries/{}", ids["ot-1"]))
+        .bearer_auth(token("reader"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), reqwest::StatusCode::NOT_FOUND);
+    let refused = http
+        .post(format!("{base}/api/v1/deliveries:redrive"))
+        .bearer_auth(token("reader"))
+        .json(&json!({ "filters": "eq(project,other)" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "PERMISSION_DENIED", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("operate"),
+        "{body}"
+    );
+
     // Decisions are logged with the identity and counted; no token text anywhere.
     let log = server.log();
     assert!(log.contains("token reader"), "{log}");

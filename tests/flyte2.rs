@@ -663,6 +663,27 @@ async fn bad_events_and_templates_are_refused_naming_the_field() {
             "",
         ),
     ];
+    // A provider template filled with more values than a rule may carry.
+    let mut many = email_rule(&[ActionPhase::Failed], &["a@example.com"], "s", "t", "");
+    if let Some(t) = many.delivery.as_mut().and_then(|d| match d {
+        Delivery::DeliveryTemplate(t) => t.email.as_mut(),
+        Delivery::DeliveryConfigName(_) => None,
+    }) {
+        t.content = Some(email_delivery_template::Content::ProviderTemplate(
+            flyte_notify::proto::flyteidl2::notification::ProviderEmailTemplate {
+                template_id: "d-1".into(),
+                template_data: (0..33)
+                    .map(|i| (format!("k{i}"), "{{.Error}}".into()))
+                    .collect(),
+            },
+        ));
+    }
+    let mut cases = cases;
+    cases.push((
+        run_event("h", ok_run(), ActionPhase::Failed, "", inline(vec![many])),
+        "rules.notification_rules.rules[0].delivery_template.email.provider_template.template_data",
+        "at most 32",
+    ));
     for (request, field, words) in cases {
         let status = client.enqueue_run_event(request).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");

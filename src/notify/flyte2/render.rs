@@ -152,10 +152,13 @@ pub fn render(
                 Flyte2EmailContent::Provider { template_id, data } => {
                     // The provider fills its own template: each value is text (the provider
                     // escapes it for its HTML), bounded like any rendered part.
+                    // Together, not each: the values share one maxRenderedBytes.
                     let mut values = std::collections::BTreeMap::new();
+                    let mut left = max;
                     for (key, value) in data {
-                        let filled = fill(event, value, Escape::Text, max)
+                        let filled = fill(event, value, Escape::Text, left)
                             .map_err(|e| format!("template_data[{key:?}]: {e}"))?;
+                        left = left.saturating_sub(filled.len() + key.len());
                         values.insert(key.clone(), filled);
                     }
                     Ok(Rendered::Email(EmailMessage {

@@ -23,6 +23,9 @@ use super::template::{self, Escape};
 
 /// The most rules one event may carry (inline, or in a named rule set).
 pub const MAX_RULES: usize = 50;
+/// The most values one provider template may be filled with: each is rendered, so their number
+/// bounds the work one rule asks for.
+pub const MAX_TEMPLATE_DATA: usize = 32;
 /// The most addresses one email rule may name across to, cc and bcc.
 pub const MAX_EMAIL_RECIPIENTS: usize = 100;
 
@@ -213,6 +216,15 @@ fn email(
                         "the configured emailer ({}) has no provider templates: use an inline \
                          template, or send through SendGrid or SES",
                         catalog.emailer
+                    ),
+                ));
+            }
+            if p.template_data.len() > MAX_TEMPLATE_DATA {
+                out.push(FieldViolation::new(
+                    format!("{f}.template_data"),
+                    format!(
+                        "{} entries; at most {MAX_TEMPLATE_DATA}",
+                        p.template_data.len()
                     ),
                 ));
             }

@@ -234,6 +234,30 @@ pub fn scope(caller: Option<&Caller>, action: Action) -> Result<Scope, Error> {
     Ok(scope)
 }
 
+/// Whether `caller` may do `action` at `target`, without logging or counting it: for what a page
+/// offers, not for what it does (that is checked again, with [`check`] or [`scope`]).
+pub fn allowed_quietly(caller: Option<&Caller>, action: Action, target: Target<'_>) -> bool {
+    match applicable(caller) {
+        None => true,
+        Some((identity, permissions)) => {
+            let scope = permissions.scope(identity, action);
+            match target {
+                Target::Project { project, domain } => scope.allows(project, domain),
+                Target::Everywhere => scope == Scope::All,
+            }
+        }
+    }
+}
+
+/// Logs and counts a refusal the core made on the caller's scope (a Redrive or Discard by id of a
+/// delivery the caller may see but not change): the decision was the scope's, the refusal the
+/// core's, and like every decision it must be in the log and the counter.
+pub fn record_refusal(caller: Option<&Caller>, action: Action, error: &Error) {
+    if let (Error::PermissionDenied(why), Some((identity, _))) = (error, applicable(caller)) {
+        record(identity, action, why, false);
+    }
+}
+
 fn applicable(caller: Option<&Caller>) -> Option<(&Identity, &Permissions)> {
     let caller = caller?;
     Some((&caller.identity, caller.permissions.as_deref()?))

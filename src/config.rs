@@ -562,17 +562,91 @@ impl Default for HttpConfig {
     }
 }
 
-/// Bearer tokens. Off unless a source is named; then every call needs one of the tokens.
-/// `flyteNotify.console`: the web console, on a listener of its own so that it can be kept off
-/// the network the gRPC port faces.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `flyteNotify.console`: the web console. At `/` of the gRPC port (beside HTTP/JSON) unless
+/// turned off, or on a listener of its own, so that it can be kept off the network the gRPC
+/// port faces.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsoleConfig {
-    /// Where to serve it, e.g. 127.0.0.1:8092. Off when unset.
+    /// Serve it at all. On the gRPC port it needs `http.enabled` (HTTP/1.1 for browsers).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Serve it here instead of on the gRPC port, e.g. 127.0.0.1:8092.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// Log in through `flyteNotify.auth.oidc`'s issuer (authorization code with PKCE), beside
+    /// pasting a token.
+    #[serde(default)]
+    pub login: Option<ConsoleLoginConfig>,
 }
 
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            login: None,
+        }
+    }
+}
+
+/// `flyteNotify.console.login`: the console as an OAuth2 client of the issuer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsoleLoginConfig {
+    /// The client registered at the issuer for the console (a public client: PKCE, no secret).
+    pub client_id: String,
+    /// An environment variable holding the client's secret, for issuers that register the
+    /// console as a confidential client.
+    #[serde(default)]
+    pub client_secret_env_var: Option<String>,
+    /// Where the issuer sends the browser back: the console's own `/login/callback`, as the
+    /// browser reaches it (e.g. https://notify.example.com/login/callback), registered at the
+    /// issuer.
+    pub redirect_url: String,
+    /// The scopes asked for; the access token must still carry `flyteNotify.auth.oidc.audience`.
+    #[serde(default = "defaults::console_scopes")]
+    pub scopes: Vec<String>,
+}
+
+impl ConsoleConfig {
+    /// The errors name their key.
+    fn validate(&self, auth: &AuthConfig) -> Result<(), (String, String)> {
+        let Some(login) = &self.login else {
+            return Ok(());
+        };
+        let key = |k: &str| format!("flyteNotify.console.login.{k}");
+        if auth.oidc.is_none() {
+            return Err((
+                "flyteNotify.console.login".into(),
+                "logging in through an issuer needs flyteNotify.auth.oidc (the issuer and the \
+                 audience its tokens carry)"
+                    .into(),
+            ));
+        }
+        if login.client_id.trim().is_empty() {
+            return Err((key("clientId"), "must not be empty".into()));
+        }
+        let url = url::Url::parse(&login.redirect_url)
+            .map_err(|e| (key("redirectUrl"), format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.path() != "/login/callback" {
+            return Err((
+                key("redirectUrl"),
+                "must be the console's own http(s)://HOST/login/callback, as the browser \
+                 reaches it"
+                    .into(),
+            ));
+        }
+        if let Some(var) = &login.client_secret_env_var
+            && std::env::var(var).is_err()
+        {
+            return Err((key("clientSecretEnvVar"), format!("{var} is not set")));
+        }
+        Ok(())
+    }
+}
+
+/// Bearer tokens. Off unless a source is named; then every call needs one of the tokens.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthConfig {
@@ -916,6 +990,9 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn console_scopes() -> Vec<String> {
+        vec!["openid".into()]
+    }
     pub fn oidc_leeway() -> Duration {
         Duration::from_secs(30)
     }
@@ -1152,14 +1229,9 @@ impl Config {
             .email
             .validate("flyteNotify.grouping.email")
             .map_err(|(key, message)| invalid(&key, message))?;
-        if svc.console.listen.is_some() && !svc.auth.permissions.is_empty() {
-            return Err(invalid(
-                "flyteNotify.console.listen",
-                "the console does not apply flyteNotify.auth.permissions yet (anyone logged in \
-                 would see and act on every project): turn one of them off"
-                    .into(),
-            ));
-        }
+        svc.console
+            .validate(&svc.auth)
+            .map_err(|(key, message)| invalid(&key, message))?;
         let destinations: Vec<&str> = svc
             .webhooks
             .destinations

@@ -321,7 +321,7 @@ pub async fn run(
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Bound before anything else starts, so that a port already taken stops start-up at once.
     let metrics = svc.metrics_listen.map(telemetry::install).transpose()?;
-    let console_listener = match svc.console.listen {
+    let console_listener = match svc.console.listen.filter(|_| svc.console.enabled) {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
@@ -454,7 +454,7 @@ pub async fn run(
         );
         None
     };
-    let auth = match &tokens {
+    let authenticator = match &tokens {
         Some(tokens) => {
             let oidc = match &svc.auth.oidc {
                 Some(config) => Some(api::oidc::Oidc::start(config.clone()).await),
@@ -469,27 +469,58 @@ pub async fn run(
                     "no flyteNotify.auth.permissions: every valid token may do everything"
                 );
             }
-            Some(api::auth::AuthLayer::new(
+            Some(api::auth::Authenticator::new(
                 tokens.clone(),
                 oidc,
                 permissions,
-                &svc.auth,
             ))
         }
         None => None,
+    };
+    let auth = authenticator
+        .clone()
+        .map(|a| api::auth::AuthLayer::new(a, &svc.auth));
+    let tls = tls_config(&svc.tls)?;
+    let console_options = |over_tls: bool| {
+        let login = match (&svc.console.login, &authenticator) {
+            (Some(login), Some(a)) => a
+                .oidc()
+                .map(|oidc| Arc::new(console::IssuerLogin::new(login.clone(), oidc.clone()))),
+            _ => None,
+        };
+        console::ConsoleOptions {
+            auth: authenticator.clone(),
+            secure_cookies: over_tls || login.as_ref().is_some_and(|l| l.over_https()),
+            login,
+        }
+    };
+    // The console at `/` of the gRPC port (browsers speak HTTP/1.1 there only with http.enabled),
+    // or on its own listener.
+    let console_on_port = match (&console_listener, svc.console.enabled, svc.http.enabled) {
+        (None, true, true) => Some(console::router(
+            notifier.clone(),
+            console_options(tls.is_some()),
+        )),
+        (None, true, false) => {
+            tracing::info!(
+                "the web console is off: on the gRPC port it needs flyteNotify.http.enabled \
+                 (browsers speak HTTP/1.1), or give it flyteNotify.console.listen"
+            );
+            None
+        }
+        _ => None,
     };
     if let Some(listener) = console_listener {
         let mut stopping = stopping.clone();
         tokio::spawn(console::serve(
             listener,
             notifier.clone(),
-            console::ConsoleOptions { tokens },
+            console_options(false),
             async move {
                 let _ = stopping.wait_for(|s| *s).await;
             },
         ));
     }
-    let tls = tls_config(&svc.tls)?;
 
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %svc.data_dir.display(), "flyte-notify listening on {local}");
@@ -510,6 +541,7 @@ pub async fn run(
             time_calls: svc.metrics_listen.is_some(),
             drain_delay: svc.shutdown_drain_delay,
             http_json: svc.http.enabled,
+            console: console_on_port,
         },
     ));
     let mut stopping_rx = stopping;

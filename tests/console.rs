@@ -80,23 +80,16 @@ fn kept_screenshots() -> PathBuf {
         .join("console-screenshots")
 }
 
-#[tokio::test]
-async fn in_a_browser_a_dead_delivery_is_found_opened_redriven_and_seen_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let (smtp, console) = (free_port(), free_port());
-    let server = Server::start(dir.path(), Some(&config(smtp, console, "")));
-    let name = "nightly-train-42";
-    let id = dead_delivery(&server, name).await;
-    let sink_dir = dir.path().join("sink");
-    let _sink = SmtpSink::start(smtp, &sink_dir);
-
-    let shots = dir.path().join("screenshots");
+/// Runs tests/console/browser.py with `args` against the console at `url`; asserts it passed
+/// and took `shots` screenshots, which are kept under the target dir as `prefix-*.png`.
+fn run_browser(server: &Server, dir: &Path, url: &str, args: &[&str], prefix: &str, shots: usize) {
+    let out_dir = dir.join("screenshots");
     let out = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/browser.py"))
-        .args(["--url", &format!("http://127.0.0.1:{console}")])
-        .args(["--name", name])
+        .args(["--url", url])
+        .args(args)
         .arg("--out")
-        .arg(&shots)
+        .arg(&out_dir)
         .output()
         .expect("run python3 (pip install playwright==1.49.1; apt-get install chromium)");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -104,8 +97,9 @@ async fn in_a_browser_a_dead_delivery_is_found_opened_redriven_and_seen_delivere
     // Kept whatever the outcome: a failing step is easiest read from its picture.
     let kept = kept_screenshots();
     std::fs::create_dir_all(&kept).unwrap();
-    for entry in std::fs::read_dir(&shots).into_iter().flatten().flatten() {
-        std::fs::copy(entry.path(), kept.join(entry.file_name())).unwrap();
+    for entry in std::fs::read_dir(&out_dir).into_iter().flatten().flatten() {
+        let name = format!("{prefix}-{}", entry.file_name().to_string_lossy());
+        std::fs::copy(entry.path(), kept.join(name)).unwrap();
     }
     println!("screenshots in {}", kept.display());
     assert!(
@@ -117,7 +111,26 @@ async fn in_a_browser_a_dead_delivery_is_found_opened_redriven_and_seen_delivere
         .lines()
         .filter(|l| l.starts_with("screenshot "))
         .collect();
-    assert_eq!(taken.len(), 6, "{stdout}");
+    assert_eq!(taken.len(), shots, "{stdout}");
+}
+
+#[tokio::test]
+async fn in_a_browser_a_dead_delivery_is_found_opened_redriven_and_seen_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, console) = (free_port(), free_port());
+    let server = Server::start(dir.path(), Some(&config(smtp, console, "")));
+    let name = "nightly-train-42";
+    let id = dead_delivery(&server, name).await;
+    let sink_dir = dir.path().join("sink");
+    let _sink = SmtpSink::start(smtp, &sink_dir);
+    run_browser(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{console}"),
+        &["--name", name],
+        "open",
+        6,
+    );
 
     // What the page said is what happened: the ledger has it delivered, and the mail arrived.
     let got = server
@@ -541,4 +554,368 @@ async fn silenced_and_flyte2_deliveries_show_and_the_list_pages_with_the_listpen
     );
     let page = get(format!("/deliveries/{v1}")).await;
     assert!(page.contains("oncall@example.com"), "{page}");
+}
+
+fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    request
+}
+
+/// Enqueues failed execution `name` of `project` with `bearer`, and waits until it is dead.
+async fn dead_delivery_as(server: &Server, bearer: &str, project: &str, name: &str) -> String {
+    use flyte_notify::proto::flytenotify::v1::ListPendingRequest;
+    let mut client = server.client().await;
+    let mut request = failed_email_request(name);
+    let execution = request.execution.as_mut().unwrap();
+    execution.execution_id.as_mut().unwrap().project = project.into();
+    let id = client
+        .enqueue(authed(bearer, request))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()))
+        .into_inner()
+        .delivery_ids[0]
+        .clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead = client
+            .list_pending(authed(
+                bearer,
+                ListPendingRequest {
+                    filters: "eq(state,dead)".into(),
+                    limit: 100,
+                    token: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if dead.deliveries.iter().any(|d| d.id == id) {
+            return id;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// On-call logs in through the identity provider (authorization code with PKCE, in the browser),
+/// is shown as the JWT's subject, sees only the project its rules give it, and redrives there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_on_call_logs_in_through_the_issuer_and_sees_only_its_projects() {
+    use common::oidc_issuer::{Issuer, SigningKey};
+    let issuer = Issuer::start().await;
+    let key = SigningKey::rsa("console-rsa");
+    issuer.publish(&[&key]);
+    let now = jsonwebtoken::get_current_timestamp();
+    let access = key.sign(&issuer.claims(
+        "flyte-notify",
+        serde_json::json!({ "sub": "alice@example.com", "exp": now + 3600 }),
+    ));
+    issuer.allow_login("flyte-notify-console", &access);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, console) = (free_port(), free_port());
+    let auth = format!(
+        r#"  auth:
+    tokensEnvVar: CONSOLE_TEST_TOKENS
+    oidc: {{ issuer: "{}", audience: flyte-notify }}
+    permissions:
+      - {{ token: ops, actions: [admin], projects: ["*"] }}
+      - {{ subject: alice@example.com, actions: [read, operate], projects: ["flytesnacks/*"] }}
+"#,
+        issuer.url
+    );
+    let login = format!(
+        "  console:\n    listen: 127.0.0.1:{console}\n    login:\n      clientId: \
+         flyte-notify-console\n      redirectUrl: http://127.0.0.1:{console}/login/callback\n"
+    );
+    let yaml = config(smtp, console, &auth).replace(
+        &format!("  console:\n    listen: 127.0.0.1:{console}\n"),
+        &login,
+    );
+    let ops = "ops-token-7c1d";
+    let server = Server::start_env(
+        dir.path(),
+        &yaml,
+        &[("CONSOLE_TEST_TOKENS", &format!("ops: {ops}"))],
+    );
+    let name = "nightly-train-42";
+    let id = dead_delivery_as(&server, ops, "flytesnacks", name).await;
+    let hidden_id = dead_delivery_as(&server, ops, "payroll", "salaries-run").await;
+    let sink_dir = dir.path().join("sink");
+    let _sink = SmtpSink::start(smtp, &sink_dir);
+    run_browser(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{console}"),
+        &[
+            "--name",
+            name,
+            "--issuer-login",
+            "jwt sub=alice@example.com",
+            "--hidden",
+            "salaries-run",
+            "--hidden-id",
+            &hidden_id,
+        ],
+        "issuer",
+        8,
+    );
+    let (refusals, issued) = issuer.login_log();
+    assert!(refusals.is_empty(), "the issuer refused: {refusals:?}");
+    assert_eq!(issued, 1, "one login, one code");
+
+    let mut client = server.client().await;
+    let state = |id: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_delivery(authed(ops, GetDeliveryRequest { delivery_id: id }))
+                .await
+                .unwrap()
+                .into_inner()
+                .delivery
+                .unwrap()
+                .state
+        }
+    };
+    assert_eq!(state(id).await, DeliveryState::Delivered as i32);
+    assert_eq!(state(hidden_id).await, DeliveryState::Dead as i32);
+    let _ = &mut client;
+    let log = server.log();
+    assert!(
+        log.contains("logged in to the console through the issuer")
+            && log.contains("alice@example.com"),
+        "{log}"
+    );
+    for secret in [ops, access.as_str(), access.rsplit('.').next().unwrap()] {
+        assert!(!log.contains(secret), "a token reached the log");
+    }
+}
+
+/// A login through the issuer that did not start in this browser, or whose code the issuer
+/// refuses, ends on the login page with the reason; no token cookie is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_login_with_a_forged_state_or_a_refused_code_sets_no_token() {
+    use common::oidc_issuer::{Issuer, SigningKey};
+    let issuer = Issuer::start().await;
+    let key = SigningKey::ec("console-ec");
+    issuer.publish(&[&key]);
+    // The issuer hands out a token for another audience: it must not be accepted.
+    let wrong_audience = key.sign(&issuer.claims("someone-else", serde_json::json!({})));
+    issuer.allow_login("console", &wrong_audience);
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, console) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+notifications:
+  emailer:
+    sender: flyte@example.com
+    emailServerConfig: {{ serviceName: smtp, smtpServer: 127.0.0.1, smtpPort: {smtp} }}
+flyteNotify:
+  auth:
+    oidc: {{ issuer: "{}", audience: flyte-notify }}
+  console:
+    listen: 127.0.0.1:{console}
+    login: {{ clientId: console, redirectUrl: "http://127.0.0.1:{console}/login/callback" }}
+"#,
+        issuer.url
+    );
+    let server = Server::start(dir.path(), Some(&yaml));
+    let base = format!("http://127.0.0.1:{console}");
+    let client = http();
+
+    let start = client
+        .get(format!("{base}/login/issuer?next=/deliveries/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::SEE_OTHER);
+    let to = start.headers()[LOCATION].to_str().unwrap().to_string();
+    assert!(
+        to.starts_with(&format!("{}/authorize?", issuer.url)),
+        "{to}"
+    );
+    for part in [
+        "response_type=code",
+        "client_id=console",
+        "code_challenge_method=S256",
+        "redirect_uri=http%3A%2F%2F127.0.0.1",
+    ] {
+        assert!(to.contains(part), "{part} missing from {to}");
+    }
+    let login_cookie = set_cookie(&start, "flyte_notify_login").expect("the login cookie");
+    let line = start
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("flyte_notify_login="))
+        .unwrap();
+    assert!(
+        line.contains("Path=/login") && line.contains("SameSite=Lax") && line.contains("HttpOnly"),
+        "{line}"
+    );
+    // The verifier stays in the browser: only its hash goes to the issuer.
+    let verifier = login_cookie.split('.').nth(1).unwrap();
+    assert!(!to.contains(verifier), "{to}");
+
+    // The issuer approves and sends the browser back with a code.
+    let back = client.get(&to).send().await.unwrap();
+    assert_eq!(back.status(), StatusCode::FOUND);
+    let callback = back.headers()[LOCATION].to_str().unwrap().to_string();
+    let code = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+
+    let finish = |query: String, cookie: Option<String>| {
+        let mut request = client.get(format!("{base}/login/callback?{query}"));
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, format!("flyte_notify_login={cookie}"));
+        }
+        request.send()
+    };
+    // A state that is not this browser's: refused before the code is spent.
+    let forged = finish(
+        format!("code={code}&state=forged"),
+        Some(login_cookie.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&forged, "flyte_notify_token").is_none());
+    assert!(forged.text().await.unwrap().contains("does not belong"));
+    // No login cookie at all: a login started elsewhere.
+    let state = login_cookie.split('.').next().unwrap().to_string();
+    let orphan = finish(format!("code={code}&state={state}"), None)
+        .await
+        .unwrap();
+    assert_eq!(orphan.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&orphan, "flyte_notify_token").is_none());
+    // The right state: the code is exchanged, but the token is for another audience.
+    let wrong = finish(
+        format!("code={code}&state={state}"),
+        Some(login_cookie.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&wrong, "flyte_notify_token").is_none());
+    let body = wrong.text().await.unwrap();
+    assert!(body.contains("not accepted here"), "{body}");
+    assert!(!body.contains(&wrong_audience), "the token is in the page");
+    let (refusals, issued) = issuer.login_log();
+    assert!(refusals.is_empty(), "{refusals:?}");
+    assert_eq!(issued, 1);
+    // The issuer's own refusal, passed on in words.
+    let denied = finish(
+        "error=access_denied&error_description=the+user+said+no".into(),
+        Some(login_cookie),
+    )
+    .await
+    .unwrap();
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    assert!(denied.text().await.unwrap().contains("the user said no"));
+    assert!(!server.log().contains(&wrong_audience));
+}
+
+/// With nothing configured the console is at `/` of the gRPC port, beside gRPC and HTTP/JSON;
+/// `console.enabled: false` turns it off there.
+#[tokio::test]
+async fn the_console_is_at_the_root_of_the_grpc_port_unless_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let id = server
+        .client()
+        .await
+        .enqueue(failed_email_request("on-the-port"))
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_ids[0]
+        .clone();
+    let base = format!("http://{}", server.addr);
+    let client = http();
+    let home = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(home.status(), StatusCode::OK);
+    assert!(home.text().await.unwrap().contains("<h1>Deliveries</h1>"));
+    let page = client
+        .get(format!("{base}/deliveries/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("on-the-port"));
+    let css = client
+        .get(format!("{base}/console.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    // HTTP/JSON on the same port is unchanged.
+    let json: serde_json::Value = client
+        .get(format!("{base}/api/v1/deliveries/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["delivery"]["id"], id.as_str(), "{json}");
+
+    let off_dir = tempfile::tempdir().unwrap();
+    let off = Server::start(
+        off_dir.path(),
+        Some("flyteNotify:\n  console:\n    enabled: false\n"),
+    );
+    let home = client
+        .get(format!("http://{}/", off.addr))
+        .send()
+        .await
+        .unwrap();
+    let status = home.status();
+    let body = home.text().await.unwrap();
+    assert!(!body.contains("Deliveries"), "{status} {body}");
+    off.client()
+        .await
+        .enqueue(failed_email_request("still-grpc"))
+        .await
+        .expect("gRPC still answers");
+}
+
+#[test]
+fn check_config_refuses_an_issuer_login_without_an_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    for (yaml, key, says) in [
+        (
+            "flyteNotify:\n  console:\n    login: { clientId: c, redirectUrl: 'http://x/login/callback' }\n",
+            "flyteNotify.console.login",
+            "flyteNotify.auth.oidc",
+        ),
+        (
+            "flyteNotify:\n  auth: { oidc: { issuer: 'https://i.example.com', audience: a } }\n  console:\n    login: { clientId: c, redirectUrl: 'http://x/elsewhere' }\n",
+            "flyteNotify.console.login.redirectUrl",
+            "/login/callback",
+        ),
+    ] {
+        std::fs::write(&path, yaml).unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(says),
+            "{yaml}: {stderr}"
+        );
+    }
 }

@@ -335,6 +335,11 @@ async fn a_reader_of_flytesnacks_sees_and_touches_nothing_else() {
         "{body}"
     );
 
+    // The same rules in the web console, served at `/` of the same port: the reader lists only
+    // flytesnacks, another project's delivery page does not exist for it, and it can neither
+    // redrive that one (not found, left dead) nor its own (not allowed); no action is offered.
+    console_applies_the_same_rules(&base, &ids).await;
+
     // Decisions are logged with the identity and counted; no token text anywhere.
     let log = server.log();
     assert!(log.contains("token reader"), "{log}");
@@ -353,6 +358,112 @@ async fn a_reader_of_flytesnacks_sees_and_touches_nothing_else() {
         !log.contains(jwt.rsplit('.').next().unwrap()),
         "a JWT in the log"
     );
+}
+
+/// A GET of a console page with `token` in the login cookie: status and body.
+async fn console_get(base: &str, token: &str, path: &str) -> (reqwest::StatusCode, String) {
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{base}{path}"))
+        .header("cookie", format!("flyte_notify_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// A console action's POST, with a CSRF token the browser holds; its status.
+async fn console_act(base: &str, token: &str, id: &str, action: &str) -> reqwest::StatusCode {
+    let csrf = "c".repeat(64);
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{base}/deliveries/{id}/{action}"))
+        .header(
+            "cookie",
+            format!("flyte_notify_token={token}; flyte_notify_csrf={csrf}"),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&note=from+the+test"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn console_applies_the_same_rules(base: &str, ids: &std::collections::HashMap<&str, String>) {
+    use reqwest::StatusCode;
+    let reader = token("reader");
+    for path in [
+        "/",
+        "/?filters=eq(state,dead)",
+        "/?filters=eq(project,other)",
+    ] {
+        let (status, page) = console_get(base, reader, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert!(page.contains("token reader"), "who is logged in: {page}");
+        assert!(
+            !page.contains("ot-1") && !page.contains("ot-2") && !page.contains("other/"),
+            "{path} shows another project:\n{page}"
+        );
+        assert!(!page.contains(reader), "the token is in the page");
+        // The chart counts every project: not for a reader of one.
+        assert!(!page.contains("<svg"), "{path}: {page}");
+    }
+    let (_, all) = console_get(base, reader, "/").await;
+    assert!(all.contains("flytesnacks/development/fs-"), "{all}");
+    let (_, everything) = console_get(base, token("ops"), "/").await;
+    assert!(
+        everything.contains("other/development/ot-1"),
+        "{everything}"
+    );
+    assert!(everything.contains("<svg"), "{everything}");
+
+    let (status, page) = console_get(base, reader, &format!("/deliveries/{}", ids["ot-1"])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
+    assert!(!page.contains("other"), "{page}");
+    let (status, _) = console_get(
+        base,
+        reader,
+        &format!("/deliveries/{}/redrive", ids["ot-1"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, page) = console_get(base, reader, &format!("/deliveries/{}", ids["fs-1"])).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        !page.contains("/redrive\"") && !page.contains("/discard\""),
+        "a reader is offered an action:\n{page}"
+    );
+
+    assert_eq!(
+        console_act(base, reader, &ids["ot-1"], "redrive").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        console_act(base, reader, &ids["fs-1"], "redrive").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        console_act(base, reader, &ids["fs-1"], "send-test").await,
+        StatusCode::FORBIDDEN
+    );
+    // The flytesnacks operator cannot reach another project's delivery either.
+    assert_eq!(
+        console_act(base, token("fsops"), &ids["ot-2"], "discard").await,
+        StatusCode::NOT_FOUND
+    );
+    for other in ["ot-1", "ot-2"] {
+        let (_, page) =
+            console_get(base, token("ops"), &format!("/deliveries/{}", ids[other])).await;
+        assert!(
+            page.contains(r#"<h1><span class="state dead">dead</span>"#),
+            "{other} was touched from the console:\n{page}"
+        );
+    }
 }
 
 /// `check-config` on `auth` (a YAML flow mapping under flyteNotify.auth): exit code and stderr.

@@ -158,12 +158,83 @@ impl Tokens {
     }
 }
 
-/// Which calls need a token, and who the token says is calling.
-#[derive(Clone)]
-pub struct AuthLayer {
+/// Who a bearer token says is calling: a static token by its name, or a JWT verified against
+/// the issuer; with the permission rules that apply to them. One for every face that takes
+/// tokens (the gRPC port and the web console), so that none checks them differently.
+pub struct Authenticator {
     tokens: Arc<Tokens>,
     oidc: Option<Arc<Oidc>>,
     permissions: Option<Arc<Permissions>>,
+}
+
+/// What a token is, as far as can be told without waiting.
+enum Known {
+    Caller(Identity),
+    /// A JWT to verify (asynchronously: it may need the issuer's keys).
+    Jwt,
+    Refused(Status),
+}
+
+impl Authenticator {
+    pub fn new(
+        tokens: Arc<Tokens>,
+        oidc: Option<Arc<Oidc>>,
+        permissions: Option<Arc<Permissions>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            tokens,
+            oidc,
+            permissions,
+        })
+    }
+
+    fn known(&self, token: &str) -> Known {
+        match self.tokens.name_of(token) {
+            Some(name) => Known::Caller(Identity::Token { name }),
+            None if self.oidc.is_some() && Oidc::looks_like_jwt(token) => Known::Jwt,
+            None => Known::Refused(Status::permission_denied(
+                "the bearer token is not one this service accepts",
+            )),
+        }
+    }
+
+    fn caller(&self, identity: Identity) -> Caller {
+        Caller {
+            identity,
+            permissions: self.permissions.clone(),
+        }
+    }
+
+    /// The caller `token` names, or the refusal to answer with: PERMISSION_DENIED for a token
+    /// that is not ours, UNAUTHENTICATED with the reason for a JWT that does not verify.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, Status> {
+        match self.known(token) {
+            Known::Caller(identity) => Ok(self.caller(identity)),
+            Known::Refused(status) => Err(status),
+            Known::Jwt => {
+                let oidc = self.oidc.as_ref().expect("a Jwt verdict only with oidc");
+                match oidc.verify(token).await {
+                    Ok(identity) => Ok(self.caller(identity)),
+                    Err(reason) => {
+                        tracing::info!(%reason, "refused a JWT bearer token");
+                        Err(Status::unauthenticated(reason))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The issuer's verifier, when JWTs are accepted: the console's login through the issuer
+    /// needs its discovery document.
+    pub fn oidc(&self) -> Option<&Arc<Oidc>> {
+        self.oidc.as_ref()
+    }
+}
+
+/// Which calls need a token, and who the token says is calling.
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<Authenticator>,
     open_health: bool,
     open_reflection: bool,
 }
@@ -179,16 +250,9 @@ enum Verdict {
 }
 
 impl AuthLayer {
-    pub fn new(
-        tokens: Arc<Tokens>,
-        oidc: Option<Arc<Oidc>>,
-        permissions: Option<Arc<Permissions>>,
-        config: &AuthConfig,
-    ) -> Self {
+    pub fn new(authenticator: Arc<Authenticator>, config: &AuthConfig) -> Self {
         Self {
-            tokens,
-            oidc,
-            permissions,
+            authenticator,
             open_health: config.open_health,
             open_reflection: config.open_reflection,
         }
@@ -216,22 +280,12 @@ impl AuthLayer {
             None => Verdict::Refused(Status::unauthenticated(
                 "the authorization metadata is not of the form `Bearer <token>`",
             )),
-            Some(token) => match self.tokens.name_of(token) {
-                Some(name) => Verdict::Caller(Identity::Token { name }),
-                None if self.oidc.is_some() && Oidc::looks_like_jwt(token) => {
-                    Verdict::Jwt(token.to_string())
-                }
-                None => Verdict::Refused(Status::permission_denied(
-                    "the bearer token is not one this service accepts",
-                )),
+            // Static tokens are answered without a task switch; only JWTs wait.
+            Some(token) => match self.authenticator.known(token) {
+                Known::Caller(identity) => Verdict::Caller(identity),
+                Known::Jwt => Verdict::Jwt(token.to_string()),
+                Known::Refused(status) => Verdict::Refused(status),
             },
-        }
-    }
-
-    fn caller(&self, identity: Identity) -> Caller {
-        Caller {
-            identity,
-            permissions: self.permissions.clone(),
         }
     }
 }
@@ -283,25 +337,22 @@ where
             Verdict::Refused(refused) => Box::pin(async move { Ok(refuse(refused)) }),
             Verdict::Open => Box::pin(self.inner.call(request)),
             Verdict::Caller(identity) => {
-                request.extensions_mut().insert(self.layer.caller(identity));
+                let caller = self.layer.authenticator.caller(identity);
+                request.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(request))
             }
             Verdict::Jwt(token) => {
                 // The service polled ready is the one that must take the call; a clone stays.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                let layer = self.layer.clone();
-                let oidc = layer.oidc.clone().expect("a Jwt verdict only with oidc");
+                let authenticator = self.layer.authenticator.clone();
                 Box::pin(async move {
-                    match oidc.verify(&token).await {
-                        Ok(identity) => {
-                            request.extensions_mut().insert(layer.caller(identity));
+                    match authenticator.authenticate(&token).await {
+                        Ok(caller) => {
+                            request.extensions_mut().insert(caller);
                             inner.call(request).await
                         }
-                        Err(reason) => {
-                            tracing::info!(%reason, "refused a JWT bearer token");
-                            Ok(refuse(Status::unauthenticated(reason)))
-                        }
+                        Err(refused) => Ok(refuse(refused)),
                     }
                 })
             }

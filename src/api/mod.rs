@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub drain_delay: std::time::Duration,
     /// `http.enabled`: serve every RPC as HTTP/JSON (HTTP/1.1 and HTTP/2) on this port too.
     pub http_json: bool,
+    /// The web console's routes, served at `/` beside HTTP/JSON (needs `http_json`).
+    pub console: Option<axum::Router>,
 }
 
 /// The health service name of the processing side: the cloud queue's consumer and the senders.
@@ -71,6 +73,7 @@ pub async fn serve(
         time_calls,
         drain_delay,
         http_json,
+        console,
     } = options;
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = |up: bool| {
@@ -167,6 +170,7 @@ pub async fn serve(
         // the size limit, auth, the service) handles both faces alike.
         .layer(tower::util::option_layer(http_json.then(|| {
             http_json::HttpJsonLayer::new(max_request_bytes, transport.request_timeout, time_calls)
+                .with_console(console)
         })))
         // Then: sees every call's final status, refusals by the layers below included.
         .layer(tower::util::option_layer(

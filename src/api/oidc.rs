@@ -38,12 +38,21 @@ pub struct Oidc {
     config: OidcConfig,
     http: reqwest::Client,
     keys: RwLock<JwkSet>,
+    /// The discovery document as last read: the console's login needs its endpoints.
+    discovery: RwLock<Option<Value>>,
     /// When we last fetched (or tried to), for the refetch rate limit; None before the first.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// Why a token was refused: said to the caller (UNAUTHENTICATED) and logged. Never the token.
 pub type Refusal = String;
+
+/// The issuer's endpoints for a browser's login.
+#[derive(Debug, Clone)]
+pub struct LoginEndpoints {
+    pub authorization: String,
+    pub token: String,
+}
 
 impl Oidc {
     /// Fetches discovery and the key set once; when the issuer cannot be reached now, the service
@@ -59,6 +68,7 @@ impl Oidc {
             config,
             http,
             keys: RwLock::new(JwkSet { keys: Vec::new() }),
+            discovery: RwLock::new(None),
             last_fetch: tokio::sync::Mutex::new(None),
         });
         match oidc.refetch(true).await {
@@ -97,8 +107,8 @@ impl Oidc {
         serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
     }
 
-    /// The JWKS address from discovery: OIDC's document first, then RFC 8414's.
-    async fn jwks_uri(&self) -> Result<String, String> {
+    /// The issuer's discovery document: OIDC's first, then RFC 8414's. Kept for `endpoints`.
+    async fn discover(&self) -> Result<Value, String> {
         let mut errors = Vec::new();
         for well_known in [
             "/.well-known/openid-configuration",
@@ -118,10 +128,12 @@ impl Oidc {
                         ));
                         continue;
                     }
-                    return doc["jwks_uri"]
-                        .as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("{well_known} has no jwks_uri"));
+                    if doc["jwks_uri"].as_str().is_none() {
+                        errors.push(format!("{well_known} has no jwks_uri"));
+                        continue;
+                    }
+                    *self.discovery.write().expect("discovery lock poisoned") = Some(doc.clone());
+                    return Ok(doc);
                 }
                 Err(e) => errors.push(e),
             }
@@ -140,12 +152,43 @@ impl Oidc {
             return Err("fetched within refetchInterval; not again yet".into());
         }
         *last = Some(Instant::now());
-        let uri = self.jwks_uri().await?;
+        let doc = self.discover().await?;
+        let uri = doc["jwks_uri"].as_str().unwrap_or_default().to_string();
         let set: JwkSet = serde_json::from_value(self.get_json(&uri).await?)
             .map_err(|e| format!("{uri}: not a JWK set: {e}"))?;
         let count = set.keys.len();
         *self.keys.write().expect("JWKS lock poisoned") = set;
         Ok(count)
+    }
+
+    /// Where a browser logs in (authorization code with PKCE) and where the code is exchanged,
+    /// from the discovery document; read again if the issuer has not answered yet.
+    pub async fn endpoints(&self) -> Result<LoginEndpoints, String> {
+        let known = self
+            .discovery
+            .read()
+            .expect("discovery lock poisoned")
+            .clone();
+        let doc = match known {
+            Some(doc) => doc,
+            None => self.discover().await?,
+        };
+        let field = |name: &str| {
+            doc[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("the issuer's discovery document has no {name}"))
+        };
+        Ok(LoginEndpoints {
+            authorization: field("authorization_endpoint")?,
+            token: field("token_endpoint")?,
+        })
+    }
+
+    /// The HTTP client the verifier uses (timeouts, size-checked reads): the console's code
+    /// exchange goes to the same issuer.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     fn find(&self, kid: Option<&str>) -> Option<Jwk> {

@@ -132,6 +132,7 @@ impl NotificationService for GrpcNotificationService {
     ) -> Result<Response<RedriveResponse>, Status> {
         let by_ids = !request.get_ref().delivery_ids.is_empty();
         let (operate, read) = act_scopes(&request, by_ids)?;
+        let who = caller(&request).cloned();
         self.notifier
             .redrive(
                 request.into_inner(),
@@ -142,7 +143,10 @@ impl NotificationService for GrpcNotificationService {
             )
             .await
             .map(Response::new)
-            .map_err(to_status)
+            .map_err(|e| {
+                authz::record_refusal(who.as_ref(), Action::Operate, &e);
+                to_status(e)
+            })
     }
 
     async fn discard(
@@ -151,6 +155,7 @@ impl NotificationService for GrpcNotificationService {
     ) -> Result<Response<DiscardResponse>, Status> {
         let by_ids = !request.get_ref().delivery_ids.is_empty();
         let (operate, read) = act_scopes(&request, by_ids)?;
+        let who = caller(&request).cloned();
         self.notifier
             .discard(
                 request.into_inner(),
@@ -161,7 +166,10 @@ impl NotificationService for GrpcNotificationService {
             )
             .await
             .map(Response::new)
-            .map_err(to_status)
+            .map_err(|e| {
+                authz::record_refusal(who.as_ref(), Action::Operate, &e);
+                to_status(e)
+            })
     }
 
     async fn get_delivery(

@@ -6,12 +6,15 @@
 //! The files, each with one job:
 //! - `routes.rs`: the URL table and the handlers (read the request, call the core, pick a view);
 //! - `views.rs`: the askama templates' data, built from the core's answers;
-//! - `session.rs`: the login cookie (when `flyteNotify.auth` is on) and the CSRF token;
+//! - `session.rs`: the login cookie (when `flyteNotify.auth` is on), who it names, and the CSRF
+//!   token;
+//! - `issuer_login.rs`: logging in through the OIDC issuer (authorization code with PKCE);
 //! - `chart.rs`: the inline SVG of deliveries and failures per hour;
 //! - `words.rs`: readable times and errors in words;
 //! - `templates/console/*.html` and `console.css`: the pages, compiled into the binary.
 
 mod chart;
+mod issuer_login;
 mod routes;
 mod session;
 mod views;
@@ -27,17 +30,24 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, watch};
 
-use crate::api::auth::Tokens;
+use crate::api::auth::Authenticator;
 use crate::notify::Notifier;
 
+pub use issuer_login::IssuerLogin;
 pub use routes::router;
 
 /// What the console needs besides the core.
 #[derive(Clone, Default)]
 pub struct ConsoleOptions {
-    /// The accepted bearer tokens when `flyteNotify.auth` is on: the console then asks for one
-    /// and keeps it in a cookie. None: open, like the gRPC port.
-    pub tokens: Option<Arc<Tokens>>,
+    /// Who a bearer token names, when `flyteNotify.auth` is on: the console then asks for a
+    /// token (or a login through the issuer), keeps it in a cookie, and shows and allows what the
+    /// permission rules give that caller. None: open, like the gRPC port.
+    pub auth: Option<Arc<Authenticator>>,
+    /// `flyteNotify.console.login`: the issuer's login page, beside pasting a token.
+    pub login: Option<Arc<IssuerLogin>>,
+    /// Mark cookies `Secure`: the console is reached over TLS (the gRPC port's own, or an
+    /// ingress's, as the login's https redirect URL says).
+    pub secure_cookies: bool,
 }
 
 /// Connections served at once; more wait to be accepted.

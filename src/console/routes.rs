@@ -6,21 +6,17 @@
 //! GET  /deliveries/{id}/{action}     the confirmation of redrive, discard or send-test
 //! POST /deliveries/{id}/{action}     the action itself (CSRF-checked)
 //! GET  /login, POST /login, POST /logout   only when flyteNotify.auth is on
+//! GET  /login/issuer, GET /login/callback  only with flyteNotify.console.login
 //! GET  /console.css
-
-/// The console shows and acts everywhere: config refuses it beside per-project permissions
-/// (flyteNotify.auth.permissions), which it does not apply yet.
-const ALL: crate::authz::Scope = crate::authz::Scope::All;
-const OPERATE_ALL: crate::notify::ActScope<'static> = crate::notify::ActScope {
-    operate: &crate::authz::Scope::All,
-    read: &crate::authz::Scope::All,
-};
+//!
+//! Every page and action is the logged-in viewer's: what it lists, opens and changes is what the
+//! permission rules give that caller on the gRPC port (`Viewer`), checked by the same code.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,13 +26,15 @@ use serde::Deserialize;
 
 use super::ConsoleOptions;
 use super::chart::chart;
-use super::session::{self, CSRF_COOKIE, TOKEN_COOKIE};
+use super::issuer_login::{LOGIN_COOKIE, LOGIN_COOKIE_SECONDS};
+use super::session::{self, CSRF_COOKIE, TOKEN_COOKIE, Viewer};
 use super::views::{
-    Actions, ConfirmPage, DeliveriesPage, DeliveryPage, Event, Example, Layout, LoginPage, Message,
-    ProblemPage, Row, Tab,
+    Actions, ConfirmPage, DeliveriesPage, DeliveryPage, Event, Example, Layout, LoggedInPage,
+    LoginPage, Message, ProblemPage, Row, Tab,
 };
+use crate::authz::{self, Action, Scope};
 use crate::error::Error;
-use crate::notify::Notifier;
+use crate::notify::{ActScope, Notifier};
 use crate::proto::flyteidl::admin::{
     EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
 };
@@ -99,13 +97,17 @@ pub fn router(notifier: Arc<Notifier>, options: ConsoleOptions) -> Router {
             require_login,
         ))
         .route("/login", get(login_form).post(login))
+        .route("/login/issuer", get(issuer_login))
+        .route("/login/callback", get(issuer_callback))
         .route("/console.css", get(stylesheet))
         .with_state(console)
 }
 
-/// Sends a browser without an accepted token to the login form (a GET) or refuses the request.
-async fn require_login(State(c): State<Console>, request: Request, next: Next) -> Response {
-    if session::logged_in(&c.options, request.headers()) {
+/// Names the viewer of each request (the caller its token cookie stands for); sends a browser
+/// without an accepted token to the login form (a GET) or refuses the request.
+async fn require_login(State(c): State<Console>, mut request: Request, next: Next) -> Response {
+    if let Some(viewer) = session::viewer(&c.options, request.headers()).await {
+        request.extensions_mut().insert(viewer);
         return next.run(request).await;
     }
     if request.method() == axum::http::Method::GET {
@@ -132,12 +134,27 @@ fn layout(
     title: impl Into<String>,
 ) -> (Layout, Option<HeaderValue>) {
     let (csrf, new) = session::csrf_value(headers);
-    let cookie = new.then(|| session::set_cookie(CSRF_COOKIE, &csrf, None));
+    let cookie = new.then(|| session::set_cookie(options, CSRF_COOKIE, &csrf, None));
     let layout = Layout {
         title: title.into(),
         csrf,
-        logout: options.tokens.is_some(),
+        // Only a page that knows its viewer offers to log out (not the login form itself).
+        logout: false,
+        who: None,
     };
+    (layout, cookie)
+}
+
+/// The frame for a logged-in viewer: as `layout`, naming who is logged in.
+fn layout_for(
+    headers: &HeaderMap,
+    options: &ConsoleOptions,
+    viewer: &Viewer,
+    title: impl Into<String>,
+) -> (Layout, Option<HeaderValue>) {
+    let (mut layout, cookie) = layout(headers, options, title);
+    layout.logout = options.auth.is_some();
+    layout.who = viewer.name();
     (layout, cookie)
 }
 
@@ -200,6 +217,7 @@ fn core_problem(headers: &HeaderMap, options: &ConsoleOptions, e: Error) -> Resp
                 .join("; "),
         ),
         Error::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+        Error::PermissionDenied(m) => (StatusCode::FORBIDDEN, format!("Not allowed: {m}.")),
         other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     };
     problem(headers, options, status, message)
@@ -221,9 +239,14 @@ struct ListQuery {
 
 async fn deliveries(
     State(c): State<Console>,
+    Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
+    let scope = match viewer.read() {
+        Ok(scope) => scope,
+        Err(e) => return core_problem(&headers, &c.options, e),
+    };
     let filters = q.filters.trim().to_string();
     let limit = q.limit.unwrap_or(PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
     let listed = c
@@ -234,7 +257,7 @@ async fn deliveries(
                 limit,
                 token: q.token.clone(),
             },
-            &ALL,
+            &scope,
         )
         .await;
     let now = now_millis();
@@ -261,9 +284,13 @@ async fn deliveries(
         Err(e) => return core_problem(&headers, &c.options, e),
     };
     let hour = Duration::from_secs(3600);
-    let buckets = match c.notifier.activity(hour * CHART_HOURS, hour).await {
-        Ok(b) => b,
-        Err(e) => return core_problem(&headers, &c.options, e),
+    // The ledger's history counts every project: shown only to whoever may read them all.
+    let chart = match scope {
+        Scope::All => match c.notifier.activity(hour * CHART_HOURS, hour).await {
+            Ok(buckets) => Some(chart(&buckets)),
+            Err(e) => return core_problem(&headers, &c.options, e),
+        },
+        Scope::Within(_) => None,
     };
     let tabs = STATES
         .iter()
@@ -276,7 +303,7 @@ async fn deliveries(
             }
         })
         .collect();
-    let (layout, cookie) = layout(&headers, &c.options, "Deliveries");
+    let (layout, cookie) = layout_for(&headers, &c.options, &viewer, "Deliveries");
     let view = DeliveriesPage {
         layout,
         tabs,
@@ -293,7 +320,7 @@ async fn deliveries(
             .map(|_| format!("&limit={limit}"))
             .unwrap_or_default(),
         problem,
-        chart: chart(&buckets),
+        chart,
         hours: CHART_HOURS,
         filters,
     };
@@ -322,21 +349,32 @@ fn notice(done: &str) -> Option<String> {
     )
 }
 
+/// The delivery `id` if the viewer may read its project; "not found" otherwise, as on the gRPC
+/// port, so that the page tells nothing of other projects' deliveries.
+async fn readable(
+    c: &Console,
+    viewer: &Viewer,
+    id: &str,
+) -> Result<api::GetDeliveryResponse, Error> {
+    let scope = viewer.read()?;
+    c.notifier
+        .get_delivery(
+            api::GetDeliveryRequest {
+                delivery_id: id.to_string(),
+            },
+            &scope,
+        )
+        .await
+}
+
 async fn delivery(
     State(c): State<Console>,
+    Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<DeliveryQuery>,
 ) -> Response {
-    let got = c
-        .notifier
-        .get_delivery(
-            api::GetDeliveryRequest {
-                delivery_id: id.clone(),
-            },
-            &ALL,
-        )
-        .await;
+    let got = readable(&c, &viewer, &id).await;
     let got = match got {
         Ok(got) => got,
         Err(e) => return core_problem(&headers, &c.options, e),
@@ -360,14 +398,15 @@ async fn delivery(
         .map(|e| e.org.clone())
         .unwrap_or_default();
     let row = Row::of(&d, now);
-    let dead = row.state == "dead";
+    let dead = row.state == "dead" && viewer.may_operate_in(&row.project, &row.domain);
     let (message, message_problem) = match inspected.message {
         Ok(m) => (Some(Message::of(m)), None),
         Err(why) => (None, Some(format!("The message cannot be shown: {why}"))),
     };
-    let (layout, cookie) = layout(
+    let (layout, cookie) = layout_for(
         &headers,
         &c.options,
+        &viewer,
         format!("{}/{}", row.project, row.name),
     );
     let view = DeliveryPage {
@@ -375,7 +414,7 @@ async fn delivery(
         actions: Actions {
             redrive: dead,
             discard: dead,
-            send_test: test_target(&d).is_some(),
+            send_test: test_target(&d).is_some() && viewer.may_operate_everywhere(),
         },
         org,
         execution_link: inspected.execution_link,
@@ -441,6 +480,7 @@ fn action(name: &str) -> Option<(&'static str, &'static str, &'static str)> {
 
 async fn confirm(
     State(c): State<Console>,
+    Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
@@ -452,15 +492,11 @@ async fn confirm(
             format!("no action {name:?}"),
         );
     };
-    let got = match c
-        .notifier
-        .get_delivery(api::GetDeliveryRequest { delivery_id: id }, &ALL)
-        .await
-    {
+    let got = match readable(&c, &viewer, &id).await {
         Ok(got) => got,
         Err(e) => return core_problem(&headers, &c.options, e),
     };
-    let (layout, cookie) = layout(&headers, &c.options, verb);
+    let (layout, cookie) = layout_for(&headers, &c.options, &viewer, verb);
     let view = ConfirmPage {
         layout,
         d: Row::of(&got.delivery.unwrap_or_default(), now_millis()),
@@ -481,6 +517,7 @@ struct ActForm {
 
 async fn act(
     State(c): State<Console>,
+    Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
     Path((id, name)): Path<(String, String)>,
     Form(form): Form<ActForm>,
@@ -496,6 +533,15 @@ async fn act(
     let here = |done: &str| {
         Redirect::to(&format!("/deliveries/{}?done={done}", encoded(&id))).into_response()
     };
+    let (operate, read) = viewer.operate_by_ids();
+    let scope = ActScope {
+        operate: &operate,
+        read: &read,
+    };
+    let refused = |e: Error| {
+        authz::record_refusal(viewer.caller.as_ref(), Action::Operate, &e);
+        core_problem(&headers, &c.options, e)
+    };
     match name.as_str() {
         "redrive" => match c
             .notifier
@@ -505,13 +551,13 @@ async fn act(
                     note,
                     ..Default::default()
                 },
-                OPERATE_ALL,
+                scope,
             )
             .await
         {
-            Ok(r) if r.delivery_ids.is_empty() => here("skipped"),
+            Ok(r) if r.delivery_ids.is_empty() => skipped_or_unseen(&r.skipped, &id, &here),
             Ok(_) => here("redriven"),
-            Err(e) => core_problem(&headers, &c.options, e),
+            Err(e) => refused(e),
         },
         "discard" => match c
             .notifier
@@ -521,28 +567,22 @@ async fn act(
                     note,
                     ..Default::default()
                 },
-                OPERATE_ALL,
+                scope,
             )
             .await
         {
-            Ok(r) if r.delivery_ids.is_empty() => here("skipped"),
+            Ok(r) if r.delivery_ids.is_empty() => skipped_or_unseen(&r.skipped, &id, &here),
             Ok(_) => here("discarded"),
-            Err(e) => core_problem(&headers, &c.options, e),
+            Err(e) => refused(e),
         },
         "send-test" => {
-            let got = match c
-                .notifier
-                .get_delivery(
-                    api::GetDeliveryRequest {
-                        delivery_id: id.clone(),
-                    },
-                    &ALL,
-                )
-                .await
-            {
+            let got = match readable(&c, &viewer, &id).await {
                 Ok(got) => got,
                 Err(e) => return core_problem(&headers, &c.options, e),
             };
+            if let Err(e) = viewer.send_test() {
+                return core_problem(&headers, &c.options, e);
+            }
             let Some(target) = test_target(&got.delivery.unwrap_or_default()) else {
                 return problem(
                     &headers,
@@ -578,6 +618,27 @@ async fn act(
     }
 }
 
+/// After a redrive or discard that changed nothing: "not found" when the delivery is gone or
+/// outside what the viewer may see (the same page as for an id that never existed), otherwise
+/// back to it with the notice that only dead ones can be acted on.
+fn skipped_or_unseen(
+    skipped: &[api::SkippedDelivery],
+    id: &str,
+    here: &dyn Fn(&str) -> Response,
+) -> Response {
+    if skipped
+        .iter()
+        .any(|s| s.delivery_id == id && s.reason == "not found")
+    {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no delivery {id:?} in this ledger"),
+        )
+            .into_response();
+    }
+    here("skipped")
+}
+
 fn csrf_refused(headers: &HeaderMap, options: &ConsoleOptions) -> Response {
     problem(
         headers,
@@ -610,16 +671,32 @@ async fn login_form(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    if c.options.tokens.is_none() {
+    if c.options.auth.is_none() {
         return Redirect::to("/").into_response();
     }
-    let (layout, cookie) = layout(&headers, &c.options, "Log in");
+    login_page(&headers, &c.options, &q.next, None, StatusCode::OK)
+}
+
+/// The login form, with the issuer's button when the console can log in through it.
+fn login_page(
+    headers: &HeaderMap,
+    options: &ConsoleOptions,
+    next: &str,
+    problem: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let (layout, cookie) = layout(headers, options, "Log in");
+    let next = safe_next(next);
     let view = LoginPage {
         layout,
-        next: safe_next(&q.next),
-        problem: None,
+        issuer: options
+            .login
+            .as_ref()
+            .map(|_| format!("/login/issuer?next={}", encoded(&next))),
+        next,
+        problem,
     };
-    page(StatusCode::OK, view.render(), cookie)
+    page(status, view.render(), cookie)
 }
 
 #[derive(Deserialize)]
@@ -637,29 +714,158 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let Some(tokens) = &c.options.tokens else {
+    let Some(auth) = &c.options.auth else {
         return Redirect::to("/").into_response();
     };
     if !session::csrf_ok(&headers, &form.csrf) {
         return csrf_refused(&headers, &c.options);
     }
     let token = form.token.trim();
-    if session::cookie_safe(token) && tokens.accepts(token) {
+    let accepted = session::cookie_safe(token) && auth.authenticate(token).await.is_ok();
+    if accepted {
         let mut response = Redirect::to(&safe_next(&form.next)).into_response();
         response.headers_mut().append(
             header::SET_COOKIE,
-            session::set_cookie(TOKEN_COOKIE, token, None),
+            session::set_cookie(&c.options, TOKEN_COOKIE, token, None),
         );
         return response;
     }
     // Never echo the token back, not even into the form.
-    let (layout, cookie) = layout(&headers, &c.options, "Log in");
-    let view = LoginPage {
-        layout,
-        next: safe_next(&form.next),
-        problem: Some("That token is not one this service accepts."),
+    login_page(
+        &headers,
+        &c.options,
+        &form.next,
+        Some("That token is not one this service accepts.".into()),
+        StatusCode::UNAUTHORIZED,
+    )
+}
+
+/// Starts a login through the issuer: to its authorization page, with PKCE's challenge and a
+/// state kept, with the verifier, in a cookie only the `/login` paths receive. SameSite=Lax, as
+/// the issuer's redirect back is a navigation from its site.
+async fn issuer_login(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    let Some(login) = &c.options.login else {
+        return Redirect::to("/login").into_response();
     };
-    page(StatusCode::UNAUTHORIZED, view.render(), cookie)
+    match login.start(&safe_next(&q.next)).await {
+        Ok(started) => {
+            let mut response = Redirect::to(&started.authorize_url).into_response();
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                session::cookie_header(
+                    &c.options,
+                    LOGIN_COOKIE,
+                    &started.cookie,
+                    "/login",
+                    "Lax",
+                    Some(LOGIN_COOKIE_SECONDS),
+                ),
+            );
+            response
+        }
+        Err(why) => {
+            tracing::warn!(error = %why, "the console cannot start a login through the issuer");
+            login_page(
+                &headers,
+                &c.options,
+                &q.next,
+                Some(format!("The identity provider cannot be reached: {why}")),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct CallbackQuery {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+/// Where the issuer sends the browser back: the code is exchanged for an access token, which must
+/// verify like any bearer token; it then goes in the token cookie. The answer is a page that moves
+/// on by itself rather than a redirect: a SameSite=Strict cookie set while the browser is on its
+/// way back from another site is not sent on the redirect that follows.
+async fn issuer_callback(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let (Some(login), Some(auth)) = (&c.options.login, &c.options.auth) else {
+        return Redirect::to("/login").into_response();
+    };
+    let failed = |why: String| {
+        let mut response = login_page(
+            &headers,
+            &c.options,
+            "/",
+            Some(why),
+            StatusCode::UNAUTHORIZED,
+        );
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            session::cookie_header(&c.options, LOGIN_COOKIE, "", "/login", "Lax", Some(0)),
+        );
+        response
+    };
+    if !q.error.is_empty() {
+        let detail = if q.error_description.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", q.error_description)
+        };
+        return failed(format!(
+            "The identity provider did not log you in ({}{detail}).",
+            q.error
+        ));
+    }
+    let cookie = session::cookie(&headers, LOGIN_COOKIE);
+    let (token, next) = match login.finish(cookie, &q.state, &q.code).await {
+        Ok(done) => done,
+        Err(why) => return failed(format!("The login did not go through: {why}.")),
+    };
+    if !session::cookie_safe(&token) {
+        return failed("The identity provider's token cannot be kept in a cookie.".into());
+    }
+    let caller = match auth.authenticate(&token).await {
+        Ok(caller) => caller,
+        Err(refused) => {
+            return failed(format!(
+                "The identity provider's token is not accepted here: {} (its audience must be \
+                 flyteNotify.auth.oidc.audience).",
+                refused.message()
+            ));
+        }
+    };
+    tracing::info!(identity = %caller.identity, "logged in to the console through the issuer");
+    let next = safe_next(&next);
+    let (layout, cookie) = layout(&headers, &c.options, "Logged in");
+    let view = LoggedInPage {
+        layout,
+        who: caller.identity.to_string(),
+        next,
+    };
+    let mut response = page(StatusCode::OK, view.render(), cookie);
+    let set = response.headers_mut();
+    set.append(
+        header::SET_COOKIE,
+        session::set_cookie(&c.options, TOKEN_COOKIE, &token, None),
+    );
+    set.append(
+        header::SET_COOKIE,
+        session::cookie_header(&c.options, LOGIN_COOKIE, "", "/login", "Lax", Some(0)),
+    );
+    response
 }
 
 async fn logout(
@@ -673,7 +879,7 @@ async fn logout(
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        session::set_cookie(TOKEN_COOKIE, "", Some(0)),
+        session::set_cookie(&c.options, TOKEN_COOKIE, "", Some(0)),
     );
     response
 }

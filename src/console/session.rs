@@ -1,9 +1,11 @@
 //! Who may use the console, and proof that a form came from it.
 //!
 //! Login: with `flyteNotify.auth` on, the console asks for one of the bearer tokens the gRPC port
-//! accepts, checks it with the same `Tokens::accepts`, and keeps it in a cookie the page's
-//! scripts cannot read (HttpOnly) and other sites cannot send (SameSite=Strict). The token is
-//! checked again on every request, so a token taken off the list stops working here too.
+//! accepts (or gets one from the issuer, see `issuer_login`), checks it with the same
+//! `Authenticator` as a gRPC call, and keeps it in a cookie the page's scripts cannot read
+//! (HttpOnly) and other sites cannot send (SameSite=Strict). The token is checked again on every
+//! request, so a token taken off the list, or a JWT past its `exp`, stops working here too; and
+//! the caller it names decides, by the same permission rules, what each page shows and allows.
 //!
 //! CSRF: a double-submit token. Each browser gets a random value in a cookie, and every form
 //! carries the same value in a hidden field; a POST whose field does not match its cookie is
@@ -14,6 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use rand::Rng;
 
 use super::ConsoleOptions;
+use crate::authz::{self, Action, Caller, Scope, Target};
+use crate::error::Error;
 
 pub const TOKEN_COOKIE: &str = "flyte_notify_token";
 pub const CSRF_COOKIE: &str = "flyte_notify_csrf";
@@ -30,24 +34,112 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// A `Set-Cookie` value for `name`, scoped to the whole console and hidden from scripts;
-/// `max_age` 0 deletes it.
-pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+/// A `Set-Cookie` value for `name`, scoped to the whole console, hidden from scripts and sent
+/// only by our own pages; `max_age` 0 deletes it. `Secure` when the console is served over TLS.
+pub fn set_cookie(
+    options: &ConsoleOptions,
+    name: &str,
+    value: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
+    cookie_header(options, name, value, "/", "Strict", max_age)
+}
+
+/// The `Set-Cookie` value with every attribute spelled out.
+pub fn cookie_header(
+    options: &ConsoleOptions,
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
     let age = max_age
         .map(|s| format!("; Max-Age={s}"))
         .unwrap_or_default();
+    let secure = if options.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}{secure}{age}"
     ))
     .expect("cookie values here are ASCII without control characters")
 }
 
-/// Whether the request may see the console: always with auth off; with it on, when the token
-/// cookie holds an accepted token.
-pub fn logged_in(options: &ConsoleOptions, headers: &HeaderMap) -> bool {
-    match &options.tokens {
-        None => true,
-        Some(tokens) => cookie(headers, TOKEN_COOKIE).is_some_and(|t| tokens.accepts(t)),
+/// Who is looking at the console: the caller its token cookie names (None with auth off, when
+/// anyone who reaches the console may do everything, as on the gRPC port).
+#[derive(Clone, Default)]
+pub struct Viewer {
+    pub caller: Option<Caller>,
+}
+
+impl Viewer {
+    /// Where the viewer may read: PERMISSION_DENIED when nowhere. Logged and counted like a
+    /// gRPC call's decision.
+    pub fn read(&self) -> Result<Scope, Error> {
+        authz::scope(self.caller.as_ref(), Action::Read)
+    }
+
+    /// Where the viewer may change deliveries named by id (redrive, discard), and where it may
+    /// see them, as the core's `ActScope` wants them: as on the gRPC port, one it may see but not
+    /// change is refused naming its project, one it may not see is "not found".
+    pub fn operate_by_ids(&self) -> (Scope, Scope) {
+        let operate = authz::scope(self.caller.as_ref(), Action::Operate)
+            .unwrap_or(Scope::Within(Vec::new()));
+        let read = match &operate {
+            Scope::All => Scope::All,
+            Scope::Within(_) => self.read().unwrap_or_else(|_| operate.clone()),
+        };
+        (operate, read)
+    }
+
+    /// Whether to offer redrive and discard on a delivery of this project: not a decision (the
+    /// action is checked when it is taken), so neither logged nor counted.
+    pub fn may_operate_in(&self, project: &str, domain: &str) -> bool {
+        authz::allowed_quietly(
+            self.caller.as_ref(),
+            Action::Operate,
+            Target::Project { project, domain },
+        )
+    }
+
+    /// Whether to offer a test send: like SendTest on the gRPC port, for whoever operates
+    /// everywhere (a test goes to any recipient).
+    pub fn may_operate_everywhere(&self) -> bool {
+        authz::allowed_quietly(self.caller.as_ref(), Action::Operate, Target::Everywhere)
+    }
+
+    /// A test send: checked, logged and counted like SendTest's.
+    pub fn send_test(&self) -> Result<(), Error> {
+        authz::check(self.caller.as_ref(), Action::Operate, Target::Everywhere)
+    }
+
+    /// Who is logged in, for the frame: never the token.
+    pub fn name(&self) -> Option<String> {
+        self.caller.as_ref().map(|c| c.identity.to_string())
+    }
+}
+
+/// The viewer this request's token cookie names, or None when it holds no accepted token (then
+/// the console asks to log in). With auth off, everyone is a viewer who may do everything.
+pub async fn viewer(options: &ConsoleOptions, headers: &HeaderMap) -> Option<Viewer> {
+    let Some(auth) = &options.auth else {
+        return Some(Viewer::default());
+    };
+    let token = cookie(headers, TOKEN_COOKIE)?;
+    match auth.authenticate(token).await {
+        Ok(caller) => Some(Viewer {
+            caller: Some(caller),
+        }),
+        Err(refused) => {
+            tracing::debug!(
+                reason = refused.message(),
+                "the console's token cookie is refused"
+            );
+            None
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Layout {
     pub csrf: String,
     /// Logged in with a token: the frame offers to log out.
     pub logout: bool,
+    /// Who is logged in (the identity the permission rules see, never the token).
+    pub who: Option<String>,
 }
 
 /// A tab over the deliveries: a state, as the filter it stands for.
@@ -121,7 +123,8 @@ pub struct DeliveriesPage {
     pub limit_param: String,
     /// Why the filters were refused, in the core's words.
     pub problem: Option<String>,
-    pub chart: Chart,
+    /// None when the viewer may not read every project: the ledger's history is not by project.
+    pub chart: Option<Chart>,
     pub hours: u32,
 }
 
@@ -229,7 +232,18 @@ pub struct ConfirmPage {
 pub struct LoginPage {
     pub layout: Layout,
     pub next: String,
-    pub problem: Option<&'static str>,
+    /// The link that starts a login through the issuer, when `console.login` is set.
+    pub issuer: Option<String>,
+    pub problem: Option<String>,
+}
+
+/// After the issuer's login: moves on to `next` by itself (see `issuer_callback`).
+#[derive(Template)]
+#[template(path = "console/logged_in.html")]
+pub struct LoggedInPage {
+    pub layout: Layout,
+    pub who: String,
+    pub next: String,
 }
 
 #[derive(Template)]

@@ -2,6 +2,7 @@
 //! discovery document and a JWKS that the test can change while it runs (a key rotation), with
 //! keys generated at test time by the `openssl` command and tokens signed with jsonwebtoken.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,6 +104,102 @@ pub struct Issuer {
     jwks: Arc<Mutex<Value>>,
     /// How many times the JWKS was fetched.
     pub jwks_fetches: Arc<AtomicUsize>,
+    login: Arc<Mutex<Login>>,
+}
+
+/// The authorization code flow, for the console's login: the client it knows, the access token
+/// it hands out, and the codes it has issued with their PKCE challenges.
+#[derive(Default)]
+struct Login {
+    client_id: Option<String>,
+    access_token: String,
+    /// code -> (code_challenge, redirect_uri)
+    codes: HashMap<String, (String, String)>,
+    issued: usize,
+    /// Every refusal, in words, for the test to show.
+    refusals: Vec<String>,
+}
+
+fn query(uri: &hyper::Uri) -> HashMap<String, String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `/authorize`: a user who approves at once. Checks what RFC 6749 and 7636 ask of the client and
+/// sends the browser back to `redirect_uri` with a single-use code.
+fn authorize(login: &Mutex<Login>, uri: &hyper::Uri) -> hyper::Response<Full<Bytes>> {
+    let q = query(uri);
+    let mut login = login.lock().unwrap();
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let refused = if login.client_id.as_deref() != Some(get("client_id").as_str()) {
+        Some("unknown client_id")
+    } else if get("response_type") != "code" {
+        Some("response_type must be code")
+    } else if get("code_challenge_method") != "S256" || get("code_challenge").len() != 43 {
+        Some("PKCE with S256 is required")
+    } else if get("state").is_empty() {
+        Some("no state")
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        login.refusals.push(format!("authorize: {why}"));
+        return hyper::Response::builder()
+            .status(400)
+            .body(Full::new(Bytes::from(why)))
+            .unwrap();
+    }
+    login.issued += 1;
+    let code = format!("code-{}", login.issued);
+    let redirect = get("redirect_uri");
+    login
+        .codes
+        .insert(code.clone(), (get("code_challenge"), redirect.clone()));
+    let mut back = url::Url::parse(&redirect).unwrap();
+    back.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &get("state"));
+    hyper::Response::builder()
+        .status(302)
+        .header("location", back.as_str())
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// `/token`: the code exchanged for the access token, once, when the verifier hashes to the
+/// challenge and the client and redirect URI are the ones the code was issued to.
+fn token(login: &Mutex<Login>, body: &[u8]) -> (u16, Value) {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let mut login = login.lock().unwrap();
+    let issued = login.codes.remove(&get("code"));
+    let refused = match &issued {
+        _ if get("grant_type") != "authorization_code" => Some("grant_type"),
+        None => Some("unknown or used code"),
+        Some(_) if login.client_id.as_deref() != Some(get("client_id").as_str()) => {
+            Some("client_id")
+        }
+        Some((_, redirect)) if *redirect != get("redirect_uri") => Some("redirect_uri"),
+        Some((challenge, _)) => {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            let hashed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(get("code_verifier").as_bytes()));
+            (hashed != *challenge).then_some("code_verifier does not match the challenge")
+        }
+    };
+    if let Some(why) = refused {
+        login.refusals.push(format!("token: {why}"));
+        return (
+            400,
+            json!({ "error": "invalid_grant", "error_description": why }),
+        );
+    }
+    (
+        200,
+        json!({ "access_token": login.access_token, "token_type": "Bearer", "expires_in": 300 }),
+    )
 }
 
 impl Issuer {
@@ -114,18 +211,21 @@ impl Issuer {
         let url = format!("http://{addr}");
         let jwks = Arc::new(Mutex::new(json!({ "keys": [] })));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (issuer, keys, count) = (url.clone(), jwks.clone(), fetches.clone());
+        let login = Arc::new(Mutex::new(Login::default()));
+        let (issuer, keys, count, codes) =
+            (url.clone(), jwks.clone(), fetches.clone(), login.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (issuer, keys, count) = (issuer.clone(), keys.clone(), count.clone());
+                let (issuer, keys, count, codes) =
+                    (issuer.clone(), keys.clone(), count.clone(), codes.clone());
                 tokio::spawn(async move {
                     let service =
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                            let (issuer, keys, count) =
-                                (issuer.clone(), keys.clone(), count.clone());
+                            let (issuer, keys, count, codes) =
+                                (issuer.clone(), keys.clone(), count.clone(), codes.clone());
                             async move {
                                 let (status, body) = match request.uri().path() {
                                     "/.well-known/openid-configuration" => (
@@ -133,12 +233,27 @@ impl Issuer {
                                         json!({
                                             "issuer": issuer,
                                             "jwks_uri": format!("{issuer}/keys"),
+                                            "authorization_endpoint": format!("{issuer}/authorize"),
                                             "token_endpoint": format!("{issuer}/token"),
+                                            "code_challenge_methods_supported": ["S256"],
                                         }),
                                     ),
                                     "/keys" => {
                                         count.fetch_add(1, Ordering::SeqCst);
                                         (200, keys.lock().unwrap().clone())
+                                    }
+                                    "/authorize" => {
+                                        return Ok(authorize(&codes, request.uri()));
+                                    }
+                                    "/token" if request.method() == hyper::Method::POST => {
+                                        use http_body_util::BodyExt as _;
+                                        let body = request
+                                            .into_body()
+                                            .collect()
+                                            .await
+                                            .map(|b| b.to_bytes())
+                                            .unwrap_or_default();
+                                        token(&codes, &body)
                                     }
                                     _ => (404, json!({ "error": "not found" })),
                                 };
@@ -161,7 +276,22 @@ impl Issuer {
             url,
             jwks,
             jwks_fetches: fetches,
+            login,
         }
+    }
+
+    /// Lets `client_id` log in by the authorization code flow with PKCE; every user is approved at
+    /// once and gets `access_token`.
+    pub fn allow_login(&self, client_id: &str, access_token: &str) {
+        let mut login = self.login.lock().unwrap();
+        login.client_id = Some(client_id.into());
+        login.access_token = access_token.into();
+    }
+
+    /// What the login endpoints refused, and how many codes they issued.
+    pub fn login_log(&self) -> (Vec<String>, usize) {
+        let login = self.login.lock().unwrap();
+        (login.refusals.clone(), login.issued)
     }
 
     /// Serves exactly these keys from now on.

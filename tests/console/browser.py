@@ -6,6 +6,11 @@ NAME and has since started the SMTP server it failed to reach. A screenshot per 
 
     python3 tests/console/browser.py --url http://127.0.0.1:8092 --name exec-1 --out /tmp/shots
 
+With --issuer-login WHO, the console asks for a login first: the test logs in through the
+identity provider's page (which approves at once), expects to be shown as WHO, and, with
+--hidden NAME --hidden-id ID, that another project's dead delivery is neither listed nor
+reachable by its address.
+
 Debian's chromium (/usr/bin/chromium, or --chromium) is launched through Playwright's
 executable_path, so Playwright never downloads a browser of its own.
 """
@@ -26,6 +31,9 @@ def main() -> int:
     parser.add_argument("--name", required=True, help="the dead delivery's execution name")
     parser.add_argument("--out", required=True, type=pathlib.Path)
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--issuer-login", help="log in through the issuer; who the page then names")
+    parser.add_argument("--hidden", help="an execution name the viewer must not see")
+    parser.add_argument("--hidden-id", help="that delivery's id")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     step = 0
@@ -45,8 +53,21 @@ def main() -> int:
         page.set_default_timeout(15_000)
 
         page.goto(args.url + "/")
-        expect(page.get_by_role("heading", name="Deliveries")).to_be_visible()
-        expect(page.locator("svg[role=img]")).to_be_visible()
+        if args.issuer_login:
+            expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+            shot(page, "login")
+            page.get_by_role("link", name="Log in with your identity provider").click()
+            # The issuer approves at once and sends the browser back; the console moves on to
+            # the page it was asked for.
+            expect(page.get_by_role("heading", name="Deliveries")).to_be_visible()
+            expect(page.locator("header .who")).to_have_text(args.issuer_login)
+            # The chart counts every project; this viewer reads only some.
+            expect(page.locator("svg[role=img]")).to_have_count(0)
+        else:
+            expect(page.get_by_role("heading", name="Deliveries")).to_be_visible()
+            expect(page.locator("svg[role=img]")).to_be_visible()
+        if args.hidden:
+            expect(page.locator("table.deliveries tbody tr", has_text=args.hidden)).to_have_count(0)
         shot(page, "deliveries")
 
         page.fill("#filters", "eq(state,dead)")
@@ -85,6 +106,12 @@ def main() -> int:
         expect(page.locator("ol.history li.delivered")).to_have_count(1)
         expect(page.locator("ol.history li.redriven")).to_contain_text("SMTP relay is back")
         shot(page, "delivered")
+
+        if args.hidden_id:
+            page.goto(args.url + "/deliveries/" + args.hidden_id)
+            expect(page.get_by_role("heading", name="Not Found")).to_be_visible()
+            expect(page.get_by_text(args.hidden)).to_have_count(0)
+            shot(page, "hidden-not-found")
         browser.close()
     return 0
 

@@ -6,6 +6,10 @@
 //! any gRPC call: call metrics, the size limit, auth and the service see a gRPC call and treat it
 //! exactly so. The gRPC answer is turned back into JSON. Doing it here rather than beside the
 //! service means no check can be applied to one face and forgotten on the other.
+//!
+//! The web console, when it is served on this port, is routed here too: any request that is
+//! neither gRPC nor an API path is a browser's. It logs its viewers in itself (cookies, not the
+//! `authorization` header), with the same `Authenticator` and permission rules.
 
 mod reply;
 mod routes;
@@ -41,6 +45,8 @@ pub struct HttpJsonLayer {
     /// Whether call metrics are on: a request refused here, before the call-metrics layer sees
     /// it, is counted here instead.
     time_calls: bool,
+    /// The web console's routes, for what is neither gRPC nor HTTP/JSON.
+    console: Option<axum::Router>,
 }
 
 impl HttpJsonLayer {
@@ -50,7 +56,14 @@ impl HttpJsonLayer {
             max_request_bytes,
             deadline: request_timeout.saturating_sub(ANSWER_MARGIN),
             time_calls,
+            console: None,
         }
+    }
+
+    /// Serve the web console at `/` too.
+    pub fn with_console(mut self, console: Option<axum::Router>) -> Self {
+        self.console = console;
+        self
     }
 }
 
@@ -73,11 +86,21 @@ pub struct HttpJson<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// What a request is: HTTP/JSON for one of our RPCs, HTTP/JSON for no RPC, or gRPC (passed on).
+/// What a request is: HTTP/JSON for one of our RPCs, HTTP/JSON for no RPC, a page of the web
+/// console, or gRPC (passed on).
 enum Kind {
     Rpc(Route),
     Refused(Status, Option<Vec<Method>>),
+    Console,
     Grpc,
+}
+
+fn is_grpc(request: &http::Request<Body>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 fn is_json(request: &http::Request<Body>) -> bool {
@@ -88,7 +111,7 @@ fn is_json(request: &http::Request<Body>) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-fn classify(request: &http::Request<Body>) -> Kind {
+fn classify(request: &http::Request<Body>, console: bool) -> Kind {
     let path = request.uri().path();
     if let Some(rpc) = path.strip_prefix(GRPC_PREFIX)
         && is_json(request)
@@ -108,7 +131,11 @@ fn classify(request: &http::Request<Body>) -> Kind {
         };
     }
     if !path.starts_with(routes::API_PREFIX) {
-        return Kind::Grpc;
+        return if console && !is_grpc(request) && !path.starts_with(GRPC_PREFIX) {
+            Kind::Console
+        } else {
+            Kind::Grpc
+        };
     }
     match routes::resolve(request.method(), path) {
         Resolved::Found(route) => Kind::Rpc(route),
@@ -154,8 +181,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let route = match classify(&request) {
+        let route = match classify(&request, self.layer.console.is_some()) {
             Kind::Grpc => return Box::pin(self.inner.call(request)),
+            Kind::Console => {
+                let mut console = self.layer.console.clone().expect("Console only with one");
+                // A Router is always ready, and never fails: its errors are responses.
+                let answer = tower::Service::<http::Request<Body>>::call(&mut console, request);
+                return Box::pin(async move {
+                    match answer.await {
+                        Ok(response) => Ok(response.map(Body::new)),
+                        Err(never) => match never {},
+                    }
+                });
+            }
             Kind::Refused(status, allowed) => {
                 let mut response = reply::error(&status);
                 if let Some(allowed) = allowed {

@@ -17,9 +17,9 @@ use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, Grouping,
     LeasedDelivery, Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction,
-    PendingQuery, Selection, Skip, State,
+    PendingQuery, RecentPage, RecentQuery, Selection, Skip, State,
 };
-use flyte_notify::ledger::{CreatedSilence, NewSilence, SilenceState};
+use flyte_notify::ledger::{CreatedSilence, NewSilence, SilenceState, filters};
 use sqlx::{Connection, PgConnection};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1492,6 +1492,300 @@ async fn discard_takes_a_dead_delivery_out_of_the_pending_list_and_keeps_it() {
         );
         assert_eq!(history[1].detail, "left the company");
         assert_eq!(pending_ids(&*ledger, Vec::new()).await, vec!["dead-y"]);
+        ledger.close().await;
+    }
+}
+
+/// Records `outcome` for the leased deliveries `ids` in one call (so in one transaction, at one
+/// time by the ledger's clock), then waits long enough that the next call is at a later time.
+async fn record_as(ledger: &dyn Ledger, leased: &[DeliveryRef], ids: &[&str], outcome: Outcome) {
+    let outcomes = ids
+        .iter()
+        .map(|id| {
+            let d = leased.iter().find(|d| d.id == *id).unwrap().clone();
+            (d, outcome.clone())
+        })
+        .collect();
+    let recorded = ledger.record(outcomes).await.unwrap();
+    assert!(recorded.stale.is_empty(), "{recorded:?}");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+async fn recent(ledger: &dyn Ledger, since: i64, limit: u32, filters: Vec<Filter>) -> RecentPage {
+    ledger
+        .recently_delivered(RecentQuery {
+            limit,
+            since,
+            before: None,
+            filters,
+        })
+        .await
+        .unwrap()
+}
+
+fn recent_ids(page: &RecentPage) -> Vec<&str> {
+    page.deliveries
+        .iter()
+        .map(|d| d.delivery.id.as_str())
+        .collect()
+}
+
+/// A second delivered event for `id`, now: no path of the ledger writes one today (a delivered
+/// delivery cannot be redriven), but the history may come to hold one (a manual resend, a newer
+/// version), and the listing must not show the delivery twice when it does.
+async fn delivered_again(store: &Store, id: &str) {
+    match store.backend {
+        Backend::Sqlite => {
+            use sqlx::ConnectOptions as _;
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(store.dir.path().join("ledger.sqlite"))
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+                 VALUES (?1, ?2, 'delivered', 1, 'sent again')",
+            )
+            .bind(id)
+            .bind(now_millis())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = store.db().session().await;
+            sqlx::query(
+                "INSERT INTO delivery_events (delivery_id, at, kind, attempts, detail) \
+                 VALUES ($1, $2, 'delivered', 1, 'sent again')",
+            )
+            .bind(id)
+            .bind(now_millis())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn recently_delivered_lists_what_went_out_newest_first_within_scope_and_window() {
+    for backend in backends() {
+        let (store, ledger) = fresh(backend).await;
+        let alpha = vec![
+            delivery("a1", 0, Channel::Email),
+            delivery("a2", 1, Channel::Email),
+            delivery("a3", 2, Channel::Email),
+            delivery("a4", 3, Channel::Email),
+            delivery("a5", 4, Channel::Email),
+            delivery("a-slack", 5, Channel::Slack),
+            delivery("dead-redriven", 6, Channel::Email),
+            delivery("dead-stays", 7, Channel::Email),
+            delivery("dead-discarded", 8, Channel::Email),
+        ];
+        ledger
+            .accept(request_for("ra", "fp", "alpha", "ea", alpha))
+            .await
+            .unwrap();
+        ledger
+            .accept(request_for(
+                "rb",
+                "fp",
+                "beta",
+                "eb",
+                vec![delivery("b1", 0, Channel::Email)],
+            ))
+            .await
+            .unwrap();
+        let leased = refs(&ledger.lease_due(100, LEASE).await.unwrap());
+        assert_eq!(leased.len(), 10);
+        let started = now_millis() - 1000;
+
+        record_as(&*ledger, &leased, &["a1"], Outcome::Delivered).await;
+        // The window's edge: a1 went out before it, the rest after.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cut = now_millis();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        record_as(&*ledger, &leased, &["a2"], Outcome::Delivered).await;
+        record_as(&*ledger, &leased, &["b1"], Outcome::Delivered).await;
+        // Two at the same time: the event's seq orders them, and paging must not split them
+        // wrongly.
+        record_as(&*ledger, &leased, &["a3", "a4"], Outcome::Delivered).await;
+        record_as(&*ledger, &leased, &["a-slack"], Outcome::Delivered).await;
+        let dead = Outcome::Dead {
+            error: "550 no such user".into(),
+        };
+        record_as(
+            &*ledger,
+            &leased,
+            &["dead-redriven", "dead-stays", "dead-discarded"],
+            dead,
+        )
+        .await;
+        ledger
+            .act(
+                OperatorAction::Discard,
+                Selection::Ids(vec!["dead-discarded".into()]),
+                String::new(),
+            )
+            .await
+            .unwrap();
+        record_as(&*ledger, &leased, &["a5"], Outcome::Delivered).await;
+        // Dead, redriven, then delivered: listed once, when it went out.
+        ledger
+            .act(
+                OperatorAction::Redrive,
+                Selection::Ids(vec!["dead-redriven".into()]),
+                String::new(),
+            )
+            .await
+            .unwrap();
+        let again = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+        record_as(&*ledger, &again, &["dead-redriven"], Outcome::Delivered).await;
+        // Accepted and never sent.
+        ledger
+            .accept(request_for(
+                "rp",
+                "fp",
+                "alpha",
+                "ep",
+                vec![delivery("pending", 0, Channel::Email)],
+            ))
+            .await
+            .unwrap();
+
+        // Newest first; a1 went out before the window; nothing undelivered is listed.
+        let page = recent(&*ledger, cut, 100, vec![]).await;
+        let got = recent_ids(&page);
+        assert_eq!(got.len(), 7, "{backend:?}: {got:?}");
+        assert_eq!(&got[..3], ["dead-redriven", "a5", "a-slack"], "{backend:?}");
+        let mut tied = got[3..5].to_vec();
+        tied.sort();
+        assert_eq!(tied, ["a3", "a4"], "{backend:?}: {got:?}");
+        assert_eq!(&got[5..], ["b1", "a2"], "{backend:?}");
+        assert!(page.next.is_none());
+        let times: Vec<i64> = page.deliveries.iter().map(|d| d.delivered_at).collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+        assert_eq!(
+            times[3], times[4],
+            "{backend:?}: a3 and a4 went out together"
+        );
+        assert!(
+            times[6] >= cut && times[0] <= now_millis(),
+            "{times:?} vs {cut}"
+        );
+        assert!(
+            page.deliveries
+                .iter()
+                .all(|d| d.delivery.state == State::Delivered),
+            "{backend:?}"
+        );
+        // The row is ListPending's: the execution, the channel, the payload.
+        let slack = &page.deliveries[2].delivery;
+        assert_eq!(slack.execution.project, "alpha");
+        assert_eq!(slack.channel, Some(Channel::Slack));
+        assert_eq!(slack.payload.as_ref().unwrap().channel, Channel::Slack);
+        assert_eq!(slack.attempts, 1);
+
+        let all = recent_ids(&recent(&*ledger, started, 100, vec![]).await)
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        assert_eq!(all.len(), 8, "{backend:?}: {all:?}");
+        assert_eq!(all.last().unwrap(), "a1", "{backend:?}: the oldest last");
+
+        // The limit holds, and says there is more.
+        let three = recent(&*ledger, started, 3, vec![]).await;
+        assert_eq!(recent_ids(&three), all[..3].to_vec());
+        assert!(three.next.is_some());
+
+        // A caller's scope, and ListPending's own filters, are terms of the query.
+        let alpha_only = || filters::in_scope(vec![("alpha".into(), "*".into())]);
+        let scoped = recent_ids(&recent(&*ledger, started, 100, vec![alpha_only()]).await)
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        let expected: Vec<String> = all.iter().filter(|id| *id != "b1").cloned().collect();
+        assert_eq!(scoped, expected, "{backend:?}");
+        let beta = filters::in_scope(vec![("beta".into(), "development".into())]);
+        assert_eq!(
+            recent_ids(&recent(&*ledger, started, 100, vec![beta]).await),
+            ["b1"]
+        );
+        let beta_prod = filters::in_scope(vec![("beta".into(), "production".into())]);
+        assert!(
+            recent(&*ledger, started, 100, vec![beta_prod])
+                .await
+                .deliveries
+                .is_empty()
+        );
+        assert!(
+            recent(&*ledger, started, 100, vec![filters::in_scope(vec![])])
+                .await
+                .deliveries
+                .is_empty()
+        );
+        let slack_in_alpha = vec![
+            Filter {
+                field: FilterField::Channel,
+                op: FilterOp::Eq,
+                values: vec!["slack".into()],
+            },
+            alpha_only(),
+        ];
+        assert_eq!(
+            recent_ids(&recent(&*ledger, started, 100, slack_in_alpha).await),
+            ["a-slack"]
+        );
+
+        // Paging with the cursor: every row once, in order, in pages of at most two, while
+        // another delivery goes out between pages (it is newer than any cursor, so it waits for
+        // the next first page).
+        let late = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+        assert_eq!(late.len(), 1, "{backend:?}: the pending one");
+        let mut seen = Vec::new();
+        let mut before = None;
+        let mut pages = 0;
+        loop {
+            let page = ledger
+                .recently_delivered(RecentQuery {
+                    limit: 2,
+                    since: started,
+                    before,
+                    filters: vec![alpha_only()],
+                })
+                .await
+                .unwrap();
+            assert!(page.deliveries.len() <= 2);
+            seen.extend(page.deliveries.iter().map(|d| d.delivery.id.clone()));
+            pages += 1;
+            if pages == 1 {
+                record_as(&*ledger, &late, &["pending"], Outcome::Delivered).await;
+            }
+            match page.next {
+                Some(cursor) => before = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(seen, scoped, "{backend:?}");
+        assert_eq!(pages, 4, "{backend:?}: 7 rows, 2 a page");
+        assert_eq!(
+            recent_ids(&recent(&*ledger, started, 1, vec![alpha_only()]).await),
+            ["pending"]
+        );
+
+        // Went out twice: listed once, at the later time.
+        delivered_again(&store, "a2").await;
+        let twice = recent(&*ledger, started, 100, vec![]).await;
+        let ids = recent_ids(&twice);
+        assert_eq!(ids[0], "a2", "{backend:?}: {ids:?}");
+        assert_eq!(
+            ids.iter().filter(|id| **id == "a2").count(),
+            1,
+            "{backend:?}: {ids:?}"
+        );
+        assert_eq!(ids.len(), 9, "{backend:?}: {ids:?}");
         ledger.close().await;
     }
 }

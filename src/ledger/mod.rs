@@ -18,7 +18,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use filters::{Filter, FilterField, FilterOp};
-pub use page_token::PageToken;
+pub use page_token::{DeliveredCursor, PageToken};
 
 use crate::delivery::{Channel, DeliveryRef, Outcome, Payload};
 
@@ -384,6 +384,40 @@ pub struct PendingPage {
     pub next: Option<PageToken>,
 }
 
+/// The most rows one `recently_delivered` call returns.
+pub const MAX_RECENT: u32 = 500;
+
+/// Deliveries that went out, newest first (the console's "delivered recently").
+#[derive(Debug, Clone, Default)]
+pub struct RecentQuery {
+    /// At most [`MAX_RECENT`]; 0 is taken as 1.
+    pub limit: u32,
+    /// Only deliveries delivered at or after this time. It bounds the work: the store reads the
+    /// delivery events from here on and nothing older, whatever the filters.
+    pub since: Millis,
+    /// Where the page starts: the previous page's `next`; None for the newest.
+    pub before: Option<DeliveredCursor>,
+    /// ListPending's filters on project, domain, name and channel, and the caller's scope
+    /// ([`filters::in_scope`]). A state term matches nothing: every row here is delivered.
+    pub filters: Vec<Filter>,
+}
+
+/// A delivery that went out, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredRow {
+    pub delivery: StoredDelivery,
+    /// The time of its (latest) delivered event, by the ledger's clock.
+    pub delivered_at: Millis,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecentPage {
+    /// Newest first.
+    pub deliveries: Vec<DeliveredRow>,
+    /// Where the next (older) page starts; None on the last page.
+    pub next: Option<DeliveredCursor>,
+}
+
 /// What an operator does to dead deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperatorAction {
@@ -504,6 +538,11 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Pending, retrying and dead deliveries, oldest first.
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError>;
+
+    /// Deliveries in state delivered whose delivered event is at or after `query.since`, newest
+    /// delivery first; each appears once, at its latest delivered event. Read from the delivery
+    /// events' time index, so the cost follows the events in the window, not the ledger's size.
+    async fn recently_delivered(&self, query: RecentQuery) -> Result<RecentPage, LedgerError>;
 
     /// Takes up to `max` deliveries that are due and not leased, and leases each for `lease_for`
     /// under a fresh token, so no other worker sends them meanwhile. A lease that runs out (the

@@ -31,7 +31,10 @@ use super::{
     LedgerError, LedgerStats, Millis, NewDelivery, NewRequest, OperatorAction, PageToken,
     PendingPage, PendingQuery, Recorded, Selection, Skip, State, StoredDelivery, instant_of_age,
 };
-use super::{ActivityBucket, CreatedSilence, NewSilence, SettledSilences, Silence, silence_state};
+use super::{
+    ActivityBucket, CreatedSilence, DeliveredCursor, NewSilence, RecentPage, RecentQuery,
+    SettledSilences, Silence, silence_state,
+};
 use crate::delivery::{Channel, Content, DeliveryRef, LeaseToken, Outcome, Payload};
 
 /// How many calls one transaction takes at most; bounds the time one commit holds the writer.
@@ -126,6 +129,11 @@ const SILENCE_COLUMNS: &str =
 
 const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
                        attempts, next_attempt_at, last_error, created_at, payload, digest_id";
+
+/// COLUMNS of `d`, beside delivery_events `e`, which has a seq and attempts of its own.
+const JOINED_COLUMNS: &str = "d.seq, d.id, d.request_id, d.project, d.domain, d.name, d.org, \
+                              d.channel, d.phase, d.state, d.attempts, d.next_attempt_at, \
+                              d.last_error, d.created_at, d.payload, d.digest_id";
 
 impl SqliteLedger {
     /// Opens (creating if needed) the ledger file, takes the process lock, brings the schema up to
@@ -307,6 +315,56 @@ impl Ledger for SqliteLedger {
             .map(decode_listed)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_token::page(deliveries, limit))
+    }
+
+    async fn recently_delivered(&self, query: RecentQuery) -> Result<RecentPage, LedgerError> {
+        // Plan (EXPLAIN QUERY PLAN): SEARCH e USING INDEX delivery_events_by_time (at>? AND at<?),
+        // read backwards, so ORDER BY needs no sort (the index's entries are in (at, rowid) order
+        // and seq is the rowid); then d by its unique id and the correlated NOT EXISTS by
+        // delivery_events_by_delivery (delivery_id=? AND seq>?). Each row costs two index probes
+        // and the scan stops at LIMIT, or at `since` when the filters match little. CROSS JOIN
+        // keeps e the outer loop whatever the statistics: no index on deliveries can serve the
+        // filters, so driving from deliveries would read the whole table.
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT e.seq AS event_seq, e.at AS delivered_at, {JOINED_COLUMNS} \
+             FROM delivery_events AS e CROSS JOIN deliveries AS d ON d.id = e.delivery_id \
+             WHERE e.kind = 'delivered' AND d.state = 'delivered' AND e.at >= "
+        ));
+        sql.push_bind(query.since);
+        if let Some(DeliveredCursor { at, seq }) = query.before {
+            // `at <=` alone bounds the index range; the OR is checked on the rows in it.
+            sql.push(" AND e.at <= ")
+                .push_bind(at)
+                .push(" AND (e.at < ")
+                .push_bind(at)
+                .push(" OR e.seq < ")
+                .push_bind(seq)
+                .push(")");
+        }
+        // A delivery is listed at its latest delivered event only, so that it is shown once
+        // however many times it went out, and where it went out last.
+        sql.push(
+            " AND NOT EXISTS (SELECT 1 FROM delivery_events AS later \
+             WHERE later.delivery_id = e.delivery_id AND later.seq > e.seq \
+             AND later.kind = 'delivered')",
+        );
+        // The filters' columns (project, domain, name, channel, state) are only d's.
+        push_filters(&mut sql, &query.filters);
+        let limit = query.limit.clamp(1, super::MAX_RECENT);
+        sql.push(" ORDER BY e.at DESC, e.seq DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = sql.build().fetch_all(&self.readers).await?;
+        let deliveries = rows
+            .iter()
+            .map(|row| {
+                let cursor = DeliveredCursor {
+                    at: row.try_get("delivered_at")?,
+                    seq: row.try_get("event_seq")?,
+                };
+                Ok((cursor, decode_listed(row)?.1))
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        Ok(page_token::recent_page(deliveries, limit))
     }
 
     async fn lease_due(

@@ -9,6 +9,11 @@ pub mod inspect;
 pub mod native;
 mod operator;
 pub use operator::ActScope;
+mod recent;
+pub use recent::{
+    DEFAULT_RECENT, DEFAULT_RECENT_WITHIN, Delivered, MAX_RECENT_WITHIN, RecentDeliveries,
+    RecentRequest,
+};
 pub mod render;
 pub mod routes;
 mod send_test;

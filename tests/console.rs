@@ -129,7 +129,7 @@ async fn in_a_browser_a_dead_delivery_is_found_opened_redriven_and_seen_delivere
         &format!("http://127.0.0.1:{console}"),
         &["--name", name],
         "open",
-        6,
+        7,
     );
 
     // What the page said is what happened: the ledger has it delivered, and the mail arrived.
@@ -646,11 +646,45 @@ async fn in_a_browser_on_call_logs_in_through_the_issuer_and_sees_only_its_proje
     let hidden_id = dead_delivery_as(&server, ops, "payroll", "salaries-run").await;
     let sink_dir = dir.path().join("sink");
     let _sink = SmtpSink::start(smtp, &sink_dir);
+    // Another project's delivery that goes out: it must not show on the viewer's delivered tab.
+    let mut client = server.client().await;
+    let mut payroll = failed_email_request("payroll-report");
+    let execution = payroll.execution.as_mut().unwrap();
+    execution.execution_id.as_mut().unwrap().project = "payroll".into();
+    let payroll_id = client
+        .enqueue(authed(ops, payroll))
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery_ids[0]
+        .clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = client
+            .get_delivery(authed(
+                ops,
+                GetDeliveryRequest {
+                    delivery_id: payroll_id.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .delivery
+            .unwrap();
+        if d.state == DeliveryState::Delivered as i32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     run_browser(
         &server,
         dir.path(),
         &format!("http://127.0.0.1:{console}"),
         &[
+            "--hidden-delivered",
+            "payroll-report",
             "--name",
             name,
             "--issuer-login",
@@ -661,13 +695,12 @@ async fn in_a_browser_on_call_logs_in_through_the_issuer_and_sees_only_its_proje
             &hidden_id,
         ],
         "issuer",
-        8,
+        9,
     );
     let (refusals, issued) = issuer.login_log();
     assert!(refusals.is_empty(), "the issuer refused: {refusals:?}");
     assert_eq!(issued, 1, "one login, one code");
 
-    let mut client = server.client().await;
     let state = |id: String| {
         let mut client = client.clone();
         async move {
@@ -683,7 +716,6 @@ async fn in_a_browser_on_call_logs_in_through_the_issuer_and_sees_only_its_proje
     };
     assert_eq!(state(id).await, DeliveryState::Delivered as i32);
     assert_eq!(state(hidden_id).await, DeliveryState::Dead as i32);
-    let _ = &mut client;
     let log = server.log();
     assert!(
         log.contains("logged in to the console through the issuer")

@@ -34,7 +34,7 @@ use super::views::{
 };
 use crate::authz::{self, Action, Scope};
 use crate::error::Error;
-use crate::notify::{ActScope, Notifier};
+use crate::notify::{ActScope, Notifier, RecentRequest};
 use crate::proto::flyteidl::admin::{
     EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
 };
@@ -46,6 +46,8 @@ const PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 500;
 /// The chart's span, in hours.
 const CHART_HOURS: u32 = 24;
+/// How far back the "delivered" tab looks.
+const RECENT_HOURS: u32 = 24;
 
 /// What stays unencoded in one path segment or query value of our own URLs: the unreserved
 /// characters, so that ids read as themselves in the address bar.
@@ -62,7 +64,30 @@ fn encoded(s: &str) -> percent_encoding::PercentEncode<'_> {
 const STYLESHEET: &str = include_str!("../../templates/console/console.css");
 
 /// The tabs, in the order on-call looks at them.
-const STATES: [&str; 5] = ["pending", "retrying", "dead", "silenced", "grouped"];
+const STATES: [&str; 6] = [
+    "pending",
+    "retrying",
+    "dead",
+    "silenced",
+    "grouped",
+    "delivered",
+];
+
+/// The filter term that asks for what went out rather than what is open.
+const DELIVERED: &str = "eq(state,delivered)";
+
+/// With `eq(state,delivered)` among the filters: the other terms, for the recently delivered
+/// list (ListPending lists only open deliveries and refuses that state).
+fn delivered_terms(filters: &str) -> Option<String> {
+    let terms: Vec<&str> = filters.split('+').map(str::trim).collect();
+    terms.contains(&DELIVERED).then(|| {
+        terms
+            .into_iter()
+            .filter(|t| *t != DELIVERED)
+            .collect::<Vec<_>>()
+            .join("+")
+    })
+}
 
 const EXAMPLES: [(&str, &str); 4] = [
     ("eq(state,dead)", "everything that gave up"),
@@ -249,25 +274,46 @@ async fn deliveries(
     };
     let filters = q.filters.trim().to_string();
     let limit = q.limit.unwrap_or(PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
-    let listed = c
-        .notifier
-        .list_pending(
-            api::ListPendingRequest {
-                filters: filters.clone(),
-                limit,
-                token: q.token.clone(),
-            },
-            &scope,
-        )
-        .await;
     let now = now_millis();
+    let listed = match delivered_terms(&filters) {
+        Some(rest) => c
+            .notifier
+            .recently_delivered(
+                RecentRequest {
+                    limit,
+                    within: Duration::from_secs(3600) * RECENT_HOURS,
+                    filters: rest,
+                    token: q.token.clone(),
+                },
+                &scope,
+            )
+            .await
+            .map(|page| {
+                let rows = page
+                    .deliveries
+                    .iter()
+                    .map(|d| Row::of(&d.delivery, now).delivered_at(&d.delivered_at, now))
+                    .collect::<Vec<_>>();
+                (rows, page.token)
+            }),
+        None => c
+            .notifier
+            .list_pending(
+                api::ListPendingRequest {
+                    filters: filters.clone(),
+                    limit,
+                    token: q.token.clone(),
+                },
+                &scope,
+            )
+            .await
+            .map(|page| {
+                let rows = page.deliveries.iter().map(|d| Row::of(d, now)).collect();
+                (rows, page.token)
+            }),
+    };
     let (rows, next, problem, status) = match listed {
-        Ok(page) => (
-            page.deliveries.iter().map(|d| Row::of(d, now)).collect(),
-            page.token,
-            None,
-            StatusCode::OK,
-        ),
+        Ok((rows, next)) => (rows, next, None, StatusCode::OK),
         // A filter typed wrong is the common case: the page stays, with the core's words.
         Err(Error::InvalidArgument(violations)) => (
             Vec::new(),
@@ -322,6 +368,8 @@ async fn deliveries(
         problem,
         chart,
         hours: CHART_HOURS,
+        recent_hours: RECENT_HOURS,
+        delivered_tab: delivered_terms(&filters).is_some(),
         filters,
     };
     page(status, view.render(), cookie)
@@ -919,6 +967,18 @@ mod tests {
     fn notices_come_from_a_fixed_list() {
         assert!(notice("redriven").unwrap().starts_with("Redriven"));
         assert_eq!(notice("<script>"), None);
+    }
+
+    #[test]
+    fn the_delivered_state_picks_the_recent_list_and_keeps_the_other_terms() {
+        assert_eq!(delivered_terms("eq(state,dead)"), None);
+        assert_eq!(delivered_terms(""), None);
+        assert_eq!(delivered_terms("eq(state,delivered)").as_deref(), Some(""));
+        assert_eq!(
+            delivered_terms("eq(project,flytesnacks)+eq(state,delivered)+eq(channel,slack)")
+                .as_deref(),
+            Some("eq(project,flytesnacks)+eq(channel,slack)")
+        );
     }
 
     #[test]

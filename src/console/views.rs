@@ -67,6 +67,8 @@ pub struct Row {
     pub explanation: Option<&'static str>,
     pub request_id: String,
     pub digest_id: String,
+    /// When it went out, on the "delivered" tab.
+    pub delivered: Option<When>,
 }
 
 impl Row {
@@ -92,7 +94,14 @@ impl Row {
             last_error: d.last_error.clone(),
             request_id: d.request_id.clone(),
             digest_id: d.digest_id.clone(),
+            delivered: None,
         }
+    }
+
+    /// The row with the time it went out.
+    pub fn delivered_at(mut self, at: &prost_types::Timestamp, now: i64) -> Row {
+        self.delivered = When::of(Some(at), now);
+        self
     }
 }
 
@@ -126,6 +135,9 @@ pub struct DeliveriesPage {
     /// None when the viewer may not read every project: the ledger's history is not by project.
     pub chart: Option<Chart>,
     pub hours: u32,
+    /// How far back the "delivered" tab looks, and whether this is it.
+    pub recent_hours: u32,
+    pub delivered_tab: bool,
 }
 
 /// One entry of a delivery's history.

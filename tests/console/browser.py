@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--issuer-login", help="log in through the issuer; who the page then names")
     parser.add_argument("--hidden", help="an execution name the viewer must not see")
     parser.add_argument("--hidden-id", help="that delivery's id")
+    parser.add_argument("--hidden-delivered",
+                        help="a delivered execution's name the viewer must not see")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     step = 0
@@ -106,6 +108,19 @@ def main() -> int:
         expect(page.locator("ol.history li.delivered")).to_have_count(1)
         expect(page.locator("ol.history li.redriven")).to_contain_text("SMTP relay is back")
         shot(page, "delivered")
+
+        # What went out lately, newest first: the redriven delivery is there now.
+        page.get_by_role("link", name="← Deliveries").click()
+        page.locator(".tabs a", has_text="delivered").click()
+        expect(page.locator(".tabs a.active")).to_have_text("delivered")
+        row = page.locator("table.deliveries tbody tr", has_text=args.name)
+        expect(row).to_have_count(1)
+        expect(row.locator(".state")).to_have_text("delivered")
+        expect(row.locator(".delivered-at")).to_contain_text("delivered")
+        if args.hidden_delivered:
+            expect(page.locator("table.deliveries tbody tr",
+                                has_text=args.hidden_delivered)).to_have_count(0)
+        shot(page, "delivered-tab")
 
         if args.hidden_id:
             page.goto(args.url + "/deliveries/" + args.hidden_id)

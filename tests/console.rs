@@ -556,23 +556,18 @@ async fn silenced_and_flyte2_deliveries_show_and_the_list_pages_with_the_listpen
     assert!(page.contains("oncall@example.com"), "{page}");
 }
 
-fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-    request
-}
-
-/// Enqueues failed execution `name` of `project` with `bearer`, and waits until it is dead.
-async fn dead_delivery_as(server: &Server, bearer: &str, project: &str, name: &str) -> String {
-    use flyte_notify::proto::flytenotify::v1::ListPendingRequest;
+/// Enqueues failed execution `name` of `project` with `bearer`, and waits until its delivery is
+/// in `state`.
+async fn delivery_as(
+    server: &Server,
+    bearer: &str,
+    project: &str,
+    name: &str,
+    state: DeliveryState,
+) -> String {
     let mut client = server.client().await;
-    let mut request = failed_email_request(name);
-    let execution = request.execution.as_mut().unwrap();
-    execution.execution_id.as_mut().unwrap().project = project.into();
     let id = client
-        .enqueue(authed(bearer, request))
+        .enqueue(authed(bearer, in_project(project, name)))
         .await
         .unwrap_or_else(|e| panic!("{e:?}\n{}", server.log()))
         .into_inner()
@@ -580,22 +575,26 @@ async fn dead_delivery_as(server: &Server, bearer: &str, project: &str, name: &s
         .clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let dead = client
-            .list_pending(authed(
+        let d = client
+            .get_delivery(authed(
                 bearer,
-                ListPendingRequest {
-                    filters: "eq(state,dead)".into(),
-                    limit: 100,
-                    token: String::new(),
+                GetDeliveryRequest {
+                    delivery_id: id.clone(),
                 },
             ))
             .await
             .unwrap()
-            .into_inner();
-        if dead.deliveries.iter().any(|d| d.id == id) {
+            .into_inner()
+            .delivery
+            .unwrap();
+        if d.state == state as i32 {
             return id;
         }
-        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{d:?}\n{}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -642,42 +641,19 @@ async fn in_a_browser_on_call_logs_in_through_the_issuer_and_sees_only_its_proje
         &[("CONSOLE_TEST_TOKENS", &format!("ops: {ops}"))],
     );
     let name = "nightly-train-42";
-    let id = dead_delivery_as(&server, ops, "flytesnacks", name).await;
-    let hidden_id = dead_delivery_as(&server, ops, "payroll", "salaries-run").await;
+    let id = delivery_as(&server, ops, "flytesnacks", name, DeliveryState::Dead).await;
+    let hidden_id = delivery_as(&server, ops, "payroll", "salaries-run", DeliveryState::Dead).await;
     let sink_dir = dir.path().join("sink");
     let _sink = SmtpSink::start(smtp, &sink_dir);
     // Another project's delivery that goes out: it must not show on the viewer's delivered tab.
-    let mut client = server.client().await;
-    let mut payroll = failed_email_request("payroll-report");
-    let execution = payroll.execution.as_mut().unwrap();
-    execution.execution_id.as_mut().unwrap().project = "payroll".into();
-    let payroll_id = client
-        .enqueue(authed(ops, payroll))
-        .await
-        .unwrap()
-        .into_inner()
-        .delivery_ids[0]
-        .clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = client
-            .get_delivery(authed(
-                ops,
-                GetDeliveryRequest {
-                    delivery_id: payroll_id.clone(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .delivery
-            .unwrap();
-        if d.state == DeliveryState::Delivered as i32 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delivery_as(
+        &server,
+        ops,
+        "payroll",
+        "payroll-report",
+        DeliveryState::Delivered,
+    )
+    .await;
     run_browser(
         &server,
         dir.path(),

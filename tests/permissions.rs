@@ -30,21 +30,6 @@ fn token(name: &str) -> &'static str {
     TOKENS.iter().find(|(n, _)| *n == name).unwrap().1
 }
 
-fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-    request
-}
-
-fn in_project(project: &str, name: &str) -> EnqueueRequest {
-    let mut request = failed_email_request(name);
-    let execution = request.execution.as_mut().unwrap();
-    execution.execution_id.as_mut().unwrap().project = project.into();
-    request
-}
-
 fn config(smtp_port: u16, tokens_file: &std::path::Path, issuer: &str, metrics: u16) -> String {
     format!(
         r#"

@@ -659,3 +659,23 @@ pub async fn scrape_metrics(port: u16) -> String {
         .await
         .expect("the metrics body")
 }
+
+/// `message` with `authorization: Bearer <bearer>`.
+pub fn authed<T>(bearer: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    request
+}
+
+/// A failed execution `name` of `project`, emailed to on-call.
+pub fn in_project(
+    project: &str,
+    name: &str,
+) -> flyte_notify::proto::flytenotify::v1::EnqueueRequest {
+    let mut request = failed_email_request(name);
+    let execution = request.execution.as_mut().unwrap();
+    execution.execution_id.as_mut().unwrap().project = project.into();
+    request
+}

@@ -880,6 +880,10 @@ pub struct WorkerConfig {
     /// How often the worker looks for due work when nothing wakes it.
     #[serde(default = "defaults::poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Send at all. Off, the replica only accepts and answers calls, and other replicas on the
+    /// same PostgreSQL ledger send what it accepted (so it needs `store: postgres`).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
 }
 
 impl Default for WorkerConfig {
@@ -888,6 +892,7 @@ impl Default for WorkerConfig {
             concurrency: defaults::concurrency(),
             send_timeout: defaults::send_timeout(),
             poll_interval: defaults::poll_interval(),
+            enabled: true,
         }
     }
 }
@@ -1299,6 +1304,14 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if !svc.worker.enabled && svc.store != Store::Postgres {
+            return Err(invalid(
+                "flyteNotify.worker.enabled",
+                "false needs store: postgres, where other replicas send what this one accepts; \
+                 with the embedded store nothing would ever be sent"
+                    .into(),
+            ));
+        }
         self.validate_expectations()?;
         let tls = &svc.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
@@ -1648,6 +1661,20 @@ flyteNotify:
         )
         .unwrap_err();
         assert!(err.to_string().contains("smtpPort"), "{err}");
+    }
+
+    #[test]
+    fn a_replica_that_does_not_send_needs_others_on_postgres_to_send_for_it() {
+        let err = Config::from_yaml("flyteNotify:\n  worker: { enabled: false }\n").unwrap_err();
+        assert!(
+            err.to_string().contains("flyteNotify.worker.enabled"),
+            "{err}"
+        );
+        let c =
+            Config::from_yaml("flyteNotify:\n  store: postgres\n  worker: { enabled: false }\n")
+                .unwrap();
+        assert!(!c.flyte_notify.worker.enabled);
+        assert!(Config::from_yaml("").unwrap().flyte_notify.worker.enabled);
     }
 
     #[test]

@@ -179,12 +179,25 @@ pub async fn open_ledger(config: &Config) -> anyhow::Result<Arc<dyn Ledger>> {
     })
 }
 
-/// The queue the config selects and, for a cloud queue, the processor that records what arrives
-/// on it in the ledger.
+/// Where the worker keeps its per-destination rate limits: in the process with the embedded store
+/// (one process sends everything), in the database on PostgreSQL, so that the replicas together
+/// keep to each destination's limit.
+fn rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn channels::rate_limit::RateLimiter>> {
+    Ok(match config.flyte_notify.store {
+        Store::Sqlite => Arc::new(channels::rate_limit::LocalRateLimiter::default()),
+        Store::Postgres => Arc::new(
+            channels::rate_limit::PostgresRateLimiter::new(&config.postgres_dsn()?)
+                .map_err(anyhow::Error::msg)?,
+        ),
+    })
+}
+
+/// The queue the config selects; for a cloud queue, the processor that records what arrives on it
+/// in the ledger; and what wakes the worker to look at the ledger now.
 pub async fn queue(
     config: &Config,
     ledger: Arc<dyn Ledger>,
-) -> anyhow::Result<(Arc<dyn Queue>, Option<Processor>)> {
+) -> anyhow::Result<(Arc<dyn Queue>, Option<Processor>, ledger::wakeups::Wake)> {
     // Longer than any send may take, so that a live lease never runs out.
     // A webhook may ask for up to a minute per attempt, over sendTimeout.
     let longest_send = config
@@ -194,8 +207,12 @@ pub async fn queue(
         .max(notify::webhook_body::MAX_TIMEOUT);
     let lease_for = longest_send + Duration::from_secs(30);
     let ledger_queue = Arc::new(EmbeddedQueue::new(ledger.clone(), lease_for));
+    let wake: ledger::wakeups::Wake = {
+        let queue = ledger_queue.clone();
+        Arc::new(move || queue.wake())
+    };
     let broker: Arc<dyn Broker> = match config.notifications.queue_type {
-        QueueType::Embedded => return Ok((ledger_queue, None)),
+        QueueType::Embedded => return Ok((ledger_queue, None, wake)),
         QueueType::Aws => {
             let n = &config.notifications;
             let settings = || SqsSettings {
@@ -231,18 +248,17 @@ pub async fn queue(
             Arc::new(broker)
         }
     };
-    let wake = ledger_queue.clone();
     let processor = Processor {
         broker: broker.clone(),
         ledger,
-        wake: Arc::new(move || wake.wake()),
+        wake: wake.clone(),
         trouble: Arc::new(watch::channel(None).0),
     };
     let queue = Arc::new(CloudQueue {
         ledger_queue,
         broker,
     });
-    Ok((queue, Some(processor)))
+    Ok((queue, Some(processor), wake))
 }
 
 /// Why the processing side cannot do its job, None while it can: the cloud queue cannot be read
@@ -361,7 +377,7 @@ pub async fn run(
         .senders
         .into_iter()
         .fold(Router::new(email_sender(&config).await?), Router::with);
-    let (queue, processor) = queue(&config, ledger.clone()).await?;
+    let (queue, processor, wake) = queue(&config, ledger.clone()).await?;
     let renderer = Arc::new(Renderer {
         subject: config.notifications.emailer.subject.clone(),
         body: config.notifications.emailer.body.clone(),
@@ -424,7 +440,7 @@ pub async fn run(
         send_timeout: svc.worker.send_timeout,
         poll_interval: svc.worker.poll_interval,
         sender_health: sender_health.clone(),
-        rate_limiter: Arc::new(channels::rate_limit::RateLimiter::default()),
+        rate_limiter: rate_limiter(&config)?,
         silences: notifier.silences(),
     };
     // Loaded before the first lease, so that a restart does not send what a silence holds.
@@ -435,7 +451,21 @@ pub async fn run(
     tokio::spawn(expectations.run(notifier.clone(), stopping.clone()));
     // Sends in flight run on through the drain delay (the API still answers then) and the grace.
     let grace = svc.shutdown_grace;
-    let worker_task = tokio::spawn(worker.run(stopping.clone(), svc.shutdown_drain_delay + grace));
+    let worker_task = if svc.worker.enabled {
+        // Before the port opens, so that a replica that answers calls hears the others' new work.
+        if svc.store == Store::Postgres {
+            ledger::wakeups::listen(&config.postgres_dsn()?, wake, stopping.clone()).await?;
+        }
+        Some(tokio::spawn(
+            worker.run(stopping.clone(), svc.shutdown_drain_delay + grace),
+        ))
+    } else {
+        tracing::info!(
+            "flyteNotify.worker.enabled is false: this replica accepts notifications and leaves \
+             sending them to the other replicas"
+        );
+        None
+    };
     let queue_trouble = processor.map(|p| {
         let trouble = p.trouble.subscribe();
         tokio::spawn(p.run(stopping.clone()));
@@ -561,7 +591,9 @@ pub async fn run(
         }
     };
     tracing::info!("stopped accepting calls");
-    if let Err(e) = worker_task.await {
+    if let Some(task) = worker_task
+        && let Err(e) = task.await
+    {
         tracing::error!(error = %e, "worker task failed");
     }
     ledger.close().await;

@@ -48,7 +48,8 @@ pub struct Worker {
     pub poll_interval: Duration,
     /// Told every send's result: a sender failing again and again is reported by health.
     pub sender_health: Arc<SenderHealth>,
-    pub rate_limiter: Arc<RateLimiter>,
+    /// Per process with the embedded store; shared by the replicas on PostgreSQL.
+    pub rate_limiter: Arc<dyn RateLimiter>,
     /// A delivery one of these matches when it is due is recorded silenced, not sent.
     pub silences: Arc<ActiveSilences>,
 }
@@ -402,9 +403,9 @@ impl Worker {
     ) -> Result<(), SendError> {
         let destination = sender.destination(rendered);
         if let Some(d) = &destination {
-            let wait = self.rate_limiter.reserve(d);
+            let wait = self.rate_limiter.reserve(d).await;
             if wait > MAX_RATE_WAIT {
-                self.rate_limiter.release(d);
+                self.rate_limiter.release(d).await;
                 metrics::counter!(telemetry::RATE_LIMITED, "sender" => sender.name()).increment(1);
                 return Err(SendError::Deferred { retry_after: wait });
             }
@@ -438,7 +439,7 @@ impl Worker {
             }),
         ) = (&destination, &result)
         {
-            self.rate_limiter.pause(d, *wait);
+            self.rate_limiter.pause(d, *wait).await;
         }
         result
     }

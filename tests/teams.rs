@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::http_sink::WebhookSink;
 use flyte_notify::channels::net_guard::WebhookPolicy;
-use flyte_notify::channels::rate_limit::RateLimiter;
+use flyte_notify::channels::rate_limit::{LocalRateLimiter, RateLimiter};
 use flyte_notify::channels::secret::Secret;
 use flyte_notify::channels::teams::{DEFAULT_PER_URL, TeamsSender, TeamsSettings};
 use flyte_notify::channels::webhook::{DEFAULT_RATE_LIMIT, WebhookSender, WebhookSettings};
@@ -250,7 +250,7 @@ async fn a_destination_or_another_method_is_refused() {
 async fn each_url_gets_four_sends_a_second_in_a_burst() {
     let sink = WebhookSink::start("", None);
     let sender = teams(&["127.0.0.1"]);
-    let limiter = RateLimiter::default();
+    let limiter = LocalRateLimiter::default();
     let a = card(sink.url("/a?sig=s3cr3tA"));
     let b = card(sink.url("/b?sig=s3cr3tB"));
     let key_a = sender.destination(&a).unwrap();
@@ -260,10 +260,16 @@ async fn each_url_gets_four_sends_a_second_in_a_burst() {
     assert_eq!(key_a.limit, DEFAULT_PER_URL);
     // A burst of twelve, reserved as the worker reserves each send's slot; those with a slot now
     // go now (the worker would hold the others for theirs).
-    let now: Vec<&Rendered> = std::iter::repeat_n(&a, 10)
-        .chain(std::iter::repeat_n(&b, 2))
-        .filter(|m| limiter.reserve(&sender.destination(m).unwrap()).is_zero())
-        .collect();
+    let mut now: Vec<&Rendered> = Vec::new();
+    for m in std::iter::repeat_n(&a, 10).chain(std::iter::repeat_n(&b, 2)) {
+        if limiter
+            .reserve(&sender.destination(m).unwrap())
+            .await
+            .is_zero()
+        {
+            now.push(m);
+        }
+    }
     let mut sent = 0;
     for (i, message) in now.into_iter().enumerate() {
         sender

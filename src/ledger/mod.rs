@@ -16,6 +16,7 @@ pub mod filters;
 pub mod page_token;
 pub mod postgres;
 pub mod sqlite;
+pub mod wakeups;
 
 pub use filters::{Filter, FilterField, FilterOp};
 pub use page_token::{DeliveredCursor, PageToken};

@@ -860,14 +860,21 @@ impl Ledger for PostgresLedger {
     async fn release(&self, delivery: &DeliveryRef, delay: Duration) -> Result<(), LedgerError> {
         self.ready()?;
         let mut conn = self.link.acquire().await?;
+        // Handed back for another replica to send now (a replica stopping): tell them, in the
+        // same statement, so that they need not wait for their poll.
+        let notify = if delay.is_zero() {
+            super::wakeups::NOTIFY_RETURNING
+        } else {
+            ""
+        };
         let result = self
             .link
             .bounded(
-                sqlx::query(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE deliveries SET lease_until = NULL, lease_token = NULL, \
                      next_attempt_at = ledger_now() + $1, updated_at = ledger_now() \
-                     WHERE id = $2 AND lease_token = $3",
-                )
+                     WHERE id = $2 AND lease_token = $3{notify}"
+                )))
                 .bind(millis(delay))
                 .bind(&delivery.id)
                 .bind(delivery.lease.0)
@@ -1238,6 +1245,13 @@ async fn accept_all(
         .collect();
     if !disarming.is_empty() {
         disarm_deadlines(&mut tx, &disarming).await?;
+    }
+    // Other replicas' idle workers lease them now rather than at their next poll. Delivered at the
+    // commit, when the rows are visible; work due later (a deadline, a digest) waits for the poll.
+    if new.iter().any(|(r, _)| r.due_in.is_zero()) {
+        sqlx::query(super::wakeups::NOTIFY)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
 
@@ -1827,6 +1841,17 @@ async fn act(
             acted.changed = row.try_get(0)?;
             acted.more = row.try_get::<i64, _>(1)? > i64::from(*limit);
         }
+    }
+    // Redriven deliveries are due now: as for new ones, other replicas need not wait for a poll.
+    // Sent after the change committed, so its failure is no failure of the redrive: the poll
+    // finds the deliveries all the same.
+    if matches!(action, OperatorAction::Redrive)
+        && !acted.changed.is_empty()
+        && let Err(e) = sqlx::query(super::wakeups::NOTIFY)
+            .execute(&mut *conn)
+            .await
+    {
+        tracing::debug!(error = %e, "cannot announce redriven deliveries; the poll finds them");
     }
     Ok(acted)
 }

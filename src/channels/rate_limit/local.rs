@@ -1,40 +1,43 @@
-//! Per-destination rate limits: each destination (a Slack channel, a PagerDuty routing key, a
-//! webhook URL) gets a bucket of `events` sends per `per`, in bursts of up to `events`, and a
-//! destination that answered 429 is paused for its Retry-After. A send over the limit waits for
-//! its slot; it is never dropped.
-//!
-//! The buckets are GCRA (a token bucket kept as one timestamp per destination): a send reserves
-//! the next free slot and learns how long to wait for it, so concurrent workers queue up fairly
-//! without a lock held across the wait.
+//! The rate limiter of one process: a GCRA bucket per destination in memory. The embedded
+//! (SQLite) store's, where one process does all the sending, and the shared limiter's fallback
+//! while its database cannot be reached.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Destination, RateLimit};
+use super::{RateLimiter, interval};
+use crate::channels::Destination;
 
 /// Destinations not used for this long are forgotten, so the map cannot grow without bound with
 /// one-off webhook URLs.
 const IDLE_FORGET: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
-pub struct RateLimiter {
+pub struct LocalRateLimiter {
     /// Per destination key: the theoretical arrival time of the next send (GCRA's TAT).
     buckets: Mutex<HashMap<String, Instant>>,
 }
 
-fn interval(limit: RateLimit) -> Duration {
-    limit.per / limit.events.max(1)
-}
-
-impl RateLimiter {
-    /// Reserves a slot for one send to `destination`; returns how long to wait for it.
-    pub fn reserve(&self, destination: &Destination) -> Duration {
+#[async_trait]
+impl RateLimiter for LocalRateLimiter {
+    async fn reserve(&self, destination: &Destination) -> Duration {
         self.reserve_at(destination, Instant::now())
     }
 
+    async fn release(&self, destination: &Destination) {
+        self.release_now(destination)
+    }
+
+    async fn pause(&self, destination: &Destination, wait: Duration) {
+        self.pause_now(destination, wait)
+    }
+}
+
+impl LocalRateLimiter {
     fn reserve_at(&self, destination: &Destination, now: Instant) -> Duration {
         let t = interval(destination.limit);
         // A full bucket lets `events` go at once: the burst tolerance is the rest of the period.
@@ -49,8 +52,7 @@ impl RateLimiter {
         earliest - now
     }
 
-    /// Gives back a slot reserved by `reserve` that will not be used (the send was put off).
-    pub fn release(&self, destination: &Destination) {
+    fn release_now(&self, destination: &Destination) {
         let t = interval(destination.limit);
         let mut buckets = self.buckets.lock().expect("rate limiter lock poisoned");
         if let Some(tat) = buckets.get_mut(&destination.key) {
@@ -58,8 +60,7 @@ impl RateLimiter {
         }
     }
 
-    /// The destination asked us to wait (429 with Retry-After): no send to it before then.
-    pub fn pause(&self, destination: &Destination, wait: Duration) {
+    fn pause_now(&self, destination: &Destination, wait: Duration) {
         let now = Instant::now();
         let tolerance = destination
             .limit
@@ -74,6 +75,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::RateLimit;
 
     fn dest(key: &str, events: u32, per_secs: u64) -> Destination {
         Destination {
@@ -87,7 +89,7 @@ mod tests {
 
     #[test]
     fn a_burst_goes_at_once_then_sends_are_spaced_by_the_rate() {
-        let limiter = RateLimiter::default();
+        let limiter = LocalRateLimiter::default();
         let now = Instant::now();
         let d = dest("a", 2, 1);
         let waits: Vec<Duration> = (0..5).map(|_| limiter.reserve_at(&d, now)).collect();
@@ -102,23 +104,23 @@ mod tests {
 
     #[test]
     fn one_per_second_spaces_every_send_by_a_second() {
-        let limiter = RateLimiter::default();
+        let limiter = LocalRateLimiter::default();
         let now = Instant::now();
         let d = dest("slack", 1, 1);
         let waits: Vec<u64> = (0..4)
             .map(|_| limiter.reserve_at(&d, now).as_millis() as u64)
             .collect();
         assert_eq!(waits, vec![0, 1000, 2000, 3000]);
-        limiter.release(&d);
+        limiter.release_now(&d);
         assert_eq!(limiter.reserve_at(&d, now).as_millis(), 3000);
     }
 
-    #[test]
-    fn a_pause_holds_every_send_until_it_is_over() {
-        let limiter = RateLimiter::default();
+    #[tokio::test]
+    async fn a_pause_holds_every_send_until_it_is_over() {
+        let limiter = LocalRateLimiter::default();
         let d = dest("pd", 120, 60);
-        limiter.pause(&d, Duration::from_secs(2));
-        let wait = limiter.reserve(&d);
+        limiter.pause(&d, Duration::from_secs(2)).await;
+        let wait = limiter.reserve(&d).await;
         assert!(wait >= Duration::from_millis(1900), "{wait:?}");
     }
 }

@@ -677,6 +677,7 @@ async fn in_a_browser_on_call_logs_in_through_the_issuer_and_sees_only_its_proje
     assert!(refusals.is_empty(), "the issuer refused: {refusals:?}");
     assert_eq!(issued, 1, "one login, one code");
 
+    let client = server.client().await;
     let state = |id: String| {
         let mut client = client.clone();
         async move {

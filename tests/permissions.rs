@@ -13,8 +13,7 @@ use common::oidc_issuer::{Issuer, SigningKey};
 use common::*;
 use flyte_notify::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
 use flyte_notify::proto::flytenotify::v1::{
-    Delivery, DeliveryState, DiscardRequest, EnqueueRequest, GetDeliveryRequest,
-    ListPendingRequest, RedriveRequest,
+    Delivery, DeliveryState, DiscardRequest, GetDeliveryRequest, ListPendingRequest, RedriveRequest,
 };
 use serde_json::json;
 use tonic::transport::Channel;

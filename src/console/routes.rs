@@ -34,7 +34,7 @@ use super::views::{
 };
 use crate::authz::{self, Action, Scope};
 use crate::error::Error;
-use crate::notify::{ActScope, Notifier, RecentRequest};
+use crate::notify::{ActScope, Notifier, RecentRequest, operator};
 use crate::proto::flyteidl::admin::{
     EmailNotification, Notification, PagerDutyNotification, SlackNotification, notification,
 };
@@ -676,7 +676,7 @@ fn skipped_or_unseen(
 ) -> Response {
     if skipped
         .iter()
-        .any(|s| s.delivery_id == id && s.reason == "not found")
+        .any(|s| s.delivery_id == id && s.reason == operator::SKIPPED_NOT_FOUND)
     {
         return (
             StatusCode::NOT_FOUND,

@@ -7,7 +7,7 @@ pub mod flyte2;
 pub mod html_text;
 pub mod inspect;
 pub mod native;
-mod operator;
+pub mod operator;
 pub use operator::ActScope;
 mod recent;
 pub use recent::{

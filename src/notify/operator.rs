@@ -261,6 +261,10 @@ fn selection(r: &ActRequest) -> Result<Selection, Error> {
     })
 }
 
+/// The reason a skipped delivery gives when it does not exist or the caller may not see it: the
+/// console tells that case apart by it.
+pub const SKIPPED_NOT_FOUND: &str = "not found";
+
 fn skipped(acted: &Acted) -> Vec<api::SkippedDelivery> {
     acted
         .skipped
@@ -268,7 +272,7 @@ fn skipped(acted: &Acted) -> Vec<api::SkippedDelivery> {
         .map(|(id, why)| api::SkippedDelivery {
             delivery_id: id.clone(),
             reason: match why {
-                Skip::NotFound => "not found".to_string(),
+                Skip::NotFound => SKIPPED_NOT_FOUND.to_string(),
                 Skip::NotDead(state) => format!("not dead: it is {}", state.as_str()),
             },
         })

@@ -2455,3 +2455,96 @@ async fn a_database_restart_is_survived_without_restarting_the_replica() {
     }
     ledger.close().await;
 }
+
+/// Three replicas accept at once, each with several calls in flight, while a fourth tails the
+/// pending list: pages of one, each following the token of the one before, never starting over,
+/// so that it reads right at the newest committed row the whole time. A trigger in the test's
+/// database makes each insert of deliveries take 0-4 ms more before its transaction can commit
+/// (as a slow link to the database would), so the three writers' commits land in every order
+/// their batches can give. A store whose page order is not commit order would
+/// now and then hand the tailer a token past a row still to commit, and that row would never be
+/// listed to it: once the writers are done and the tailer has caught up, it must have seen every
+/// delivery.
+#[tokio::test]
+async fn three_writers_at_once_never_make_a_reader_following_tokens_miss_a_delivery() {
+    const WRITERS: usize = 3;
+    const IN_FLIGHT: usize = 4;
+    const EACH: usize = 300;
+    let store = Store::new(Backend::Postgres).await;
+    let reader = store.replica().await;
+    let mut admin = store.db().session().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(random() * 0.004); RETURN NULL; END $$; \
+         CREATE TRIGGER test_slow_commit AFTER INSERT ON deliveries \
+             FOR EACH STATEMENT EXECUTE FUNCTION test_slow_commit();",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let accepted: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let mut writers = Vec::new();
+    let mut replicas = Vec::new();
+    for w in 0..WRITERS {
+        let replica = Arc::new(store.replica().await);
+        replicas.push(replica.clone());
+        for lane in 0..IN_FLIGHT {
+            let (replica, accepted) = (replica.clone(), accepted.clone());
+            writers.push(tokio::spawn(async move {
+                for n in 0..EACH / IN_FLIGHT {
+                    let id = format!("d-{w}-{lane}-{n}");
+                    let request = request(
+                        &format!("r-{w}-{lane}-{n}"),
+                        "fp",
+                        vec![delivery(&id, 0, Channel::Email)],
+                    );
+                    let outcome = replica.accept(request).await.unwrap();
+                    assert!(matches!(outcome, AcceptOutcome::Accepted { .. }));
+                    accepted.lock().unwrap().push(id);
+                }
+            }));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut after = None;
+    let mut pages_while_writing = 0;
+    loop {
+        let writing = writers.iter().any(|w| !w.is_finished());
+        let page = reader
+            .list_pending(PendingQuery {
+                limit: 1,
+                after: after.clone(),
+                filters: vec![],
+            })
+            .await
+            .unwrap();
+        pages_while_writing += usize::from(writing);
+        seen.extend(page.deliveries.into_iter().map(|d| d.id));
+        match page.next {
+            Some(token) => after = Some(token),
+            // Caught up with everything committed when the writers were already done.
+            None if !writing => break,
+            None => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), WRITERS * EACH);
+    let missed: Vec<&String> = accepted.iter().filter(|id| !seen.contains(*id)).collect();
+    assert!(
+        missed.is_empty(),
+        "the reader never saw {} of {} deliveries: {missed:?}",
+        missed.len(),
+        accepted.len()
+    );
+    assert!(
+        pages_while_writing > 100,
+        "the reader read only {pages_while_writing} pages while the writers wrote"
+    );
+    reader.close().await;
+    for replica in replicas {
+        replica.close().await;
+    }
+}

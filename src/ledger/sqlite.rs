@@ -1164,6 +1164,18 @@ fn settle_members(
 /// not leased): disarmed, each with an event naming the request that ended them. One that is
 /// being sent right now is left to go; a terminal phase that arrives that late is news after the
 /// alert, and is sent too.
+/// Disarms an execution's armed deadlines. Its condition is the index deliveries_armed's, term for
+/// term (migration 0008), so that SQLite looks them up instead of scanning every delivery.
+fn disarm_statement() -> String {
+    format!(
+        "UPDATE deliveries SET state = 'disarmed', next_attempt_at = NULL, updated_at = ?1 \
+         WHERE project = ?2 AND domain = ?3 AND name = ?4 AND org = ?5 \
+           AND phase IN {ARMING_PHASES} AND state IN ('pending', 'silenced') AND attempts = 0 \
+           AND (lease_until IS NULL OR lease_until <= ?1) \
+         RETURNING id"
+    )
+}
+
 fn disarm_deadlines(
     conn: &Connection,
     request: &NewRequest,
@@ -1171,13 +1183,7 @@ fn disarm_deadlines(
 ) -> Result<(), LedgerError> {
     let key = &request.execution_key;
     let ids: Vec<String> = conn
-        .prepare_cached(&format!(
-            "UPDATE deliveries SET state = 'disarmed', next_attempt_at = NULL, updated_at = ?1 \
-             WHERE project = ?2 AND domain = ?3 AND name = ?4 AND org = ?5 \
-               AND phase IN {ARMING_PHASES} AND state IN ('pending', 'silenced') AND attempts = 0 \
-               AND (lease_until IS NULL OR lease_until <= ?1) \
-             RETURNING id"
-        ))?
+        .prepare_cached(&disarm_statement())?
         .query_map(
             rusqlite::params![now, key.project, key.domain, key.name, key.org],
             |row| row.get(0),
@@ -1977,4 +1983,33 @@ fn decode_listed(row: &SqliteRow) -> Result<(i64, StoredDelivery), LedgerError> 
         id,
     };
     Ok((seq, delivery))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every Enqueue of a terminal phase runs this: a scan would cost it the whole ledger.
+    #[tokio::test]
+    async fn disarming_deadlines_looks_them_up_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let ledger = SqliteLedger::open(&path).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", disarm_statement()))
+            .unwrap()
+            .query_map(rusqlite::params![0, "p", "d", "n", ""], |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX deliveries_armed")),
+            "{plan:?}"
+        );
+        ledger.close().await;
+    }
 }

@@ -2513,7 +2513,7 @@ async fn three_writers_at_once_never_make_a_reader_following_tokens_miss_a_deliv
         let page = reader
             .list_pending(PendingQuery {
                 limit: 1,
-                after: after.clone(),
+                after,
                 filters: vec![],
             })
             .await

@@ -200,3 +200,56 @@ async fn without_its_database_the_shared_limiter_limits_alone() {
     limiter.release(&d).await;
     assert_eq!(secs(limiter.reserve(&d).await), 60);
 }
+
+/// A destination faster than the row's millisecond clock (10,000 a second): each replica takes
+/// its slots a chunk at a time, and together they still keep to the limit, with every slot at or
+/// after its time, while 30,000 sends from two replicas are spread over the 2 s the limit gives
+/// them rather than held to one a millisecond (20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_keep_a_destination_faster_than_a_millisecond_to_its_limit() {
+    const PER_SECOND: u32 = 10_000;
+    const SENDS: usize = 30_000;
+    let database = database().await;
+    let d = Destination {
+        key: "webhook:destination:fast".into(),
+        limit: RateLimit {
+            events: PER_SECOND,
+            per: Duration::from_secs(1),
+        },
+    };
+    let start = std::time::Instant::now();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let limiter = PostgresRateLimiter::new(&database.dsn()).unwrap();
+        let d = d.clone();
+        replicas.push(tokio::spawn(async move {
+            let mut slots = Vec::with_capacity(SENDS / 2);
+            for _ in 0..SENDS / 2 {
+                let wait = limiter.reserve(&d).await;
+                // When this send may go, on the test's clock.
+                slots.push(start.elapsed() + wait);
+            }
+            slots
+        }));
+    }
+    let mut slots = Vec::new();
+    for replica in replicas {
+        slots.extend(replica.await.unwrap());
+    }
+    slots.sort();
+    // By any time T at most the burst (one second's worth) plus T's worth have gone, give or take
+    // a millisecond of the database's rounding per reservation's start.
+    for (i, at) in slots.iter().enumerate() {
+        let allowed = f64::from(PER_SECOND) * (1.0 + at.as_secs_f64()) + 100.0;
+        assert!(
+            (i + 1) as f64 <= allowed,
+            "{} sends by {at:?}, over the limit's {allowed}",
+            i + 1
+        );
+    }
+    let last = *slots.last().unwrap();
+    assert!(
+        last < Duration::from_secs(6),
+        "the last of {SENDS} sends waits until {last:?}: the limit allows them all within about 2 s"
+    );
+}

@@ -7,6 +7,14 @@
 //! concurrent reservations from all replicas, and no replica's clock enters the schedule, so
 //! replicas with skewed clocks still share one.
 //!
+//! A destination whose slots come faster than one per CHUNK (over 100 a second) is reserved a
+//! chunk at a time: one statement takes CHUNK's worth of consecutive slots, and this replica hands
+//! them to its sends in order, each at or after its own slot's time. Each slot is used once, never
+//! early, so the replicas together still keep to the limit; a chunk left unused, or used more
+//! than CHUNK behind its slots' times, is dropped, which only ever sends less. Without it every
+//! send to a fast destination was a round trip queued on one row, and the row's millisecond clock
+//! could not space slots closer than a millisecond: 1,000 a second at most, whatever the limit.
+//!
 //! A limit is never a reason to stop sending: when the database does not answer within
 //! CALL_TIMEOUT, the process's own limiter decides instead (each replica then keeps to the limit
 //! on its own, as before this was shared), with a warning, and the database is asked again after
@@ -42,6 +50,10 @@ const RETRY_SHARED: Duration = Duration::from_secs(5);
 const IDLE_FORGET: Duration = Duration::from_secs(3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// How much of a destination's schedule one reservation takes when its slots are closer together
+/// than this; see the module's comment.
+const CHUNK: Duration = Duration::from_millis(10);
+
 pub struct PostgresRateLimiter {
     pool: PgPool,
     /// host:port/database, for messages (never the DSN: it may hold a password).
@@ -56,6 +68,26 @@ struct State {
     /// answer from the database ends it.
     local_until: Option<Instant>,
     next_prune: Option<Instant>,
+    /// Slots of a reserved chunk not yet handed out, by destination key.
+    chunks: std::collections::HashMap<String, Chunk>,
+}
+
+/// The rest of a reserved chunk: `left` slots, `interval` apart, the next one at `next`.
+struct Chunk {
+    next: Instant,
+    left: u32,
+    interval: Duration,
+}
+
+/// How many slots one reservation takes for `limit`: one, or CHUNK's worth when they are closer.
+fn chunk_slots(limit: crate::channels::RateLimit) -> u32 {
+    let interval = interval(limit);
+    if interval.is_zero() || interval >= CHUNK {
+        return 1;
+    }
+    u32::try_from(CHUNK.as_nanos() / interval.as_nanos())
+        .unwrap_or(u32::MAX)
+        .clamp(1, limit.events.max(1))
 }
 
 /// Milliseconds, rounded up: a limit is never exceeded by rounding.
@@ -76,7 +108,15 @@ impl PostgresRateLimiter {
             options.get_database().unwrap_or("")
         );
         let timeout = CALL_TIMEOUT.as_millis().to_string();
-        let options = options.options([("statement_timeout", timeout)]);
+        // Each reservation is its own transaction, and all of a destination's queue up on its
+        // row: waiting for each commit to reach the disk capped every destination at a few
+        // hundred sends a second across all replicas (the bench's replicas section). A crash of
+        // the database can lose only the last moments of reservations, which lets a few sends
+        // through early once; what is lost is never a delivery, so these commits need not wait.
+        let options = options.options([
+            ("statement_timeout", timeout.as_str()),
+            ("synchronous_commit", "off"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(CALL_TIMEOUT)
@@ -123,6 +163,22 @@ impl PostgresRateLimiter {
         None
     }
 
+    /// The next slot of this destination's chunk, as the wait for it; None when no chunk is left,
+    /// or the one left has fallen more than CHUNK behind its slots (dropped: its slots go unused).
+    fn take_chunked_slot(&self, destination: &Destination) -> Option<Duration> {
+        let mut state = self.state.lock().expect("rate limiter lock poisoned");
+        let now = Instant::now();
+        let chunk = state.chunks.get_mut(&destination.key)?;
+        if chunk.left == 0 || now.saturating_duration_since(chunk.next) > CHUNK {
+            state.chunks.remove(&destination.key);
+            return None;
+        }
+        let wait = chunk.next.saturating_duration_since(now);
+        chunk.next += chunk.interval;
+        chunk.left -= 1;
+        Some(wait)
+    }
+
     /// Removes idle rows now and then; a failure only leaves them for the next time.
     async fn prune(&self) {
         let due = {
@@ -151,7 +207,12 @@ impl RateLimiter for PostgresRateLimiter {
         if !self.shared() {
             return self.local.reserve(destination).await;
         }
-        let t = millis_up(interval(destination.limit));
+        if let Some(wait) = self.take_chunked_slot(destination) {
+            return wait;
+        }
+        let slots = chunk_slots(destination.limit);
+        let one = interval(destination.limit);
+        let t = millis_up(one * slots);
         // A full bucket lets `events` go at once: the burst tolerance is the rest of the period.
         let tolerance = (millis_up(destination.limit.per) - t).max(0);
         // The new TAT is max(old TAT, now) + t, so the wait, max(old TAT - tolerance, now) - now,
@@ -168,7 +229,21 @@ impl RateLimiter for PostgresRateLimiter {
         match self.call(reserved).await {
             Some(wait) => {
                 self.prune().await;
-                Duration::from_millis(wait.max(0) as u64)
+                let wait = Duration::from_millis(wait.max(0) as u64);
+                if slots > 1 {
+                    // This send takes the chunk's first slot; the rest follow it.
+                    let chunk = Chunk {
+                        next: Instant::now() + wait + one,
+                        left: slots - 1,
+                        interval: one,
+                    };
+                    self.state
+                        .lock()
+                        .expect("rate limiter lock poisoned")
+                        .chunks
+                        .insert(destination.key.clone(), chunk);
+                }
+                wait
             }
             None => self.local.reserve(destination).await,
         }
@@ -177,6 +252,10 @@ impl RateLimiter for PostgresRateLimiter {
     async fn release(&self, destination: &Destination) {
         if !self.shared() {
             return self.local.release(destination).await;
+        }
+        if chunk_slots(destination.limit) > 1 {
+            // A slot of a chunk is a fraction of the row's millisecond: it is left unused.
+            return;
         }
         let released = sqlx::query("UPDATE rate_limits SET tat = tat - $2 WHERE key = $1")
             .bind(&destination.key)
@@ -192,6 +271,12 @@ impl RateLimiter for PostgresRateLimiter {
         if !self.shared() {
             return self.local.pause(destination, wait).await;
         }
+        // The slots in hand are before the pause's end: the next reservation learns of it.
+        self.state
+            .lock()
+            .expect("rate limiter lock poisoned")
+            .chunks
+            .remove(&destination.key);
         let tolerance = destination
             .limit
             .per

@@ -17,6 +17,9 @@ pub const ATTEMPTS: &str = "flyte_notify_send_attempts_total";
 pub const SEND_SECONDS: &str = "flyte_notify_send_duration_seconds";
 /// Calls per ledger commit: the group-commit batch size.
 pub const BATCH_SIZE: &str = "flyte_notify_ledger_batch_size";
+/// Deliveries per worker call to the ledger, by `op` (lease, record): how much the worker's
+/// batching saves, one ledger write serving this many deliveries.
+pub const WORKER_BATCH_SIZE: &str = "flyte_notify_worker_batch_size";
 /// Outcomes the ledger refused because their lease was no longer current (a worker that lost its
 /// lease, e.g. a send that outlived it). Each one is a send that may have gone out twice.
 pub const STALE_RECORDS: &str = "flyte_notify_stale_records_total";
@@ -90,6 +93,9 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<MetricsEndpoint> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(WORKER_BATCH_SIZE.into()), BATCH_BUCKETS)
+        })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(GROUP_SIZE.into()), GROUP_BUCKETS))
         .and_then(|b| b.install_recorder())
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
@@ -109,6 +115,10 @@ fn describe() {
         "How long sends take, by sender"
     );
     describe_histogram!(BATCH_SIZE, "Calls per ledger commit");
+    describe_histogram!(
+        WORKER_BATCH_SIZE,
+        "Deliveries per worker call to the ledger, by op (lease, record)"
+    );
     describe_counter!(
         STALE_RECORDS,
         "Outcomes refused because their lease had ended"

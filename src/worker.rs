@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -23,6 +23,15 @@ use crate::notify::render::Renderer;
 use crate::notify::silences::ActiveSilences;
 use crate::queue::{AckHandle, Queue, QueueError, QueueItem, Work};
 use crate::telemetry;
+
+/// With sends in flight, how long a free slot waits for more to free up before the worker
+/// leases: under load sends finish one at a time, and leasing for each alone would cost the
+/// ledger a write per delivery. A moment is enough for many to finish when sends are quick, and
+/// nothing worth counting when they are slow.
+const LEASE_GATHER: Duration = Duration::from_millis(2);
+
+/// The most outcomes one `record` call takes.
+const MAX_RECORD_BATCH: usize = 256;
 
 /// How soon work that could not be recorded is offered again.
 const UNRECORDED_RETRY: Duration = Duration::from_secs(5);
@@ -73,6 +82,97 @@ async fn cut_off(cut: &mut watch::Receiver<bool>) {
     let _ = cut.wait_for(|cut| *cut).await.map(|_| ());
 }
 
+/// What became of one outcome handed to the recorder.
+#[derive(Debug, PartialEq)]
+enum Applied {
+    Recorded,
+    /// Another attempt owns the delivery now; its worker settles the item.
+    Stale,
+    /// A silenced outcome whose silence had ended: the delivery is due again.
+    Unsilenced,
+}
+
+/// An outcome on its way to the ledger, and who waits to hear it was written.
+struct ToRecord {
+    delivery: DeliveryRef,
+    outcome: Outcome,
+    done: oneshot::Sender<Result<Applied, String>>,
+}
+
+/// Records outcomes in batches: each `record` takes every outcome that came in while the one
+/// before it was written, so under load many sends share one ledger write (and, on PostgreSQL,
+/// one commit) instead of one each. If a batch fails, each outcome is tried again alone, so one
+/// that cannot be written fails only its own send.
+async fn record_in_batches(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<ToRecord>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!(telemetry::WORKER_BATCH_SIZE, "op" => "record")
+            .record(batch.len() as f64);
+        let outcomes = batch
+            .iter()
+            .map(|r| (r.delivery.clone(), r.outcome.clone()))
+            .collect();
+        match ledger.record(outcomes).await {
+            Ok(recorded) => {
+                for r in batch {
+                    let _ = r.done.send(Ok(applied(&recorded, &r.delivery.id)));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                let _ = batch.remove(0).done.send(Err(e.to_string()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "recording a batch of outcomes failed; recording them one by one");
+                for r in batch {
+                    let alone = ledger
+                        .record(vec![(r.delivery.clone(), r.outcome.clone())])
+                        .await
+                        .map(|recorded| applied(&recorded, &r.delivery.id))
+                        .map_err(|e| e.to_string());
+                    let _ = r.done.send(alone);
+                }
+            }
+        }
+    }
+}
+
+/// What `record` did with the outcome for delivery `id`.
+fn applied(recorded: &crate::ledger::Recorded, id: &str) -> Applied {
+    if recorded.stale.iter().any(|s| s == id) {
+        Applied::Stale
+    } else if recorded.unsilenced.iter().any(|s| s == id) {
+        Applied::Unsilenced
+    } else {
+        Applied::Recorded
+    }
+}
+
+/// Hands `outcome` to the recorder and waits until it is written.
+async fn record(
+    records: &mpsc::Sender<ToRecord>,
+    delivery: DeliveryRef,
+    outcome: Outcome,
+) -> Result<Applied, String> {
+    let (done, written) = oneshot::channel();
+    records
+        .send(ToRecord {
+            delivery,
+            outcome,
+            done,
+        })
+        .await
+        .map_err(|_| "the recorder stopped".to_string())?;
+    written
+        .await
+        .map_err(|_| "the recorder stopped".to_string())?
+}
+
 /// Decides what attempt number `attempt` (1 for the first) came to.
 pub fn outcome(
     policy: &RetryPolicy,
@@ -115,6 +215,8 @@ impl Worker {
     /// next start, sends it without waiting for the lease to run out.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let this = Arc::new(self);
+        let (records, to_record) = mpsc::channel(MAX_RECORD_BATCH);
+        let recorder = tokio::spawn(record_in_batches(this.ledger.clone(), to_record));
         let permits = Arc::new(Semaphore::new(this.concurrency));
         let (cut_off, cut) = watch::channel(false);
         let mut in_flight = JoinSet::new();
@@ -128,7 +230,23 @@ impl Worker {
                 permit = permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
                 _ = shutdown.changed() => break,
             };
-            let free = permits.available_permits() + 1;
+            // With sends in flight, gather the slots that free up in a moment, so that one
+            // lease takes many deliveries.
+            let mut gathered = Vec::new();
+            let wanted = (this.concurrency / 2).max(1);
+            if permits.available_permits() + 1 < wanted {
+                let gather = tokio::time::sleep(LEASE_GATHER);
+                tokio::pin!(gather);
+                while gathered.len() + 1 < wanted {
+                    tokio::select! {
+                        permit = permits.clone().acquire_owned() => {
+                            gathered.push(permit.expect("semaphore never closes"));
+                        }
+                        _ = &mut gather => break,
+                    }
+                }
+            }
+            let free = permits.available_permits() + 1 + gathered.len();
             // Not cut short by shutdown: a receive cancelled after its lease committed would drop
             // leased items, and they would wait for their lease to run out. It returns within
             // pollInterval; what it brings is sent within the grace.
@@ -137,21 +255,26 @@ impl Worker {
                 Ok(items) => items,
                 Err(QueueError::Ledger(LedgerError::Unavailable(_))) => {
                     // The ledger has said so once, loudly; the worker waits it out quietly.
-                    drop(first);
+                    drop((first, gathered));
                     tokio::time::sleep(this.poll_interval).await;
                     continue;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot receive deliveries; retrying shortly");
-                    drop(first);
+                    drop((first, gathered));
                     tokio::time::sleep(this.poll_interval).await;
                     continue;
                 }
             };
-            let mut first = Some(first);
+            if !items.is_empty() {
+                metrics::histogram!(telemetry::WORKER_BATCH_SIZE, "op" => "lease")
+                    .record(items.len() as f64);
+            }
+            let mut held = gathered;
+            held.push(first);
             for item in items {
-                // At most `free` items came, so these permits are free now: no wait.
-                let permit = match first.take() {
+                // At most `free` items came, so these permits are held or free now: no wait.
+                let permit = match held.pop() {
                     Some(p) => p,
                     None => permits
                         .clone()
@@ -160,9 +283,9 @@ impl Worker {
                         .expect("semaphore never closes"),
                 };
                 let this = this.clone();
-                let cut = cut.clone();
+                let (cut, records) = (cut.clone(), records.clone());
                 in_flight.spawn(async move {
-                    this.handle(item, cut).await;
+                    this.handle(item, cut, &records).await;
                     drop(permit);
                 });
             }
@@ -197,9 +320,18 @@ impl Worker {
                 in_flight.abort_all();
             }
         }
+        // Every send has handed its outcome over or been cut off: the recorder writes what it
+        // holds and ends.
+        drop(records);
+        let _ = recorder.await;
     }
 
-    async fn handle(&self, item: QueueItem, cut: watch::Receiver<bool>) {
+    async fn handle(
+        &self,
+        item: QueueItem,
+        cut: watch::Receiver<bool>,
+        records: &mpsc::Sender<ToRecord>,
+    ) {
         let QueueItem { handle, work } = item;
         match work {
             Work::Leased(leased) => {
@@ -213,7 +345,9 @@ impl Worker {
                     ]),
                     attempt = leased.delivery.attempt,
                 );
-                self.deliver(&handle, leased, cut).instrument(span).await
+                self.deliver(&handle, leased, cut, records)
+                    .instrument(span)
+                    .await
             }
         }
     }
@@ -226,6 +360,7 @@ impl Worker {
         handle: &AckHandle,
         leased: LeasedDelivery,
         mut cut: watch::Receiver<bool>,
+        records: &mpsc::Sender<ToRecord>,
     ) {
         let delivery = leased.delivery;
         // The execution context, decoded once: the silences, the rendering and the metrics
@@ -262,7 +397,9 @@ impl Worker {
                 destinations: &payload.recipients,
             };
             if let Some(silence_id) = self.silences.matching(&subject) {
-                return self.silence(handle, delivery, silence_id, channel).await;
+                return self
+                    .silence(handle, delivery, silence_id, channel, records)
+                    .await;
             }
         }
         let members = &leased.members;
@@ -342,11 +479,9 @@ impl Worker {
             Outcome::Retry { delay, .. } => Some(*delay),
             _ => None,
         };
-        let settle = match self.ledger.record(vec![(delivery, outcome)]).await {
-            Ok(recorded) if !recorded.stale.is_empty() => {
-                // Another attempt owns the delivery now; its worker settles the item.
-                return;
-            }
+        let settle = match record(records, delivery, outcome).await {
+            // Another attempt owns the delivery now; its worker settles the item.
+            Ok(Applied::Stale) => return,
             Ok(_) => match retry_in {
                 Some(delay) => self.queue.nack(handle, delay).await,
                 None => self.queue.ack(handle).await,
@@ -370,17 +505,18 @@ impl Worker {
         delivery: DeliveryRef,
         silence_id: String,
         channel: crate::delivery::Channel,
+        records: &mpsc::Sender<ToRecord>,
     ) {
         let outcome = Outcome::Silenced {
             silence_id: silence_id.clone(),
         };
-        let settle = match self.ledger.record(vec![(delivery, outcome)]).await {
-            Ok(recorded) if !recorded.stale.is_empty() => return,
-            Ok(recorded) if !recorded.unsilenced.is_empty() => {
+        let settle = match record(records, delivery, outcome).await {
+            Ok(Applied::Stale) => return,
+            Ok(Applied::Unsilenced) => {
                 tracing::info!(silence = %silence_id, "the silence ended meanwhile; sending shortly");
                 self.queue.ack(handle).await
             }
-            Ok(_) => {
+            Ok(Applied::Recorded) => {
                 tracing::info!(silence = %silence_id, "silenced; not sent");
                 metrics::counter!(telemetry::SILENCED, "channel" => channel.as_str()).increment(1);
                 self.queue.ack(handle).await

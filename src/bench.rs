@@ -16,9 +16,13 @@
 //!
 //! `--target ADDR --count N` only sends N Enqueues to a running server (scripts/callgrind-enqueue.sh).
 
+mod bare;
 mod latency;
 mod peer;
+mod replicas;
 mod sink;
+
+pub use bare::{BareArgs, serve as serve_bare};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -68,6 +72,10 @@ pub struct BenchArgs {
     /// How long the delivery-latency section offers that load, per sink; 0s skips it.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub latency_duration: Duration,
+    /// How long the pace runs (Enqueue as fast as accepted, is delivery keeping up?) last; 0s
+    /// skips them.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub pace_duration: Duration,
     /// Deliveries pending for the scale section; 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     pub pending: u64,
@@ -78,11 +86,12 @@ pub struct BenchArgs {
     /// The Alertmanager binary to compare with; skipped when it cannot be found.
     #[arg(long, default_value = "prometheus-alertmanager")]
     pub alertmanager: String,
-    /// Sections to run, comma separated: throughput, latency, reads, scale, postgres, peer.
+    /// Sections to run, comma separated: throughput, latency, reads, scale, pace, postgres,
+    /// replicas, peer.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,reads,scale,postgres,peer"
+        default_value = "throughput,latency,reads,scale,pace,postgres,replicas,peer"
     )]
     pub sections: Vec<String>,
     /// Only send `--count` Enqueues (Maildir email) to the server at this address, at the first
@@ -289,6 +298,30 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The CPU time so far of every PostgreSQL server process on this machine (the postmaster's
+/// backends and its background writers): per call, what the database spent on it. None when no
+/// such process runs here (a remote database).
+fn postgres_cpu_time() -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end() == "postgres");
+        if let (true, Some(cpu)) = (is_postgres, cpu_time(pid)) {
+            total += cpu;
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
+
 /// RSS now, its peak, and the anonymous part now (heap, stacks), in KiB. The rest of RSS is the
 /// binary's own pages, clean and file-backed: shared with other processes running it, and what
 /// the kernel drops first under memory pressure.
@@ -347,6 +380,28 @@ async fn start_server(
     for (k, v) in env {
         command.env(k, v);
     }
+    start_listening(command).await
+}
+
+/// The bare group-commit insert (bare.rs) into `store` ("sqlite" under `data_dir`, or
+/// "postgres" at `postgres_dsn`), as a child process like the server. Always this binary's own,
+/// also when `--server-bin` measures another build: the ceiling stays the same.
+async fn start_bare(
+    store: &str,
+    data_dir: &Path,
+    postgres_dsn: &str,
+) -> anyhow::Result<ServerChild> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(["bench-bare", "--store", store, "--postgres", postgres_dsn])
+        .arg("--data-dir")
+        .arg(data_dir);
+    start_listening(command).await
+}
+
+/// Spawns `command` and waits for its "listening on ADDR" line.
+async fn start_listening(mut command: tokio::process::Command) -> anyhow::Result<ServerChild> {
     let spawned = Instant::now();
     let mut child = command
         .env(
@@ -410,8 +465,16 @@ async fn connect(addr: &str, connections: usize) -> anyhow::Result<Arc<Vec<Chann
 
 fn print_header() {
     println!(
-        "{:<24} {:>11} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9}",
-        "rpc", "concurrency", "calls/s", "p50 ms", "p99 ms", "errors", "vs health", "server µs"
+        "{:<24} {:>11} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "rpc",
+        "concurrency",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "vs health",
+        "server µs",
+        "pg µs"
     );
 }
 
@@ -429,7 +492,16 @@ async fn measure(
         let mut baseline = None;
         for (label, rpc) in rpcs {
             let cpu_before = cpu_time(pid);
+            let pg_before = postgres_cpu_time();
             let cell = run_cell(channels, rpc, concurrency, duration).await;
+            // CPU per call in every local PostgreSQL process: other databases' work counts too,
+            // so on a quiet server only.
+            let pg_per_call = match (pg_before, postgres_cpu_time()) {
+                (Some(a), Some(b)) if cell.calls > 0 && b > a => {
+                    format!("{:.0}", (b - a).as_micros() as f64 / cell.calls as f64)
+                }
+                _ => "-".into(),
+            };
             // For Enqueue this includes the worker delivering meanwhile.
             let cpu_per_call = match (cpu_before, cpu_time(pid)) {
                 (Some(a), Some(b)) if cell.calls > 0 => {
@@ -443,7 +515,7 @@ async fn measure(
             }
             rates.push(rate);
             println!(
-                "{:<24} {:>11} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>9} {:>9}",
+                "{:<24} {:>11} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>9} {:>9} {:>9}",
                 label,
                 concurrency,
                 rate,
@@ -452,6 +524,7 @@ async fn measure(
                 cell.errors,
                 baseline.map_or("-".to_string(), |b| format!("{:.0}%", 100.0 * rate / b)),
                 cpu_per_call,
+                pg_per_call,
             );
         }
     }
@@ -501,9 +574,20 @@ pub(crate) struct Bench {
     webhook_receipts: Arc<sink::Receipts>,
     webhook_url_file: PathBuf,
     webhook_port: u16,
+    /// One line per target the run measured, printed together at the end.
+    targets: std::sync::Mutex<Vec<String>>,
 }
 
 impl Bench {
+    /// Notes what a target came to, for the summary at the end of the run.
+    fn target(&self, target: &str, measured: &str, met: bool) {
+        let verdict = if met { "met" } else { "NOT met" };
+        self.targets
+            .lock()
+            .expect("targets lock poisoned")
+            .push(format!("{target}: {measured}: {verdict}"));
+    }
+
     fn wants(&self, section: &str) -> bool {
         self.args.sections.iter().any(|s| s == section)
     }
@@ -548,7 +632,7 @@ impl Bench {
             run_cell(&channels, &rpc, 4, Duration::from_millis(300)).await;
         }
         print_header();
-        measure(
+        let rates = measure(
             &channels,
             server.pid,
             &[
@@ -562,6 +646,52 @@ impl Bench {
         .await;
         print_rss("after peak load", server.pid);
         server.stop().await;
+        // The ceiling, right after and on the same store: the same calls as a bare insert.
+        let store = if postgres_dsn.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let bare = start_bare(
+            store,
+            &self.scratch.join(format!("{name}-bare")),
+            postgres_dsn.unwrap_or(&self.args.postgres),
+        )
+        .await?;
+        let bare_channels = connect(&bare.addr, self.args.connections).await?;
+        run_cell(
+            &bare_channels,
+            &Rpc::Enqueue(Sink::Webhook),
+            4,
+            Duration::from_millis(300),
+        )
+        .await;
+        let bare_rates = measure(
+            &bare_channels,
+            bare.pid,
+            &[("bare group-commit insert", Rpc::Enqueue(Sink::Webhook))],
+            &self.args.concurrency,
+            self.args.duration,
+        )
+        .await;
+        bare.stop().await;
+        let target = if store == "postgres" { 70.0 } else { 90.0 };
+        for (i, concurrency) in self.args.concurrency.iter().enumerate() {
+            let (enqueue, bare) = (rates[3 * i + 1], bare_rates[i]);
+            let ratio = 100.0 * enqueue / bare;
+            println!(
+                "enqueue → webhook sink / bare insert ({store}), concurrency {concurrency}: {enqueue:.0}/s against {bare:.0}/s = {ratio:.0}%"
+            );
+            if *concurrency == 64 {
+                self.target(
+                    &format!(
+                        "{store} Enqueue at 64 >= {target:.0}% of the bare group-commit insert"
+                    ),
+                    &format!("{ratio:.0}% ({enqueue:.0}/s against {bare:.0}/s)"),
+                    ratio >= target,
+                );
+            }
+        }
         Ok(())
     }
 
@@ -662,6 +792,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         webhook_receipts,
         webhook_url_file,
         webhook_port,
+        targets: Default::default(),
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -693,9 +824,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("\n== scale ==");
             latency::scale(&bench).await?;
         }
+        if bench.wants("pace") && !bench.args.pace_duration.is_zero() {
+            println!("\n== pace (SQLite ledger) ==");
+            replicas::pace(&bench).await?;
+        }
         if bench.wants("postgres") && bench.args.postgres != "off" {
             println!("\n== throughput (PostgreSQL ledger) ==");
             peer::postgres(&bench).await?;
+        }
+        if bench.wants("replicas") && bench.args.postgres != "off" {
+            println!("\n== replicas (3 on one PostgreSQL) ==");
+            replicas::run(&bench).await?;
         }
         if bench.wants("peer") {
             println!("\n== peer: Alertmanager ==");
@@ -704,6 +843,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
+    let targets = bench.targets.lock().expect("targets lock poisoned");
+    if !targets.is_empty() {
+        println!("\n== targets ==");
+        for line in targets.iter() {
+            println!("{line}");
+        }
+    }
+    drop(targets);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\nload average at end {}",

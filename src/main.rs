@@ -51,6 +51,9 @@ enum Command {
     Silence(flyte_notify::operator_cli::SilenceCommand),
     /// Measure Enqueue against a no-op RPC (gRPC health) on a fresh server.
     Bench(flyte_notify::bench::BenchArgs),
+    /// The bench's baseline: Enqueue as a bare group-commit insert (see src/bench/bare.rs).
+    #[command(hide = true)]
+    BenchBare(flyte_notify::bench::BareArgs),
 }
 
 fn init_tracing() {
@@ -135,6 +138,7 @@ async fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => finish(flyte_notify::bench::run(args).await),
+        Command::BenchBare(args) => finish(flyte_notify::bench::serve_bare(args).await),
         Command::Redrive(args) => finish(flyte_notify::operator_cli::redrive(args).await),
         Command::Discard(args) => finish(flyte_notify::operator_cli::discard(args).await),
         Command::Show(args) => finish(flyte_notify::operator_cli::show(args).await),

@@ -93,8 +93,15 @@ fn due_by(rate: u32, elapsed: Duration) -> u64 {
     (u128::from(rate) * elapsed.as_micros() / 1_000_000) as u64
 }
 
+/// What `report` found.
+pub(crate) struct Delivered {
+    pub p99_ms: f64,
+    /// Calls answered whose delivery did not arrive within DRAIN.
+    pub missing: usize,
+}
+
 /// Waits for every key to arrive, then prints issue-to-receipt percentiles.
-pub(crate) async fn report(label: &str, paced: Paced, receipts: &Receipts, rate: u32) {
+pub(crate) async fn report(label: &str, paced: Paced, receipts: &Receipts, rate: u32) -> Delivered {
     let deadline = Instant::now() + DRAIN;
     while Instant::now() < deadline
         && paced
@@ -132,6 +139,10 @@ pub(crate) async fn report(label: &str, paced: Paced, receipts: &Receipts, rate:
         ms(0.99),
         histogram.max() as f64 / 1000.0,
     );
+    Delivered {
+        p99_ms: ms(0.99),
+        missing,
+    }
 }
 
 /// Enqueue-to-delivered at `--latency-rate` for `--latency-duration`, to the webhook sink and to

@@ -10,8 +10,8 @@
 //! A destination whose slots come faster than one per CHUNK (over 100 a second) is reserved a
 //! chunk at a time: one statement takes CHUNK's worth of consecutive slots, and this replica hands
 //! them to its sends in order, each at or after its own slot's time. Each slot is used once, never
-//! early, so the replicas together still keep to the limit; a chunk left unused, or used more
-//! than CHUNK behind its slots' times, is dropped, which only ever sends less. Without it every
+//! early, so the replicas together still keep to the limit: a slot used late can add to a burst
+//! at most one chunk per replica, a hundredth of a second's worth. Without it every
 //! send to a fast destination was a round trip queued on one row, and the row's millisecond clock
 //! could not space slots closer than a millisecond: 1,000 a second at most, whatever the limit.
 //!
@@ -163,13 +163,15 @@ impl PostgresRateLimiter {
         None
     }
 
-    /// The next slot of this destination's chunk, as the wait for it; None when no chunk is left,
-    /// or the one left has fallen more than CHUNK behind its slots (dropped: its slots go unused).
+    /// The next slot of this destination's chunk, as the wait for it (zero for a slot whose time
+    /// has passed); None when no chunk is left. A chunk is used up, never dropped for being late:
+    /// every slot dropped would be a slot of the destination's schedule spent on nothing, and a
+    /// replica sending slower than a fast limit would spend it far ahead of the time.
     fn take_chunked_slot(&self, destination: &Destination) -> Option<Duration> {
         let mut state = self.state.lock().expect("rate limiter lock poisoned");
         let now = Instant::now();
         let chunk = state.chunks.get_mut(&destination.key)?;
-        if chunk.left == 0 || now.saturating_duration_since(chunk.next) > CHUNK {
+        if chunk.left == 0 {
             state.chunks.remove(&destination.key);
             return None;
         }

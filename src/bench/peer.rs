@@ -11,26 +11,45 @@ use super::{Bench, new_histogram};
 /// The Enqueue figures with `store: postgres`, on a database created for the run and dropped
 /// after.
 pub(crate) async fn postgres(bench: &Bench) -> anyhow::Result<()> {
+    with_database(bench, "postgres", |dsn| async move {
+        bench.throughput("postgres", Some(&dsn)).await
+    })
+    .await?
+    .unwrap_or(Ok(()))
+}
+
+/// Runs `work` with the DSN of a database `flyte_notify_bench_<part>_<pid>` created on
+/// `--postgres` for it and dropped after (also when `work` failed). None, after saying so, when
+/// that server cannot be reached.
+pub(crate) async fn with_database<F, Fut, T>(
+    bench: &Bench,
+    part: &str,
+    work: F,
+) -> anyhow::Result<Option<anyhow::Result<T>>>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let mut admin = match sqlx::PgConnection::connect(&bench.args.postgres).await {
         Ok(conn) => conn,
         Err(e) => {
             println!("skipped: cannot connect to {} ({e})", bench.args.postgres);
-            return Ok(());
+            return Ok(None);
         }
     };
-    let db = format!("flyte_notify_bench_{}", std::process::id());
+    let db = format!("flyte_notify_bench_{part}_{}", std::process::id());
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(&mut admin)
         .await?;
     let mut dsn = url::Url::parse(&bench.args.postgres)?;
     dsn.set_path(&db);
-    let result = bench.throughput("postgres", Some(dsn.as_str())).await;
+    let result = work(dsn.to_string()).await;
     sqlx::query(AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
     )))
     .execute(&mut admin)
     .await?;
-    result
+    Ok(Some(result))
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -9,13 +9,12 @@
 //!   `pace()`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::{AssertSqlSafe, Connection};
 use tonic::transport::Channel;
 
 use super::latency::{paced, report};
+use super::peer::with_database;
 use super::{
     Bench, Rpc, ServerChild, Sink, connect, enqueue_request, measure, print_header, run_cell,
     server_config, start_bare, start_server,
@@ -29,34 +28,21 @@ const LIMIT_PER_SECOND: u32 = 10;
 const LIMITED_DELIVERIES: u64 = 200;
 
 pub(crate) async fn run(bench: &Bench) -> anyhow::Result<()> {
-    let mut admin = match sqlx::PgConnection::connect(&bench.args.postgres).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            println!("skipped: cannot connect to {} ({e})", bench.args.postgres);
-            return Ok(());
-        }
-    };
     // The rate-limited run gets a database of its own: the backlog the runs before it may leave
     // would otherwise go out first, at the limit.
-    for part in ["replicas", "limited"] {
-        let db = format!("flyte_notify_bench_{part}_{}", std::process::id());
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&mut admin)
-            .await?;
-        let mut dsn = url::Url::parse(&bench.args.postgres)?;
-        dsn.set_path(&db);
-        let result = match part {
-            "replicas" => measure_replicas(bench, dsn.as_str()).await,
-            _ => rate_limited(bench, dsn.as_str()).await,
-        };
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
-        result?;
-    }
-    Ok(())
+    let Some(result) = with_database(bench, "replicas", |dsn| async move {
+        measure_replicas(bench, &dsn).await
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    result?;
+    with_database(bench, "limited", |dsn| async move {
+        rate_limited(bench, &dsn).await
+    })
+    .await?
+    .unwrap_or(Ok(()))
 }
 
 /// Starts `REPLICAS` servers on one database with `yaml` as config; the first one alone first,
@@ -88,6 +74,17 @@ async fn start_replicas(
     Ok((servers, channels))
 }
 
+/// A replica's config: the ledger on `dsn`, webhooks to the bench's sink.
+fn replica_config(bench: &Bench, dsn: &str) -> String {
+    server_config(
+        None,
+        Some(&bench.webhook_url_file),
+        false,
+        Some(dsn),
+        bench.args.worker_concurrency,
+    )
+}
+
 async fn stop_all(servers: Vec<ServerChild>) {
     for server in servers {
         server.stop().await;
@@ -95,13 +92,7 @@ async fn stop_all(servers: Vec<ServerChild>) {
 }
 
 async fn measure_replicas(bench: &Bench, dsn: &str) -> anyhow::Result<()> {
-    let yaml = server_config(
-        None,
-        Some(&bench.webhook_url_file),
-        false,
-        Some(dsn),
-        bench.args.worker_concurrency,
-    );
+    let yaml = replica_config(bench, dsn);
     let (servers, channels) = start_replicas(bench, "replicas", &yaml).await?;
     run_cell(
         &channels,
@@ -191,14 +182,7 @@ async fn measure_replicas(bench: &Bench, dsn: &str) -> anyhow::Result<()> {
 /// 3 replicas, one destination limited to `LIMIT_PER_SECOND`: `LIMITED_DELIVERIES` enqueued at
 /// once, spread over the replicas; how many the sink receives in any one second and overall.
 async fn rate_limited(bench: &Bench, dsn: &str) -> anyhow::Result<()> {
-    let yaml = server_config(
-        None,
-        Some(&bench.webhook_url_file),
-        false,
-        Some(dsn),
-        bench.args.worker_concurrency,
-    )
-    .replace(
+    let yaml = replica_config(bench, dsn).replace(
         "rateLimit: 1000000/s",
         &format!("rateLimit: {LIMIT_PER_SECOND}/s"),
     );
@@ -295,13 +279,12 @@ async fn pace_over(bench: &Bench, label: &str, channels: &[Channel]) {
     const CALLERS: usize = 64;
     let duration = bench.args.pace_duration;
     let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let calls = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
     for caller in 0..CALLERS {
         let mut client = NotificationServiceClient::new(channels[caller % channels.len()].clone());
-        let (accepted, calls) = (accepted.clone(), calls.clone());
+        let accepted = accepted.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0;
             while Instant::now() < deadline {
@@ -313,7 +296,6 @@ async fn pace_over(bench: &Bench, label: &str, channels: &[Channel]) {
                     let ids = r.into_inner().delivery_ids;
                     accepted.lock().expect("accepted lock poisoned").extend(ids);
                 }
-                calls.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }

@@ -12,8 +12,8 @@ use common::http_sink::WebhookSink;
 use common::*;
 use flyte_notify::proto::flyteidl::core::workflow_execution::Phase;
 use flyte_notify::proto::flytenotify::v1::{
-    DeliveryState, EnqueueRequest, GetDeliveryRequest, PreviewRequest, SendTestRequest,
-    WebhookNotification, send_test_request::Target,
+    EnqueueRequest, GetDeliveryRequest, PreviewRequest, SendTestRequest, WebhookNotification,
+    send_test_request::Target,
 };
 
 const HOOK_SECRET: &str = "T0001/B0002/hK3ySecretPathValue9";
@@ -135,36 +135,9 @@ async fn wait_for_requests(dir: &Path, count: usize, server: &Server) -> Vec<ser
     }
 }
 
-async fn state_of(server: &Server, id: &str) -> (i32, Vec<i32>) {
-    let r = server
-        .client()
-        .await
-        .get_delivery(GetDeliveryRequest {
-            delivery_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (
-        r.delivery.unwrap().state,
-        r.history.iter().map(|e| e.kind).collect(),
-    )
-}
-
 async fn wait_delivered(server: &Server, id: &str) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (state, history) = state_of(server, id).await;
-        if state == DeliveryState::Delivered as i32 {
-            return history;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id} is in state {state}; log:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let got = wait_for_delivered(server, id).await;
+    got.history.iter().map(|e| e.kind).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

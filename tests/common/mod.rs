@@ -26,7 +26,10 @@ use flyte_notify::proto::flyteidl::core::{
     ExecutionError, Identifier, ResourceType, WorkflowExecutionIdentifier,
 };
 use flyte_notify::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
-use flyte_notify::proto::flytenotify::v1::{Delivery, ExecutionContext, ListPendingRequest};
+use flyte_notify::proto::flytenotify::v1::{
+    Delivery, DeliveryState, ExecutionContext, GetDeliveryRequest, GetDeliveryResponse,
+    ListPendingRequest,
+};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flyte-notify");
@@ -447,6 +450,33 @@ pub async fn wait_for_pending(
         assert!(
             Instant::now() < deadline,
             "ListPending({filters:?}) never got there: {listed:?}\nlog:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls GetDelivery for `id` until the ledger has it delivered, and returns that answer; fails
+/// with its state and the server's log after 30 s. A sink that has the message is not enough:
+/// the worker records the outcome after the send, so the ledger may lag the sink briefly.
+pub async fn wait_for_delivered(server: &Server, id: &str) -> GetDeliveryResponse {
+    let mut client = server.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = client
+            .get_delivery(GetDeliveryRequest {
+                delivery_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let state = got.delivery.as_ref().map_or(0, |d| d.state);
+        if state == DeliveryState::Delivered as i32 {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} is in state {state}; log:\n{}",
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

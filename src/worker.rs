@@ -124,8 +124,17 @@ async fn record_in_batches(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<ToRec
                     let _ = r.done.send(Ok(applied(&recorded, &r.delivery.id)));
                 }
             }
-            Err(e) if batch.len() == 1 => {
-                let _ = batch.remove(0).done.send(Err(e.to_string()));
+            // Alone, or the ledger cannot write at all now: retrying each outcome alone would only
+            // fail as many times (each after the store's timeout, while it is still finding out),
+            // so every caller gets this error at once and its lease brings the delivery back.
+            Err(e)
+                if batch.len() == 1
+                    || matches!(e, LedgerError::Unavailable(_) | LedgerError::Closed) =>
+            {
+                let reason = e.to_string();
+                for r in batch {
+                    let _ = r.done.send(Err(reason.clone()));
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "recording a batch of outcomes failed; recording them one by one");

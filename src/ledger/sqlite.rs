@@ -113,8 +113,27 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The states ListPending shows (the deliveries_open index's condition).
-const OPEN: &str = "state IN ('pending', 'retrying', 'dead', 'grouped')";
+/// The states ListPending shows: the deliveries_open index's condition, term for term (migration
+/// 0009). ORs rather than an IN list: SQLite builds a temporary b-tree for an IN list of three or
+/// more values each time a statement evaluates it, and it evaluates this one on every insert and
+/// update of a delivery.
+const OPEN: &str =
+    "(state = 'pending' OR state = 'retrying' OR state = 'dead' OR state = 'grouped')";
+
+/// An armed stuck-run deadline: the deliveries_armed index's condition, term for term (migration
+/// 0009); its phases are ARMING_PHASES, as ORs for the reason given at OPEN.
+const ARMED: &str = "(phase = 1 OR phase = 2 OR phase = 3 OR phase = 5 OR phase = 9) \
+                     AND state IN ('pending', 'silenced') AND attempts = 0";
+
+/// A new delivery, one per notification of an accepted request.
+const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, request_id, notification_index, \
+     project, domain, name, org, channel, phase, state, attempts, next_attempt_at, created_at, \
+     updated_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?12, ?13)";
+
+/// A send's outcome, applied while its lease token is current.
+const RECORD_OUTCOME: &str = "UPDATE deliveries SET state = ?1, attempts = attempts + 1, \
+     next_attempt_at = ?2, last_error = ?3, lease_until = NULL, lease_token = NULL, \
+     updated_at = ?4 WHERE id = ?5 AND lease_token = ?6 RETURNING attempts, state, last_error";
 
 /// How soon a delivery whose silence ended between the worker's look and the record is due
 /// again: soon, but not in a tight loop while a replica's copy of the silences catches up.
@@ -987,11 +1006,7 @@ fn accept_all(
             "INSERT INTO requests (request_id, fingerprint, unmatched, created_at, execution) \
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (request_id) DO NOTHING",
         )?;
-        let mut insert_delivery = conn.prepare_cached(
-            "INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, \
-             org, channel, phase, state, attempts, next_attempt_at, created_at, updated_at, payload) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?12, ?13)",
-        )?;
+        let mut insert_delivery = conn.prepare_cached(INSERT_DELIVERY)?;
         for r in requests {
             if !first.insert(r.request_id.as_str()) {
                 continue;
@@ -1164,13 +1179,12 @@ fn settle_members(
 /// not leased): disarmed, each with an event naming the request that ended them. One that is
 /// being sent right now is left to go; a terminal phase that arrives that late is news after the
 /// alert, and is sent too.
-/// Disarms an execution's armed deadlines. Its condition is the index deliveries_armed's, term for
-/// term (migration 0008), so that SQLite looks them up instead of scanning every delivery.
+/// Disarms an execution's armed deadlines. Its condition is the index deliveries_armed's (ARMED),
+/// so that SQLite looks them up instead of scanning every delivery.
 fn disarm_statement() -> String {
     format!(
         "UPDATE deliveries SET state = 'disarmed', next_attempt_at = NULL, updated_at = ?1 \
-         WHERE project = ?2 AND domain = ?3 AND name = ?4 AND org = ?5 \
-           AND phase IN {ARMING_PHASES} AND state IN ('pending', 'silenced') AND attempts = 0 \
+         WHERE project = ?2 AND domain = ?3 AND name = ?4 AND org = ?5 AND {ARMED} \
            AND (lease_until IS NULL OR lease_until <= ?1) \
          RETURNING id"
     )
@@ -1334,11 +1348,7 @@ fn record_all(
         }
     }
     {
-        let mut update = conn.prepare_cached(
-            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, \
-             last_error = ?3, lease_until = NULL, lease_token = NULL, updated_at = ?4 \
-             WHERE id = ?5 AND lease_token = ?6 RETURNING attempts, state, last_error",
-        )?;
+        let mut update = conn.prepare_cached(RECORD_OUTCOME)?;
         for (delivery, outcome) in outcomes {
             let (state, next, error) = match outcome {
                 Outcome::Delivered => (State::Delivered, None, ""),
@@ -2011,5 +2021,63 @@ mod tests {
             "{plan:?}"
         );
         ledger.close().await;
+    }
+
+    /// How many temporary b-trees one run of `sql` builds (OpenEphemeral opcodes).
+    fn temporary_btrees(conn: &Connection, sql: &str) -> usize {
+        let mut explain = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        // Unbound parameters are NULL: EXPLAIN only compiles the statement.
+        let mut rows = explain.raw_query();
+        let mut count = 0;
+        while let Some(row) = rows.next().unwrap() {
+            if row.get::<_, String>(1).unwrap() == "OpenEphemeral" {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// SQLite checks each partial index's condition on every insert and update of a delivery; an
+    /// IN list of three or more values there costs a temporary b-tree each time (migration 0009).
+    #[tokio::test]
+    async fn the_writers_statements_build_no_temporary_btree_for_index_conditions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let ledger = SqliteLedger::open(&path).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(temporary_btrees(&conn, INSERT_DELIVERY), 0);
+        // One: RETURNING collects its rows in one.
+        assert_eq!(temporary_btrees(&conn, RECORD_OUTCOME), 1);
+        // ListPending still finds its rows through the index whose condition OPEN names.
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT seq FROM deliveries WHERE {OPEN} AND seq > 5 \
+                 ORDER BY seq LIMIT 10"
+            ))
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX deliveries_open")),
+            "{plan:?}"
+        );
+        ledger.close().await;
+    }
+
+    /// ARMED spells out ARMING_PHASES as ORs: the same phases.
+    #[test]
+    fn armed_names_the_arming_phases() {
+        let listed: Vec<String> = ARMING_PHASES
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|p| format!("phase = {p}"))
+            .collect();
+        assert!(
+            ARMED.starts_with(&format!("({})", listed.join(" OR "))),
+            "{ARMED}"
+        );
     }
 }

@@ -133,7 +133,8 @@ const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, request_id, notificat
 /// A send's outcome, applied while its lease token is current.
 const RECORD_OUTCOME: &str = "UPDATE deliveries SET state = ?1, attempts = attempts + 1, \
      next_attempt_at = ?2, last_error = ?3, lease_until = NULL, lease_token = NULL, \
-     updated_at = ?4 WHERE id = ?5 AND lease_token = ?6 RETURNING attempts, state, last_error";
+     updated_at = ?4 WHERE id = ?5 AND lease_token = ?6 \
+     RETURNING attempts, state, last_error, digest_members IS NOT NULL";
 
 /// How soon a delivery whose silence ended between the worker's look and the record is due
 /// again: soon, but not in a tight loop while a replica's copy of the silences catches up.
@@ -1175,10 +1176,6 @@ fn settle_members(
         .collect::<Result<_, _>>()?)
 }
 
-/// The deadline alerts of `request`'s execution that have not gone out (pending, never tried,
-/// not leased): disarmed, each with an event naming the request that ended them. One that is
-/// being sent right now is left to go; a terminal phase that arrives that late is news after the
-/// alert, and is sent too.
 /// Whether an execution has armed deadlines that disarm_statement would disarm.
 fn armed_lookup() -> String {
     format!(
@@ -1199,6 +1196,10 @@ fn disarm_statement() -> String {
     )
 }
 
+/// The deadline alerts of `request`'s execution that have not gone out (pending, never tried,
+/// not leased): disarmed, each with an event naming the request that ended them. One that is
+/// being sent right now is left to go; a terminal phase that arrives that late is news after the
+/// alert, and is sent too.
 fn disarm_deadlines(
     conn: &Connection,
     request: &NewRequest,
@@ -1399,8 +1400,11 @@ fn record_all(
                     row.get::<_, String>(2)?,
                 ));
                 applied.insert(delivery.id.clone());
+                let is_digest: bool = row.get(3)?;
                 drop(rows);
-                if kind == EventKind::Delivered {
+                // Only a digest has members to settle; asking for every delivery would cost each
+                // a statement that builds two temporary b-trees.
+                if kind == EventKind::Delivered && is_digest {
                     let members = settle_members(conn, &delivery.id, State::Delivered, None, now)?;
                     for (id, attempts) in members {
                         let detail = format!("sent in digest {}", delivery.id);

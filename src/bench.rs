@@ -579,6 +579,35 @@ pub(crate) struct Bench {
 }
 
 impl Bench {
+    /// The ceiling: the bare group-commit insert into `store` (its data dir `scratch/dir`, or the
+    /// database `postgres_dsn`), warmed up, then measured at each concurrency like Enqueue.
+    pub(crate) async fn bare_rates(
+        &self,
+        store: &str,
+        dir: &str,
+        postgres_dsn: &str,
+    ) -> anyhow::Result<Vec<f64>> {
+        let bare = start_bare(store, &self.scratch.join(dir), postgres_dsn).await?;
+        let bare_channels = connect(&bare.addr, self.args.connections).await?;
+        run_cell(
+            &bare_channels,
+            &Rpc::Enqueue(Sink::Webhook),
+            4,
+            Duration::from_millis(300),
+        )
+        .await;
+        let rates = measure(
+            &bare_channels,
+            bare.pid,
+            &[("bare group-commit insert", Rpc::Enqueue(Sink::Webhook))],
+            &self.args.concurrency,
+            self.args.duration,
+        )
+        .await;
+        bare.stop().await;
+        Ok(rates)
+    }
+
     /// Notes what a target came to, for the summary at the end of the run.
     fn target(&self, target: &str, measured: &str, met: bool) {
         let verdict = if met { "met" } else { "NOT met" };
@@ -652,29 +681,13 @@ impl Bench {
         } else {
             "sqlite"
         };
-        let bare = start_bare(
-            store,
-            &self.scratch.join(format!("{name}-bare")),
-            postgres_dsn.unwrap_or(&self.args.postgres),
-        )
-        .await?;
-        let bare_channels = connect(&bare.addr, self.args.connections).await?;
-        run_cell(
-            &bare_channels,
-            &Rpc::Enqueue(Sink::Webhook),
-            4,
-            Duration::from_millis(300),
-        )
-        .await;
-        let bare_rates = measure(
-            &bare_channels,
-            bare.pid,
-            &[("bare group-commit insert", Rpc::Enqueue(Sink::Webhook))],
-            &self.args.concurrency,
-            self.args.duration,
-        )
-        .await;
-        bare.stop().await;
+        let bare_rates = self
+            .bare_rates(
+                store,
+                &format!("{name}-bare"),
+                postgres_dsn.unwrap_or(&self.args.postgres),
+            )
+            .await?;
         let target = if store == "postgres" { 70.0 } else { 90.0 };
         for (i, concurrency) in self.args.concurrency.iter().enumerate() {
             let (enqueue, bare) = (rates[3 * i + 1], bare_rates[i]);

@@ -17,7 +17,7 @@ use super::latency::{paced, report};
 use super::peer::with_database;
 use super::{
     Bench, Rpc, ServerChild, Sink, connect, enqueue_request, measure, print_header, run_cell,
-    server_config, start_bare, start_server,
+    server_config, start_server,
 };
 use crate::proto::flytenotify::v1::notification_service_client::NotificationServiceClient;
 
@@ -156,17 +156,7 @@ async fn measure_replicas(bench: &Bench, dsn: &str) -> anyhow::Result<()> {
     stop_all(servers).await;
 
     // The ceiling: the bare insert into the same database.
-    let bare = start_bare("postgres", &bench.scratch.join("bare"), dsn).await?;
-    let bare_channels = connect(&bare.addr, bench.args.connections).await?;
-    let bare_rates = measure(
-        &bare_channels,
-        bare.pid,
-        &[("bare group-commit insert", Rpc::Enqueue(Sink::Webhook))],
-        &bench.args.concurrency,
-        bench.args.duration,
-    )
-    .await;
-    bare.stop().await;
+    let bare_rates = bench.bare_rates("postgres", "bare", dsn).await?;
     for (i, concurrency) in bench.args.concurrency.iter().enumerate() {
         println!(
             "{REPLICAS} replicas' Enqueue / bare insert, concurrency {concurrency}: {:.0}/s against {:.0}/s = {:.0}%",

@@ -2029,15 +2029,7 @@ mod tests {
         let ledger = SqliteLedger::open(&path).await.unwrap();
         let conn = Connection::open(&path).unwrap();
         for statement in [armed_lookup(), disarm_statement()] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
-                .unwrap()
-                .query_map(rusqlite::params![0, "p", "d", "n", ""], |row| {
-                    row.get::<_, String>(3)
-                })
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let plan = query_plan(&conn, &statement);
             assert!(
                 plan.iter()
                     .any(|step| step.contains("USING INDEX deliveries_armed")),
@@ -2049,18 +2041,29 @@ mod tests {
         ledger.close().await;
     }
 
+    /// Column `column` of every row `EXPLAIN` (or `EXPLAIN QUERY PLAN`, as `explain`) gives for
+    /// `sql`. Unbound parameters are NULL: EXPLAIN only compiles the statement.
+    fn explained(conn: &Connection, explain: &str, sql: &str, column: usize) -> Vec<String> {
+        let mut statement = conn.prepare(&format!("{explain} {sql}")).unwrap();
+        let mut rows = statement.raw_query();
+        let mut cells = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            cells.push(row.get::<_, String>(column).unwrap());
+        }
+        cells
+    }
+
+    /// The steps of `sql`'s query plan.
+    fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
+        explained(conn, "EXPLAIN QUERY PLAN", sql, 3)
+    }
+
     /// How many temporary b-trees one run of `sql` builds (OpenEphemeral opcodes).
     fn temporary_btrees(conn: &Connection, sql: &str) -> usize {
-        let mut explain = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
-        // Unbound parameters are NULL: EXPLAIN only compiles the statement.
-        let mut rows = explain.raw_query();
-        let mut count = 0;
-        while let Some(row) = rows.next().unwrap() {
-            if row.get::<_, String>(1).unwrap() == "OpenEphemeral" {
-                count += 1;
-            }
-        }
-        count
+        explained(conn, "EXPLAIN", sql, 1)
+            .iter()
+            .filter(|op| *op == "OpenEphemeral")
+            .count()
     }
 
     /// SQLite checks each partial index's condition on every insert and update of a delivery; an
@@ -2075,16 +2078,10 @@ mod tests {
         // One: RETURNING collects its rows in one.
         assert_eq!(temporary_btrees(&conn, RECORD_OUTCOME), 1);
         // ListPending still finds its rows through the index whose condition OPEN names.
-        let plan: Vec<String> = conn
-            .prepare(&format!(
-                "EXPLAIN QUERY PLAN SELECT seq FROM deliveries WHERE {OPEN} AND seq > 5 \
-                 ORDER BY seq LIMIT 10"
-            ))
-            .unwrap()
-            .query_map([], |row| row.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(
+            &conn,
+            &format!("SELECT seq FROM deliveries WHERE {OPEN} AND seq > 5 ORDER BY seq LIMIT 10"),
+        );
         assert!(
             plan.iter()
                 .any(|step| step.contains("USING INDEX deliveries_open")),

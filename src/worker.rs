@@ -101,8 +101,8 @@ struct ToRecord {
 
 /// Records outcomes in batches: each `record` takes every outcome that came in while the one
 /// before it was written, so under load many sends share one ledger write (and, on PostgreSQL,
-/// one commit) instead of one each. If a batch fails, each outcome is tried again alone, so one
-/// that cannot be written fails only its own send.
+/// one commit) instead of one each. If a batch fails while the ledger can write, each outcome is
+/// tried again alone, so one that cannot be written fails only its own send.
 async fn record_in_batches(ledger: Arc<dyn Ledger>, mut rx: mpsc::Receiver<ToRecord>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];

@@ -17,7 +17,7 @@ use flyte_notify::ledger::sqlite::SqliteLedger;
 use flyte_notify::ledger::{
     AcceptOutcome, Acted, EventKind, ExecutionKey, Filter, FilterField, FilterOp, Grouping,
     LeasedDelivery, Ledger, LedgerError, LedgerStats, NewDelivery, NewRequest, OperatorAction,
-    PendingQuery, RecentPage, RecentQuery, Selection, Skip, State,
+    PageToken, PendingQuery, RecentPage, RecentQuery, Selection, Skip, State,
 };
 use flyte_notify::ledger::{CreatedSilence, NewSilence, SilenceState, filters};
 use sqlx::{Connection, PgConnection};
@@ -2323,6 +2323,122 @@ async fn a_delivery_that_commits_after_later_ones_is_not_skipped_by_paging() {
     );
     a.close().await;
     b.close().await;
+}
+
+/// ListPending's pages stop below the oldest accept still in flight, and no lower: a long
+/// transaction that is not an accept (an operator's psql session left open after a write, a
+/// migration elsewhere in the cluster) must not hide what is accepted meanwhile, as a watermark at
+/// the snapshot's xmin would.
+#[tokio::test]
+async fn a_long_transaction_that_is_not_an_accept_hides_no_new_delivery() {
+    let store = Store::new(Backend::Postgres).await;
+    let ledger = store.replica().await;
+    let mut operator = store.db().session().await;
+    let mut open = operator.begin().await.unwrap();
+    // A write gives the transaction an id; it then stays open for the whole test.
+    sqlx::query("CREATE TEMP TABLE operator_scratch (x int)")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    for (n, id) in ["d1", "d2", "d3"].iter().enumerate() {
+        ledger
+            .accept(request(
+                &format!("r{n}"),
+                "fp",
+                vec![delivery(id, 0, Channel::Email)],
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(pending_ids(&ledger, vec![]).await, vec!["d1", "d2", "d3"]);
+    // Page by page as well, each token resuming after the last row shown.
+    let first = ledger
+        .list_pending(PendingQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rest = ledger
+        .list_pending(PendingQuery {
+            limit: 2,
+            after: first.next,
+            filters: vec![],
+        })
+        .await
+        .unwrap();
+    let paged: Vec<String> = first
+        .deliveries
+        .iter()
+        .chain(&rest.deliveries)
+        .map(|d| d.id.clone())
+        .collect();
+    assert_eq!(paged, vec!["d1", "d2", "d3"]);
+    assert!(rest.next.is_none());
+    open.rollback().await.unwrap();
+    ledger.close().await;
+}
+
+/// Migration 0008 moved PostgreSQL's ListPending from seq order to the accepting transaction's
+/// order. A database that held deliveries before it keeps them listed first, in their old order,
+/// and a token a caller took before the upgrade resumes where it was: nothing is skipped.
+#[tokio::test]
+async fn deliveries_and_tokens_from_before_accept_order_keep_their_places() {
+    let store = Store::new(Backend::Postgres).await;
+    let mut admin = store.db().session().await;
+    let migrations =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ledger/migrations/postgres");
+    sqlx::migrate::Migrator::new(migrations)
+        .await
+        .unwrap()
+        .run_to(7, &mut admin)
+        .await
+        .unwrap();
+    // Three deliveries as the previous version wrote them, in one request.
+    sqlx::raw_sql(
+        "INSERT INTO requests (request_id, fingerprint, unmatched, created_at, execution) \
+             VALUES ('old', 'fp', 0, 0, ''); \
+         INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, org, \
+             channel, phase, state, created_at, updated_at, payload) \
+         SELECT 'old-' || n, 'old', n, 'p', 'd', 'e', '', 'email', 4, 'pending', 0, 0, '' \
+         FROM generate_series(1, 3) AS n;",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let old_seq = |n: i64| {
+        sqlx::query_scalar::<_, i64>("SELECT seq FROM deliveries WHERE id = 'old-' || $1")
+            .bind(n.to_string())
+    };
+    // A caller of the previous version had read the first one: its token says "after that seq".
+    let token = PageToken::After {
+        seq: old_seq(1).fetch_one(&mut admin).await.unwrap(),
+    };
+
+    let ledger = store.replica().await;
+    ledger
+        .accept(request(
+            "new",
+            "fp",
+            vec![delivery("new-1", 0, Channel::Email)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending_ids(&ledger, vec![]).await,
+        vec!["old-1", "old-2", "old-3", "new-1"]
+    );
+    let resumed = ledger
+        .list_pending(PendingQuery {
+            limit: 10,
+            after: Some(token),
+            filters: vec![],
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = resumed.deliveries.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, vec!["old-2", "old-3", "new-1"]);
+    ledger.close().await;
 }
 
 /// Runs a ledger call that must come back on its own, cut off or not: it may fail, not hang.

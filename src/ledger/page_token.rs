@@ -8,16 +8,30 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// Where the next page starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageToken {
-    /// Version 1: after the row with this sequence number.
+    /// Version 1: after the row with this sequence number (SQLite, whose seq is commit order).
     After { seq: i64 },
+    /// Version 2: after the row accepted by transaction `xid` with sequence number `seq`
+    /// (PostgreSQL, which pages by the accepting transaction's id; see its list_pending).
+    AfterAccept { xid: i64, seq: i64 },
 }
 
 const V1: &str = "v1.";
+const V2: &str = "v2.";
 
 impl PageToken {
     pub fn encode(&self) -> String {
         match self {
             PageToken::After { seq } => URL_SAFE_NO_PAD.encode(format!("{V1}{seq}")),
+            PageToken::AfterAccept { xid, seq } => {
+                URL_SAFE_NO_PAD.encode(format!("{V2}{xid}.{seq}"))
+            }
+        }
+    }
+
+    /// The sequence number of the last row shown, whatever the version.
+    pub fn seq(&self) -> i64 {
+        match self {
+            PageToken::After { seq } | PageToken::AfterAccept { seq, .. } => *seq,
         }
     }
 
@@ -28,23 +42,35 @@ impl PageToken {
         };
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
-        let seq = text.strip_prefix(V1).ok_or_else(invalid)?;
-        match seq.parse::<i64>() {
-            Ok(seq) if seq >= 0 => Ok(PageToken::After { seq }),
-            _ => Err(invalid()),
+        let number = |s: &str| {
+            s.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(invalid)
+        };
+        if let Some(seq) = text.strip_prefix(V1) {
+            return Ok(PageToken::After { seq: number(seq)? });
         }
+        let (xid, seq) = text
+            .strip_prefix(V2)
+            .and_then(|rest| rest.split_once('.'))
+            .ok_or_else(invalid)?;
+        Ok(PageToken::AfterAccept {
+            xid: number(xid)?,
+            seq: number(seq)?,
+        })
     }
 }
 
-/// One page of ListPending from rows fetched oldest first with one more than `limit` (each with
-/// its sequence number): the extra row only says that another page exists, after the last one
-/// shown.
-pub fn page(mut rows: Vec<(i64, super::StoredDelivery)>, limit: u32) -> super::PendingPage {
+/// One page of ListPending from rows fetched in page order with one more than `limit` (each with
+/// the token that resumes after it): the extra row only says that another page exists, after the
+/// last one shown.
+pub fn page(mut rows: Vec<(PageToken, super::StoredDelivery)>, limit: u32) -> super::PendingPage {
     let limit = limit.max(1) as usize;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next = if more {
-        rows.last().map(|(seq, _)| PageToken::After { seq: *seq })
+        rows.last().map(|(token, _)| *token)
     } else {
         None
     };
@@ -122,10 +148,28 @@ mod tests {
         for seq in [0, 1, 42, i64::MAX] {
             let token = PageToken::After { seq };
             assert_eq!(PageToken::decode(&token.encode()).unwrap(), token);
+            let token = PageToken::AfterAccept {
+                xid: 7_000_000,
+                seq,
+            };
+            assert_eq!(PageToken::decode(&token.encode()).unwrap(), token);
+            assert_eq!(token.seq(), seq);
         }
-        let v2 = URL_SAFE_NO_PAD.encode("v2.1");
+        let v2_short = URL_SAFE_NO_PAD.encode("v2.1");
+        let v3 = URL_SAFE_NO_PAD.encode("v3.1.2");
         let negative = URL_SAFE_NO_PAD.encode("v1.-3");
-        for bad in ["", "42", "not-a-token", v2.as_str(), negative.as_str()] {
+        let negative_xid = URL_SAFE_NO_PAD.encode("v2.-1.3");
+        let extra = URL_SAFE_NO_PAD.encode("v2.1.2.3");
+        for bad in [
+            "",
+            "42",
+            "not-a-token",
+            v2_short.as_str(),
+            v3.as_str(),
+            negative.as_str(),
+            negative_xid.as_str(),
+            extra.as_str(),
+        ] {
             assert!(PageToken::decode(bad).is_err(), "{bad}");
         }
     }

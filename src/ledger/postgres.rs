@@ -85,6 +85,27 @@ const SILENCE_COLUMNS: &str = "id, matcher, starts_at, ends_at, created_by, comm
 const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel, phase, state, \
                        attempts, next_attempt_at, last_error, created_at, payload, digest_id";
 
+/// The watermark ListPending pages below (see list_pending for why it holds): the lowest
+/// transaction id that is in flight in this statement's snapshot and belongs to a holder of
+/// delivery_commit_order, read from pg_locks after the snapshot was taken; else the snapshot's
+/// xmax (one past the newest transaction finished by then: an id at or above it was not finished
+/// at the snapshot, in flight or not, and is not in the in-flight list). pg_locks gives 32-bit ids (the holder's own transactionid lock,
+/// found by its virtual transaction); the snapshot's in-flight list gives them whole (xid8), and
+/// the low 32 bits match the two up.
+const ACCEPT_WATERMARK: &str = "\
+    WITH snapshot AS (SELECT pg_current_snapshot() AS s), \
+    accepting AS ( \
+        SELECT held.transactionid::text::bigint AS xid32 \
+        FROM pg_locks AS l JOIN pg_locks AS held ON held.virtualtransaction = l.virtualtransaction \
+        WHERE l.locktype = 'relation' AND l.relation = 'delivery_commit_order'::regclass \
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+          AND held.locktype = 'transactionid') \
+    SELECT least(pg_snapshot_xmax(s), \
+                 (SELECT min(x) FROM pg_snapshot_xip(s) AS x \
+                  WHERE x::text::bigint % 4294967296 IN (SELECT xid32 FROM accepting)) \
+           )::text::bigint \
+    FROM snapshot";
+
 /// COLUMNS of `d`, beside delivery_events `e`, which has a seq and attempts of its own.
 const JOINED_COLUMNS: &str = "d.seq, d.id, d.request_id, d.project, d.domain, d.name, d.org, \
                               d.channel, d.phase, d.state, d.attempts, d.next_attempt_at, \
@@ -551,25 +572,37 @@ impl Ledger for PostgresLedger {
 
     async fn list_pending(&self, query: PendingQuery) -> Result<PendingPage, LedgerError> {
         self.ready()?;
-        // Keyset paging on seq, as in SQLite, which is only correct because seq order is commit
-        // order here too. A plain identity column would not be: nextval() hands a value out when
-        // the row is inserted, not when its transaction commits, so replica A can take seq 7,
-        // replica B seq 8 and commit first; a page ending at 8 hands out the token "after 8", A
-        // commits, and row 7 is behind every token already given out: no page ever shows it.
+        // A page token must never pass a row that commits later. Paging by seq alone is not
+        // enough: nextval() hands a value out when the row is inserted, not when its transaction
+        // commits, so replica A can take seq 7, replica B seq 8 and commit first; a page ending at
+        // 8 hands out the token "after 8", A commits, and row 7 is behind every token given out.
+        // Until migration 0008 every accept took delivery_commit_order EXCLUSIVE to its commit,
+        // making seq order commit order, and all replicas' accepts waited for each other.
         //
-        // Other ways considered: (created_at, id) with created_at from now() has the same flaw,
-        // now() being the transaction's start, not its commit. A watermark from the reader's
-        // snapshot (list only rows whose inserting transaction is older than any still running)
-        // needs no lock, but one long transaction anywhere in the database, such as an
-        // operator's idle psql session, would hide every new delivery meanwhile. Commit
-        // timestamps need a server setting, and their order is not visibility order either.
+        // Now pages follow (accept_xid, seq), the inserting transaction's id first, and only show
+        // rows whose accept_xid is below a watermark W: the oldest accept still in flight when the
+        // page is asked for (ACCEPT_WATERMARK). No row below W can appear later, so a token never
+        // passes one. Why W holds:
+        // - every transaction that inserts deliveries (accept_all, and nothing else) takes
+        //   delivery_commit_order in ROW EXCLUSIVE mode before it writes anything, so before it
+        //   has an id, and keeps it to its end. ROW EXCLUSIVE does not conflict with itself (and
+        //   takes PostgreSQL's per-backend fast path), so accepts no longer wait for each other;
+        // - ACCEPT_WATERMARK takes its snapshot, then reads pg_locks: W is the lowest id that is
+        //   in flight in the snapshot and held by a holder of that lock, or the snapshot's xmax
+        //   if none is. An accept with an id below W (so below xmax) was either done before the
+        //   snapshot, or in flight then, so in its in-flight list, and no longer holding the lock
+        //   when pg_locks was read: done. Any other has an id at or above xmax;
+        // - the page is read in a later statement, so with a later snapshot that sees every one
+        //   of those that committed.
+        // Unlike xmin, W waits only for accepts, each bounded by the statement budget: another
+        // long transaction, such as an operator's idle psql session, hides nothing. (A row that
+        // comes back into these states later, as a redriven one, keeps its place, as in SQLite.)
         //
-        // So an accept locks delivery_commit_order just before inserting its deliveries and holds
-        // it to its commit (accept_all): seq values are taken by one transaction at a time, and
-        // the next one gets the lock only once the previous commit is visible (PostgreSQL
-        // releases locks after it marks the transaction committed). Every seq still in flight is
-        // thus above every committed one, and no row can commit behind a token. The lock is held
-        // for one multi-row INSERT and the commit, once per batch of Enqueue calls per replica.
+        // A token from before 0008 ("after seq N") resumes at (1, N): rows of that time all have
+        // accept_xid 1, in seq order, and every later row comes after them. While replicas of
+        // both kinds run side by side in a rollout, a reader of either kind may page past a row
+        // the other kind is still accepting (each relies on the other's lock); delivery is not
+        // affected, only a ListPending tail that runs across the rollout.
         // Each base condition is a partial index's own, so that the store uses it.
         let base = if super::filters::only_silenced(&query.filters) {
             "state = 'silenced'"
@@ -578,23 +611,44 @@ impl Ledger for PostgresLedger {
         } else {
             OPEN
         };
-        let mut sql =
-            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM deliveries WHERE {base}"));
-        if let Some(PageToken::After { seq }) = query.after {
-            sql.push(" AND seq > ").push_bind(seq);
-        }
-        push_filters(&mut sql, &query.filters);
+        let (xid, seq) = match query.after {
+            Some(PageToken::After { seq }) => (1, seq),
+            Some(PageToken::AfterAccept { xid, seq }) => (xid, seq),
+            None => (0, -1),
+        };
         // One row more than asked tells whether another page exists.
         let limit = query.limit.max(1);
-        sql.push(" ORDER BY seq LIMIT ")
-            .push_bind(i64::from(limit) + 1);
         let mut conn = self.link.acquire().await?;
-        let result = self.link.bounded(sql.build().fetch_all(&mut *conn)).await;
+        let work = async {
+            // Its own statement, before the page's: see above.
+            let watermark: i64 = sqlx::query_scalar(ACCEPT_WATERMARK)
+                .fetch_one(&mut *conn)
+                .await?;
+            let mut sql = QueryBuilder::<Postgres>::new(format!(
+                "SELECT {COLUMNS}, accept_xid::text::bigint AS accept_order FROM deliveries \
+                 WHERE {base} AND accept_xid < "
+            ));
+            sql.push_bind(watermark.to_string())
+                .push("::text::xid8 AND (accept_xid, seq) > (")
+                .push_bind(xid.to_string())
+                .push("::text::xid8, ")
+                .push_bind(seq)
+                .push(")");
+            push_filters(&mut sql, &query.filters);
+            sql.push(" ORDER BY accept_xid, seq LIMIT ")
+                .push_bind(i64::from(limit) + 1);
+            sql.build().fetch_all(&mut *conn).await
+        };
+        let result = self.link.bounded(work).await;
         let rows = self.link.settle(conn, result)?;
         let deliveries = rows
             .iter()
-            .map(decode_listed)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|row| {
+                let (seq, delivery) = decode_listed(row)?;
+                let xid: i64 = row.try_get("accept_order")?;
+                Ok((PageToken::AfterAccept { xid, seq }, delivery))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(page_token::page(deliveries, limit))
     }
 
@@ -924,7 +978,7 @@ impl Ledger for PostgresLedger {
                           WHERE state IN ('pending', 'retrying') \
                             AND NOT (phase IN {ARMING_PHASES} AND attempts = 0 \
                                      AND next_attempt_at > ledger_now()) \
-                          ORDER BY seq LIMIT 1) \
+                          ORDER BY accept_xid, seq LIMIT 1) \
                      FROM deliveries WHERE {OPEN}"
                 )))
                 .fetch_one(&mut *conn),
@@ -1098,7 +1152,12 @@ async fn accept_all(
         .copied()
         .filter(|r| first.insert(r.request_id.as_str(), r).is_none())
         .collect();
-    let mut tx = conn.begin().await?;
+    // The commit-order lock comes first, before this transaction writes and so has an id, and is
+    // held to its end: ListPending's watermark relies on both (see list_pending). ROW EXCLUSIVE:
+    // accepts do not wait for each other. One simple query, so no extra round trip.
+    let mut tx = conn
+        .begin_with("BEGIN; LOCK TABLE delivery_commit_order IN ROW EXCLUSIVE MODE")
+        .await?;
     // Sorted by request_id, so that two batches carrying the same ids (two replicas given the same
     // retried request) wait for each other in one order and never deadlock. ON CONFLICT waits for
     // a concurrent insert of the same id to end, then does nothing if it committed.
@@ -1134,8 +1193,7 @@ async fn accept_all(
     .into_iter()
     .collect();
 
-    // Requests recorded before, here or by another replica: what they produced. Read before the
-    // commit-order lock, to hold it as briefly as possible.
+    // Requests recorded before, here or by another replica: what they produced.
     let earlier: Vec<&str> = candidates
         .iter()
         .map(|r| r.request_id.as_str())
@@ -1167,10 +1225,6 @@ async fn accept_all(
         .flat_map(|r| r.deliveries.iter().map(move |d| (*r, d)))
         .partition(|(r, d)| d.group.is_some() && r.due_in.is_zero());
     if !new.is_empty() || !grouped.is_empty() {
-        // Held to the commit: see list_pending for why seq must be handed out in commit order.
-        sqlx::query("LOCK TABLE delivery_commit_order IN EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await?;
         let payloads: Vec<String> = new.iter().map(|(_, d)| d.payload.encode()).collect();
         // WITH ORDINALITY / ORDER BY: seq follows the batch's order, and so ListPending's.
         sqlx::query(

@@ -320,9 +320,10 @@ impl Ledger for SqliteLedger {
         // assigned by the one writer inside its serialized transactions, so seq order is commit
         // order, and a row a later page could miss would need a seq below one already listed.
         // (PostgreSQL hands out sequence numbers before commit, out of commit order; its store
-        // must not return a row past one whose transaction might still be in flight.)
-        if let Some(PageToken::After { seq }) = query.after {
-            sql.push(" AND seq > ").push_bind(seq);
+        // must not return a row past one whose transaction might still be in flight.) A token
+        // only PostgreSQL returns still carries the seq it ended at.
+        if let Some(token) = query.after {
+            sql.push(" AND seq > ").push_bind(token.seq());
         }
         push_filters(&mut sql, &query.filters);
         // One row more than asked tells whether another page exists.
@@ -332,7 +333,7 @@ impl Ledger for SqliteLedger {
         let rows = sql.build().fetch_all(&self.readers).await?;
         let deliveries = rows
             .iter()
-            .map(decode_listed)
+            .map(|row| decode_listed(row).map(|(seq, d)| (PageToken::After { seq }, d)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_token::page(deliveries, limit))
     }

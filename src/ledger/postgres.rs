@@ -381,8 +381,11 @@ impl Link {
         }
     }
 
-    /// Records a batch of Enqueue calls in one transaction.
-    async fn accept(&self, requests: &[&NewRequest]) -> Result<Vec<AcceptOutcome>, LedgerError> {
+    /// Records a batch of Enqueue calls in one transaction (see accept_all).
+    async fn accept(
+        &self,
+        requests: &[&NewRequest],
+    ) -> Result<(Vec<AcceptOutcome>, bool), LedgerError> {
         self.refuse()?;
         let mut conn = self.acquire().await?;
         let result = self.bounded(accept_all(&mut conn, requests)).await;
@@ -493,6 +496,7 @@ async fn probe(link: Arc<Link>) {
 /// tried again alone, so one call that cannot be recorded fails only its own caller; when the
 /// database cannot be used, everyone hears so at once.
 async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
+    let announcer = super::wakeups::Announcer::spawn(link.pool.clone(), link.budget());
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -506,7 +510,10 @@ async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
         let ops = std::mem::take(&mut batch);
         let requests: Vec<&NewRequest> = ops.iter().map(|op| &*op.request).collect();
         match link.accept(&requests).await {
-            Ok(outcomes) => {
+            Ok((outcomes, announce)) => {
+                if announce {
+                    announcer.announce();
+                }
                 for (op, outcome) in ops.into_iter().zip(outcomes) {
                     let _ = op.reply.send(Ok(outcome));
                 }
@@ -521,10 +528,15 @@ async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
                     tracing::warn!(error = %e, size = ops.len(), "ledger batch failed; applying its calls one by one");
                 }
                 for op in ops {
-                    let result = link
-                        .accept(&[&*op.request])
-                        .await
-                        .map(|mut outcomes| outcomes.remove(0));
+                    let result =
+                        link.accept(&[&*op.request])
+                            .await
+                            .map(|(mut outcomes, announce)| {
+                                if announce {
+                                    announcer.announce();
+                                }
+                                outcomes.remove(0)
+                            });
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "ledger: a call failed and was rolled back");
                     }
@@ -1137,12 +1149,14 @@ async fn disarm_deadlines(
     Ok(())
 }
 
+/// Records a batch of Enqueue calls in one transaction: what each call came to, and whether it
+/// committed work due now, for the other replicas to hear of.
 async fn accept_all(
     conn: &mut PgConnection,
     requests: &[&NewRequest],
-) -> Result<Vec<AcceptOutcome>, sqlx::Error> {
+) -> Result<(Vec<AcceptOutcome>, bool), sqlx::Error> {
     if requests.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
     // Only the first call with a given request_id in this batch may insert it; later ones are
     // resolved against it, and ids recorded before against what is stored.
@@ -1300,14 +1314,11 @@ async fn accept_all(
     if !disarming.is_empty() {
         disarm_deadlines(&mut tx, &disarming).await?;
     }
-    // Other replicas' idle workers lease them now rather than at their next poll. Delivered at the
-    // commit, when the rows are visible; work due later (a deadline, a digest) waits for the poll.
-    if new.iter().any(|(r, _)| r.due_in.is_zero()) {
-        sqlx::query(super::wakeups::NOTIFY)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
+    // Other replicas' idle workers lease it now rather than at their next poll; the writer
+    // announces it, after this commit (wakeups::Announcer). Work due later (a deadline, a digest)
+    // waits for the poll.
+    let announce = new.iter().any(|(r, _)| r.due_in.is_zero());
 
     let mut outcomes = Vec::with_capacity(requests.len());
     let mut claimed = HashSet::new();
@@ -1345,7 +1356,7 @@ async fn accept_all(
             }
         });
     }
-    Ok(outcomes)
+    Ok((outcomes, announce))
 }
 
 /// Records `d` as a member of its group: it joins the group's open digest, or opens one (due

@@ -4,9 +4,10 @@
 //!
 //! The notification is a hint, never the source of truth, and that is what makes it safe:
 //!
-//! - It is sent inside the transaction that commits the work, and PostgreSQL delivers it only when
-//!   that transaction commits (and never if it rolls back), so a replica woken by it finds the rows
-//!   visible.
+//! - It is sent only once the work is committed: by the accepting replica's announcer after the
+//!   commit (`Announcer`), or inside the transaction that commits the work (a redrive, a send
+//!   handed back), which PostgreSQL delivers only when it commits and never if it rolls back. A
+//!   replica woken by it finds the rows visible.
 //! - PostgreSQL keeps no notification for a session that was not listening when it was sent, so one
 //!   can be missed while the listening connection is down or reconnecting. The worker's poll still
 //!   leases every due row; a missed notification only delays its work until the next poll, as if
@@ -36,6 +37,62 @@ pub(crate) const NOTIFY: &str = "NOTIFY flyte_notify_work";
 
 /// The same as an UPDATE's RETURNING clause: sent only when the UPDATE changed a row.
 pub(crate) const NOTIFY_RETURNING: &str = " RETURNING pg_notify('flyte_notify_work', '')";
+
+/// The announcer's own transaction: a hint needs no durability, so its commit does not wait for
+/// the WAL flush, and the database-wide lock PostgreSQL holds through the commit of every
+/// transaction that notifies is held for a moment only.
+const ANNOUNCE: &str =
+    "BEGIN; SET LOCAL synchronous_commit TO off; NOTIFY flyte_notify_work; COMMIT";
+
+/// Announces an accept's new work after its commit, on a pooled connection, off the accept's
+/// path. Notifying inside the accept's own transaction made every replica's accept commit queue on
+/// that database-wide lock, flush and all: after the commit-order lock went, it was what three
+/// replicas' accepts waited on. Announcements asked for while one is being sent fold into one
+/// more, so a busy replica sends about one per round trip, however many batches it commits.
+pub(crate) struct Announcer {
+    wanted: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Announcer {
+    /// Sends on `pool`, each announcement bounded by `budget` (one that fails or times out is only
+    /// a hint lost: the other replicas' polls find the work).
+    pub(crate) fn spawn(pool: sqlx::PgPool, budget: Duration) -> Self {
+        let wanted = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn({
+            let wanted = wanted.clone();
+            async move {
+                loop {
+                    wanted.notified().await;
+                    let sent = tokio::time::timeout(budget, sqlx::raw_sql(ANNOUNCE).execute(&pool));
+                    match sent.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "could not announce new work; other replicas find it at their next poll");
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                "announcing new work timed out; other replicas find it at their next poll"
+                            );
+                        }
+                    }
+                }
+            }
+        });
+        Self { wanted, task }
+    }
+
+    /// New work is committed: tell the other replicas soon.
+    pub(crate) fn announce(&self) {
+        self.wanted.notify_one();
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// How long connecting and subscribing may take, as the ledger's own connections.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

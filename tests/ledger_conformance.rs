@@ -2379,6 +2379,97 @@ async fn a_long_transaction_that_is_not_an_accept_hides_no_new_delivery() {
     ledger.close().await;
 }
 
+/// A replica's statements are prepared once per connection, and PostgreSQL may settle on one
+/// generic plan for a prepared statement after five runs, planned for the table as it was then.
+/// A ledger starts empty, so that plan was a sequential scan of `deliveries` (what a table of a
+/// few rows costs least), kept as the table grew: with 27,000 rows in the bench, each batch of
+/// outcomes read all of them (60 ms), and three replicas' delivery fell seconds behind. Here the
+/// replica runs its whole cycle on a near-empty table, the table then grows by 50,000 rows
+/// (autovacuum off, so no ANALYZE replans behind the test's back), and the same connections run
+/// the cycle again: no statement may read the grown table through. PostgreSQL counts the tuples
+/// sequential scans read per table, flushed when the replica's sessions end.
+#[tokio::test]
+async fn statements_keep_using_indexes_after_the_table_grows_under_them() {
+    let store = Store::new(Backend::Postgres).await;
+    let ledger = store.replica().await;
+    let mut admin = store.db().session().await;
+    sqlx::query("ALTER TABLE deliveries SET (autovacuum_enabled = false)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let cycle = |round: usize| {
+        let ledger = &ledger;
+        async move {
+            let id = format!("d{round}");
+            ledger
+                .accept(request(
+                    &format!("r{round}"),
+                    "fp",
+                    vec![delivery(&id, 0, Channel::Email)],
+                ))
+                .await
+                .unwrap();
+            let leased = refs(&ledger.lease_due(10, LEASE).await.unwrap());
+            assert_eq!(leased.len(), 1, "round {round}");
+            let recorded = ledger
+                .record(vec![(leased[0].clone(), Outcome::Delivered)])
+                .await
+                .unwrap();
+            assert!(recorded.stale.is_empty());
+            pending_ids(ledger, vec![]).await;
+        }
+    };
+    // More than five runs of each statement, on each of the pool's connections that gets one.
+    for round in 0..40 {
+        cycle(round).await;
+    }
+    const GROWN: i64 = 50_000;
+    sqlx::raw_sql(
+        "INSERT INTO requests (request_id, fingerprint, unmatched, created_at, execution) \
+             VALUES ('bulk', 'fp', 0, 0, ''); \
+         INSERT INTO deliveries (id, request_id, notification_index, project, domain, name, org, \
+             channel, phase, state, created_at, updated_at, payload) \
+         SELECT 'bulk-' || n, 'bulk', n, 'p', 'd', 'e', '', 'email', 4, 'delivered', 0, 0, '' \
+         FROM generate_series(1, 50000) AS n;",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    for round in 40..60 {
+        cycle(round).await;
+    }
+    ledger.close().await;
+    // A session's counts reach the shared statistics when it ends.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if others == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica's sessions did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read: i64 = sqlx::query_scalar(
+        "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'deliveries'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        read < GROWN,
+        "sequential scans read {read} rows of deliveries: a statement scanned the grown table"
+    );
+}
+
 /// Migration 0008 moved PostgreSQL's ListPending from seq order to the accepting transaction's
 /// order. A database that held deliveries before it keeps them listed first, in their old order,
 /// and a token a caller took before the upgrade resumes where it was: nothing is skipped.

@@ -89,9 +89,9 @@ const COLUMNS: &str = "seq, id, request_id, project, domain, name, org, channel,
 /// transaction id that is in flight in this statement's snapshot and belongs to a holder of
 /// delivery_commit_order, read from pg_locks after the snapshot was taken; else the snapshot's
 /// xmax (one past the newest transaction finished by then: an id at or above it was not finished
-/// at the snapshot, in flight or not, and is not in the in-flight list). pg_locks gives 32-bit ids (the holder's own transactionid lock,
-/// found by its virtual transaction); the snapshot's in-flight list gives them whole (xid8), and
-/// the low 32 bits match the two up.
+/// at the snapshot, in flight or not, and is not in the in-flight list). pg_locks gives 32-bit
+/// ids (the holder's own transactionid lock, found by its virtual transaction); the snapshot's
+/// in-flight list gives them whole (xid8), and the low 32 bits match the two up.
 const ACCEPT_WATERMARK: &str = "\
     WITH snapshot AS (SELECT pg_current_snapshot() AS s), \
     accepting AS ( \

@@ -38,11 +38,10 @@ pub(crate) const NOTIFY: &str = "NOTIFY flyte_notify_work";
 /// The same as an UPDATE's RETURNING clause: sent only when the UPDATE changed a row.
 pub(crate) const NOTIFY_RETURNING: &str = " RETURNING pg_notify('flyte_notify_work', '')";
 
-/// The announcer's own transaction: a hint needs no durability, so its commit does not wait for
-/// the WAL flush, and the database-wide lock PostgreSQL holds through the commit of every
+/// Begins the announcer's own transaction: a hint needs no durability, so its commit does not wait
+/// for the WAL flush, and the database-wide lock PostgreSQL holds through the commit of every
 /// transaction that notifies is held for a moment only.
-const ANNOUNCE: &str =
-    "BEGIN; SET LOCAL synchronous_commit TO off; NOTIFY flyte_notify_work; COMMIT";
+const ANNOUNCE_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit TO off";
 
 /// Announces an accept's new work after its commit, on a pooled connection, off the accept's
 /// path. Notifying inside the accept's own transaction made every replica's accept commit queue on
@@ -64,8 +63,14 @@ impl Announcer {
             async move {
                 loop {
                     wanted.notified().await;
-                    let sent = tokio::time::timeout(budget, sqlx::raw_sql(ANNOUNCE).execute(&pool));
-                    match sent.await {
+                    // A transaction sqlx knows of: one that fails part way is rolled back before
+                    // its connection goes back to the pool.
+                    let send = async {
+                        let mut tx = pool.begin_with(ANNOUNCE_BEGIN).await?;
+                        sqlx::query(NOTIFY).execute(&mut *tx).await?;
+                        tx.commit().await
+                    };
+                    match tokio::time::timeout(budget, send).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "could not announce new work; other replicas find it at their next poll");

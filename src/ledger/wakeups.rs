@@ -47,7 +47,7 @@ const ANNOUNCE_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit TO off";
 /// path. Notifying inside the accept's own transaction made every replica's accept commit queue on
 /// that database-wide lock, flush and all: after the commit-order lock went, it was what three
 /// replicas' accepts waited on. Announcements asked for while one is being sent fold into one
-/// more, so a busy replica sends about one per round trip, however many batches it commits.
+/// more, so a busy replica has at most one in flight, however many batches it commits.
 pub(crate) struct Announcer {
     wanted: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,

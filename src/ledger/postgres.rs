@@ -138,6 +138,8 @@ struct Link {
     /// Wakes the probe when a call finds trouble, so that it checks a second later rather than
     /// at its next healthy round.
     troubled: tokio::sync::Notify,
+    /// Tells the other replicas of work an accept committed, after its commit.
+    announcer: super::wakeups::Announcer,
 }
 
 impl PostgresLedger {
@@ -201,6 +203,8 @@ impl PostgresLedger {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.connect_timeout)
             .connect_lazy_with(session.clone());
+        // Bounded like any call's statements.
+        let announcer = super::wakeups::Announcer::spawn(pool.clone(), budget(&options));
         let link = Arc::new(Link {
             pool,
             connect: session,
@@ -208,6 +212,7 @@ impl PostgresLedger {
             options,
             trouble: Mutex::new(None),
             troubled: tokio::sync::Notify::new(),
+            announcer,
         });
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let writer_task = tokio::spawn(write(link.clone(), rx));
@@ -346,7 +351,7 @@ impl Link {
     /// server's statement timeout, so that the server's clean error usually comes first, but
     /// also there when the server is cut off and nothing at all comes back.
     fn budget(&self) -> Duration {
-        self.options.statement_timeout + Duration::from_secs(1)
+        budget(&self.options)
     }
 
     async fn bounded<T>(
@@ -387,15 +392,17 @@ impl Link {
         }
     }
 
-    /// Records a batch of Enqueue calls in one transaction (see accept_all).
-    async fn accept(
-        &self,
-        requests: &[&NewRequest],
-    ) -> Result<(Vec<AcceptOutcome>, bool), LedgerError> {
+    /// Records a batch of Enqueue calls in one transaction (see accept_all), then has work due
+    /// now announced to the other replicas.
+    async fn accept(&self, requests: &[&NewRequest]) -> Result<Vec<AcceptOutcome>, LedgerError> {
         self.refuse()?;
         let mut conn = self.acquire().await?;
         let result = self.bounded(accept_all(&mut conn, requests)).await;
-        self.settle(conn, result)
+        let (outcomes, announce) = self.settle(conn, result)?;
+        if announce {
+            self.announcer.announce();
+        }
+        Ok(outcomes)
     }
 
     /// Whether the database answers, and can be written to; the reason when it cannot.
@@ -502,7 +509,6 @@ async fn probe(link: Arc<Link>) {
 /// tried again alone, so one call that cannot be recorded fails only its own caller; when the
 /// database cannot be used, everyone hears so at once.
 async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
-    let announcer = super::wakeups::Announcer::spawn(link.pool.clone(), link.budget());
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -516,10 +522,7 @@ async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
         let ops = std::mem::take(&mut batch);
         let requests: Vec<&NewRequest> = ops.iter().map(|op| &*op.request).collect();
         match link.accept(&requests).await {
-            Ok((outcomes, announce)) => {
-                if announce {
-                    announcer.announce();
-                }
+            Ok(outcomes) => {
                 for (op, outcome) in ops.into_iter().zip(outcomes) {
                     let _ = op.reply.send(Ok(outcome));
                 }
@@ -534,15 +537,10 @@ async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
                     tracing::warn!(error = %e, size = ops.len(), "ledger batch failed; applying its calls one by one");
                 }
                 for op in ops {
-                    let result =
-                        link.accept(&[&*op.request])
-                            .await
-                            .map(|(mut outcomes, announce)| {
-                                if announce {
-                                    announcer.announce();
-                                }
-                                outcomes.remove(0)
-                            });
+                    let result = link
+                        .accept(&[&*op.request])
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0));
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "ledger: a call failed and was rolled back");
                     }
@@ -551,6 +549,11 @@ async fn write(link: Arc<Link>, mut rx: mpsc::Receiver<AcceptOp>) {
             }
         }
     }
+}
+
+/// See Link::budget.
+fn budget(options: &PostgresOptions) -> Duration {
+    options.statement_timeout + Duration::from_secs(1)
 }
 
 fn millis(d: Duration) -> i64 {

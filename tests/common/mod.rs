@@ -187,6 +187,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits up to `patience` until something other than the probe itself listens on loopback
+/// `port`, panicking with `what` if `child` exits first or the time runs out.
+///
+/// A bare connect is not proof: while nothing listens, Linux may give the probe `port` itself as
+/// its source port, and the socket then connects to itself (TCP's simultaneous open). The probe
+/// would report a peer that has not bound yet, and the test's first request would be refused.
+pub fn wait_until_listening(child: &mut Child, port: u16, what: &str, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port))
+            && stream.local_addr().ok() != stream.peer_addr().ok()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before it listened on port {port}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A peer process of a test (a Python SMTP server, ...). Killed when dropped.
 pub struct Peer(pub Child);
 
@@ -208,15 +233,8 @@ pub fn start_python_peer(script: &str, args: &[std::ffi::OsString], port: u16) -
         .stdout(Stdio::null())
         .spawn()
         .expect("python3");
-    let peer = Peer(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{script} did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut peer = Peer(child);
+    wait_until_listening(&mut peer.0, port, script, Duration::from_secs(30));
     peer
 }
 
@@ -249,7 +267,7 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start(port: u16, maildir: &Path) -> SmtpSink {
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(maildir)
@@ -257,14 +275,7 @@ impl SmtpSink {
             .stderr(Stdio::null())
             .spawn()
             .expect("start aiosmtpd (pip install aiosmtpd)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_listening(&mut child, port, "aiosmtpd", Duration::from_secs(30));
         SmtpSink {
             child,
             port,
@@ -557,12 +568,8 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto (pip install 'moto[server]')");
-        let peer = Peer(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut peer = Peer(child);
+        wait_until_listening(&mut peer.0, port, "moto", Duration::from_secs(60));
         Moto { peer, port }
     }
 

@@ -343,9 +343,18 @@ async fn pace_over(bench: &Bench, label: &str, channels: &[Channel]) {
     // take a second's accepts, so it did not grow over the run.
     let first = samples.first().map_or(0, |s| s.2);
     let grew = end_backlog.saturating_sub(first) as f64;
+    // Whether delivery keeps up depends first of all on how many sends may be in flight, so the
+    // figure names it.
+    let sends = match bench.args.worker_concurrency {
+        Some(n) => format!("worker.concurrency {n}"),
+        None => format!(
+            "worker.concurrency {} (the default)",
+            crate::config::WorkerConfig::default().concurrency
+        ),
+    };
     bench.target(
         &format!(
-            "{label}: delivery keeps pace with accept for {}",
+            "{label}: delivery keeps pace with accept for {}, {sends}",
             humantime::format_duration(duration)
         ),
         &format!(

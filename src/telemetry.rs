@@ -20,6 +20,11 @@ pub const BATCH_SIZE: &str = "flyte_notify_ledger_batch_size";
 /// Deliveries per worker call to the ledger, by `op` (lease, record): how much the worker's
 /// batching saves, one ledger write serving this many deliveries.
 pub const WORKER_BATCH_SIZE: &str = "flyte_notify_worker_batch_size";
+/// This replica's worker slots (`worker.concurrency`), and how many of them hold a delivery now:
+/// from its lease, through the send and any rate-limit wait, until its outcome is written. Busy
+/// at the configured count while the oldest pending delivery ages means the slots are the limit.
+pub const WORKER_SLOTS: &str = "flyte_notify_worker_slots";
+pub const WORKER_SLOTS_BUSY: &str = "flyte_notify_worker_slots_busy";
 /// Outcomes the ledger refused because their lease was no longer current (a worker that lost its
 /// lease, e.g. a send that outlived it). Each one is a send that may have gone out twice.
 pub const STALE_RECORDS: &str = "flyte_notify_stale_records_total";

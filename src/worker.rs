@@ -82,6 +82,23 @@ async fn cut_off(cut: &mut watch::Receiver<bool>) {
     let _ = cut.wait_for(|cut| *cut).await.map(|_| ());
 }
 
+/// One worker slot counted busy in `flyte_notify_worker_slots_busy` while this lives: dropped
+/// with its send task, also when the task is aborted at the end of a shutdown.
+struct BusySlot;
+
+impl BusySlot {
+    fn take() -> Self {
+        metrics::gauge!(telemetry::WORKER_SLOTS_BUSY).increment(1.0);
+        BusySlot
+    }
+}
+
+impl Drop for BusySlot {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::WORKER_SLOTS_BUSY).decrement(1.0);
+    }
+}
+
 /// What became of one outcome handed to the recorder.
 #[derive(Debug, PartialEq)]
 enum Applied {
@@ -227,6 +244,7 @@ impl Worker {
         let (records, to_record) = mpsc::channel(MAX_RECORD_BATCH);
         let recorder = tokio::spawn(record_in_batches(this.ledger.clone(), to_record));
         let permits = Arc::new(Semaphore::new(this.concurrency));
+        metrics::gauge!(telemetry::WORKER_SLOTS).set(this.concurrency as f64);
         let (cut_off, cut) = watch::channel(false);
         let mut in_flight = JoinSet::new();
         loop {
@@ -293,9 +311,10 @@ impl Worker {
                 };
                 let this = this.clone();
                 let (cut, records) = (cut.clone(), records.clone());
+                let busy = BusySlot::take();
                 in_flight.spawn(async move {
                     this.handle(item, cut, &records).await;
-                    drop(permit);
+                    drop((permit, busy));
                 });
             }
         }

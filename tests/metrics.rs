@@ -180,6 +180,9 @@ flyteNotify:
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let exact = [
+        // The default worker.concurrency, and every send recorded.
+        ("flyte_notify_worker_slots", vec![], 16.0),
+        ("flyte_notify_worker_slots_busy", vec![], 0.0),
         (
             "flyte_notify_pending_deliveries",
             vec![("state", "pending")],
@@ -401,4 +404,98 @@ fn metric_names(expr: &str) -> Vec<String> {
         rest = &tail[end..];
     }
     names
+}
+
+/// The value of `name` with no labels once it equals `want`, waiting up to `patience`.
+async fn wait_for_gauge(server: &Server, port: u16, name: &str, want: f64, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        let body = scrape(port).await;
+        if sample(&body, name, &[]) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never reached {want}:\n{body}\nlog:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_worker_slots_are_counted_from_lease_to_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every request is held past the send timeout: five sends that each fill a slot for 2 s.
+    let holding = WebhookSink::start(&["sleep"; 5].join(","), None);
+    let metrics_port = free_port();
+    let config = format!(
+        r#"
+notifications:
+  emailer: {{ sender: flyte@example.com }}
+flyteNotify:
+  metricsListen: 127.0.0.1:{metrics_port}
+  worker: {{ concurrency: 3, sendTimeout: 2s }}
+  retry: {{ baseDelay: 1h, maxDelay: 2h, maxAttempts: 5 }}
+  webhooks:
+    destinations:
+      - {{ name: holding, urlEnvVar: FN_TEST_HOLDING_URL }}
+"#
+    );
+    let server = Server::start_env(
+        dir.path(),
+        &config,
+        &[("FN_TEST_HOLDING_URL", &holding.url("/hook"))],
+    );
+    wait_for_gauge(
+        &server,
+        metrics_port,
+        "flyte_notify_worker_slots",
+        3.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut client = server.client().await;
+    for n in 0..5 {
+        client
+            .enqueue(EnqueueRequest {
+                request_id: format!("slots-{n}"),
+                execution: Some(failed_execution(&format!("exec-slots-{n}"))),
+                notifications: vec![],
+                webhooks: vec![webhook("holding")],
+                deadline: None,
+            })
+            .await
+            .unwrap();
+    }
+    // Three of the five fill every slot while the other two wait for one.
+    wait_for_gauge(
+        &server,
+        metrics_port,
+        "flyte_notify_worker_slots_busy",
+        3.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The held sends time out and are recorded for a retry in an hour: the slots empty once the
+    // last two have had their turn too.
+    wait_for_pending(&server, "", Duration::from_secs(30), |d| {
+        d.len() == 5 && d.iter().all(|d| d.attempts == 1)
+    })
+    .await;
+    wait_for_gauge(
+        &server,
+        metrics_port,
+        "flyte_notify_worker_slots_busy",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let body = scrape(metrics_port).await;
+    assert_eq!(
+        sample(&body, "flyte_notify_worker_slots", &[]),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(holding.requests().len(), 5);
 }

@@ -11,6 +11,7 @@ pub mod pubsub;
 pub mod replicas;
 pub mod smtp;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -178,21 +179,36 @@ impl Drop for Server {
     }
 }
 
-/// A free loopback port (for peers that cannot report the one they chose).
+/// A free loopback port (for peers that cannot report the one they chose), never one this test
+/// binary has handed out before.
+///
+/// Nothing holds the port between this call and the peer binding it, up to a second later for a
+/// Python peer, and the tests of one binary run side by side. Another test's `bind(0)` may be
+/// given the same port meanwhile: one of the two peers then cannot bind, and a probe of its port
+/// finds the other test's peer, which may stop before the first request comes. That is the
+/// likeliest reading of a CI run whose SES request to a just-started sink was refused. Handing
+/// each port out once rules out the collisions between tests of one binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
-/// Waits up to `patience` until something other than the probe itself listens on loopback
-/// `port`, panicking with `what` if `child` exits first or the time runs out.
-///
-/// A bare connect is not proof: while nothing listens, Linux may give the probe `port` itself as
-/// its source port, and the socket then connects to itself (TCP's simultaneous open). The probe
-/// would report a peer that has not bound yet, and the test's first request would be refused.
+/// Waits up to `patience` until something listens on loopback `port`, panicking with `what` if
+/// `child` exits first (it could not bind, say) or the time runs out. A connection that reached
+/// itself (TCP's simultaneous open, when the probe's source port is `port`) is not a listener.
 pub fn wait_until_listening(child: &mut Child, port: u16, what: &str, patience: Duration) {
     let deadline = Instant::now() + patience;
     loop {

@@ -24,6 +24,7 @@ pub const WORKER_BATCH_SIZE: &str = "flyte_notify_worker_batch_size";
 /// from its lease, through the send and any rate-limit wait, until its outcome is written. Busy
 /// at the configured count while the oldest pending delivery ages means the slots are the limit.
 pub const WORKER_SLOTS: &str = "flyte_notify_worker_slots";
+/// See WORKER_SLOTS.
 pub const WORKER_SLOTS_BUSY: &str = "flyte_notify_worker_slots_busy";
 /// Outcomes the ledger refused because their lease was no longer current (a worker that lost its
 /// lease, e.g. a send that outlived it). Each one is a send that may have gone out twice.

@@ -358,7 +358,7 @@ async fn pace_over(bench: &Bench, label: &str, channels: &[Channel]) {
             humantime::format_duration(duration)
         ),
         &if samples.len() < 2 {
-            format!("a run under 10 s has one backlog sample, nothing to compare it with ({end_backlog} at the end)")
+            format!("a run of 5 s or less has one backlog sample, nothing to compare it with ({end_backlog} at the end)")
         } else {
             format!(
                 "at {accept_rate:.0}/s the backlog went from {first} (first 5 s) to {end_backlog} (end)"

@@ -147,6 +147,31 @@ async fn pending_ids(ledger: &dyn Ledger, filters: Vec<Filter>) -> Vec<String> {
         .collect()
 }
 
+/// The ids ListPending lists from `after` on, `limit` a page, following each page's token to the
+/// last page.
+async fn follow_pages(
+    ledger: &dyn Ledger,
+    mut after: Option<PageToken>,
+    limit: u32,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let page = ledger
+            .list_pending(PendingQuery {
+                limit,
+                after,
+                filters: vec![],
+            })
+            .await
+            .unwrap();
+        seen.extend(page.deliveries.into_iter().map(|d| d.id));
+        match page.next {
+            Some(token) => after = Some(token),
+            None => return seen,
+        }
+    }
+}
+
 fn ids(leased: &[LeasedDelivery]) -> Vec<&str> {
     leased.iter().map(|d| d.delivery.id.as_str()).collect()
 }
@@ -2296,21 +2321,7 @@ async fn a_delivery_that_commits_after_later_ones_is_not_skipped_by_paging() {
 
     let mut seen: Vec<String> = first.deliveries.iter().map(|d| d.id.clone()).collect();
     match first.next {
-        Some(token) => {
-            let mut after = Some(token);
-            while let Some(token) = after {
-                let page = a
-                    .list_pending(PendingQuery {
-                        limit: 2,
-                        after: Some(token),
-                        filters: vec![],
-                    })
-                    .await
-                    .unwrap();
-                seen.extend(page.deliveries.iter().map(|d| d.id.clone()));
-                after = page.next;
-            }
-        }
+        Some(token) => seen.extend(follow_pages(&*a, Some(token), 2).await),
         // The first page was the last one: a caller lists again from the start.
         None => seen = pending_ids(&*a, vec![]).await,
     }
@@ -2352,29 +2363,7 @@ async fn a_long_transaction_that_is_not_an_accept_hides_no_new_delivery() {
     }
     assert_eq!(pending_ids(&ledger, vec![]).await, vec!["d1", "d2", "d3"]);
     // Page by page as well, each token resuming after the last row shown.
-    let first = ledger
-        .list_pending(PendingQuery {
-            limit: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let rest = ledger
-        .list_pending(PendingQuery {
-            limit: 2,
-            after: first.next,
-            filters: vec![],
-        })
-        .await
-        .unwrap();
-    let paged: Vec<String> = first
-        .deliveries
-        .iter()
-        .chain(&rest.deliveries)
-        .map(|d| d.id.clone())
-        .collect();
-    assert_eq!(paged, vec!["d1", "d2", "d3"]);
-    assert!(rest.next.is_none());
+    assert_eq!(follow_pages(&ledger, None, 2).await, vec!["d1", "d2", "d3"]);
     open.rollback().await.unwrap();
     ledger.close().await;
 }
